@@ -1,0 +1,200 @@
+"""The Encoder: a transformer backbone plus a linear head, producing token vectors."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from xtrieve.config import EncoderConfig
+from xtrieve.encode import loaders
+from xtrieve.encode.pooling import pool_documents
+from xtrieve.encode.tokenize import TextProcessor, check_texts
+from xtrieve.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+PROGRESS_MIN_TEXTS = 512
+
+
+class Encoder:
+    """Encodes queries and documents into L2-normalised token vectors [n_tokens, dim]."""
+
+    def __init__(self, spec: loaders.ModelSpec, device: str = "cpu") -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        self.spec = spec
+        self.config: EncoderConfig = spec.config
+        self.name = spec.name
+        self.device = torch.device(device)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(spec.backbone_dir))
+            if spec.backbone_state is not None:
+                from transformers import AutoConfig
+
+                self.backbone = AutoModel.from_config(AutoConfig.from_pretrained(str(spec.backbone_dir)))
+                missing, unexpected = self.backbone.load_state_dict(spec.backbone_state, strict=False)
+                if unexpected or [m for m in missing if "position_ids" not in m]:
+                    raise ModelLoadError(f"backbone weights do not fit {spec.backbone_dir}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+            else:
+                self.backbone = AutoModel.from_pretrained(str(spec.backbone_dir))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load the backbone from {spec.backbone_dir}: {exc}") from None
+        self.backbone.eval().to(self.device)
+        hidden = int(self.backbone.config.hidden_size)
+        self.head = torch.nn.Linear(hidden, self.config.dim, bias=self.config.head_bias)
+        with torch.no_grad():
+            if spec.head_weight is None:
+                if self.config.dim != hidden:
+                    raise ModelLoadError(f"{spec.name}: no head, but dim {self.config.dim} != hidden size {hidden}")
+                self.head.weight.copy_(torch.eye(hidden))
+            else:
+                if tuple(spec.head_weight.shape) != (self.config.dim, hidden):
+                    raise ModelLoadError(
+                        f"{spec.name}: head weight has shape {tuple(spec.head_weight.shape)}, expected ({self.config.dim}, {hidden})"
+                    )
+                self.head.weight.copy_(spec.head_weight.float())
+            if self.head.bias is not None:
+                self.head.bias.copy_(spec.head_bias.float() if spec.head_bias is not None else torch.zeros(self.config.dim))
+        self.head.eval().to(self.device)
+        self.processor = TextProcessor(self.tokenizer, self.config)
+
+    # -- loading and saving -------------------------------------------------------------
+
+    @classmethod
+    def load(cls, name_or_path: str | Path | None = None, *, device: str = "cpu",
+             config: EncoderConfig | dict | None = None) -> "Encoder":
+        """Load the default offline model (None), a model folder, or a hub id.
+
+        ``config`` overrides fields of the model's own EncoderConfig (e.g. pool_factor).
+        """
+        spec = loaders.load_spec(name_or_path)
+        if config is not None:
+            changes = config.to_dict() if isinstance(config, EncoderConfig) else dict(config)
+            spec.config = EncoderConfig.from_dict({**spec.config.to_dict(), **changes})
+        return cls(spec, device=device)
+
+    def head_state(self) -> dict[str, torch.Tensor]:
+        state = {"weight": self.head.weight.detach().cpu().float().contiguous()}
+        if self.head.bias is not None:
+            state["bias"] = self.head.bias.detach().cpu().float().contiguous()
+        return state
+
+    def head_sha256(self) -> str:
+        h = hashlib.sha256()
+        for key, tensor in sorted(self.head_state().items()):
+            h.update(key.encode())
+            h.update(tensor.numpy().tobytes())
+        return h.hexdigest()
+
+    def identity(self) -> dict:
+        """A JSON-able fingerprint: same name and head checksum = same model."""
+        return {
+            "name": self.name, "backbone": self.spec.backbone_ref, "head_sha256": self.head_sha256(),
+            "dim": self.config.dim, "config": self.config.to_dict(),
+        }
+
+    def save(self, folder: str | Path, *, name: str | None = None, copy_backbone: bool | None = None,
+             extra: dict | None = None) -> Path:
+        """Write a model folder ``Encoder.load`` reads back (head + config + backbone ref).
+
+        A backbone shipped by a package stays a reference; any other is copied into
+        ``folder/backbone`` unless copy_backbone is False.
+        """
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        ref = dict(self.spec.backbone_ref)
+        if copy_backbone is None:
+            copy_backbone = "package" not in ref
+        if copy_backbone:
+            target = folder / "backbone"
+            if target.resolve() != Path(self.spec.backbone_dir).resolve():
+                if target.exists():
+                    shutil.rmtree(target)
+                self.tokenizer.save_pretrained(str(target))
+                self.backbone.save_pretrained(str(target), safe_serialization=True)
+            ref = {"path": "backbone"}
+        save_file(self.head_state(), str(folder / loaders.HEAD_FILE))
+        meta = {
+            "format": "xtrieve-model", "version": 1, "name": name or self.name, "backbone": ref,
+            "encoder_config": self.config.to_dict(), **(extra or {}),
+        }
+        (folder / loaders.MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return folder
+
+    # -- encoding -----------------------------------------------------------------------
+
+    def _batches(self, texts: list[str], is_query: bool, batch_size: int, show_progress: bool | None,
+                 desc: str) -> Iterable[tuple[list[int], object]]:
+        """Yield (original indices, Batch) in length-sorted order."""
+        ids, n_truncated = self.processor.encode_ids(texts, is_query)
+        if n_truncated:
+            maxlen = self.config.query_maxlen if is_query else self.config.doc_maxlen
+            log.info("%d of %d %s truncated to %d tokens", n_truncated, len(texts), desc, maxlen)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
+        if show_progress is None:
+            show_progress = len(texts) >= PROGRESS_MIN_TEXTS
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(texts), desc=f"encoding {desc}", unit="text", disable=not show_progress) as bar:
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                yield chunk, self.processor.batch([ids[i] for i in chunk], is_query)
+                bar.update(len(chunk))
+
+    def _hidden(self, batch) -> torch.Tensor:
+        out = self.backbone(input_ids=batch.input_ids.to(self.device), attention_mask=batch.attention_mask.to(self.device))
+        return out.last_hidden_state
+
+    def token_states(self, texts: list[str], is_query: bool, batch_size: int = 32,
+                     show_progress: bool | None = None) -> list[np.ndarray]:
+        """Backbone hidden states at the output positions (before the head), float32."""
+        texts = check_texts(texts, "queries" if is_query else "documents")
+        out: list[np.ndarray | None] = [None] * len(texts)
+        with torch.inference_mode():
+            for chunk, batch in self._batches(texts, is_query, batch_size, show_progress, "queries" if is_query else "documents"):
+                hidden = self._hidden(batch).float()
+                for row, i in enumerate(chunk):
+                    out[i] = hidden[row][batch.output_mask[row]].cpu().numpy()
+        return out  # type: ignore[return-value]
+
+    def project(self, states: torch.Tensor) -> torch.Tensor:
+        """Apply the head and (optionally) L2-normalise."""
+        x = self.head(states)
+        return torch.nn.functional.normalize(x, dim=-1) if self.config.normalize else x
+
+    def _encode(self, texts: list[str], is_query: bool, batch_size: int, show_progress: bool | None) -> list[np.ndarray]:
+        out: list[np.ndarray | None] = [None] * len(texts)
+        with torch.inference_mode():
+            for chunk, batch in self._batches(texts, is_query, batch_size, show_progress, "queries" if is_query else "documents"):
+                vectors = self.project(self._hidden(batch)).float()
+                for row, i in enumerate(chunk):
+                    out[i] = vectors[row][batch.output_mask[row]].cpu().numpy()
+        return out  # type: ignore[return-value]
+
+    def encode_queries(self, texts: list[str], batch_size: int = 32, show_progress: bool | None = None) -> list[np.ndarray]:
+        """One float32 array [n_q, dim] per query."""
+        return self._encode(check_texts(texts, "queries"), True, batch_size, show_progress)
+
+    def encode_documents_with_counts(self, texts: list[str], batch_size: int = 32, pool_factor: int | None = None,
+                                     show_progress: bool | None = None) -> tuple[list[np.ndarray], list[int]]:
+        """Document vectors (pooled by pool_factor) and each document's token count before pooling."""
+        vectors = self._encode(check_texts(texts, "documents"), False, batch_size, show_progress)
+        counts = [int(v.shape[0]) for v in vectors]
+        factor = self.config.pool_factor if pool_factor is None else int(pool_factor)
+        return pool_documents(vectors, factor), counts
+
+    def encode_documents(self, texts: list[str], batch_size: int = 32, pool_factor: int | None = None,
+                         show_progress: bool | None = None) -> list[np.ndarray]:
+        """One float32 array [n_vectors, dim] per document (pooled when pool_factor > 1)."""
+        return self.encode_documents_with_counts(texts, batch_size, pool_factor, show_progress)[0]
+
+    def __repr__(self) -> str:
+        return f"Encoder(name={self.name!r}, dim={self.config.dim}, pool_factor={self.config.pool_factor})"

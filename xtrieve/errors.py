@@ -1,0 +1,34 @@
+"""Exceptions raised by xtrieve. Every one subclasses :class:`XtrieveError`."""
+from __future__ import annotations
+
+
+class XtrieveError(Exception):
+    """Base class: a problem xtrieve can name (the CLI prints it without a traceback)."""
+
+
+class ConfigError(XtrieveError, ValueError):
+    """A configuration is invalid: unknown key, bad value or wrong type."""
+
+
+class InputError(XtrieveError, ValueError):
+    """Bad user input: empty or missing text, duplicate ids, wrong dimension, bad query."""
+
+
+class ModelLoadError(XtrieveError):
+    """A folder or name that is not a model xtrieve can load."""
+
+
+class ModelMismatchError(XtrieveError):
+    """The encoder given does not match the one the index was built with."""
+
+
+class IndexFormatError(XtrieveError):
+    """A folder that is not an xtrieve index, or one whose files are corrupt."""
+
+
+class IndexLockedError(XtrieveError):
+    """Another writer holds the index's lock."""
+
+
+class FilterError(XtrieveError, ValueError):
+    """A metadata filter that cannot be parsed or names an unknown column."""
