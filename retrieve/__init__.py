@@ -1,0 +1,1 @@
+"""Search stage: XTR token retrieval, missing-similarity imputation, exact MaxSim rerank."""

@@ -1,0 +1,188 @@
+"""The Searcher: token retrieval over every segment, XTR scoring, exact MaxSim rerank."""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from typing import Sequence
+
+import numpy as np
+
+from xtrieve.config import SearchConfig
+from xtrieve.errors import InputError
+from xtrieve.retrieve.filters import allowed_rows, as_expression
+from xtrieve.retrieve.maxsim import maxsim_docs
+from xtrieve.retrieve.xtr import global_top, xtr_scores
+from xtrieve.types import Hit
+
+log = logging.getLogger(__name__)
+
+KEY_SHIFT = 32
+FILTER_CACHE_SIZE = 16
+
+
+def _key(segment_no: int, local: np.ndarray) -> np.ndarray:
+    return (np.int64(segment_no) << KEY_SHIFT) | local.astype(np.int64)
+
+
+class _Allowed:
+    """Which docs of one segment may be returned, plus a FAISS selector over its vectors."""
+
+    def __init__(self, segment, docs_mask: np.ndarray) -> None:
+        import faiss
+
+        self.docs_mask = docs_mask
+        self.n_allowed = int(docs_mask.sum())
+        self.all_allowed = self.n_allowed == segment.n_docs
+        self.selector = None
+        if not self.all_allowed and self.n_allowed:
+            self._bits = np.packbits(docs_mask[segment.vec_to_doc], bitorder="little")
+            self.selector = faiss.IDSelectorBitmap(segment.n_vectors, faiss.swig_ptr(self._bits))
+
+
+def check_query(q: object, dim: int, i: int) -> np.ndarray:
+    """A query as a C-contiguous float32 [n_q, dim] array, or a clear InputError."""
+    try:
+        arr = np.ascontiguousarray(q, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InputError(f"query {i}: not an array of numbers") from None
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise InputError(f"query {i}: expected a [n_tokens, {dim}] array, got shape {arr.shape}")
+    if arr.shape[1] != dim:
+        raise InputError(f"query {i}: vectors have dimension {arr.shape[1]}, the index has {dim}")
+    if not np.isfinite(arr).all():
+        raise InputError(f"query {i}: contains NaN or infinite values")
+    return arr
+
+
+class Searcher:
+    """Searches one immutable snapshot of an index; safe to share between threads."""
+
+    def __init__(self, snapshot, encoder=None) -> None:
+        self.snapshot = snapshot
+        self.segments = list(snapshot.segments)
+        self.encoder = encoder
+        self.dim = int(snapshot.dim)
+        self._lock = threading.Lock()
+        self._filter_cache: OrderedDict[tuple, list[_Allowed]] = OrderedDict()
+        self._live = [_Allowed(s, ~np.asarray(s.deleted, dtype=bool)) for s in self.segments]
+        self.n_live = sum(a.n_allowed for a in self._live)
+        self.columns = self._metadata_columns()
+
+    def _metadata_columns(self) -> set[str]:
+        cols: set[str] = set()
+        for s in self.segments:
+            cols.update(c for c in s.table.column_names if c not in ("text",))
+        return cols
+
+    # -- allowed documents --------------------------------------------------------------
+
+    def _allowed(self, filter) -> list[_Allowed]:
+        if filter is None:
+            return self._live
+        key = (filter if isinstance(filter, str) else str(filter),)
+        with self._lock:
+            hit = self._filter_cache.get(key)
+            if hit is not None:
+                self._filter_cache.move_to_end(key)
+                return hit
+        expr = as_expression(filter, self.columns)
+        out = []
+        for seg, live in zip(self.segments, self._live):
+            mask = allowed_rows(seg.table, expr).to_numpy(zero_copy_only=False).astype(bool)
+            out.append(_Allowed(seg, mask & live.docs_mask))
+        with self._lock:
+            self._filter_cache[key] = out
+            while len(self._filter_cache) > FILTER_CACHE_SIZE:
+                self._filter_cache.popitem(last=False)
+        return out
+
+    # -- search -------------------------------------------------------------------------
+
+    def search(self, queries: Sequence[np.ndarray], k: int = 10, filter=None, exhaustive: bool = False,
+               config: SearchConfig | None = None) -> list[list[Hit]]:
+        """Top-k hits for each query array [n_q, dim]."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+            raise InputError(f"k must be a positive integer, got {k!r}")
+        config = config or SearchConfig()
+        qs = [check_query(q, self.dim, i) for i, q in enumerate(queries)]
+        if not qs:
+            return []
+        allowed = self._allowed(filter)
+        n_allowed = sum(a.n_allowed for a in allowed)
+        if n_allowed == 0:
+            return [[] for _ in qs]
+        selective = filter is not None and n_allowed <= config.selective_filter_fraction * max(self.n_live, 1)
+        if exhaustive or selective or n_allowed <= max(config.n_rerank, k):
+            return [self._exact(q, allowed, k) for q in qs]
+        return self._fast(qs, allowed, k, config)
+
+    def _exact(self, q: np.ndarray, allowed: list[_Allowed], k: int) -> list[Hit]:
+        keys, scores = [], []
+        for no, (seg, a) in enumerate(zip(self.segments, allowed)):
+            docs = np.nonzero(a.docs_mask)[0]
+            if len(docs):
+                keys.append(_key(no, docs))
+                scores.append(maxsim_docs(q, seg, docs))
+        return self._top(np.concatenate(keys), np.concatenate(scores), k)
+
+    def _retrieve(self, qs: list[np.ndarray], allowed: list[_Allowed], config: SearchConfig):
+        """One FAISS call per segment for all query tokens of the batch: [n_tokens, k'] arrays."""
+        import faiss
+
+        stacked = np.ascontiguousarray(np.concatenate(qs))
+        all_scores, all_keys = [], []
+        for no, (seg, a) in enumerate(zip(self.segments, allowed)):
+            if a.n_allowed == 0:
+                continue
+            index = seg.faiss_index
+            kk = min(config.k_prime, index.ntotal)
+            ivf = faiss.try_extract_index_ivf(index)
+            if ivf is not None:
+                params = faiss.SearchParametersIVF(nprobe=config.nprobe, sel=a.selector) if a.selector else faiss.SearchParametersIVF(nprobe=config.nprobe)
+            else:
+                params = faiss.SearchParameters(sel=a.selector) if a.selector else None
+            dist, ids = index.search(stacked, kk, params=params)
+            valid = ids >= 0
+            local = seg.vec_to_doc[np.where(valid, ids, 0)]
+            all_keys.append(np.where(valid, _key(no, local), -1))
+            all_scores.append(np.where(valid, dist, -np.inf).astype(np.float32))
+        scores = np.concatenate(all_scores, axis=1)
+        keys = np.concatenate(all_keys, axis=1)
+        return global_top(scores, keys, config.k_prime)
+
+    def _fast(self, qs: list[np.ndarray], allowed: list[_Allowed], k: int, config: SearchConfig) -> list[list[Hit]]:
+        scores, keys = self._retrieve(qs, allowed, config)
+        out, start = [], 0
+        for q in qs:
+            stop = start + q.shape[0]
+            cand, approx = xtr_scores(scores[start:stop], keys[start:stop])
+            start = stop
+            n = min(len(cand), max(config.n_rerank, k))
+            if n < len(cand):
+                top = np.argpartition(-approx, n - 1)[:n]
+                cand = cand[top]
+            out.append(self._rerank(q, cand, k))
+        return out
+
+    def _rerank(self, q: np.ndarray, cand: np.ndarray, k: int) -> list[Hit]:
+        seg_nos = cand >> KEY_SHIFT
+        exact = np.empty(len(cand), dtype=np.float32)
+        for no in np.unique(seg_nos):
+            sel = seg_nos == no
+            local = (cand[sel] & ((1 << KEY_SHIFT) - 1)).astype(np.int64)
+            exact[sel] = maxsim_docs(q, self.segments[int(no)], local)
+        return self._top(cand, exact, k)
+
+    def _top(self, keys: np.ndarray, scores: np.ndarray, k: int) -> list[Hit]:
+        if len(keys) == 0:
+            return []
+        n = min(k, len(keys))
+        top = np.argpartition(-scores, n - 1)[:n] if n < len(keys) else np.arange(len(keys))
+        top = top[np.lexsort((keys[top], -scores[top]))]
+        hits = []
+        for i in top:
+            seg = self.segments[int(keys[i] >> KEY_SHIFT)]
+            local = int(keys[i] & ((1 << KEY_SHIFT) - 1))
+            hits.append(Hit(doc_id=seg.doc_ids[local], score=float(scores[i]), metadata=seg.metadata(local)))
+        return hits

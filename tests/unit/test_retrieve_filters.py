@@ -1,0 +1,35 @@
+"""Filter strings parse into pyarrow expressions safely."""
+import pyarrow as pa
+import pytest
+
+from xtrieve.errors import FilterError
+from xtrieve.retrieve.filters import allowed_rows, parse_filter
+
+TABLE = pa.table({"year": [2000, 2020, 2021, None], "lang": ["en", "fr", "en", "en"]})
+COLS = set(TABLE.column_names)
+
+
+@pytest.mark.parametrize("text, want", [
+    ("year >= 2020 and lang == 'en'", [False, False, True, False]),
+    ("year < 2010 or lang in ('fr')", [True, True, False, False]),
+    ("not (year > 2000)", [True, False, False, False]),
+    ("year is null", [False, False, False, True]),
+    ("year is not null and lang not in (\"en\")", [False, True, False, False]),
+    ("year = 2021", [False, False, True, False]),
+])
+def test_filters_evaluate(text, want):
+    assert allowed_rows(TABLE, parse_filter(text, COLS)).to_pylist() == want
+
+
+@pytest.mark.parametrize("text, message", [
+    ("colour == 'red'", "unknown column 'colour'"),
+    ("year >", "expected"),
+    ("year >= 2020 and", "expected"),
+    ("__import__('os').system('x')", "cannot parse|unknown column"),
+    ("year >= 2020 lang", "unexpected"),
+    ("", "empty filter"),
+    ("year ~ 3", "cannot parse"),
+])
+def test_bad_filters(text, message):
+    with pytest.raises(FilterError, match=message):
+        parse_filter(text, COLS)

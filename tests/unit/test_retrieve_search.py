@@ -1,0 +1,155 @@
+"""Searcher on random token vectors: fast path vs brute-force MaxSim, filters, deletes, threads."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from xtrieve.config import SearchConfig
+from xtrieve.errors import FilterError, InputError
+from xtrieve.retrieve.searcher import Searcher
+
+DIM = 32
+
+
+class MemorySegment:
+    """An in-memory stand-in with the SegmentReader interface."""
+
+    def __init__(self, name, ids, docs, meta, factory="Flat"):
+        self.name, self.doc_ids, self.n_docs, self.dim = name, list(ids), len(ids), DIM
+        self.offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+        np.cumsum([len(d) for d in docs], out=self.offsets[1:])
+        vectors = np.concatenate(docs).astype(np.float32)
+        self.n_vectors = len(vectors)
+        self.vectors_raw = vectors.astype(np.float16)
+        self.scales = None
+        self.vec_to_doc = np.repeat(np.arange(len(docs), dtype=np.int32), [len(d) for d in docs])
+        self.faiss_index = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
+        if not self.faiss_index.is_trained:
+            self.faiss_index.train(vectors)
+        self.faiss_index.add(vectors)
+        self.table = pa.table({"doc_id": self.doc_ids, **meta})
+        self.deleted = np.zeros(len(docs), dtype=bool)
+
+    def metadata(self, local):
+        return {c: self.table.column(c)[local].as_py() for c in self.table.column_names if c != "doc_id"}
+
+
+@dataclasses.dataclass
+class Snap:
+    segments: list
+    dim: int = DIM
+
+
+def random_docs(rng, n, lo=5, hi=40):
+    out = []
+    for _ in range(n):
+        x = rng.standard_normal((int(rng.integers(lo, hi)), DIM)).astype(np.float32)
+        out.append(x / np.linalg.norm(x, axis=1, keepdims=True))
+    return out
+
+
+def brute(query, docs):
+    return np.array([(query @ d.astype(np.float16).astype(np.float32).T).max(axis=1).sum() for d in docs])
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    rng = np.random.default_rng(0)
+    docs = random_docs(rng, 400)
+    segs = [
+        MemorySegment("a", [f"d{i}" for i in range(250)], docs[:250], {"year": [2000 + i % 30 for i in range(250)]}),
+        MemorySegment("b", [f"d{i}" for i in range(250, 400)], docs[250:], {"year": [2000 + i % 30 for i in range(250, 400)]}, factory="IVF16,Flat"),
+    ]
+    # queries near documents so that top hits are meaningful
+    queries = []
+    for i in rng.choice(400, 12, replace=False):
+        q = docs[i][:8] + 0.3 * rng.standard_normal((min(8, len(docs[i])), DIM)).astype(np.float32)
+        queries.append(q / np.linalg.norm(q, axis=1, keepdims=True))
+    return docs, segs, queries
+
+
+def test_exhaustive_matches_brute_force(corpus):
+    docs, segs, queries = corpus
+    s = Searcher(Snap(segs))
+    for q in queries:
+        truth = brute(q, docs)
+        hits = s.search([q], k=10, exhaustive=True)[0]
+        assert [h.doc_id for h in hits] == [f"d{i}" for i in np.argsort(-truth, kind="stable")[:10]]
+        assert np.allclose([h.score for h in hits], np.sort(truth)[::-1][:10], atol=1e-3)
+
+
+def test_fast_path_agrees_with_exhaustive(corpus):
+    docs, segs, queries = corpus
+    s = Searcher(Snap(segs))
+    cfg = SearchConfig(k_prime=64, n_rerank=50, nprobe=16)
+    overlap = []
+    for q in queries:
+        fast = [h.doc_id for h in s.search([q], k=10, config=cfg)[0]]
+        exact = [h.doc_id for h in s.search([q], k=10, exhaustive=True)[0]]
+        assert fast[0] == exact[0]
+        overlap.append(len(set(fast) & set(exact)) / 10)
+    assert np.mean(overlap) >= 0.8
+
+
+def test_batch_equals_single(corpus):
+    _, segs, queries = corpus
+    s = Searcher(Snap(segs))
+    batch = s.search(queries, k=5)
+    for q, hits in zip(queries, batch):
+        assert [h.doc_id for h in s.search([q], k=5)[0]] == [h.doc_id for h in hits]
+
+
+def test_filters_and_deletes(corpus):
+    docs, segs, queries = corpus
+    segs = [MemorySegment(s.name, s.doc_ids, docs[:250] if s.name == "a" else docs[250:], {"year": s.table.column("year").to_pylist()}) for s in segs]
+    top = Searcher(Snap(segs)).search([queries[0]], k=3, exhaustive=True)[0][0].doc_id
+    n = int(top[1:])
+    seg = segs[0] if n < 250 else segs[1]
+    seg.deleted[n if n < 250 else n - 250] = True
+    s = Searcher(Snap(segs))
+    for exhaustive in (False, True):
+        assert top not in [h.doc_id for h in s.search([queries[0]], k=50, exhaustive=exhaustive)[0]]
+        hits = s.search([queries[0]], k=10, filter="year >= 2025", exhaustive=exhaustive)[0]
+        assert hits and all(h.metadata["year"] >= 2025 for h in hits)
+    # a selective filter (one year of 30, one doc) is scored directly
+    hits = s.search([queries[1]], k=10, filter="year == 2003 and doc_id == 'd3'")[0]
+    assert [h.doc_id for h in hits] == ["d3"]
+    with pytest.raises(FilterError, match="unknown column"):
+        s.search([queries[0]], k=5, filter="colour == 'red'")
+
+
+def test_bad_queries(corpus):
+    _, segs, queries = corpus
+    s = Searcher(Snap(segs))
+    with pytest.raises(InputError, match="dimension"):
+        s.search([np.ones((3, DIM + 1), np.float32)])
+    with pytest.raises(InputError, match="shape"):
+        s.search([np.ones((0, DIM), np.float32)])
+    with pytest.raises(InputError, match="k must be"):
+        s.search([queries[0]], k=0)
+    with pytest.raises(InputError, match="NaN"):
+        s.search([np.full((2, DIM), np.nan, np.float32)])
+
+
+def test_threads_share_a_searcher(corpus):
+    _, segs, queries = corpus
+    s = Searcher(Snap(segs))
+    expected = [[h.doc_id for h in s.search([q], k=5)[0]] for q in queries]
+    errors = []
+
+    def work():
+        for q, want in zip(queries, expected):
+            if [h.doc_id for h in s.search([q], k=5, filter="year >= 2000")[0]] != want:
+                errors.append("mismatch")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
