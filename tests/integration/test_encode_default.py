@@ -1,0 +1,37 @@
+"""The default offline model on real text."""
+import numpy as np
+import pytest
+
+import xtrieve
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def enc():
+    return xtrieve.Encoder.load()
+
+
+def test_default_model_shapes_and_norms(enc):
+    docs = enc.encode_documents(["The cat sat on the mat.", "Late interaction compares every query token with every document token."])
+    qs = enc.encode_queries(["what is late interaction?"])
+    for a in docs + qs:
+        assert a.dtype == np.float32 and a.ndim == 2 and a.shape[1] == 128 and a.shape[0] >= 2
+        assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-4)
+
+
+def test_default_model_ranks_the_relevant_text_first(enc):
+    docs = ["Photosynthesis turns light into chemical energy in plants.",
+            "The stock market fell sharply on Monday.",
+            "A marathon is a long-distance running race."]
+    q = enc.encode_queries(["how do plants use sunlight"])[0]
+    scores = [(q @ d.T).max(axis=1).sum() for d in enc.encode_documents(docs)]
+    assert int(np.argmax(scores)) == 0
+
+
+def test_pooling_stores_fewer_vectors(enc):
+    text = ["Coral reefs are built by colonies of tiny animals that secrete calcium carbonate, and they bleach in warm water."]
+    full, counts = enc.encode_documents_with_counts(text, pool_factor=1)
+    pooled = enc.encode_documents(text, pool_factor=3)
+    assert counts[0] == full[0].shape[0]
+    assert pooled[0].shape[0] == -(-full[0].shape[0] // 3)

@@ -1,0 +1,110 @@
+"""Loaders: tiny PyLate / ColBERT / xtrieve checkpoints load and encode as their libraries do."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from xtrieve.config import EncoderConfig
+from xtrieve.encode.encoder import Encoder
+from xtrieve.errors import ConfigError, InputError, ModelLoadError
+
+
+def test_pylate_folder_loads_projection_and_markers(pylate_folder):
+    folder, weight = pylate_folder
+    enc = Encoder.load(folder)
+    assert torch.equal(enc.head.weight.detach(), weight)
+    c = enc.config
+    assert (c.dim, c.query_maxlen, c.doc_maxlen) == (16, 12, 40)
+    assert c.query_prefix == "[Q] " and c.document_prefix == "[D] " and c.query_augmentation
+    q = enc.encode_queries(["the cat sat"])[0]
+    assert q.shape == (12, 16)  # [MASK]-augmented to query_length
+    assert np.allclose(np.linalg.norm(q, axis=1), 1, atol=1e-5)
+    ids, _ = enc.processor.encode_ids(["the cat sat"], is_query=True)
+    assert ids[0][1] == enc.tokenizer.convert_tokens_to_ids("[Q] ")
+    d = enc.encode_documents(["the cat sat on the mat ."])[0]
+    # [CLS] [D] the cat sat on the mat [SEP]: the '.' is skiplisted
+    assert d.shape == (9, 16)
+
+
+def test_colbert_checkpoint_matches_reference_computation(colbert_folder):
+    folder, weight, model, tok = colbert_folder
+    enc = Encoder.load(folder)
+    assert torch.equal(enc.head.weight.detach(), weight)
+    assert enc.config.query_prefix == "[unused0]" and enc.config.query_maxlen == 10
+    # reference: ColBERT's document path by hand
+    text = "a dog barked , the cat sat ."
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    full = [tok.cls_token_id, tok.convert_tokens_to_ids("[unused1]")] + ids + [tok.sep_token_id]
+    with torch.no_grad():
+        h = model(input_ids=torch.tensor([full]), attention_mask=torch.ones(1, len(full), dtype=torch.long)).last_hidden_state[0]
+        ref = torch.nn.functional.normalize(h @ weight.T, dim=-1)
+    keep = [i for i, t in enumerate(full) if tok.convert_ids_to_tokens(t) not in (",", ".")]
+    got = enc.encode_documents([text])[0]
+    assert np.allclose(got, ref[keep].numpy(), atol=1e-5)
+    # reference: query path with [MASK] augmentation and no attention to masks
+    qids = [tok.cls_token_id, tok.convert_tokens_to_ids("[unused0]")] + tok("what is late interaction", add_special_tokens=False)["input_ids"] + [tok.sep_token_id]
+    n = len(qids)
+    padded = qids + [tok.mask_token_id] * (10 - n)
+    att = [1] * n + [0] * (10 - n)
+    with torch.no_grad():
+        h = model(input_ids=torch.tensor([padded]), attention_mask=torch.tensor([att])).last_hidden_state[0]
+        qref = torch.nn.functional.normalize(h @ weight.T, dim=-1)
+    assert np.allclose(enc.encode_queries(["what is late interaction"])[0], qref.numpy(), atol=1e-5)
+
+
+def test_save_and_reload_round_trip(colbert_folder, tmp_path):
+    folder = colbert_folder[0]
+    enc = Encoder.load(folder, config={"pool_factor": 2})
+    out = enc.save(tmp_path / "saved")
+    again = Encoder.load(out)
+    assert again.config == enc.config and again.identity()["head_sha256"] == enc.identity()["head_sha256"]
+    texts = ["the cat sat on the mat", "every query token"]
+    for a, b in zip(enc.encode_documents(texts), again.encode_documents(texts)):
+        assert np.allclose(a, b, atol=1e-6)
+
+
+def test_truncation_is_counted(colbert_folder, caplog):
+    enc = Encoder.load(colbert_folder[0])
+    long = " ".join(["cat"] * 100)
+    with caplog.at_level("INFO"):
+        d = enc.encode_documents([long, "the dog"])[0]
+    assert d.shape[0] == 30  # doc_maxlen
+    assert "1 of 2 documents truncated" in caplog.text
+
+
+@pytest.mark.parametrize("bad, message", [
+    ([], "empty"), (None, "None"), (["ok", 3], "item 1 is int"), (["ok", "   "], "empty or whitespace"),
+    ("a string", "single string"),
+])
+def test_bad_texts(colbert_folder, bad, message):
+    enc = Encoder.load(colbert_folder[0])
+    with pytest.raises(InputError, match=message):
+        enc.encode_documents(bad)
+    with pytest.raises(InputError, match=message):
+        enc.encode_queries(bad)
+
+
+def test_not_a_model_and_unknown_keys(tmp_path, colbert_folder):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="not a model folder"):
+        Encoder.load(tmp_path / "empty")
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        Encoder.load(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="unknown EncoderConfig key"):
+        EncoderConfig.from_dict({"dim": 8, "colour": "red"})
+    with pytest.raises(ConfigError, match="unknown EncoderConfig key"):
+        Encoder.load(colbert_folder[0], config={"poolfactor": 2})
+    with pytest.raises(ConfigError, match="pool_factor"):
+        EncoderConfig(pool_factor=0)
+
+
+def test_xtrieve_folder_with_bad_config(tmp_path, colbert_folder):
+    out = Encoder.load(colbert_folder[0]).save(tmp_path / "m")
+    meta = json.loads((out / "xtrieve_model.json").read_text())
+    meta["encoder_config"]["bogus"] = 1
+    (out / "xtrieve_model.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="bogus"):
+        Encoder.load(out)
