@@ -7,11 +7,12 @@ from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from xtrieve.config import SearchConfig
 from xtrieve.errors import InputError
 from xtrieve.retrieve.filters import allowed_rows, as_expression
-from xtrieve.retrieve.maxsim import maxsim_docs
+from xtrieve.retrieve.maxsim import SegmentVectors
 from xtrieve.retrieve.xtr import global_top, xtr_scores
 from xtrieve.types import Hit
 
@@ -65,6 +66,7 @@ class Searcher:
         self.dim = int(snapshot.dim)
         self._lock = threading.Lock()
         self._filter_cache: OrderedDict[tuple, list[_Allowed]] = OrderedDict()
+        self._vectors = [SegmentVectors(s) for s in self.segments]
         self._live = [_Allowed(s, ~np.asarray(s.deleted, dtype=bool)) for s in self.segments]
         self.n_live = sum(a.n_allowed for a in self._live)
         self.columns = self._metadata_columns()
@@ -119,11 +121,12 @@ class Searcher:
 
     def _exact(self, q: np.ndarray, allowed: list[_Allowed], k: int) -> list[Hit]:
         keys, scores = [], []
-        for no, (seg, a) in enumerate(zip(self.segments, allowed)):
+        qt = torch.from_numpy(q)
+        for no, (vectors, a) in enumerate(zip(self._vectors, allowed)):
             docs = np.nonzero(a.docs_mask)[0]
             if len(docs):
                 keys.append(_key(no, docs))
-                scores.append(maxsim_docs(q, seg, docs))
+                scores.append(vectors.maxsim(qt, docs))
         return self._top(np.concatenate(keys), np.concatenate(scores), k)
 
     def _retrieve(self, qs: list[np.ndarray], allowed: list[_Allowed], config: SearchConfig):
@@ -168,10 +171,11 @@ class Searcher:
     def _rerank(self, q: np.ndarray, cand: np.ndarray, k: int) -> list[Hit]:
         seg_nos = cand >> KEY_SHIFT
         exact = np.empty(len(cand), dtype=np.float32)
+        qt = torch.from_numpy(q)
         for no in np.unique(seg_nos):
             sel = seg_nos == no
             local = (cand[sel] & ((1 << KEY_SHIFT) - 1)).astype(np.int64)
-            exact[sel] = maxsim_docs(q, self.segments[int(no)], local)
+            exact[sel] = self._vectors[int(no)].maxsim(qt, local)
         return self._top(cand, exact, k)
 
     def _top(self, keys: np.ndarray, scores: np.ndarray, k: int) -> list[Hit]:
