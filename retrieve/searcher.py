@@ -1,6 +1,7 @@
 """The Searcher: token retrieval over every segment, XTR scoring, exact MaxSim rerank."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import OrderedDict
@@ -20,6 +21,27 @@ log = logging.getLogger(__name__)
 
 KEY_SHIFT = 32
 FILTER_CACHE_SIZE = 16
+# A single query's FAISS search is small: with FAISS's OpenMP workers spinning next to
+# torch's, two runtimes fight over the cores; small batches run FAISS on one thread.
+SMALL_BATCH_TOKENS = 256
+_FAISS_THREADS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def faiss_threads(n: int | None):
+    """Run FAISS with ``n`` OpenMP threads inside the block (None: leave as is)."""
+    if n is None:
+        yield
+        return
+    import faiss
+
+    with _FAISS_THREADS_LOCK:
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(n)
+        try:
+            yield
+        finally:
+            faiss.omp_set_num_threads(before)
 
 
 def _key(segment_no: int, local: np.ndarray) -> np.ndarray:
@@ -145,7 +167,8 @@ class Searcher:
                 params = faiss.SearchParametersIVF(nprobe=config.nprobe, sel=a.selector) if a.selector else faiss.SearchParametersIVF(nprobe=config.nprobe)
             else:
                 params = faiss.SearchParameters(sel=a.selector) if a.selector else None
-            dist, ids = index.search(stacked, kk, params=params)
+            with faiss_threads(1 if len(stacked) <= SMALL_BATCH_TOKENS else None):
+                dist, ids = index.search(stacked, kk, params=params)
             valid = ids >= 0
             local = seg.vec_to_doc[np.where(valid, ids, 0)]
             all_keys.append(np.where(valid, _key(no, local), -1))
