@@ -1,0 +1,1 @@
+"""Command line interface: the ``xtrieve`` click group and its commands."""

@@ -1,0 +1,125 @@
+"""Index commands: build, add, delete, compact, info."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from xtrieve.errors import InputError
+
+CORPUS = click.Path(exists=False, path_type=Path)
+
+
+def _read_ids(ids: tuple[str, ...], ids_file: Path | None) -> list[str]:
+    out = list(ids)
+    if ids_file is not None:
+        try:
+            out += [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read ids file {ids_file}: {exc}") from None
+    if not out:
+        raise InputError("no ids given (pass ID... or --ids-file)")
+    return out
+
+
+@click.command("build")
+@click.argument("index", type=click.Path(path_type=Path))
+@click.option("--corpus", type=CORPUS, required=True, help="JSONL (BEIR), JSON, CSV/TSV, Parquet, or a folder of .txt files.")
+@click.option("--model", default=None, help="Model name or folder (default: the offline default model).")
+@click.option("--pool-factor", type=click.IntRange(min=1), default=None, help="Token pooling factor (default: the model's).")
+@click.option("--faiss", "faiss_factory", default=None, help='FAISS factory string, or "auto".')
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Documents per encode call.")
+@click.option("--vector-storage", type=click.Choice(["float16", "int8"]), default=None, help="Rerank vector storage.")
+@click.option("--docs-per-segment", type=click.IntRange(min=1), default=None, help="Maximum documents per segment.")
+@click.option("--no-store-text", is_flag=True, help="Do not keep title/text in the index.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing index at INDEX.")
+def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, vector_storage, docs_per_segment,
+                  no_store_text, overwrite):
+    """Build INDEX from a corpus file."""
+    from xtrieve.config import IndexConfig
+    from xtrieve.encode.encoder import Encoder
+    from xtrieve.index.corpus import read_corpus
+    from xtrieve.retrieve.api import Index
+
+    changes = {k: v for k, v in (("pool_factor", pool_factor), ("faiss_factory", faiss_factory),
+                                 ("batch_size", batch_size), ("vector_storage", vector_storage),
+                                 ("docs_per_segment", docs_per_segment)) if v is not None}
+    if no_store_text:
+        changes["store_text"] = False
+    config = IndexConfig().replace(**changes)
+    docs = read_corpus(corpus)
+    encoder = Encoder.load(model)
+    idx = Index.build(index, docs, encoder=encoder, config=config, overwrite=overwrite, show_progress=True)
+    info = idx.info()
+    click.echo(f"built {index}: {info.n_docs} docs, {info.n_vectors} vectors in {info.n_segments} segment(s)", err=True)
+
+
+@click.command("add")
+@click.argument("index", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--corpus", type=CORPUS, required=True, help="Documents to add (same formats as build).")
+def add_command(index, corpus):
+    """Add the documents of a corpus file to INDEX."""
+    from xtrieve.index.corpus import read_corpus
+    from xtrieve.retrieve.api import Index
+
+    idx = Index.open(index, verify=False)
+    ids = idx.add(read_corpus(corpus), show_progress=True)
+    click.echo(f"added {len(ids)} docs to {index} ({len(idx)} docs now)", err=True)
+
+
+@click.command("delete")
+@click.argument("index", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("ids", nargs=-1)
+@click.option("--ids-file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File with one id per line.")
+def delete_command(index, ids, ids_file):
+    """Delete documents by id from INDEX."""
+    from xtrieve.retrieve.api import Index
+
+    wanted = _read_ids(ids, ids_file)
+    idx = Index.open(index, verify=False)
+    n = idx.delete(wanted)
+    click.echo(f"deleted {n} docs from {index} ({len(idx)} docs left)", err=True)
+
+
+@click.command("compact")
+@click.argument("index", type=click.Path(file_okay=False, path_type=Path))
+def compact_command(index):
+    """Merge the segments of INDEX and drop deleted documents."""
+    from xtrieve.retrieve.api import Index
+
+    idx = Index.open(index, verify=False)
+    before = idx.info().n_segments
+    idx.compact()
+    click.echo(f"compacted {index}: {before} -> {idx.info().n_segments} segment(s)", err=True)
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+@click.command("info")
+@click.argument("index", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--no-verify", is_flag=True, help="Skip checksum verification.")
+def info_command(index, fmt, no_verify):
+    """Show sizes and settings of INDEX (checksums verified)."""
+    from xtrieve.retrieve.api import Index
+
+    info = Index.open(index, verify=not no_verify).info()
+    data = info.to_dict()
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    data["bytes"] = f"{info.bytes} ({_human(info.bytes)})"
+    if info.n_vectors:
+        data["bytes_per_vector"] = f"{info.bytes / info.n_vectors:.1f}"
+    data["faiss"] = ", ".join(sorted(set(info.faiss))) or "-"
+    width = max(len(k) for k in data)
+    for k, v in data.items():
+        click.echo(f"{k:<{width}}  {v}")

@@ -1,0 +1,61 @@
+"""The ``xtrieve`` click group. Commands live in small modules listed in COMMAND_MODULES.
+
+To add a command, write ``cli/commands_<name>.py`` defining click commands and add its
+module name below; a module that is not there yet is skipped.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from xtrieve import __version__
+from xtrieve.errors import XtrieveError
+
+COMMAND_MODULES = (
+    "xtrieve.cli.commands_index",
+    "xtrieve.cli.commands_search",
+    "xtrieve.cli.commands_train",
+    "xtrieve.cli.commands_eval",
+)
+
+
+class XtrieveGroup(click.Group):
+    """A group that prints any XtrieveError as one ``error: ...`` line and exits 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except XtrieveError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except OSError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=XtrieveGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="xtrieve")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """xtrieve: multi-vector (late-interaction) retrieval."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        for obj in vars(module).values():
+            if isinstance(obj, click.Command) and obj.name not in main.commands:
+                main.add_command(obj)
+
+
+_register()

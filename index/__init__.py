@@ -1,0 +1,1 @@
+"""Index stage: immutable Arrow + FAISS segments under an atomically replaced manifest."""

@@ -1,0 +1,120 @@
+"""Corpus files -> document dicts: BEIR JSONL, JSON, CSV/TSV, Parquet, or a folder of .txt."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from xtrieve.errors import InputError
+
+TEXT_COLUMNS = ("id", "_id", "text", "title")
+CSV_BLOCK = 1 << 24
+
+
+def read_corpus(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Stream documents from a corpus file or folder; InputError if unreadable or empty."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"corpus not found: {path}")
+    if path.is_dir():
+        reader = _txt_folder(path)
+    else:
+        suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
+        readers = {".jsonl": _jsonl, ".jsonl.gz": _jsonl, ".ndjson": _jsonl, ".json": _json, ".csv": _csv,
+                   ".tsv": _csv, ".parquet": _parquet, ".pq": _parquet}
+        if suffix not in readers:
+            raise InputError(f"unknown corpus format {path.name!r}: use .jsonl, .json, .csv, .tsv, .parquet or a folder of .txt")
+        reader = readers[suffix](path)
+    n = 0
+    for doc in reader:
+        n += 1
+        yield doc
+    if n == 0:
+        raise InputError(f"corpus {path} is empty (no documents)")
+
+
+def _open_text(path: Path):
+    if path.suffix.lower() == ".gz":
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _row(obj: Any, where: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if "_id" in obj and "id" not in obj:
+        obj = {"id": obj.pop("_id"), **obj}
+    if "metadata" in obj and isinstance(obj["metadata"], dict) and not obj["metadata"]:
+        del obj["metadata"]  # BEIR's usual empty {}
+    return obj
+
+
+def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        with _open_text(path) as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+                yield _row(obj, f"{path}:{n}")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
+
+
+def _json(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a JSON list of documents")
+    for n, obj in enumerate(data):
+        yield _row(obj, f"{path}[{n}]")
+
+
+def _csv(path: Path) -> Iterator[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    if path.stat().st_size == 0:
+        return
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        reader = pcsv.open_csv(
+            str(path), read_options=pcsv.ReadOptions(block_size=CSV_BLOCK),
+            parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in TEXT_COLUMNS}, strings_can_be_null=False),
+        )
+        for batch in reader:
+            for row in batch.to_pylist():
+                yield _row(row, str(path))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise InputError(f"{path}: cannot read as CSV ({exc})") from None
+
+
+def _parquet(path: Path) -> Iterator[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        f = pq.ParquetFile(str(path))
+        for batch in f.iter_batches(batch_size=4096):
+            for row in batch.to_pylist():
+                yield _row(row, str(path))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}: cannot read as Parquet ({exc})") from None
+
+
+def _txt_folder(path: Path) -> Iterator[dict[str, Any]]:
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".txt" and p.is_file())
+    for p in files:
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{p}: not UTF-8 text ({exc.reason})") from None
+        yield {"id": p.stem, "text": text}

@@ -1,0 +1,129 @@
+"""Documents as users give them (str or dict) -> (id, text to encode, stored columns)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from xtrieve.errors import InputError
+
+ID_KEYS = ("id", "_id")
+MAX_LISTED = 10
+
+
+def short_list(items: list[str]) -> str:
+    """'a, b, c' truncated to MAX_LISTED items with a count of the rest."""
+    shown = ", ".join(repr(x) for x in items[:MAX_LISTED])
+    return shown + (f" (and {len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else "")
+
+
+def check_id(value: Any, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, np.integer)):
+        raise InputError(f"{where}: id must be a string or an int, got {type(value).__name__}")
+    doc_id = str(value)
+    if not doc_id.strip():
+        raise InputError(f"{where}: empty id")
+    return doc_id
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}", v, out)
+    else:
+        out[prefix] = value
+
+
+def normalize(doc: Any, position: int, auto_id: Callable[[], str]) -> tuple[str, str, dict[str, Any]]:
+    """(doc_id, text for the encoder, stored columns: title/text/metadata) of one document."""
+    if isinstance(doc, str):
+        if not doc.strip():
+            raise InputError(f"document {position}: empty text")
+        return auto_id(), doc, {"text": doc}
+    if not isinstance(doc, dict):
+        raise InputError(f"document {position}: expected a string or a dict, got {type(doc).__name__}")
+    id_key = next((k for k in ID_KEYS if k in doc), None)
+    if id_key is None:
+        raise InputError(f"document {position}: missing 'id' (or '_id') field")
+    doc_id = check_id(doc[id_key], f"document {position}")
+    if "text" not in doc:
+        raise InputError(f"document {doc_id!r}: missing 'text' field")
+    text, title = doc["text"], doc.get("title")
+    if text is None:
+        text = ""
+    if not isinstance(text, str) or not (title is None or isinstance(title, str)):
+        raise InputError(f"document {doc_id!r}: 'text' and 'title' must be strings")
+    full = f"{title} {text}" if title and title.strip() else text
+    if not full.strip():
+        raise InputError(f"document {doc_id!r}: empty text")
+    stored: dict[str, Any] = {"text": text}
+    if title is not None:
+        stored["title"] = title
+    for key, value in doc.items():
+        if key in ID_KEYS or key in ("text", "title"):
+            continue
+        if not isinstance(key, str) or not key or key == "doc_id" or key.startswith("__"):
+            raise InputError(f"document {doc_id!r}: metadata key {key!r} is reserved or invalid")
+        _flatten(key, value, stored)
+    return doc_id, full, stored
+
+
+def rows_table(ids: list[str], rows: list[dict[str, Any]], store_text: bool) -> pa.Table:
+    """A table with ``doc_id`` then every column seen in ``rows`` (missing = null)."""
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(row))
+    if not store_text:
+        names.pop("text", None)
+        names.pop("title", None)
+    columns = {"doc_id": pa.array(ids, type=pa.string())}
+    for name in names:
+        values = [row.get(name) for row in rows]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+            raise InputError(f"metadata column {name!r}: values of mixed or unsupported types ({exc})") from None
+    return pa.table(columns)
+
+
+def unify(schema: pa.Schema | None, table: pa.Table) -> pa.Schema:
+    """The index schema widened by a new batch; InputError if a column's types clash."""
+    if schema is None:
+        return table.schema
+    try:
+        return pa.unify_schemas([schema, table.schema], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise InputError(f"metadata types clash with the index: {exc}") from None
+
+
+def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def check_embedding(x: Any, dim: int | None, where: str) -> np.ndarray:
+    """A float32 [n, dim] array with n >= 1 and finite, float16-representable values."""
+    try:
+        arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: embedding is not an array of numbers") from None
+    if arr.ndim != 2:
+        raise InputError(f"{where}: embedding must be 2-D [n_tokens, dim], got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise InputError(f"{where}: embedding has 0 rows")
+    if dim is not None and arr.shape[1] != dim:
+        raise InputError(f"{where}: embedding has dim {arr.shape[1]}, the index has dim {dim}")
+    if arr.shape[1] == 0:
+        raise InputError(f"{where}: embedding has dim 0")
+    if not np.isfinite(arr).all():
+        raise InputError(f"{where}: embedding contains NaN or infinite values")
+    if np.abs(arr).max() > 65000:
+        raise InputError(f"{where}: embedding values too large to store (|x| > 65000)")
+    return arr

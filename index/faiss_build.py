@@ -1,0 +1,108 @@
+"""FAISS token indexes: factory "auto", the shared trained template, reading and writing.
+
+Every segment's FAISS index holds its vectors in row order, so FAISS ids are vector row
+numbers. Factories that need training (IVF, PQ) are trained once, on the first segment
+that needs them, and the trained empty index is kept as the index-wide template.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable
+
+import numpy as np
+
+from xtrieve.config import IndexConfig
+from xtrieve.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_PER_CENTROID = 256
+ADD_CHUNK = 1 << 16
+
+
+def auto_nlist(n_vectors: int) -> int:
+    """About 4 * sqrt(n), rounded to a power of two (at least 16)."""
+    target = 4.0 * math.sqrt(max(n_vectors, 1))
+    return max(16, 2 ** int(round(math.log2(target))))
+
+
+def pq_subquantizers(dim: int, pq_bytes: int | None) -> int:
+    """Number of 4-bit PQ sub-quantizers: 2 * pq_bytes, else dim // 2; a divisor of dim."""
+    m = 2 * pq_bytes if pq_bytes else max(1, dim // 2)
+    m = min(m, dim)
+    while dim % m:
+        m -= 1
+    return m
+
+
+def resolve_factory(config: IndexConfig, n_vectors: int, dim: int, template: dict | None) -> str:
+    """The factory string for a segment of ``n_vectors`` vectors."""
+    if config.faiss_factory != "auto":
+        return config.faiss_factory
+    if n_vectors <= config.flat_max_vectors:
+        return "Flat"
+    if template is not None:
+        return template["factory"]
+    nlist = config.nlist or auto_nlist(n_vectors)
+    return f"IVF{nlist},PQ{pq_subquantizers(dim, config.pq_bytes)}x4fs"
+
+
+def new_index(factory: str, dim: int):
+    """An empty inner-product FAISS index; ConfigError for a bad factory string."""
+    import faiss
+
+    try:
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "invalid"
+        raise ConfigError(f"invalid FAISS factory {factory!r}: {first}") from None
+
+
+def needs_training(factory: str, dim: int) -> bool:
+    return not new_index(factory, dim).is_trained
+
+
+def train_template(factory: str, dim: int, n_rows: int, rows: Callable[[np.ndarray], np.ndarray], seed: int = 0):
+    """Train an empty index on a sample (<= 256 per IVF list) drawn with ``rows(indices)``."""
+    import faiss
+
+    index = new_index(factory, dim)
+    ivf = faiss.try_extract_index_ivf(index)
+    limit = SAMPLE_PER_CENTROID * (ivf.nlist if ivf is not None else 256)
+    if n_rows > limit:
+        pick = np.sort(np.random.default_rng(seed).choice(n_rows, limit, replace=False))
+    else:
+        pick = np.arange(n_rows)
+    sample = np.ascontiguousarray(rows(pick), dtype=np.float32)
+    if ivf is not None and len(sample) < ivf.nlist:
+        raise ConfigError(f"FAISS factory {factory!r} needs at least {ivf.nlist} vectors to train, got {len(sample)}")
+    log.info("training FAISS %s on %d vectors", factory, len(sample))
+    index.train(sample)
+    return index
+
+
+def fill_index(empty, chunks: Iterable[np.ndarray]):
+    """Add vectors chunk by chunk (row order = ids) to a copy of a trained empty index."""
+    import faiss
+
+    index = faiss.clone_index(empty)
+    for chunk in chunks:
+        index.add(np.ascontiguousarray(chunk, dtype=np.float32))
+    return index
+
+
+def write_index(index, path: Path) -> None:
+    import faiss
+
+    faiss.write_index(index, str(path))
+
+
+def read_index_from(f: BinaryIO):
+    """Read an index from an open file (works after the file was unlinked)."""
+    import faiss
+
+    f.seek(0)
+    data = np.frombuffer(f.read(), dtype=np.uint8)
+    return faiss.deserialize_index(data)

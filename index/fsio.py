@@ -1,0 +1,68 @@
+"""Small filesystem helpers: fsync, atomic replace, checksums, safe relative paths."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from xtrieve.errors import IndexFormatError
+
+HASH_CHUNK = 1 << 22
+
+
+def fsync_file(path: Path) -> None:
+    """Flush one file's data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (new names, renames) to disk."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file, fsync it, then rename it over ``path``."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's content."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def safe_join(root: Path, rel: str, what: str = "path") -> Path:
+    """``root / rel`` for a relative path that stays inside ``root``, else IndexFormatError."""
+    if not isinstance(rel, str) or not rel or "\x00" in rel:
+        raise IndexFormatError(f"invalid {what} {rel!r} in the manifest of {root}")
+    p = Path(rel)
+    if p.is_absolute() or rel.startswith(("/", "\\")) or ".." in p.parts or (p.drive if hasattr(p, "drive") else ""):
+        raise IndexFormatError(f"manifest of {root} names a {what} outside the index folder: {rel!r}")
+    full = root / p
+    try:
+        full.resolve().relative_to(root.resolve())
+    except ValueError:
+        raise IndexFormatError(f"manifest of {root} names a {what} outside the index folder: {rel!r}") from None
+    return full

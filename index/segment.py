@@ -1,0 +1,260 @@
+"""One segment: docs.arrow + vectors.arrow (Arrow IPC, uncompressed, mmap) + tokens.faiss.
+
+docs.arrow has one row per document: ``doc_id``, optional ``title``/``text``, metadata
+columns and three internal columns (``__offset`` first vector row, ``__n_vectors``,
+``__n_tokens`` before pooling). vectors.arrow has one record batch with a
+FixedSizeList ``vector`` column (float16, or int8 plus a float32 ``scale`` column).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+
+from xtrieve.errors import IndexFormatError
+from xtrieve.index import faiss_build
+from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
+from xtrieve.index.manifest import SegmentEntry
+
+log = logging.getLogger(__name__)
+
+DOCS, VECTORS, FAISS = "docs.arrow", "vectors.arrow", "tokens.faiss"
+OFFSET, N_VECTORS, N_TOKENS = "__offset", "__n_vectors", "__n_tokens"
+INTERNAL = (OFFSET, N_VECTORS, N_TOKENS)
+TEMP_SUFFIX = ".tmp"
+CHUNK_ROWS = 1 << 16
+
+# builds the FAISS index of a finished segment: (n_vectors, rows(idx), chunks()) -> (index, factory)
+IndexBuilder = Callable[[int, Callable[[np.ndarray], np.ndarray], Callable[[], Any]], tuple[Any, str]]
+
+
+def quantize_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-row int8 codes and float32 scales: x ~= codes * scale."""
+    x = np.asarray(x, dtype=np.float32)
+    scale = np.abs(x).max(axis=1) / 127.0
+    scale[scale == 0] = 1.0
+    codes = np.clip(np.rint(x / scale[:, None]), -127, 127).astype(np.int8)
+    return codes, scale.astype(np.float32)
+
+
+def _write_ipc(path: Path, table_or_batch) -> None:
+    with pa.OSFile(str(path), "wb") as sink:
+        with pa.ipc.new_file(sink, table_or_batch.schema) as writer:
+            if isinstance(table_or_batch, pa.Table):
+                writer.write_table(table_or_batch)
+            else:
+                writer.write_batch(table_or_batch)
+
+
+def _fixed_list(flat: np.ndarray, arrow_type: pa.DataType, dim: int) -> pa.Array:
+    values = pa.Array.from_buffers(arrow_type, flat.size, [None, pa.py_buffer(flat)])
+    return pa.FixedSizeListArray.from_arrays(values, dim)
+
+
+class SegmentWriter:
+    """Streams documents into a new segment folder; vectors go to a temp file as they come."""
+
+    def __init__(self, root: Path, name: str, dim: int, storage: str) -> None:
+        self.root, self.name, self.dim, self.storage = root, name, dim, storage
+        self.dir = root / name
+        if self.dir.exists():  # an orphan of a crashed writer: never named by a manifest
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True)
+        self._tmp_path = self.dir / f"vectors.f16{TEMP_SUFFIX}"
+        self._tmp = open(self._tmp_path, "wb")
+        self._tables: list[pa.Table] = []
+        self._counts: list[np.ndarray] = []
+        self._tokens: list[np.ndarray] = []
+        self.n_docs = 0
+        self.n_vectors = 0
+
+    def append(self, table: pa.Table, vectors: np.ndarray, counts: np.ndarray, n_tokens: np.ndarray) -> None:
+        """Add documents: their rows (doc_id + stored columns), vectors [sum(counts), dim]."""
+        self._tmp.write(np.ascontiguousarray(vectors, dtype=np.float16).tobytes())
+        self._tables.append(table)
+        self._counts.append(np.asarray(counts, dtype=np.int64))
+        self._tokens.append(np.asarray(n_tokens, dtype=np.int64))
+        self.n_docs += table.num_rows
+        self.n_vectors += int(np.sum(counts))
+
+    def abort(self) -> None:
+        """Drop everything written so far."""
+        if not self._tmp.closed:
+            self._tmp.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def finish(self, build_index: IndexBuilder) -> SegmentEntry:
+        """Write docs.arrow, vectors.arrow, tokens.faiss; fsync; return the manifest entry."""
+        self._tmp.flush()
+        os.fsync(self._tmp.fileno())
+        self._tmp.close()
+        n, dim = self.n_vectors, self.dim
+        raw = np.memmap(self._tmp_path, dtype=np.float16, mode="r", shape=(n, dim))
+        try:
+            self._write_vectors(raw)
+
+            def rows(idx: np.ndarray) -> np.ndarray:
+                return np.asarray(raw[idx], dtype=np.float32)
+
+            def chunks():
+                for s in range(0, n, CHUNK_ROWS):
+                    yield np.asarray(raw[s:s + CHUNK_ROWS], dtype=np.float32)
+
+            index, factory = build_index(n, rows, chunks)
+            faiss_build.write_index(index, self.dir / FAISS)
+            del index
+        finally:
+            del raw
+        self._tmp_path.unlink()
+        self._write_docs()
+        files = {}
+        for base in (DOCS, VECTORS, FAISS):
+            path = self.dir / base
+            fsync_file(path)
+            files[f"{self.name}/{base}"] = sha256_file(path)
+        fsync_dir(self.dir)
+        fsync_dir(self.root)
+        n_tokens = int(sum(int(t.sum()) for t in self._tokens))
+        return SegmentEntry(name=self.name, n_docs=self.n_docs, n_tokens=n_tokens, n_vectors=n,
+                            faiss=factory, files=files)
+
+    def _write_vectors(self, raw: np.ndarray) -> None:
+        n, dim = raw.shape
+        if self.storage == "float16":
+            batch = pa.record_batch([_fixed_list(raw.reshape(-1), pa.float16(), dim)], names=["vector"])
+            _write_ipc(self.dir / VECTORS, batch)
+            return
+        codes_path = self.dir / f"vectors.i8{TEMP_SUFFIX}"
+        codes = np.memmap(codes_path, dtype=np.int8, mode="w+", shape=(n, dim))
+        scales = np.empty(n, dtype=np.float32)
+        for s in range(0, n, CHUNK_ROWS):
+            codes[s:s + CHUNK_ROWS], scales[s:s + CHUNK_ROWS] = quantize_int8(raw[s:s + CHUNK_ROWS])
+        codes.flush()
+        batch = pa.record_batch([_fixed_list(codes.reshape(-1), pa.int8(), dim), pa.array(scales)], names=["vector", "scale"])
+        _write_ipc(self.dir / VECTORS, batch)
+        del codes, batch
+        codes_path.unlink()
+
+    def _write_docs(self) -> None:
+        try:
+            table = pa.concat_tables(self._tables, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise IndexFormatError(f"cannot combine metadata of segment {self.name}: {exc}") from None
+        counts = np.concatenate(self._counts)
+        offsets = np.zeros(len(counts), dtype=np.int64)
+        np.cumsum(counts[:-1], out=offsets[1:])
+        table = table.append_column(OFFSET, pa.array(offsets))
+        table = table.append_column(N_VECTORS, pa.array(counts.astype(np.int32)))
+        table = table.append_column(N_TOKENS, pa.array(np.concatenate(self._tokens).astype(np.int32)))
+        _write_ipc(self.dir / DOCS, table.combine_chunks())
+
+
+def _open_ipc(path: Path) -> pa.Table:
+    try:
+        return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+    except pa.ArrowInvalid as exc:
+        raise IndexFormatError(f"corrupt segment file {path}: {exc}") from None
+
+
+class SegmentCore:
+    """The immutable part of a segment, opened once and shared by snapshots."""
+
+    def __init__(self, root: Path, entry: SegmentEntry, dim: int) -> None:
+        self.entry, self.name, self.dim = entry, entry.name, dim
+        folder = root / entry.name
+        docs = _open_ipc(folder / DOCS)
+        vectors = _open_ipc(folder / VECTORS)
+        if docs.num_rows != entry.n_docs or vectors.num_rows != entry.n_vectors:
+            raise IndexFormatError(f"segment {entry.name}: file row counts do not match the manifest")
+        self.n_docs, self.n_vectors = entry.n_docs, entry.n_vectors
+        col = vectors.column("vector")
+        if col.num_chunks != 1 or col.type.list_size != dim:
+            raise IndexFormatError(f"segment {entry.name}: {VECTORS} must hold one batch of {dim}-d vectors")
+        self.vectors_raw = col.chunk(0).values.to_numpy(zero_copy_only=True).reshape(self.n_vectors, dim)
+        self.scales = vectors.column("scale").chunk(0).to_numpy(zero_copy_only=True) if "scale" in vectors.column_names else None
+        counts = docs.column(N_VECTORS).to_numpy().astype(np.int64)
+        self.offsets = np.zeros(self.n_docs + 1, dtype=np.int64)
+        np.cumsum(counts, out=self.offsets[1:])
+        self.n_tokens = docs.column(N_TOKENS).to_numpy()
+        self.table = docs.drop_columns(list(INTERNAL))
+        self._faiss_file = open(folder / FAISS, "rb")  # kept open: the file may be unlinked later
+        self._faiss = None
+        self._lock = threading.Lock()
+
+    @cached_property
+    def doc_ids(self) -> list[str]:
+        return self.table.column("doc_id").to_pylist()
+
+    @cached_property
+    def vec_to_doc(self) -> np.ndarray:
+        return np.repeat(np.arange(self.n_docs, dtype=np.int32), np.diff(self.offsets))
+
+    @cached_property
+    def meta_columns(self) -> list[str]:
+        return [c for c in self.table.column_names if c not in ("doc_id", "text")]
+
+    @property
+    def faiss_index(self):
+        with self._lock:
+            if self._faiss is None:
+                self._faiss = faiss_build.read_index_from(self._faiss_file)
+            return self._faiss
+
+    def close(self) -> None:
+        self._faiss_file.close()
+
+
+class SegmentReader:
+    """What search reads: a segment's mmap-backed arrays plus its tombstones in a snapshot."""
+
+    def __init__(self, core: SegmentCore, deleted: np.ndarray) -> None:
+        self.core = core
+        self.name, self.n_docs, self.n_vectors, self.dim = core.name, core.n_docs, core.n_vectors, core.dim
+        self.offsets, self.vectors_raw, self.scales = core.offsets, core.vectors_raw, core.scales
+        self.table = core.table
+        self.deleted = deleted
+
+    @property
+    def doc_ids(self) -> list[str]:
+        return self.core.doc_ids
+
+    @property
+    def vec_to_doc(self) -> np.ndarray:
+        return self.core.vec_to_doc
+
+    @property
+    def faiss_index(self):
+        return self.core.faiss_index
+
+    @property
+    def n_tokens(self) -> np.ndarray:
+        """Token count before pooling, per local doc."""
+        return self.core.n_tokens
+
+    @property
+    def n_live(self) -> int:
+        return int(self.n_docs - self.deleted.sum())
+
+    def decode(self, rows: np.ndarray | slice) -> np.ndarray:
+        """Float32 vectors of the given rows."""
+        out = np.asarray(self.vectors_raw[rows], dtype=np.float32)
+        if self.scales is not None:
+            out *= self.scales[rows][:, None]
+        return out
+
+    def doc_vectors(self, local_doc: int) -> np.ndarray:
+        return self.decode(slice(int(self.offsets[local_doc]), int(self.offsets[local_doc + 1])))
+
+    def metadata(self, local_doc: int) -> dict[str, Any]:
+        """Metadata columns (title included; doc_id and text excluded) of one doc."""
+        return {c: self.table.column(c)[local_doc].as_py() for c in self.core.meta_columns}
+
+    def text(self, local_doc: int) -> str | None:
+        return self.table.column("text")[local_doc].as_py() if "text" in self.table.column_names else None

@@ -1,0 +1,128 @@
+"""IndexStore: opens consistent snapshots of an index folder (readers never lock)."""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from xtrieve.errors import IndexFormatError
+from xtrieve.index.fsio import sha256_file, safe_join
+from xtrieve.index.manifest import Manifest, read_manifest
+from xtrieve.index.segment import SegmentCore, SegmentReader
+from xtrieve.index.tombstones import read_tombstones
+
+log = logging.getLogger(__name__)
+
+OPEN_RETRIES = 5
+
+
+@dataclass
+class Snapshot:
+    """One committed generation: segments (immutable files) and their tombstones."""
+
+    path: Path
+    manifest: Manifest
+    segments: list[SegmentReader]
+    _lookup: dict[str, tuple[int, int]] | None = field(default=None, repr=False)
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    @property
+    def generation(self) -> int:
+        return self.manifest.generation
+
+    @property
+    def encoder_identity(self) -> dict | None:
+        return self.manifest.encoder
+
+    @property
+    def n_docs(self) -> int:
+        return sum(s.n_live for s in self.segments)
+
+    def _build_lookup(self) -> dict[str, tuple[int, int]]:
+        if self._lookup is None:
+            out: dict[str, tuple[int, int]] = {}
+            for no, seg in enumerate(self.segments):
+                ids = seg.doc_ids
+                for local in np.nonzero(~seg.deleted)[0].tolist():
+                    out[ids[local]] = (no, local)
+            self._lookup = out
+        return self._lookup
+
+    def lookup(self, doc_id: str) -> tuple[int, int] | None:
+        """(segment number, local doc) of a live document, or None."""
+        return self._build_lookup().get(doc_id)
+
+    def live_ids(self) -> set[str]:
+        return set(self._build_lookup())
+
+
+class IndexStore:
+    """Reads manifests and opens segments, caching the immutable parts between snapshots."""
+
+    def __init__(self, path: str | Path, verify: bool = True) -> None:
+        self.path = Path(path)
+        self.verify = verify
+        self._cores: dict[tuple, SegmentCore] = {}
+        self._verified: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: str | Path, verify: bool = True) -> "IndexStore":
+        store = cls(path, verify)
+        read_manifest(store.path)  # fail early on a folder that is not an index
+        return store
+
+    def manifest(self) -> Manifest:
+        return read_manifest(self.path)
+
+    def snapshot(self) -> Snapshot:
+        """Open the current commit; retries if a writer replaced it while opening."""
+        for _ in range(OPEN_RETRIES):
+            manifest = read_manifest(self.path)
+            try:
+                return self._open(manifest)
+            except FileNotFoundError as exc:
+                if read_manifest(self.path).generation == manifest.generation:
+                    raise IndexFormatError(
+                        f"index {self.path}: file {exc.filename} named by the manifest is missing") from None
+                log.debug("manifest changed while opening; retrying")
+        raise IndexFormatError(f"index {self.path}: could not open a stable snapshot (writers too busy)")
+
+    def _check(self, rel: str, sha: str) -> None:
+        if not self.verify or (rel, sha) in self._verified:
+            return
+        path = safe_join(self.path, rel, "file")
+        if not path.exists():
+            raise FileNotFoundError(2, "missing", str(path))
+        actual = sha256_file(path)
+        if actual != sha:
+            raise IndexFormatError(f"checksum mismatch for {path}: the file is corrupt or was modified")
+        self._verified.add((rel, sha))
+
+    def _open(self, manifest: Manifest) -> Snapshot:
+        with self._lock:
+            readers = []
+            live_keys = set()
+            for entry in manifest.segments:
+                key = (entry.name, tuple(sorted(entry.files.items())))
+                live_keys.add(key)
+                for rel, sha in entry.all_files().items():
+                    self._check(rel, sha)
+                core = self._cores.get(key)
+                if core is None:
+                    core = SegmentCore(self.path, entry, manifest.dim)
+                    self._cores[key] = core
+                deleted = read_tombstones(self.path, sorted(entry.tombstones), entry.n_docs)
+                readers.append(SegmentReader(core, deleted))
+            if manifest.template:
+                self._check(manifest.template["file"], manifest.template["sha256"])
+            for key in list(self._cores):  # forget segments this commit no longer names
+                if key not in live_keys:
+                    del self._cores[key]
+            return Snapshot(path=self.path, manifest=manifest, segments=readers)

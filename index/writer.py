@@ -1,0 +1,459 @@
+"""The writer: build, add, delete, merge and compact, one locked operation at a time.
+
+Every operation writes new files under new names, fsyncs them, then commits by atomically
+replacing manifest.json. Files no manifest names are garbage, removed when the next
+writer starts and after compact.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+import xtrieve
+from xtrieve.config import IndexConfig
+from xtrieve.errors import InputError, ModelMismatchError
+from xtrieve.index import faiss_build
+from xtrieve.index.docs import batched, check_embedding, check_id, normalize, rows_table, short_list, unify
+from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
+from xtrieve.index.lock import LOCK_FILE, WriterLock
+from xtrieve.index.manifest import ENCODER_DIR, MANIFEST, Manifest, SegmentEntry, read_manifest, write_manifest
+from xtrieve.index.merge_policy import plan_merge
+from xtrieve.index.segment import SegmentReader, SegmentWriter
+from xtrieve.index.store import IndexStore, Snapshot
+from xtrieve.index.tombstones import tombstone_name, write_tombstones
+
+log = logging.getLogger(__name__)
+
+ENCODE_BATCH = 32
+MERGE_CHUNK_DOCS = 4096
+TEMPLATE_PREFIX = "ivf_template"
+OWN_NAMES = (MANIFEST, LOCK_FILE, ENCODER_DIR)
+
+# a batch of documents ready to store: rows (doc_id + stored columns), vectors, token counts
+Batch = tuple[pa.Table, list[np.ndarray], list[int]]
+
+
+def same_model(a: dict | None, b: dict | None) -> bool:
+    """Two encoder identities name the same model (name and head checksum agree)."""
+    if a is None or b is None:
+        return a is b
+    keys = ("name", "head_sha256", "dim")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def check_encoder(manifest: Manifest, encoder: Any, root: Path) -> None:
+    """ModelMismatchError unless ``encoder`` matches the index's model (or dim, without one)."""
+    if encoder is None:
+        return
+    ident = encoder.identity()
+    if manifest.encoder is None:
+        if int(ident.get("dim", encoder.config.dim)) != manifest.dim:
+            raise ModelMismatchError(f"encoder dim {ident.get('dim')} differs from index {root} dim {manifest.dim}")
+        return
+    if not same_model(ident, manifest.encoder):
+        raise ModelMismatchError(
+            f"encoder {ident.get('name')!r} (head {str(ident.get('head_sha256'))[:12]}) differs from the model of "
+            f"index {root}: {manifest.encoder.get('name')!r} (head {str(manifest.encoder.get('head_sha256'))[:12]})")
+
+
+def collect_garbage(root: Path, manifest: Manifest) -> int:
+    """Remove segment folders, tombstones, templates and temp files no manifest names."""
+    named = set(manifest.files())
+    dirs = {s.name for s in manifest.segments}
+    removed = 0
+    for entry in root.iterdir():
+        name = entry.name
+        if name.startswith("seg-") and entry.is_dir():
+            if name not in dirs:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+                continue
+            for f in entry.iterdir():
+                if f"{name}/{f.name}" not in named:
+                    f.unlink(missing_ok=True)
+                    removed += 1
+        elif (name.startswith(TEMPLATE_PREFIX) and name not in named) or name.startswith(f"{MANIFEST}.tmp"):
+            entry.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        log.info("removed %d unreferenced file(s) from %s", removed, root)
+    return removed
+
+
+def _progress(total: int | None, show: bool | None, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="doc", disable=None if show is None else not show)
+
+
+class WriteSession:
+    """One writer operation on a locked index; ``manifest`` is the last commit."""
+
+    def __init__(self, root: Path, manifest: Manifest) -> None:
+        self.root, self.manifest = root, manifest
+        self.config: IndexConfig = manifest.config
+        self._template_index = None
+        self._pending_template: dict | None = None
+        self._snapshot: Snapshot | None = None
+        self._live: set[str] | None = None
+
+    # -- state -------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        if self._snapshot is None or self._snapshot.generation != self.manifest.generation:
+            self._snapshot = IndexStore(self.root, verify=False)._open(self.manifest)
+        return self._snapshot
+
+    def live_ids(self) -> set[str]:
+        if self._live is None:
+            self._live = self.snapshot().live_ids() if self.manifest.segments else set()
+        return self._live
+
+    def commit(self, segments: list[SegmentEntry], **changes: Any) -> Manifest:
+        template = self._pending_template or self.manifest.template
+        new = Manifest(
+            generation=self.manifest.generation + 1, dim=self.manifest.dim, config=self.config,
+            encoder=self.manifest.encoder, pool_factor=self.manifest.pool_factor, segments=tuple(segments),
+            template=template, next_segment=changes.get("next_segment", self.manifest.next_segment),
+            next_auto_id=changes.get("next_auto_id", self.manifest.next_auto_id), xtrieve_version=xtrieve.__version__,
+        )
+        write_manifest(self.root, new)
+        self.manifest, self._pending_template = new, None
+        log.info("committed generation %d of %s (%d segments)", new.generation, self.root, len(new.segments))
+        return new
+
+    # -- FAISS -------------------------------------------------------------------------
+
+    def _build_faiss(self, n: int, rows: Callable[[np.ndarray], np.ndarray], chunks: Callable[[], Iterator[np.ndarray]]):
+        dim = self.manifest.dim
+        template = self._pending_template or self.manifest.template
+        factory = faiss_build.resolve_factory(self.config, n, dim, template)
+        empty = faiss_build.new_index(factory, dim)
+        if not empty.is_trained:
+            empty = self._template(factory, n, rows)
+        return faiss_build.fill_index(empty, chunks()), factory
+
+    def _template(self, factory: str, n: int, rows: Callable[[np.ndarray], np.ndarray]):
+        import faiss
+
+        if self._template_index is not None and self._template_index[0] == factory:
+            return self._template_index[1]
+        meta = self._pending_template or self.manifest.template
+        if meta is not None and meta["factory"] == factory:
+            index = faiss.read_index(str(self.root / meta["file"]))
+        else:
+            index = faiss_build.train_template(factory, self.manifest.dim, n, rows)
+            name = f"{TEMPLATE_PREFIX}-g{self.manifest.generation + 1:06d}.faiss"
+            path = self.root / name
+            faiss_build.write_index(index, path)
+            fsync_file(path)
+            fsync_dir(self.root)
+            self._pending_template = {"file": name, "sha256": sha256_file(path), "factory": factory}
+        self._template_index = (factory, index)
+        return index
+
+    # -- writing segments --------------------------------------------------------------
+
+    def _write_segments(self, batches: Iterable[Batch], on_batch: Callable[[int], None] | None = None) -> tuple[list[SegmentEntry], int]:
+        """Stream batches into new segments of at most docs_per_segment docs."""
+        per_segment = self.config.docs_per_segment
+        next_segment = self.manifest.next_segment
+        entries: list[SegmentEntry] = []
+        writer: SegmentWriter | None = None
+        try:
+            for table, vectors, n_tokens in batches:
+                start, n = 0, table.num_rows
+                counts = np.array([len(v) for v in vectors], dtype=np.int64)
+                while start < n:
+                    if writer is None:
+                        writer = SegmentWriter(self.root, f"seg-{next_segment:06d}", self.manifest.dim, self.config.vector_storage)
+                        next_segment += 1
+                    take = min(n - start, per_segment - writer.n_docs)
+                    stop = start + take
+                    writer.append(table.slice(start, take), np.concatenate(vectors[start:stop]), counts[start:stop],
+                                  np.asarray(n_tokens[start:stop]))
+                    start = stop
+                    if writer.n_docs >= per_segment:
+                        entries.append(writer.finish(self._build_faiss))
+                        writer = None
+                if on_batch:
+                    on_batch(n)
+            if writer is not None:
+                entries.append(writer.finish(self._build_faiss))
+                writer = None
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            for e in entries:
+                shutil.rmtree(self.root / e.name, ignore_errors=True)
+            if self._pending_template:
+                (self.root / self._pending_template["file"]).unlink(missing_ok=True)
+                self._pending_template, self._template_index = None, None
+            raise
+        return entries, next_segment
+
+    def _schema(self) -> pa.Schema | None:
+        schema = None
+        for seg in self.snapshot().segments if self.manifest.segments else []:
+            schema = unify(schema, seg.table.slice(0, 0))
+        return schema
+
+    def _checked(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+        """Reject ids already live or repeated, and metadata types that clash."""
+        live, seen = self.live_ids(), set()
+        schema = self._schema()
+        for table, vectors, n_tokens in batches:
+            ids = table.column("doc_id").to_pylist()
+            dup = [i for i in ids if i in live]
+            if dup:
+                raise InputError(f"duplicate id(s) already in the index: {short_list(dup)}")
+            again = []
+            for i in ids:
+                if i in seen:
+                    again.append(i)
+                seen.add(i)
+            if again:
+                raise InputError(f"duplicate id(s) in the input: {short_list(again)}")
+            schema = unify(schema, table)
+            yield table, vectors, n_tokens
+
+    def ingest(self, batches: Iterable[Batch], total: int | None, show_progress: bool | None, **changes: Any) -> int:
+        """Write all batches as new segments and commit them together; returns docs added."""
+        added = 0
+        with _progress(total, show_progress, "indexing") as bar:
+            def tick(n: int) -> None:
+                nonlocal added
+                added += n
+                bar.update(n)
+
+            entries, next_segment = self._write_segments(self._checked(batches), tick)
+        if not entries:
+            raise InputError("no documents to add (empty input)")
+        self.commit(list(self.manifest.segments) + entries, next_segment=next_segment, **changes)
+        self._live = None
+        return added
+
+    # -- operations --------------------------------------------------------------------
+
+    def add_documents(self, docs: Iterable[Any], encoder: Any, show_progress: bool | None = None) -> list[str]:
+        """Encode and add documents (str or dict); returns their ids."""
+        if isinstance(docs, (str, bytes, dict)):
+            raise InputError("docs must be an iterable of documents (str or dict), not a single " + type(docs).__name__)
+        try:
+            total = len(docs)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+        counter = [self.manifest.next_auto_id]
+        live = self.live_ids()
+        all_ids: list[str] = []
+
+        def auto_id() -> str:
+            while str(counter[0]) in live:
+                counter[0] += 1
+            counter[0] += 1
+            return str(counter[0] - 1)
+
+        def batches() -> Iterator[Batch]:
+            position = 0
+            for raw in batched(docs, self.config.batch_size):
+                ids, texts, rows = [], [], []
+                for doc in raw:
+                    doc_id, text, row = normalize(doc, position, auto_id)
+                    position += 1
+                    ids.append(doc_id)
+                    texts.append(text)
+                    rows.append(row)
+                vectors, counts = encoder.encode_documents_with_counts(
+                    texts, batch_size=ENCODE_BATCH, pool_factor=self.manifest.pool_factor, show_progress=False)
+                vectors = [check_embedding(v, self.manifest.dim, f"document {i!r}") for i, v in zip(ids, vectors)]
+                all_ids.extend(ids)
+                yield rows_table(ids, rows, self.config.store_text), vectors, list(counts)
+
+        self.ingest(batches(), total, show_progress, next_auto_id=counter[0])
+        return all_ids
+
+    def add_embeddings(self, ids: list[Any], embeddings: list[Any], metadata: list[dict] | None = None,
+                       show_progress: bool | None = None) -> list[str]:
+        """Add user-supplied token vectors; returns the ids."""
+        ids, embeddings, metadata = check_embedding_input(ids, embeddings, metadata)
+        dim = self.manifest.dim
+        doc_ids = [check_id(i, f"document {n}") for n, i in enumerate(ids)]
+
+        def batches() -> Iterator[Batch]:
+            size = self.config.batch_size
+            for s in range(0, len(doc_ids), size):
+                bid = doc_ids[s:s + size]
+                vectors = [check_embedding(e, dim, f"document {i!r}") for i, e in zip(bid, embeddings[s:s + size])]
+                rows = [_meta_row(m, i) for i, m in zip(bid, metadata[s:s + size])] if metadata else [{} for _ in bid]
+                yield rows_table(bid, rows, self.config.store_text), vectors, [len(v) for v in vectors]
+
+        self.ingest(batches(), len(doc_ids), show_progress)
+        return doc_ids
+
+    def delete(self, ids: Iterable[Any]) -> int:
+        """Tombstone documents by id; InputError (nothing changed) if any id is not live."""
+        if isinstance(ids, (str, bytes)):
+            ids = [ids]
+        wanted = list(dict.fromkeys(str(i) for i in ids))
+        if not wanted:
+            raise InputError("no ids to delete")
+        snap = self.snapshot() if self.manifest.segments else None
+        found = {i: snap.lookup(i) for i in wanted} if snap else {}
+        missing = [i for i in wanted if found.get(i) is None]
+        if missing:
+            raise InputError(f"{len(missing)} id(s) not in the index: {short_list(missing)}")
+        by_seg: dict[int, list[int]] = {}
+        for seg_no, local in found.values():  # type: ignore[misc]
+            by_seg.setdefault(seg_no, []).append(local)
+        generation = self.manifest.generation + 1
+        segments: list[SegmentEntry] = []
+        for no, entry in enumerate(self.manifest.segments):
+            if no not in by_seg:
+                segments.append(entry)
+                continue
+            mask = snap.segments[no].deleted.copy()  # type: ignore[union-attr]
+            mask[by_seg[no]] = True
+            if mask.all():
+                continue  # the whole segment is gone: just stop naming it
+            rel = tombstone_name(entry.name, generation)
+            sha = write_tombstones(self.root, rel, mask)
+            fsync_dir(self.root / entry.name)
+            segments.append(dataclasses.replace(entry, tombstones={rel: sha}, n_deleted=int(mask.sum())))
+        self.commit(segments)
+        self._live = None
+        return len(wanted)
+
+    def _merge_batches(self, readers: list[SegmentReader]) -> Iterator[Batch]:
+        for seg in readers:
+            live = np.nonzero(~seg.deleted)[0]
+            for s in range(0, len(live), MERGE_CHUNK_DOCS):
+                docs = live[s:s + MERGE_CHUNK_DOCS]
+                vectors = [seg.doc_vectors(int(d)) for d in docs]
+                yield seg.table.take(pa.array(docs)), vectors, seg.n_tokens[docs].tolist()
+
+    def merge(self, picks: list[int]) -> None:
+        """Merge the given segments (dropping deleted docs) into new ones and commit."""
+        snap = self.snapshot()
+        readers = [snap.segments[i] for i in picks]
+        entries, next_segment = self._write_segments(self._merge_batches(readers))
+        keep = [e for i, e in enumerate(self.manifest.segments) if i not in set(picks)]
+        log.info("merging %d segments into %d", len(picks), len(entries))
+        self.commit(keep + entries, next_segment=next_segment)
+
+    def maybe_merge(self) -> int:
+        """Apply the tiered merge policy until no tier is full; returns the merges done."""
+        done = 0
+        while True:
+            picks = plan_merge(list(self.manifest.segments), self.config.merge_factor, self.config.docs_per_segment)
+            if picks is None:
+                return done
+            self.merge(picks)
+            done += 1
+
+    def compact(self) -> None:
+        """Merge every segment into as few as possible (<= docs_per_segment docs each)."""
+        segs = self.manifest.segments
+        if len(segs) > 1 or any(s.n_deleted for s in segs):
+            self.merge(list(range(len(segs))))
+        collect_garbage(self.root, self.manifest)
+
+
+def _meta_row(meta: Any, doc_id: str) -> dict[str, Any]:
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise InputError(f"document {doc_id!r}: metadata must be a dict, got {type(meta).__name__}")
+    row: dict[str, Any] = {}
+    for k, v in meta.items():
+        if not isinstance(k, str) or not k or k == "doc_id" or k.startswith("__"):
+            raise InputError(f"document {doc_id!r}: metadata key {k!r} is reserved or invalid")
+        row[k] = v
+    return row
+
+
+def check_embedding_input(ids: Any, embeddings: Any, metadata: Any) -> tuple[list, list, list | None]:
+    """Lists of equal length, at least one document."""
+    if ids is None or embeddings is None:
+        raise InputError("ids and embeddings are required")
+    ids, embeddings = list(ids), list(embeddings)
+    if not ids:
+        raise InputError("no documents to add (empty ids)")
+    if len(ids) != len(embeddings):
+        raise InputError(f"{len(ids)} ids but {len(embeddings)} embeddings")
+    if metadata is not None:
+        metadata = list(metadata)
+        if len(metadata) != len(ids):
+            raise InputError(f"{len(ids)} ids but {len(metadata)} metadata rows")
+    return ids, embeddings, metadata
+
+
+@contextlib.contextmanager
+def open_writer(root: str | Path, encoder: Any = None) -> Iterator[WriteSession]:
+    """Lock an existing index, clean its garbage, and yield a session on the last commit."""
+    root = Path(root)
+    read_manifest(root)
+    with WriterLock(root):
+        manifest = read_manifest(root)  # re-read under the lock: another writer may have committed
+        check_encoder(manifest, encoder, root)
+        collect_garbage(root, manifest)
+        yield WriteSession(root, manifest)
+
+
+def _is_ours(entry: Path) -> bool:
+    name = entry.name
+    return name in OWN_NAMES or name.startswith(("seg-", TEMPLATE_PREFIX, f"{MANIFEST}.tmp"))
+
+
+@contextlib.contextmanager
+def create_index(root: str | Path, dim: int, config: IndexConfig, encoder: Any = None, pool_factor: int = 1,
+                 overwrite: bool = False) -> Iterator[WriteSession]:
+    """Create a new index folder; the first commit happens inside (session.ingest).
+
+    If the body raises, the folder is removed again.
+    """
+    root = Path(root)
+    if root.exists():
+        if not root.is_dir():
+            raise InputError(f"cannot create an index at {root}: it is a file")
+        entries = list(root.iterdir())
+        if (root / MANIFEST).exists() and not overwrite:
+            raise InputError(f"an index already exists at {root} (use overwrite=True / --overwrite to replace it)")
+        if entries and not all(_is_ours(e) for e in entries):
+            raise InputError(f"cannot create an index at {root}: the folder is not empty")
+        if entries and not overwrite and not (root / MANIFEST).exists():
+            log.info("removing the leftovers of an unfinished build in %s", root)
+    root.mkdir(parents=True, exist_ok=True)
+    locked = False
+    try:
+        with WriterLock(root):
+            locked = True
+            for e in root.iterdir():
+                if e.name != LOCK_FILE:
+                    shutil.rmtree(e) if e.is_dir() else e.unlink()
+            identity = None
+            if encoder is not None:
+                identity = encoder.identity()
+                _save_encoder(encoder, root / ENCODER_DIR)
+            manifest = Manifest(generation=0, dim=dim, config=config, encoder=identity, pool_factor=pool_factor,
+                                xtrieve_version=xtrieve.__version__)
+            yield WriteSession(root, manifest)
+    finally:
+        if locked and not (root / MANIFEST).exists():
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _save_encoder(encoder: Any, folder: Path) -> None:
+    encoder.save(folder)
+    for dirpath, _, files in os.walk(folder):
+        for f in files:
+            fsync_file(Path(dirpath) / f)
+        fsync_dir(Path(dirpath))
+    fsync_dir(folder.parent)

@@ -1,0 +1,235 @@
+"""``xtrieve.Index``: the public facade over the index stage and the Searcher."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from xtrieve.config import IndexConfig, SearchConfig
+from xtrieve.errors import InputError
+from xtrieve.types import Hit, IndexInfo
+
+log = logging.getLogger(__name__)
+
+
+def _config(config: IndexConfig | Mapping[str, Any] | None) -> IndexConfig:
+    if config is None:
+        return IndexConfig()
+    return config if isinstance(config, IndexConfig) else IndexConfig.from_dict(config)
+
+
+class Index:
+    """A multi-vector index on disk: build/open, add/delete/compact, search.
+
+    Readers never lock; the object takes the writer lock only during add/delete/compact.
+    It searches the snapshot it opened (refreshed after its own writes; call
+    :meth:`refresh` to see other writers' commits).
+    """
+
+    def __init__(self, path: str | Path, encoder: Any = None, verify: bool = True) -> None:
+        from xtrieve.index.store import IndexStore
+        from xtrieve.index.writer import check_encoder
+
+        self.path = Path(path)
+        self._store = IndexStore.open(self.path, verify=verify)
+        self._snapshot = self._store.snapshot()
+        check_encoder(self._snapshot.manifest, encoder, self.path)
+        self._encoder = encoder
+        self._searcher = None
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, path: str | Path, docs: Iterable[Any], encoder: Any = None,
+              config: IndexConfig | Mapping[str, Any] | None = None, *, overwrite: bool = False,
+              show_progress: bool | None = None) -> "Index":
+        """Encode ``docs`` (str or {"id"/"_id", "text", "title"?, **metadata}) into a new index."""
+        from xtrieve.index.writer import create_index
+
+        config = _config(config)
+        if encoder is None:
+            from xtrieve.encode.encoder import Encoder
+
+            encoder = Encoder.load()
+        pool_factor = config.pool_factor or int(encoder.config.pool_factor)
+        with create_index(path, int(encoder.config.dim), config, encoder, pool_factor, overwrite) as session:
+            session.add_documents(docs, encoder, show_progress)
+        return cls(path, encoder=encoder, verify=False)
+
+    @classmethod
+    def build_from_embeddings(cls, path: str | Path, ids: Sequence[Any], embeddings: Sequence[Any],
+                              metadata: Sequence[Mapping[str, Any]] | None = None,
+                              config: IndexConfig | Mapping[str, Any] | None = None, *, overwrite: bool = False,
+                              show_progress: bool | None = None) -> "Index":
+        """A new index over your own token vectors (list of [n_i, dim] arrays); no encoder stored."""
+        from xtrieve.index.docs import check_embedding
+        from xtrieve.index.writer import check_embedding_input, create_index
+
+        config = _config(config)
+        ids, embeddings, metadata = check_embedding_input(ids, embeddings, metadata)
+        dim = check_embedding(embeddings[0], None, f"document {ids[0]!r}").shape[1]
+        with create_index(path, dim, config, None, 1, overwrite) as session:
+            session.add_embeddings(ids, embeddings, metadata, show_progress)
+        return cls(path, verify=False)
+
+    @classmethod
+    def open(cls, path: str | Path, encoder: Any = None, verify: bool = True) -> "Index":
+        """Open an index; ``encoder`` (optional) must match its model; checksums verified by default."""
+        return cls(path, encoder=encoder, verify=verify)
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def snapshot(self):
+        """The :class:`~xtrieve.index.store.Snapshot` this object searches."""
+        return self._snapshot
+
+    @property
+    def config(self) -> IndexConfig:
+        return self._snapshot.manifest.config
+
+    @property
+    def dim(self) -> int:
+        return self._snapshot.dim
+
+    @property
+    def encoder(self) -> Any:
+        """The index's encoder, loaded from INDEX/encoder on first use (None without one)."""
+        if self._encoder is None and self._snapshot.encoder_identity is not None:
+            from xtrieve.encode.encoder import Encoder
+            from xtrieve.index.manifest import ENCODER_DIR
+
+            self._encoder = Encoder.load(self.path / ENCODER_DIR)
+        return self._encoder
+
+    def refresh(self) -> "Index":
+        """Pick up the latest commit (including other writers')."""
+        snap = self._store.snapshot()
+        if snap.generation != self._snapshot.generation:
+            self._searcher = None
+        self._snapshot = snap
+        return self
+
+    def __len__(self) -> int:
+        return self._snapshot.n_docs
+
+    def __repr__(self) -> str:
+        return f"Index({str(self.path)!r}, n_docs={len(self)}, generation={self._snapshot.generation})"
+
+    # -- writes ------------------------------------------------------------------------
+
+    def add(self, docs: Iterable[Any], encoder: Any = None, show_progress: bool | None = None) -> list[str]:
+        """Encode and add documents; returns their ids (assigned ones for plain strings)."""
+        from xtrieve.index.writer import check_encoder, open_writer
+
+        if encoder is not None:
+            check_encoder(self._snapshot.manifest, encoder, self.path)
+            self._encoder = encoder
+        enc = self.encoder
+        if enc is None:
+            raise InputError(f"index {self.path} has no encoder (built from embeddings): use add_embeddings")
+        with open_writer(self.path, enc) as session:
+            ids = session.add_documents(docs, enc, show_progress)
+            session.maybe_merge()
+        self.refresh()
+        return ids
+
+    def add_embeddings(self, ids: Sequence[Any], embeddings: Sequence[Any],
+                       metadata: Sequence[Mapping[str, Any]] | None = None, show_progress: bool | None = None) -> list[str]:
+        """Add documents given as token vectors [n_i, dim]."""
+        from xtrieve.index.writer import open_writer
+
+        with open_writer(self.path) as session:
+            out = session.add_embeddings(ids, embeddings, metadata, show_progress)
+            session.maybe_merge()
+        self.refresh()
+        return out
+
+    def delete(self, ids: Iterable[Any]) -> int:
+        """Delete documents by id (InputError naming unknown ids; nothing changes then)."""
+        from xtrieve.index.writer import open_writer
+
+        with open_writer(self.path) as session:
+            n = session.delete(ids)
+        self.refresh()
+        return n
+
+    def compact(self) -> None:
+        """Merge all segments, drop deleted documents and unreferenced files."""
+        from xtrieve.index.writer import open_writer
+
+        with open_writer(self.path) as session:
+            session.compact()
+        self.refresh()
+
+    # -- reads -------------------------------------------------------------------------
+
+    def info(self) -> IndexInfo:
+        """Sizes and settings of the current snapshot."""
+        snap = self._snapshot
+        m = snap.manifest
+        n_tokens = n_vectors = n_deleted = 0
+        for seg in snap.segments:
+            live = ~seg.deleted
+            n_deleted += int(seg.deleted.sum())
+            n_tokens += int(seg.n_tokens[live].sum())
+            n_vectors += int(np.diff(seg.offsets)[live].sum())
+        size = (self.path / "manifest.json").stat().st_size
+        for rel in m.files():
+            try:
+                size += (self.path / rel).stat().st_size
+            except FileNotFoundError:
+                pass
+        return IndexInfo(
+            path=str(self.path), n_docs=snap.n_docs, n_deleted=n_deleted, n_tokens=n_tokens, n_vectors=n_vectors,
+            dim=snap.dim, n_segments=len(snap.segments), bytes=size,
+            model=(m.encoder or {}).get("name") if m.encoder else None, generation=snap.generation,
+            faiss=[s.faiss for s in m.segments], vector_storage=m.config.vector_storage, pool_factor=m.pool_factor,
+        )
+
+    def get(self, doc_id: str) -> dict[str, Any] | None:
+        """Stored columns (doc_id, title/text, metadata) of a live document, or None."""
+        found = self._snapshot.lookup(str(doc_id))
+        if found is None:
+            return None
+        seg = self._snapshot.segments[found[0]]
+        return {c: seg.table.column(c)[found[1]].as_py() for c in seg.table.column_names}
+
+    def _query_arrays(self, queries: Sequence[Any]) -> list[np.ndarray]:
+        texts = [i for i, q in enumerate(queries) if isinstance(q, str)]
+        out: list[Any] = list(queries)
+        if texts:
+            enc = self.encoder
+            if enc is None:
+                raise InputError(f"index {self.path} has no encoder: pass query token vectors [n_q, {self.dim}]")
+            encoded = enc.encode_queries([queries[i] for i in texts])
+            for i, arr in zip(texts, encoded):
+                out[i] = arr
+        return out
+
+    def _get_searcher(self):
+        from xtrieve.retrieve.searcher import Searcher
+
+        if self._searcher is None or self._searcher.snapshot is not self._snapshot:
+            self._searcher = Searcher(self._snapshot, self._encoder)
+        return self._searcher
+
+    def search_batch(self, queries: Sequence[Any], k: int = 10, filter: Any = None, exhaustive: bool = False,
+                     config: SearchConfig | None = None) -> list[list[Hit]]:
+        """Top-k hits for each query (a string, or token vectors [n_q, dim])."""
+        if isinstance(queries, (str, np.ndarray)):
+            raise InputError("search_batch expects a list of queries; use search() for one")
+        queries = list(queries)
+        if not queries:
+            return []
+        arrays = self._query_arrays(queries)
+        return self._get_searcher().search(arrays, k, filter, exhaustive, config or SearchConfig())
+
+    def search(self, query: Any, k: int = 10, filter: Any = None, exhaustive: bool = False,
+               config: SearchConfig | None = None) -> list[Hit]:
+        """Top-k hits for one query (a string or token vectors [n_q, dim])."""
+        if isinstance(query, (list, tuple)) and query and all(isinstance(q, str) for q in query):
+            raise InputError("search expects one query; use search_batch for a list of queries")
+        return self.search_batch([query], k, filter, exhaustive, config)[0]
