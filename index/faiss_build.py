@@ -6,10 +6,13 @@ that needs them, and the trained empty index is kept as the index-wide template.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import threading
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -20,6 +23,28 @@ log = logging.getLogger(__name__)
 
 SAMPLE_PER_CENTROID = 256
 ADD_CHUNK = 1 << 16
+THREADS_ENV = "XTRIEVE_FAISS_BUILD_THREADS"
+_THREADS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def build_threads() -> Iterator[None]:
+    """FAISS OpenMP threads while building: 1 unless $XTRIEVE_FAISS_BUILD_THREADS says otherwise.
+
+    Training and adding with several OpenMP threads measured 10-15x slower than one thread
+    on small shared machines (spinning threads next to torch's pool).
+    """
+    import faiss
+
+    value = os.environ.get(THREADS_ENV, "1")
+    n = int(value) if value.isdigit() and int(value) > 0 else 1
+    with _THREADS_LOCK:
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(n)
+        try:
+            yield
+        finally:
+            faiss.omp_set_num_threads(before)
 
 
 def auto_nlist(n_vectors: int) -> int:
@@ -79,7 +104,8 @@ def train_template(factory: str, dim: int, n_rows: int, rows: Callable[[np.ndarr
     if ivf is not None and len(sample) < ivf.nlist:
         raise ConfigError(f"FAISS factory {factory!r} needs at least {ivf.nlist} vectors to train, got {len(sample)}")
     log.info("training FAISS %s on %d vectors", factory, len(sample))
-    index.train(sample)
+    with build_threads():
+        index.train(sample)
     return index
 
 
@@ -88,8 +114,9 @@ def fill_index(empty, chunks: Iterable[np.ndarray]):
     import faiss
 
     index = faiss.clone_index(empty)
-    for chunk in chunks:
-        index.add(np.ascontiguousarray(chunk, dtype=np.float32))
+    with build_threads():
+        for chunk in chunks:
+            index.add(np.ascontiguousarray(chunk, dtype=np.float32))
     return index
 
 

@@ -1,0 +1,191 @@
+"""Index stage: building from embeddings, storage layout, FAISS choice, documents via a fake encoder."""
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import xtrieve
+from xtrieve.config import EncoderConfig, IndexConfig
+from xtrieve.index.segment import DOCS, VECTORS
+from xtrieve.index.store import IndexStore
+
+DIM = 16
+
+
+def rand_docs(n, rng, lo=2, hi=12, dim=DIM):
+    out = []
+    for _ in range(n):
+        x = rng.standard_normal((int(rng.integers(lo, hi)), dim)).astype(np.float32)
+        out.append(x / np.linalg.norm(x, axis=1, keepdims=True))
+    return out
+
+
+class FakeEncoder:
+    """Deterministic word-hash token vectors with the Encoder interface the index uses."""
+
+    def __init__(self, dim=DIM, name="fake", head="0" * 64):
+        self.config = EncoderConfig(dim=dim)
+        self.name, self.head = name, head
+
+    def identity(self):
+        return {"name": self.name, "head_sha256": self.head, "dim": self.config.dim, "config": self.config.to_dict()}
+
+    def save(self, folder):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "fake.json").write_text(json.dumps(self.identity()))
+
+    def _one(self, text):
+        rows = []
+        for w in text.lower().split():
+            v = np.random.default_rng(zlib.crc32(w.encode())).standard_normal(self.config.dim)
+            rows.append(v / np.linalg.norm(v))
+        return np.asarray(rows, dtype=np.float32)
+
+    def encode_documents_with_counts(self, texts, batch_size=32, pool_factor=None, show_progress=None):
+        assert all(isinstance(t, str) and t.strip() for t in texts)
+        vecs = [self._one(t) for t in texts]
+        pf = pool_factor or 1
+        return [v[::pf] for v in vecs], [len(v) for v in vecs]
+
+    def encode_queries(self, texts, batch_size=32):
+        return [self._one(t) for t in texts]
+
+
+def test_build_from_embeddings_roundtrip(tmp_path):
+    rng = np.random.default_rng(0)
+    docs = rand_docs(50, rng)
+    ids = [f"d{i}" for i in range(50)]
+    meta = [{"year": 2000 + i, "lang": "en" if i % 2 else "fr"} for i in range(50)]
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ids, docs, meta)
+    info = idx.info()
+    assert (info.n_docs, info.dim, info.n_segments, info.model) == (50, DIM, 1, None)
+    assert info.n_vectors == info.n_tokens == sum(len(d) for d in docs)
+    assert info.vector_storage == "float16" and info.faiss == ["Flat"]
+    seg = xtrieve.Index.open(tmp_path / "ix").snapshot.segments[0]
+    assert seg.doc_ids == ids
+    for i in (0, 17, 49):
+        np.testing.assert_allclose(seg.doc_vectors(i), docs[i], atol=1e-3)
+        assert seg.metadata(i) == meta[i]
+    assert seg.vectors_raw.dtype == np.float16 and seg.vectors_raw.shape == (info.n_vectors, DIM)
+    assert seg.vec_to_doc[seg.offsets[17]] == 17
+    assert seg.faiss_index.ntotal == info.n_vectors
+    # exact search finds the document a query was cut from
+    hits = idx.search(docs[17][:3], k=3, exhaustive=True)
+    assert hits[0].doc_id == "d17" and hits[0].metadata == meta[17]
+    assert idx.search_batch([docs[3], docs[4]], k=1)[1][0].doc_id == "d4"
+
+
+def test_arrow_layout_is_mmap_zero_copy(tmp_path):
+    rng = np.random.default_rng(1)
+    xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["a", "b"], rand_docs(2, rng))
+    seg_dir = next((tmp_path / "ix").glob("seg-*"))
+    with pa.memory_map(str(seg_dir / VECTORS)) as f:
+        reader = pa.ipc.open_file(f)
+        assert reader.num_record_batches == 1
+        col = reader.get_batch(0).column("vector")
+        assert col.type == pa.list_(pa.float16(), DIM)
+    docs = pa.ipc.open_file(pa.memory_map(str(seg_dir / DOCS))).read_all()
+    assert {"doc_id", "__offset", "__n_vectors", "__n_tokens"} <= set(docs.column_names)
+    manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    assert manifest["format_version"] == 1 and manifest["encoder"] is None and manifest["dim"] == DIM
+    assert set(manifest["segments"][0]["files"]) == {f"{seg_dir.name}/{n}" for n in ("docs.arrow", "vectors.arrow", "tokens.faiss")}
+    assert not list((tmp_path / "ix").rglob("*.tmp"))
+
+
+def test_int8_storage(tmp_path):
+    rng = np.random.default_rng(2)
+    docs = rand_docs(20, rng)
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [str(i) for i in range(20)], docs,
+                                              config={"vector_storage": "int8"})
+    seg = idx.snapshot.segments[0]
+    assert seg.vectors_raw.dtype == np.int8 and seg.scales is not None and seg.scales.dtype == np.float32
+    np.testing.assert_allclose(seg.doc_vectors(5), docs[5], atol=0.02)
+    assert idx.search(docs[5], k=1, exhaustive=True)[0].doc_id == "5"
+    assert idx.info().vector_storage == "int8"
+
+
+def test_auto_faiss_trains_one_template_and_reuses_it(tmp_path):
+    rng = np.random.default_rng(3)
+    docs = rand_docs(300, rng, 8, 12)
+    cfg = IndexConfig(flat_max_vectors=800, nlist=16, docs_per_segment=100, merge_factor=10)
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"d{i}" for i in range(300)], docs, config=cfg)
+    m = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    assert m["faiss_template"]["factory"] == "IVF16,PQ8x4fs"
+    assert idx.info().faiss == ["IVF16,PQ8x4fs"] * 3
+    template_file = m["faiss_template"]["file"]
+    idx.add_embeddings([f"e{i}" for i in range(100)], rand_docs(100, rng, 8, 12))
+    m2 = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    assert m2["faiss_template"]["file"] == template_file  # not retrained
+    assert len(list((tmp_path / "ix").glob("ivf_template*"))) == 1
+    hits = idx.search(docs[42][:4], k=5)
+    assert hits[0].doc_id == "d42"
+
+
+def test_forced_factory_and_small_segments_flat(tmp_path):
+    rng = np.random.default_rng(4)
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["a", "b", "c"], rand_docs(3, rng),
+                                              config={"faiss_factory": "HNSW8"})
+    assert idx.info().faiss == ["HNSW8"]
+    assert idx.snapshot.segments[0].faiss_index.ntotal == idx.info().n_vectors
+
+
+def test_documents_with_fake_encoder(tmp_path):
+    enc = FakeEncoder()
+    docs = [
+        {"_id": "x1", "title": "Cats", "text": "the cat sat on the mat", "year": 2020},
+        {"id": 7, "text": "a dog barked", "tags": ["pets", "noise"], "info": {"lang": "en"}},
+        {"id": "x3", "text": "late interaction search"},
+    ]
+    idx = xtrieve.Index.build(tmp_path / "ix", docs, encoder=enc)
+    seg = idx.snapshot.segments[0]
+    assert seg.doc_ids == ["x1", "7", "x3"]
+    assert seg.metadata(0)["title"] == "Cats" and seg.metadata(0)["year"] == 2020
+    assert seg.metadata(1)["tags"] == ["pets", "noise"] and seg.metadata(1)["info.lang"] == "en"
+    assert seg.n_tokens.tolist() == [7, 3, 3]  # title prepended to the text for encoding
+    assert idx.get("x1")["text"] == "the cat sat on the mat"
+    assert (tmp_path / "ix" / "encoder" / "fake.json").exists()
+    assert idx.search("cat mat", k=1)[0].doc_id == "x1"
+    assert idx.search_batch(["dog", "interaction"], k=1)[1][0].doc_id == "x3"
+    # plain strings get sequential ids unique in the index
+    new = idx.add(["first plain text", "second plain text"])
+    assert new == ["0", "1"] and len(idx) == 5
+    assert idx.add(["third one"]) == ["2"]
+    assert idx.info().model == "fake"
+    reopened = xtrieve.Index.open(tmp_path / "ix", encoder=enc)
+    assert reopened.search("third one", k=1)[0].doc_id == "2"
+
+
+def test_pool_factor_and_store_text(tmp_path):
+    enc = FakeEncoder()
+    idx = xtrieve.Index.build(tmp_path / "ix", [{"id": "a", "text": "one two three four five six", "k": 1}], encoder=enc,
+                              config={"pool_factor": 2, "store_text": False})
+    info = idx.info()
+    assert (info.n_tokens, info.n_vectors, info.pool_factor) == (6, 3, 2)
+    assert "text" not in idx.snapshot.segments[0].table.column_names
+    assert idx.get("a") == {"doc_id": "a", "k": 1}
+
+
+def test_metadata_types_promote_across_batches(tmp_path):
+    rng = np.random.default_rng(5)
+    meta = [{"score": i} for i in range(5)] + [{"score": 1.5}, {"score": None}, {"other": "x"}]
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [str(i) for i in range(8)], rand_docs(8, rng), meta,
+                                              config={"batch_size": 3})
+    seg = idx.snapshot.segments[0]
+    assert pa.types.is_floating(seg.table.schema.field("score").type)
+    assert seg.metadata(5) == {"score": 1.5, "other": None}
+    idx.add_embeddings(["n1"], rand_docs(1, rng), [{"score": 3}])
+    hits = idx.search(rand_docs(1, rng)[0], k=10, exhaustive=True, filter="score >= 3")
+    assert sorted(h.doc_id for h in hits) == ["3", "4", "n1"]
+
+
+def test_snapshot_lookup_and_store(tmp_path):
+    rng = np.random.default_rng(6)
+    xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["a", "b"], rand_docs(2, rng))
+    snap = IndexStore.open(tmp_path / "ix").snapshot()
+    assert snap.lookup("b") == (0, 1) and snap.lookup("zz") is None
+    assert snap.generation == 1 and snap.encoder_identity is None and snap.dim == DIM

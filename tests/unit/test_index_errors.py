@@ -1,0 +1,159 @@
+"""Index stage: bad input gives one clear error and loses nothing committed."""
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import xtrieve
+from xtrieve.config import EncoderConfig
+from xtrieve.errors import ConfigError, IndexFormatError, InputError, ModelMismatchError
+
+DIM = 8
+
+
+class FakeEncoder:
+    def __init__(self, dim=DIM, name="fake", head="0" * 64):
+        self.config = EncoderConfig(dim=dim)
+        self.name, self.head = name, head
+
+    def identity(self):
+        return {"name": self.name, "head_sha256": self.head, "dim": self.config.dim}
+
+    def save(self, folder):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "fake.json").write_text(json.dumps(self.identity()))
+
+    def _one(self, text):
+        rows = [np.random.default_rng(zlib.crc32(w.encode())).standard_normal(self.config.dim) for w in text.split()]
+        return np.asarray(rows, dtype=np.float32)
+
+    def encode_documents_with_counts(self, texts, batch_size=32, pool_factor=None, show_progress=None):
+        vecs = [self._one(t) for t in texts]
+        return vecs, [len(v) for v in vecs]
+
+    def encode_queries(self, texts, batch_size=32):
+        return [self._one(t) for t in texts]
+
+
+def rand(n, rows=3, dim=DIM, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((rows, dim)).astype(np.float32) for _ in range(n)]
+
+
+@pytest.fixture
+def idx(tmp_path):
+    return xtrieve.Index.build(tmp_path / "ix", [{"id": "a", "text": "alpha beta"}, {"id": "b", "text": "gamma"}],
+                               encoder=FakeEncoder())
+
+
+def generation(path):
+    return json.loads((path / "manifest.json").read_text())["generation"]
+
+
+@pytest.mark.parametrize("docs, message", [
+    ([{"id": "x", "text": "one"}, {"id": "x", "text": "two"}], "duplicate id.*in the input: 'x'"),
+    ([{"id": "a", "text": "one"}], "duplicate id.*already in the index: 'a'"),
+    ([{"id": "x", "text": "   "}], "document 'x': empty text"),
+    (["ok", ""], "document 1: empty text"),
+    ([{"text": "no id"}], "missing 'id'"),
+    ([{"id": "x", "body": "no text"}], "missing 'text'"),
+    ([], "no documents"),
+    ([{"id": "x", "text": "t", "doc_id": 3}], "reserved"),
+    ([42], "expected a string or a dict"),
+    ("a single string", "not a single str"),
+])
+def test_bad_documents_commit_nothing(idx, tmp_path, docs, message):
+    with pytest.raises(InputError, match=message):
+        idx.add(docs)
+    assert generation(tmp_path / "ix") == 1 and len(xtrieve.Index.open(tmp_path / "ix", encoder=FakeEncoder())) == 2
+    assert sorted(p.name for p in (tmp_path / "ix").iterdir() if p.name.startswith("seg-")) == ["seg-000001"]
+
+
+def test_failure_in_a_later_batch_removes_new_segments(tmp_path, idx):
+    docs = [{"id": f"n{i}", "text": f"word{i}"} for i in range(30)] + [{"id": "n0", "text": "dup"}]
+    idx2 = xtrieve.Index.build(tmp_path / "ix2", docs[:1], encoder=FakeEncoder(), config={"batch_size": 4, "docs_per_segment": 8})
+    with pytest.raises(InputError, match="duplicate"):
+        idx2.add(docs[1:] + [{"id": "n5", "text": "again"}])
+    assert len(list((tmp_path / "ix2").glob("seg-*"))) == 1 and generation(tmp_path / "ix2") == 1
+
+
+def test_metadata_type_clash(idx):
+    idx.add([{"id": "m1", "text": "x", "year": 2020}])
+    with pytest.raises(InputError, match="year"):
+        idx.add([{"id": "m2", "text": "y", "year": "twenty"}])
+    with pytest.raises(InputError, match="year"):
+        idx.add([{"id": "m3", "text": "y", "year": 1}, {"id": "m4", "text": "z", "year": "x"}])
+
+
+@pytest.mark.parametrize("emb, message", [
+    (np.zeros((3, 5), np.float32), "dim 5, the index has dim 8"),
+    (np.zeros(8, np.float32), "must be 2-D"),
+    (np.zeros((0, 8), np.float32), "0 rows"),
+    (np.full((2, 8), np.nan, np.float32), "NaN or infinite"),
+    ("text", "not an array of numbers"),
+])
+def test_bad_embeddings(tmp_path, emb, message):
+    ix = xtrieve.Index.build_from_embeddings(tmp_path / "e", ["a"], rand(1))
+    with pytest.raises(InputError, match=message):
+        ix.add_embeddings(["b"], [emb])
+    assert generation(tmp_path / "e") == 1
+
+
+def test_bad_embedding_builds(tmp_path):
+    with pytest.raises(InputError, match="empty ids"):
+        xtrieve.Index.build_from_embeddings(tmp_path / "e", [], [])
+    with pytest.raises(InputError, match="2 ids but 1 embeddings"):
+        xtrieve.Index.build_from_embeddings(tmp_path / "e", ["a", "b"], rand(1))
+    with pytest.raises(InputError, match="dim 4, the index has dim 8"):
+        xtrieve.Index.build_from_embeddings(tmp_path / "e", ["a", "b"], rand(1) + rand(1, dim=4))
+    assert not (tmp_path / "e").exists()  # a failed build leaves nothing behind
+    with pytest.raises(ConfigError, match="FAISS factory"):
+        xtrieve.Index.build_from_embeddings(tmp_path / "e", ["a"], rand(1), config={"faiss_factory": "Nonsense12"})
+
+
+def test_build_over_existing_index(tmp_path, idx):
+    with pytest.raises(InputError, match="already exists"):
+        xtrieve.Index.build(tmp_path / "ix", ["new"], encoder=FakeEncoder())
+    assert len(idx.refresh()) == 2
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty"):
+        xtrieve.Index.build(tmp_path / "other", ["new"], encoder=FakeEncoder(), overwrite=True)
+    assert (tmp_path / "other" / "notes.txt").exists()
+    again = xtrieve.Index.build(tmp_path / "ix", ["new"], encoder=FakeEncoder(), overwrite=True)
+    assert len(again) == 1
+
+
+def test_model_mismatch(tmp_path, idx):
+    other = FakeEncoder(name="other", head="1" * 64)
+    with pytest.raises(ModelMismatchError, match="differs"):
+        xtrieve.Index.open(tmp_path / "ix", encoder=other)
+    with pytest.raises(ModelMismatchError):
+        idx.add([{"id": "z", "text": "zz"}], encoder=other)
+    assert generation(tmp_path / "ix") == 1
+    emb = xtrieve.Index.build_from_embeddings(tmp_path / "e", ["a"], rand(1))
+    with pytest.raises(ModelMismatchError, match="dim"):
+        xtrieve.Index.open(tmp_path / "e", encoder=FakeEncoder(dim=4))
+    with pytest.raises(InputError, match="no encoder"):
+        emb.add(["text"])
+    with pytest.raises(InputError, match="no encoder"):
+        emb.search("a string query")
+
+
+def test_not_an_index(tmp_path):
+    with pytest.raises(IndexFormatError, match="not an xtrieve index: no manifest.json in"):
+        xtrieve.Index.open(tmp_path)
+    with pytest.raises(IndexFormatError, match="does not exist"):
+        xtrieve.Index.open(tmp_path / "missing")
+
+
+def test_search_input_checks(idx):
+    with pytest.raises(InputError, match="search_batch"):
+        idx.search(["q1", "q2"])
+    with pytest.raises(InputError, match="list of queries"):
+        idx.search_batch("one string")
+    assert idx.search_batch([]) == []

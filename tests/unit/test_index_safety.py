@@ -1,0 +1,193 @@
+"""Index stage: locking, crash safety (SIGKILL mid-add), snapshots, checksums, manifest validation."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import xtrieve
+from xtrieve.errors import IndexFormatError, IndexLockedError
+from xtrieve.index.lock import WriterLock
+from xtrieve.index.manifest import _checksum
+
+DIM = 8
+
+
+def rand(n, seed=0, rows=4):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        x = rng.standard_normal((rows, DIM)).astype(np.float32)
+        out.append(x / np.linalg.norm(x, axis=1, keepdims=True))
+    return out
+
+
+@pytest.fixture
+def path(tmp_path):
+    p = tmp_path / "ix"
+    xtrieve.Index.build_from_embeddings(p, [f"d{i}" for i in range(20)], rand(20), [{"n": i} for i in range(20)])
+    return p
+
+
+def rewrite_manifest(path, change):
+    body = json.loads((path / "manifest.json").read_text())
+    change(body)
+    body["checksum"] = _checksum(body)
+    (path / "manifest.json").write_text(json.dumps(body))
+
+
+def test_second_writer_gets_locked_error(path):
+    idx = xtrieve.Index.open(path)
+    with WriterLock(path):
+        with pytest.raises(IndexLockedError, match="locked by another writer"):
+            idx.add_embeddings(["x"], rand(1, 5))
+        with pytest.raises(IndexLockedError):
+            idx.compact()
+        assert len(xtrieve.Index.open(path)) == 20  # readers never lock
+    idx.add_embeddings(["x"], rand(1, 5))
+    assert len(idx) == 21
+
+
+def test_lock_held_by_another_process(path):
+    code = f"from xtrieve.index.lock import WriterLock; import pathlib, time\nwith WriterLock(pathlib.Path({str(path)!r})):\n    print('held', flush=True); time.sleep(30)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(IndexLockedError):
+            xtrieve.Index.open(path).delete(["d1"])
+    finally:
+        proc.kill()
+        proc.wait()
+    xtrieve.Index.open(path).delete(["d1"])  # the dead process's lock is gone
+
+
+CRASH_SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, xtrieve
+    idx = xtrieve.Index.open(sys.argv[1])
+    rng = np.random.default_rng(1)
+    n = 40000
+    embs = [rng.standard_normal((4, 8)).astype(np.float32) for _ in range(n)]
+    idx.add_embeddings([f"new{i}" for i in range(n)], embs)
+""")
+
+
+def test_sigkill_mid_add_keeps_last_commit_and_next_writer_cleans(tmp_path):
+    path = tmp_path / "ix"
+    xtrieve.Index.build_from_embeddings(path, [f"d{i}" for i in range(20)], rand(20),
+                                        config={"docs_per_segment": 1000, "batch_size": 500})
+    committed = {p.name for p in path.glob("seg-*")}
+    proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, str(path)], stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    try:
+        while time.time() < deadline:  # wait until the writer has finished at least one new segment
+            new = [p for p in path.glob("seg-*") if p.name not in committed]
+            if any((p / "docs.arrow").exists() for p in new) and len(new) >= 2:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.005)
+        else:
+            pytest.fail("the writer never started a segment")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    orphans = {p.name for p in path.glob("seg-*")} - committed
+    assert orphans  # the crash left uncommitted files behind
+    idx = xtrieve.Index.open(path)  # the last commit, checksums verified
+    assert len(idx) == 20 and idx.snapshot.generation == 1
+    assert idx.search(rand(20)[7], k=1, exhaustive=True)[0].doc_id == "d7"
+    idx.add_embeddings(["after"], rand(1, 9))  # the next writer removes the orphans first
+    assert {p.name for p in path.glob("seg-*")} == {s.name for s in idx.snapshot.segments}
+    assert not list(path.rglob("*.tmp"))
+    assert len(idx) == 21
+
+
+def test_orphans_and_temp_manifests_removed_by_compact(path):
+    (path / "seg-999999").mkdir()
+    (path / "seg-999999" / "vectors.f16.tmp").write_bytes(b"x" * 10)
+    (path / "manifest.json.tmp-1234").write_text("{trunc")
+    (path / "ivf_template-g000009.faiss").write_bytes(b"junk")
+    (path / "notes.txt").write_text("user file, not ours")
+    idx = xtrieve.Index.open(path)
+    idx.compact()
+    assert not (path / "seg-999999").exists() and not (path / "manifest.json.tmp-1234").exists()
+    assert not (path / "ivf_template-g000009.faiss").exists() and (path / "notes.txt").exists()
+    assert len(xtrieve.Index.open(path)) == 20
+
+
+def test_reader_snapshot_survives_writer_add_and_compact(path):
+    reader = xtrieve.Index.open(path)
+    q = rand(20)[3]
+    before = reader.search(q, k=5, exhaustive=True)
+    writer = xtrieve.Index.open(path)
+    writer.add_embeddings([f"w{i}" for i in range(5)], rand(5, 3))
+    writer.delete(["d3"])
+    writer.compact()  # rewrites everything and removes the old segment files
+    assert not (path / "seg-000001").exists()
+    assert reader.search(q, k=5, exhaustive=True) == before  # same immutable snapshot
+    assert reader.search(q, k=5)[0].doc_id == "d3"  # FAISS loaded lazily from a file now unlinked
+    assert len(reader) == 20 and reader.info().generation == 1
+    reader.refresh()
+    assert len(reader) == 24 and "d3" not in {h.doc_id for h in reader.search(q, k=30, exhaustive=True)}
+
+
+def test_checksum_mismatch_names_the_file(path):
+    target = next(path.glob("seg-*/vectors.arrow"))
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(IndexFormatError, match=f"checksum mismatch for .*{target.parent.name}/vectors.arrow"):
+        xtrieve.Index.open(path)
+    xtrieve.Index.open(path, verify=False)  # opt out
+
+
+def test_missing_file_is_named(path):
+    next(path.glob("seg-*/tokens.faiss")).unlink()
+    with pytest.raises(IndexFormatError, match="tokens.faiss"):
+        xtrieve.Index.open(path)
+
+
+@pytest.mark.parametrize("content", [b"", b'{"format": "xtrieve-index", "segm', b"\x00\xff garbage"])
+def test_corrupt_manifest_is_named(path, content):
+    (path / "manifest.json").write_bytes(content)
+    with pytest.raises(IndexFormatError, match=r"corrupt manifest .*manifest\.json"):
+        xtrieve.Index.open(path)
+
+
+def test_edited_manifest_fails_its_checksum(path):
+    body = json.loads((path / "manifest.json").read_text())
+    body["segments"][0]["n_docs"] = 5
+    (path / "manifest.json").write_text(json.dumps(body))
+    with pytest.raises(IndexFormatError, match="corrupt manifest .*checksum"):
+        xtrieve.Index.open(path)
+
+
+@pytest.mark.parametrize("bad", ["../outside/docs.arrow", "/etc/passwd", "seg-000001/../../x"])
+def test_manifest_path_escape_rejected(path, bad):
+    def change(body):
+        files = body["segments"][0]["files"]
+        files[bad] = files.pop(next(iter(files)))
+
+    rewrite_manifest(path, change)
+    with pytest.raises(IndexFormatError, match="outside the index folder"):
+        xtrieve.Index.open(path)
+
+
+def test_segment_name_escape_rejected(path):
+    rewrite_manifest(path, lambda b: b["segments"][0].update(name="seg-../../x"))
+    with pytest.raises(IndexFormatError):
+        xtrieve.Index.open(path)
+
+
+def test_unknown_format_version(path):
+    rewrite_manifest(path, lambda b: b.update(format_version=99))
+    with pytest.raises(IndexFormatError, match="format_version 99"):
+        xtrieve.Index.open(path)

@@ -1,0 +1,129 @@
+"""Index stage: add, delete, compact, tiered merges, streaming segments."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import xtrieve
+from xtrieve.config import IndexConfig
+from xtrieve.index.manifest import SegmentEntry
+from xtrieve.index.merge_policy import plan_merge
+
+DIM = 8
+
+
+def rand_docs(n, rng, lo=2, hi=6):
+    out = []
+    for _ in range(n):
+        x = rng.standard_normal((int(rng.integers(lo, hi)), DIM)).astype(np.float32)
+        out.append(x / np.linalg.norm(x, axis=1, keepdims=True))
+    return out
+
+
+def manifest(path):
+    return json.loads((path / "manifest.json").read_text())
+
+
+def seg_files(path):
+    return {p.relative_to(path).as_posix(): p.stat().st_mtime_ns for p in path.glob("seg-*/*")}
+
+
+@pytest.fixture
+def built(tmp_path):
+    rng = np.random.default_rng(0)
+    docs = rand_docs(40, rng)
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"d{i}" for i in range(40)], docs,
+                                              [{"n": i} for i in range(40)], config={"merge_factor": 4})
+    return idx, docs, rng
+
+
+def test_add_makes_a_new_segment_without_rewriting(built, tmp_path):
+    idx, _, rng = built
+    before = seg_files(tmp_path / "ix")
+    idx.add_embeddings(["a1", "a2"], rand_docs(2, rng))
+    after = seg_files(tmp_path / "ix")
+    assert all(after[k] == v for k, v in before.items())  # old files untouched
+    assert len(after) == len(before) + 3
+    assert idx.info().n_segments == 2 and len(idx) == 42
+    assert manifest(tmp_path / "ix")["generation"] == 2
+
+
+def test_delete_tombstones_then_compact(built, tmp_path):
+    idx, docs, _ = built
+    assert idx.delete(["d3", "d5", "d3"]) == 2
+    info = idx.info()
+    assert (info.n_docs, info.n_deleted) == (38, 2)
+    hits = idx.search(docs[3], k=40, exhaustive=True)
+    assert "d3" not in {h.doc_id for h in hits} and len(hits) == 38
+    m = manifest(tmp_path / "ix")
+    tomb = m["segments"][0]["tombstones"]
+    assert len(tomb) == 1 and next(iter(tomb)).endswith("deleted-g000002.arrow")
+    idx.delete(["d7"])  # a new tombstone file, the old one becomes garbage
+    tomb2 = manifest(tmp_path / "ix")["segments"][0]["tombstones"]
+    assert set(tomb2) != set(tomb)
+    idx.compact()
+    info = idx.info()
+    assert (info.n_docs, info.n_deleted, info.n_segments) == (37, 0, 1)
+    assert not list((tmp_path / "ix").glob("seg-*/deleted-*"))
+    assert len(list((tmp_path / "ix").glob("seg-*"))) == 1
+    assert idx.search(docs[10], k=1, exhaustive=True)[0].doc_id == "d10"
+    assert idx.search(docs[10], k=1)[0].metadata == {"n": 10}
+
+
+def test_deleted_id_can_be_added_again(built):
+    idx, _, rng = built
+    idx.delete(["d1"])
+    idx.add_embeddings(["d1"], rand_docs(1, rng))
+    assert len(idx) == 40
+
+
+def test_delete_whole_segment_drops_it(built):
+    idx, _, rng = built
+    idx.add_embeddings(["z1", "z2"], rand_docs(2, rng))
+    idx.delete(["z1", "z2"])
+    assert idx.info().n_segments == 1 and len(idx) == 40
+
+
+def test_delete_unknown_ids_changes_nothing(built, tmp_path):
+    idx, _, _ = built
+    gen = manifest(tmp_path / "ix")["generation"]
+    with pytest.raises(xtrieve.InputError, match="not in the index: 'nope'"):
+        idx.delete(["d1", "nope"])
+    assert manifest(tmp_path / "ix")["generation"] == gen and len(idx) == 40
+
+
+def test_tiered_merge_after_adds(built, tmp_path):
+    idx, _, rng = built
+    for r in range(3):  # 3 small segments + the first big one: different tiers
+        idx.add_embeddings([f"s{r}-{i}" for i in range(3)], rand_docs(3, rng, 3, 4))
+    assert idx.info().n_segments == 4
+    idx.add_embeddings(["s3-0", "s3-1", "s3-2"], rand_docs(3, rng, 3, 4))  # 4th small one: merge
+    info = idx.info()
+    assert info.n_segments == 2 and len(idx) == 52
+    assert all(idx.snapshot.lookup(f"s{r}-{i}") for r in range(4) for i in range(3))
+
+
+def test_plan_merge():
+    def seg(i, n_vectors, n_docs=10, deleted=0):
+        return SegmentEntry(name=f"seg-{i}", n_docs=n_docs, n_tokens=n_vectors, n_vectors=n_vectors, faiss="Flat",
+                            files={}, n_deleted=deleted)
+
+    assert plan_merge([seg(0, 100), seg(1, 120), seg(2, 5000)], 3, 1000) is None
+    assert plan_merge([seg(0, 100), seg(1, 120), seg(2, 5000), seg(3, 110)], 3, 1000) == [0, 1, 3]
+    assert plan_merge([seg(0, 100), seg(1, 120), seg(3, 110)], 3, 25) is None  # too many docs together
+    assert plan_merge([seg(0, 50), seg(1, 40), seg(2, 60)], 2, 1000) == [0, 1]
+    assert plan_merge([seg(0, 30), seg(1, 40), seg(2, 50)], 2, 1000) == [1, 2]  # 30 is a tier lower
+
+
+def test_streaming_build_splits_segments(tmp_path):
+    rng = np.random.default_rng(1)
+    cfg = IndexConfig(batch_size=7, docs_per_segment=25, merge_factor=50)
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [str(i) for i in range(60)], rand_docs(60, rng), config=cfg)
+    assert [s.n_docs for s in idx.snapshot.segments] == [25, 25, 10]
+    assert [s.doc_ids[0] for s in idx.snapshot.segments] == ["0", "25", "50"]
+    idx.compact()  # compact never exceeds docs_per_segment
+    assert [s.n_docs for s in idx.snapshot.segments] == [25, 25, 10]
+
+
