@@ -1,0 +1,78 @@
+"""Index stage with the real default encoder on the sample corpus (~30 texts)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import xtrieve
+from xtrieve.errors import ModelMismatchError
+from xtrieve.index.corpus import read_corpus
+
+pytestmark = pytest.mark.integration
+
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_corpus.jsonl"
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return xtrieve.Encoder.load()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, encoder):
+    path = tmp_path_factory.mktemp("real") / "ix"
+    idx = xtrieve.Index.build(path, read_corpus(SAMPLE), encoder=encoder)
+    return path, idx
+
+
+def test_build_and_search(built):
+    path, idx = built
+    info = idx.info()
+    docs = list(read_corpus(SAMPLE))
+    assert info.n_docs == len(docs) and info.dim == 128 and info.model
+    hits = idx.search("how do vaccines protect us?", k=3)
+    assert len(hits) == 3 and "accin" in (hits[0].metadata.get("title") or "") + (idx.get(hits[0].doc_id)["text"])
+    exact = idx.search("how do vaccines protect us?", k=3, exhaustive=True)
+    assert [h.doc_id for h in hits] == [h.doc_id for h in exact]
+
+
+def test_open_loads_the_stored_encoder(built, encoder):
+    path, idx = built
+    reopened = xtrieve.Index.open(path)
+    assert reopened.encoder.identity()["head_sha256"] == encoder.identity()["head_sha256"]
+    q = "planets around other stars"
+    assert [h.doc_id for h in reopened.search(q, k=5)] == [h.doc_id for h in idx.search(q, k=5)]
+
+
+def test_add_delete_with_real_encoder(tmp_path, encoder):
+    docs = list(read_corpus(SAMPLE))
+    idx = xtrieve.Index.build(tmp_path / "ix", docs[:20], encoder=encoder, config={"pool_factor": 2})
+    idx.add(docs[20:])
+    assert len(idx) == len(docs) and idx.info().n_segments == 2
+    assert idx.info().n_vectors < idx.info().n_tokens  # pooled
+    target = docs[25]
+    assert idx.search(target["title"] + " " + target["text"], k=1)[0].doc_id == target["id"]
+    idx.delete([target["id"]])
+    assert target["id"] not in {h.doc_id for h in idx.search(target["text"], k=len(docs))}
+
+
+def test_other_model_is_a_mismatch(built, pylate_folder):
+    path, _ = built
+    other = xtrieve.Encoder.load(pylate_folder[0])
+    with pytest.raises(ModelMismatchError):
+        xtrieve.Index.open(path, encoder=other)
+
+
+def test_cli_build_then_search(tmp_path):
+    from xtrieve.cli.main import main
+
+    runner = CliRunner()
+    r = runner.invoke(main, ["build", str(tmp_path / "ix"), "--corpus", str(SAMPLE), "--pool-factor", "2"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(runner.invoke(main, ["info", str(tmp_path / "ix"), "--format", "json"]).output)
+    assert info["pool_factor"] == 2 and info["n_docs"] > 20
+    r = runner.invoke(main, ["search", str(tmp_path / "ix"), "vaccines", "-k", "2", "--format", "json"])
+    assert r.exit_code == 0 and "Traceback" not in r.output
