@@ -196,9 +196,15 @@ class SegmentCore:
     def vec_to_doc(self) -> np.ndarray:
         return np.repeat(np.arange(self.n_docs, dtype=np.int32), np.diff(self.offsets))
 
-    @cached_property
-    def meta_columns(self) -> list[str]:
-        return [c for c in self.table.column_names if c not in ("doc_id", "text")]
+    def conformed(self, schema: pa.Schema) -> pa.Table:
+        """The docs table under a snapshot-wide schema (cached for the last schema asked)."""
+        if self.table.schema.equals(schema):
+            return self.table
+        cached = getattr(self, "_conformed", None)
+        if cached is None or not cached[0].equals(schema):
+            cached = (schema, conform(self.table, schema))
+            self._conformed = cached
+        return cached[1]
 
     @property
     def faiss_index(self):
@@ -211,14 +217,30 @@ class SegmentCore:
         self._faiss_file.close()
 
 
-class SegmentReader:
-    """What search reads: a segment's mmap-backed arrays plus its tombstones in a snapshot."""
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with ``schema``'s columns: promoted types, missing columns as nulls."""
+    columns = []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            columns.append(col if col.type == f.type else col.cast(f.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
-    def __init__(self, core: SegmentCore, deleted: np.ndarray) -> None:
+
+class SegmentReader:
+    """What search reads: a segment's mmap-backed arrays plus its tombstones in a snapshot.
+
+    ``table`` follows the snapshot-wide schema (so every segment has the same columns).
+    """
+
+    def __init__(self, core: SegmentCore, deleted: np.ndarray, table: pa.Table | None = None) -> None:
         self.core = core
         self.name, self.n_docs, self.n_vectors, self.dim = core.name, core.n_docs, core.n_vectors, core.dim
         self.offsets, self.vectors_raw, self.scales = core.offsets, core.vectors_raw, core.scales
-        self.table = core.table
+        self.table = core.table if table is None else table
+        self._meta_columns = [c for c in self.table.column_names if c not in ("doc_id", "text")]
         self.deleted = deleted
 
     @property
@@ -254,7 +276,7 @@ class SegmentReader:
 
     def metadata(self, local_doc: int) -> dict[str, Any]:
         """Metadata columns (title included; doc_id and text excluded) of one doc."""
-        return {c: self.table.column(c)[local_doc].as_py() for c in self.core.meta_columns}
+        return {c: self.table.column(c)[local_doc].as_py() for c in self._meta_columns}
 
     def text(self, local_doc: int) -> str | None:
         return self.table.column("text")[local_doc].as_py() if "text" in self.table.column_names else None

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from xtrieve.errors import IndexFormatError
 from xtrieve.index.fsio import sha256_file, safe_join
@@ -119,10 +120,23 @@ class IndexStore:
                     core = SegmentCore(self.path, entry, manifest.dim)
                     self._cores[key] = core
                 deleted = read_tombstones(self.path, sorted(entry.tombstones), entry.n_docs)
-                readers.append(SegmentReader(core, deleted))
+                readers.append((core, deleted))
+            schema = _unified([core.table.schema for core, _ in readers])
             if manifest.template:
                 self._check(manifest.template["file"], manifest.template["sha256"])
             for key in list(self._cores):  # forget segments this commit no longer names
                 if key not in live_keys:
                     del self._cores[key]
-            return Snapshot(path=self.path, manifest=manifest, segments=readers)
+            segments = [SegmentReader(core, deleted, core.conformed(schema) if schema else None) for core, deleted in readers]
+            return Snapshot(path=self.path, manifest=manifest, segments=segments)
+
+
+def _unified(schemas: list[pa.Schema]) -> pa.Schema | None:
+    """One schema for all segments (types promoted), or None if they cannot be unified."""
+    if len(schemas) < 2:
+        return None
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        log.warning("segments have incompatible metadata columns (%s); filters may fail on some", exc)
+        return None

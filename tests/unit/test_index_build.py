@@ -189,3 +189,15 @@ def test_snapshot_lookup_and_store(tmp_path):
     snap = IndexStore.open(tmp_path / "ix").snapshot()
     assert snap.lookup("b") == (0, 1) and snap.lookup("zz") is None
     assert snap.generation == 1 and snap.encoder_identity is None and snap.dim == DIM
+
+
+def test_segments_share_one_schema(tmp_path):
+    rng = np.random.default_rng(7)
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["a", "b"], rand_docs(2, rng), [{"year": 1}, {"year": 2}])
+    idx.add_embeddings(["c", "d"], rand_docs(2, rng), [{"year": 2020.5, "lang": "en"}, {"lang": "fr"}])
+    schemas = {str(s.table.schema) for s in idx.snapshot.segments}
+    assert len(schemas) == 1 and "lang" in schemas.pop()
+    assert idx.snapshot.segments[0].metadata(0) == {"year": 1.0, "lang": None}
+    q = rand_docs(1, rng)[0]
+    assert [h.doc_id for h in idx.search(q, k=5, filter="lang == 'en'", exhaustive=True)] == ["c"]
+    assert sorted(h.doc_id for h in idx.search(q, k=5, filter="lang is null")) == ["a", "b"]
