@@ -1,0 +1,170 @@
+"""`xtrieve eval` / `xtrieve bench` plumbing with a fake encoder (real index and search)."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import xtrieve
+from xtrieve.cli.main import main
+from xtrieve.eval import bench, peers
+from xtrieve.eval.toy import write_toy_beir
+
+DIM = 16
+
+
+class FakeEncoder:
+    """Each word -> a fixed random unit vector (from its hash); one vector per word."""
+
+    class config:  # noqa: N801 - mimics EncoderConfig's attributes the index reads
+        dim = DIM
+        pool_factor = 1
+
+    def _vec(self, word: str) -> np.ndarray:
+        seed = int.from_bytes(hashlib.sha256(word.lower().encode()).digest()[:4], "little")
+        v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+        return v / np.linalg.norm(v)
+
+    def _encode(self, texts):
+        return [np.stack([self._vec(w) for w in (t.split() or ["empty"])]) for t in texts]
+
+    def encode_documents(self, texts, batch_size=32, pool_factor=None, show_progress=None):
+        return self._encode(texts)
+
+    def encode_queries(self, texts, batch_size=32, show_progress=None):
+        return self._encode(texts)
+
+    def identity(self):
+        return {"name": "fake-words", "head_sha256": "0" * 64, "dim": DIM, "config": {}}
+
+
+@pytest.fixture
+def toy(tmp_path):
+    return write_toy_beir(tmp_path / "toy")
+
+
+@pytest.fixture
+def fake_encoder(monkeypatch):
+    monkeypatch.setattr(xtrieve.Encoder, "load", classmethod(lambda cls, name=None, **kw: FakeEncoder()))
+
+
+@pytest.fixture
+def fake_eval_index(monkeypatch):
+    """run_eval builds with Index.build_from_embeddings through the fake encoder."""
+    import xtrieve.eval.evaluate as ev
+
+    def open_or_build(path, docs, model=None, index_config=None, show_progress=None):
+        enc = FakeEncoder()
+        idx = xtrieve.Index.build_from_embeddings(path, [d["id"] for d in docs],
+                                                  enc.encode_documents([d["text"] for d in docs]))
+        idx._encoder = enc  # lets search() take strings
+        return idx, 0.01, False
+
+    monkeypatch.setattr(ev, "open_or_build", open_or_build)
+
+
+def test_eval_json_last_line(toy, tmp_path, fake_eval_index):
+    run_file = tmp_path / "run.trec"
+    res = CliRunner().invoke(main, ["eval", "--data-dir", str(toy), "--format", "json", "--run-file", str(run_file)])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output.strip().splitlines()[-1])
+    for key in ("ndcg@10", "recall@100", "map@100", "mrr@10", "p50_ms", "p95_ms", "index_bytes", "build_s",
+                "n_queries", "dataset"):
+        assert key in out, key
+    assert out["dataset"] == "toy" and out["n_queries"] == 6 and out["n_skipped_docs"] == 1
+    assert 0 <= out["ndcg@10"] <= 1 and out["index_bytes"] > 0
+    assert out["n_identical_dropped"] == 2
+    lines = run_file.read_text().splitlines()
+    assert {line.split()[0] for line in lines} == {"q1", "q2", "q3", "14", "q_5", "30"}
+    assert not any(line.split()[0] == line.split()[2] for line in lines)  # no query's own doc
+
+
+def test_eval_table_and_exhaustive(toy, fake_eval_index):
+    res = CliRunner().invoke(main, ["eval", "--data-dir", str(toy.parent), "--dataset", "toy", "--exhaustive",
+                                    "--keep-identical-ids"])
+    assert res.exit_code == 0, res.output
+    assert "nDCG@10" in res.output and "exhaustive MaxSim" in res.output and "dropped" not in res.output
+
+
+def test_eval_needs_data(tmp_path):
+    res = CliRunner().invoke(main, ["eval"])
+    assert res.exit_code == 2 and "--data-dir" in res.output
+
+
+def test_eval_dataset_download_failure_is_one_line(tmp_path, monkeypatch):
+    from xtrieve.eval import beir_data
+
+    monkeypatch.setattr(beir_data, "_can_reach", lambda url, timeout=5.0: "no route to host")
+    res = CliRunner().invoke(main, ["eval", "--dataset", "scifact", "--cache-dir", str(tmp_path)])
+    assert res.exit_code == 1
+    assert res.stderr.count("\n") == 1 and "cannot download" in res.stderr and "--data-dir" in res.stderr
+
+
+def test_eval_missing_folder_is_clean_error(tmp_path):
+    res = CliRunner().invoke(main, ["eval", "--data-dir", str(tmp_path / "nope")])
+    assert res.exit_code == 1 and res.stderr.startswith("error:")
+
+
+def test_bench_writes_outputs(toy, tmp_path, fake_encoder):
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["bench", "--data-dir", str(toy), "--out", str(out), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output.strip().splitlines()[-1])
+    systems = [r["system"] for r in report["rows"]]
+    assert systems[0] == "xtrieve exhaustive" and systems.count("xtrieve") == len(bench.GRIDS["small"])
+    exhaustive = report["rows"][0]
+    assert exhaustive["agree@10"] == 1.0 and exhaustive["qps_batch"] > 0
+    for row in report["rows"]:
+        assert row["p50_ms"] is not None and row["bytes_per_vector"] > 0
+    assert set(report["peers_skipped"]) == set(peers.PEERS)  # none installed in the test venv
+    assert report["timings"]["encode_s"] >= 0 and report["peak_rss_mb"]["end"] > 0
+    assert json.loads((out / "bench.json").read_text())["dataset"] == "toy"
+    md = (out / "bench.md").read_text()
+    assert "| system |" in md and "xtrieve exhaustive" in md
+
+
+def test_bench_table_max_queries(toy, fake_encoder):
+    res = CliRunner().invoke(main, ["bench", "--data-dir", str(toy), "--max-queries", "3", "--no-peers"])
+    assert res.exit_code == 0, res.output
+    assert "3 queries" in res.output and "nDCG@10" in res.output and "skipped" not in res.output
+
+
+def test_grid_configs():
+    cfgs = bench.grid_configs("full", xtrieve.SearchConfig(nprobe=4))
+    assert len(cfgs) == 16 and all(c.nprobe == 4 for c in cfgs)
+    assert {(c.k_prime, c.n_rerank) for c in bench.grid_configs([(8, 9)])} == {(8, 9)}
+    with pytest.raises(xtrieve.InputError):
+        bench.grid_configs("huge")
+
+
+def test_peers_skip_cleanly_and_normalize(tmp_path):
+    avail = peers.available()
+    assert set(avail) == set(peers.PEERS)
+    with pytest.raises(peers.PeerUnavailable, match="unknown peer"):
+        peers.run_peer("nope", tmp_path, [], [], 10)
+    assert peers.normalize_hits([(3, 1.5), [4, 0.5]]) == [(3, 1.5), (4, 0.5)]
+    assert peers.normalize_hits([{"id": "7", "score": 2}]) == [(7, 2.0)]
+    assert peers.normalize_hits(None) == []
+
+
+def test_markdown_and_plot_without_matplotlib(monkeypatch, tmp_path):
+    import builtins
+
+    report = {"dataset": "d", "split": "test", "n_docs": 1, "n_vectors": 2, "dim": 4, "n_queries": 1, "k": 10,
+              "model": "m", "timings": {"encode_s": 1, "index_s": 1, "query_encode_ms_per_query": 1},
+              "index_bytes": 100, "bytes_per_vector": 50.0, "faiss": ["Flat"], "vector_storage": "float16",
+              "peak_rss_mb": {"end": 1, "after_encode": 1, "after_index": 1}, "peers_skipped": {"x": "why"},
+              "rows": [{"system": "xtrieve", "k_prime": 8, "n_rerank": 8, "ndcg@10": 0.5, "p50_ms": 1.0}]}
+    real_import = builtins.__import__
+
+    def no_mpl(name, *a, **kw):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_mpl)
+    written = bench.write_outputs(report, tmp_path)
+    assert written["png"] is None and "- x: why" in (tmp_path / "bench.md").read_text()
