@@ -62,6 +62,14 @@ class Encoder:
             if self.head.bias is not None:
                 self.head.bias.copy_(spec.head_bias.float() if spec.head_bias is not None else torch.zeros(self.config.dim))
         self.head.eval().to(self.device)
+        self.mlp = None  # optional residual MLP before the head (head.safetensors ``mlp.*`` keys)
+        if spec.head_extra:
+            from xtrieve.encode.heads import ResidualMLP
+
+            try:
+                self.mlp = ResidualMLP.from_state(spec.head_extra, hidden).eval().to(self.device)
+            except (ValueError, RuntimeError) as exc:
+                raise ModelLoadError(f"{spec.name}: head.safetensors has extra keys that are not a valid MLP: {exc}") from None
         self.processor = TextProcessor(self.tokenizer, self.config)
 
     # -- loading and saving -------------------------------------------------------------
@@ -83,6 +91,8 @@ class Encoder:
         state = {"weight": self.head.weight.detach().cpu().float().contiguous()}
         if self.head.bias is not None:
             state["bias"] = self.head.bias.detach().cpu().float().contiguous()
+        if self.mlp is not None:
+            state.update(self.mlp.head_state())
         return state
 
     def head_sha256(self) -> str:
@@ -167,7 +177,7 @@ class Encoder:
 
     def project(self, states: torch.Tensor) -> torch.Tensor:
         """Apply the head and (optionally) L2-normalise."""
-        x = self.head(states)
+        x = self.head(states if self.mlp is None else self.mlp(states))
         return torch.nn.functional.normalize(x, dim=-1) if self.config.normalize else x
 
     def _encode(self, texts: list[str], is_query: bool, batch_size: int, show_progress: bool | None) -> list[np.ndarray]:

@@ -38,6 +38,7 @@ class ModelSpec:
     head_weight: torch.Tensor | None  # [dim, hidden]; None = identity head
     head_bias: torch.Tensor | None = None
     backbone_state: dict[str, torch.Tensor] | None = None  # overrides backbone weights
+    head_extra: dict[str, torch.Tensor] | None = None  # optional head parts (``mlp.*`` keys)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -103,6 +104,9 @@ def load_xtrieve(folder: Path) -> ModelSpec:
 
         head = load_file(str(folder / HEAD_FILE))
         weight, bias = head.get("weight"), head.get("bias")
+        head_extra = {k: v for k, v in head.items() if k not in ("weight", "bias")} or None
+    else:
+        head_extra = None
     backbone_state = None
     if (folder / "backbone_weights.safetensors").exists():
         from safetensors.torch import load_file
@@ -111,6 +115,7 @@ def load_xtrieve(folder: Path) -> ModelSpec:
     return ModelSpec(
         name=str(meta.get("name") or folder.name), backbone_dir=resolve_backbone(ref, folder),
         backbone_ref=ref, config=config, head_weight=weight, head_bias=bias, backbone_state=backbone_state,
+        head_extra=head_extra,
     )
 
 

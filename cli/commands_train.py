@@ -1,0 +1,71 @@
+"""`xtrieve train`: train the projection head (and optionally the backbone) with CRISP pooling."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("train")
+@click.option("--data-dir", "data_dirs", multiple=True, required=True,
+              help="A BEIR folder (queries + qrels/<split>.tsv + corpus) or a JSONL file of "
+                   "{query, positive, negative?} rows; repeat for multi-dataset training.")
+@click.option("--split", default="train", show_default=True, help="qrels split of BEIR folders.")
+@click.option("--base", default=None, help="Model to start from (default: the offline default model).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output model folder.")
+@click.option("--pool-factor", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Cluster each document's tokens into ceil(n / R) centroids during training; saved in the model.")
+@click.option("--max-steps", type=click.IntRange(min=0), default=None, help="Training steps (default: one pass).")
+@click.option("--freeze-backbone/--no-freeze-backbone", default=True, show_default=True,
+              help="Train only the head on cached backbone states (fast on CPU), or the whole model.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.")
+@click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True, help="Queries per step.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Head learning rate.")
+@click.option("--backbone-lr", type=float, default=2e-5, show_default=True, help="Backbone learning rate (--no-freeze-backbone).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Where backbone token states are cached (default ~/.cache/xtrieve/train-states).")
+@click.option("--negatives", "n_negatives", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Mined hard negatives per query and step.")
+@click.option("--mine-depth", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Negatives are drawn from the base model's top documents that are not positives.")
+@click.option("--mine-with", type=click.Choice(["maxsim", "dense"]), default="maxsim", show_default=True)
+@click.option("--cache-corpus", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
+              help="Cache every document's states (mining over the whole corpus) or only what the steps need.")
+@click.option("--temperature", type=float, default=0.05, show_default=True,
+              help="Softmax temperature on length-normalised MaxSim scores.")
+@click.option("--distill", "distill_weight", type=float, default=0.0, show_default=True,
+              help="Weight of the KL term to the dense (mean-pooled backbone) teacher scores.")
+@click.option("--cluster", type=click.Choice(["ward", "kmeans"]), default="ward", show_default=True,
+              help="How token clusters are assigned in the forward pass (ward = as the index pools).")
+@click.option("--pool-queries", is_flag=True, help="Cluster query tokens too.")
+@click.option("--mlp-dim", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Width of a residual MLP before the linear head (0 = linear head only).")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--holdout", type=click.FloatRange(0.0, 0.9), default=0.0, show_default=True,
+              help="Fraction of training queries held out; with --eval-every the best step is saved to OUT/best.")
+@click.option("--eval-every", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--name", default=None, help="Model name written into the folder.")
+def train_command(data_dirs, split, base, out, pool_factor, max_steps, freeze_backbone, resume, batch_size, lr,
+                  backbone_lr, seed, cache_dir, n_negatives, mine_depth, mine_with, cache_corpus, temperature,
+                  distill_weight, cluster, pool_queries, mlp_dim, weight_decay, holdout, eval_every,
+                  checkpoint_every, name):
+    """Train a model: contrastive MaxSim on CRISP-clustered documents, hard negatives, optional distillation."""
+    import time
+
+    from xtrieve.encode.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        data=[str(d) for d in data_dirs], out=str(out), split=split, base=base, pool_factor=pool_factor,
+        max_steps=max_steps, freeze_backbone=freeze_backbone, resume=resume, batch_size=batch_size, lr=lr,
+        backbone_lr=backbone_lr, seed=seed, cache_dir=str(cache_dir) if cache_dir else None,
+        n_negatives=n_negatives, mine_depth=mine_depth, mine_with=mine_with, cache_corpus=cache_corpus,
+        temperature=temperature, distill_weight=distill_weight, cluster=cluster, pool_queries=pool_queries,
+        mlp_dim=mlp_dim, weight_decay=weight_decay, holdout=holdout, eval_every=eval_every,
+        checkpoint_every=checkpoint_every, name=name,
+    )
+    t0 = time.time()
+    folder = train(cfg)
+    click.echo(f"model written to {folder} in {time.time() - t0:.0f}s (pool_factor {pool_factor}); "
+               f"load it with xtrieve.Encoder.load({str(folder)!r})")

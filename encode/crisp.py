@@ -1,0 +1,114 @@
+"""CRISP-style clustering inside the forward pass, and batched MaxSim.
+
+Each document's token vectors are clustered into k = ceil(n / pool_factor) groups. The
+assignment is computed without gradient (Ward, exactly as the index pools with
+:func:`xtrieve.encode.pooling.pool_document`, or a few batched k-means iterations), and the
+centroids are the means of their member vectors computed WITH gradient and renormalised,
+so training teaches the head representations that survive the clustering the index applies.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def ward_labels(x: np.ndarray, k: int) -> np.ndarray:
+    """Cluster labels (0..m-1, m <= k) of Ward agglomerative clustering, as the index pools."""
+    n = int(x.shape[0])
+    if k >= n or n <= 1:
+        return np.arange(n)
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    return fcluster(linkage(x.astype(np.float64), method="ward"), t=k, criterion="maxclust") - 1
+
+
+@torch.no_grad()
+def kmeans_labels(x: torch.Tensor, mask: torch.Tensor, ks: torch.Tensor, iters: int = 4) -> torch.Tensor:
+    """Batched spherical k-means: x [N, L, d] (unit rows), mask [N, L], ks [N] -> labels [N, L].
+
+    Centroids start at evenly spaced tokens; padded positions get label -1.
+    """
+    n, L, _ = x.shape
+    kmax = int(ks.max().item()) if n else 1
+    lengths = mask.sum(1)
+    # init: token floor(j * len / k) for j < k
+    j = torch.arange(kmax, device=x.device).unsqueeze(0).float()
+    pos = torch.floor(j * lengths.unsqueeze(1).float() / ks.clamp_min(1).unsqueeze(1).float()).long().clamp(max=L - 1)
+    cent = torch.gather(x, 1, pos.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    valid_c = j < ks.unsqueeze(1)
+    labels = torch.zeros((n, L), dtype=torch.long, device=x.device)
+    for _ in range(iters + 1):
+        sim = torch.einsum("nld,nkd->nlk", x, cent)
+        sim = sim.masked_fill(~valid_c.unsqueeze(1), float("-inf"))
+        labels = sim.argmax(-1)
+        onehot = F.one_hot(labels, kmax).float() * mask.unsqueeze(-1).float()
+        sums = torch.einsum("nlk,nld->nkd", onehot, x)
+        counts = onehot.sum(1)
+        new = F.normalize(sums, dim=-1)
+        cent = torch.where((counts > 0).unsqueeze(-1), new, cent)
+    return labels.masked_fill(~mask, -1)
+
+
+def cluster_labels(x: torch.Tensor, mask: torch.Tensor, pool_factor: int, method: str = "ward",
+                   iters: int = 4) -> torch.Tensor:
+    """Assignments [N, L] (no gradient): -1 on padding, clusters numbered from 0 per row."""
+    lengths = mask.sum(1)
+    ks = torch.clamp(torch.ceil(lengths.float() / pool_factor).long(), min=1)
+    xd = x.detach()
+    if method == "kmeans":
+        return kmeans_labels(xd, mask, ks, iters)
+    if method != "ward":
+        raise ValueError(f"unknown clustering method {method!r} (ward or kmeans)")
+    labels = torch.full(mask.shape, -1, dtype=torch.long)
+    arr = xd.float().cpu().numpy()
+    for i in range(x.shape[0]):
+        n = int(lengths[i])
+        if n:
+            labels[i, :n] = torch.from_numpy(np.asarray(ward_labels(arr[i, :n], int(ks[i])), dtype=np.int64))
+    return labels.to(x.device)
+
+
+def pool_by_labels(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Renormalised centroids [N, K, d] and their mask [N, K]; differentiable w.r.t. x.
+
+    Requires valid tokens to occupy a prefix of each row (as padded batches do).
+    """
+    kmax = max(1, int(labels.max().item()) + 1) if labels.numel() else 1
+    valid = labels >= 0
+    onehot = F.one_hot(labels.clamp_min(0), kmax).to(x.dtype) * valid.unsqueeze(-1).to(x.dtype)
+    sums = torch.einsum("nlk,nld->nkd", onehot, x)
+    cmask = onehot.sum(1) > 0
+    return F.normalize(sums, dim=-1), cmask
+
+
+def crisp_pool(x: torch.Tensor, mask: torch.Tensor, pool_factor: int, method: str = "ward",
+               iters: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cluster (no grad) then average (with grad): the CRISP forward step."""
+    if pool_factor <= 1:
+        return x, mask
+    return pool_by_labels(x, cluster_labels(x, mask, pool_factor, method, iters))
+
+
+def maxsim(q: torch.Tensor, qmask: torch.Tensor, d: torch.Tensor, dmask: torch.Tensor,
+           normalize_by_length: bool = True, doc_chunk: int = 256) -> torch.Tensor:
+    """All-pairs MaxSim scores [B, M] for queries q [B, Lq, dim] and documents d [M, Ld, dim]."""
+    out = []
+    qm = qmask.to(q.dtype)
+    for s in range(0, d.shape[0], doc_chunk):
+        dc, mc = d[s:s + doc_chunk], dmask[s:s + doc_chunk]
+        sim = torch.einsum("bid,mjd->bmij", q, dc)
+        sim = sim.masked_fill(~mc[None, :, None, :], float("-inf"))
+        best = sim.amax(-1)  # [B, m, Lq]
+        best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))
+        out.append((best * qm[:, None, :]).sum(-1))
+    scores = torch.cat(out, dim=1)
+    if normalize_by_length:
+        scores = scores / qm.sum(1, keepdim=True).clamp_min(1.0)
+    return scores
+
+
+def n_clusters(n_tokens: int, pool_factor: int) -> int:
+    return n_tokens if pool_factor <= 1 else max(1, math.ceil(n_tokens / pool_factor))

@@ -1,0 +1,512 @@
+"""`xtrieve train`: contrastive + distillation training of the head with CRISP clustering.
+
+CPU-first: the backbone stays frozen and its token states come from a disk cache
+(:class:`xtrieve.encode.train_data.StateCache`), so a step is a few small matmuls plus the
+clustering. Each step takes a batch of queries, one positive and ``n_negatives`` mined hard
+negatives per query (mined once with the base model), clusters every document's projected
+token vectors into k = ceil(n / pool_factor) centroids (assignment without gradient,
+centroids with gradient), and scores all queries against all documents of the batch
+(in-batch negatives) by MaxSim on the centroids. Loss: temperature-scaled cross-entropy,
+plus optional KL to teacher scores (the dense mean-pooled embedding of the base backbone).
+
+With ``freeze_backbone=False`` the backbone is trained too, states computed live.
+
+Checkpoints are pickle-free: ``checkpoint/`` holds ``trainable.safetensors`` (the trained
+parameters), ``optimizer.safetensors`` (AdamW moments) and ``state.json`` (step, optimizer
+scalars, config). Batches depend only on (seed, step), so ``resume`` continues exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from xtrieve.encode.crisp import crisp_pool, maxsim
+from xtrieve.encode.heads import ResidualMLP
+from xtrieve.encode.train_data import (
+    BM25, DEFAULT_CACHE, StateCache, TrainSet, chunked, load_train_set, pad_states, split_queries,
+)
+from xtrieve.errors import InputError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data: list[str]
+    out: str
+    split: str = "train"
+    base: str | None = None
+    pool_factor: int = 3
+    max_steps: int | None = None       # None: one pass over the training queries
+    freeze_backbone: bool = True
+    resume: bool = False
+    batch_size: int = 32
+    lr: float = 1e-3                   # head learning rate
+    backbone_lr: float = 2e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    seed: int = 0
+    cache_dir: str | None = None
+    n_negatives: int = 3
+    mine_depth: int = 30               # negatives are drawn from the base model's top mine_depth
+    mine_skip: int = 0                 # ... skipping the first mine_skip non-positive hits
+    mine_with: str = "maxsim"          # maxsim (base head, unpooled) or dense (teacher embedding)
+    cache_corpus: str = "auto"         # auto | yes | no: cache every document, or only what the steps need
+    temperature: float = 0.05
+    distill_weight: float = 0.0
+    teacher_temperature: float = 0.05
+    cluster: str = "ward"              # ward (as the index pools) or kmeans
+    pool_queries: bool = False
+    mlp_dim: int = 0                   # > 0: residual MLP of this width before the linear head
+    holdout: float = 0.0               # fraction of training queries held out for eval / model selection
+    eval_every: int = 0
+    checkpoint_every: int = 50
+    name: str | None = None
+    progress: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# -- the trainable model ------------------------------------------------------------------------
+
+
+class TrainModel(torch.nn.Module):
+    """(optional MLP) + linear head over backbone states; owns the backbone when it is trained."""
+
+    def __init__(self, enc, mlp_dim: int = 0, train_backbone: bool = False) -> None:
+        super().__init__()
+        hidden = int(enc.backbone.config.hidden_size)
+        self.linear = torch.nn.Linear(hidden, enc.config.dim, bias=enc.config.head_bias)
+        self.linear.load_state_dict(enc.head.state_dict())
+        if enc.mlp is not None:
+            self.mlp = ResidualMLP.from_state(enc.mlp.head_state(), hidden)
+        elif mlp_dim > 0:
+            self.mlp = ResidualMLP(hidden, mlp_dim)
+        else:
+            self.mlp = None
+        self.normalize = enc.config.normalize
+        self.backbone = enc.backbone if train_backbone else None
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        x = states if self.mlp is None else self.mlp(states)
+        x = self.linear(x)
+        return F.normalize(x, dim=-1) if self.normalize else x
+
+    def head_params(self) -> list[torch.nn.Parameter]:
+        return list(self.linear.parameters()) + (list(self.mlp.parameters()) if self.mlp is not None else [])
+
+    def apply_to(self, enc) -> None:
+        """Copy the trained weights into an Encoder."""
+        with torch.no_grad():
+            enc.head.load_state_dict(self.linear.state_dict())
+        enc.mlp = None if self.mlp is None else ResidualMLP.from_state(self.mlp.head_state(), self.linear.in_features).eval()
+
+
+def live_states(enc, texts: list[str], is_query: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backbone states at the output positions, padded [n, L, H], with gradient."""
+    ids, _ = enc.processor.encode_ids(texts, is_query)
+    batch = enc.processor.batch(ids, is_query)
+    hidden = enc.backbone(input_ids=batch.input_ids.to(enc.device),
+                          attention_mask=batch.attention_mask.to(enc.device)).last_hidden_state
+    rows = [hidden[i][batch.output_mask[i].to(enc.device)] for i in range(len(texts))]
+    states = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    mask = torch.zeros(states.shape[:2], dtype=torch.bool, device=states.device)
+    for i, r in enumerate(rows):
+        mask[i, : len(r)] = True
+    return states, mask
+
+
+# -- pickle-free checkpoints ----------------------------------------------------------------------
+
+
+def save_checkpoint(folder: Path, model: TrainModel, opt: torch.optim.Optimizer, step: int, extra: dict) -> None:
+    from safetensors.torch import save_file
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "trainable.safetensors"))
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for name, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{name}"] = value
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    (tmp / "state.json").write_text(json.dumps({"step": step, "param_groups": groups, "scalars": scalars, **extra},
+                                               indent=1, default=str))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
+def load_checkpoint(folder: Path, model: TrainModel, opt: torch.optim.Optimizer) -> dict:
+    from safetensors.torch import load_file
+
+    state = json.loads((folder / "state.json").read_text())
+    model.load_state_dict(load_file(str(folder / "trainable.safetensors")))
+    tensors = load_file(str(folder / "optimizer.safetensors"))
+    per: dict[int, dict] = {}
+    for key, value in tensors.items():
+        pid, name = key.split(".", 1)
+        per.setdefault(int(pid), {})[name] = value
+    for key, value in state.get("scalars", {}).items():
+        pid, name = key.split(".", 1)
+        per.setdefault(int(pid), {})[name] = value
+    groups = []
+    for g in state["param_groups"]:
+        g = dict(g)
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    opt.load_state_dict({"state": per, "param_groups": groups})
+    return state
+
+
+# -- data preparation -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Prepared:
+    sets: list[TrainSet]
+    train_qids: list[list[str]]
+    held_qids: list[list[str]]
+    negatives: list[dict[str, list[str]]]   # per set: qid -> ranked hard negative doc ids
+
+
+def batch_plan(n_per_set: list[int], batch_size: int, seed: int, epoch: int) -> list[tuple[int, list[int]]]:
+    """One epoch of batches: (set index, query positions); each batch from one set."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    plan = []
+    for si, n in enumerate(n_per_set):
+        order = list(range(n))
+        rng.shuffle(order)
+        for part in chunked(order, batch_size):
+            if len(part) >= max(2, min(batch_size, n) // 2):  # drop tiny tail batches
+                plan.append((si, part))
+    rng.shuffle(plan)
+    return plan
+
+
+def batches_for(step: int, n_per_set: list[int], batch_size: int, seed: int, _memo: dict = {}) -> tuple[int, list[int]]:
+    """The batch of a global step (0-based), independent of how training got there."""
+    per_epoch = len(batch_plan(n_per_set, batch_size, seed, 0))
+    epoch, pos = divmod(step, max(per_epoch, 1))
+    key = (tuple(n_per_set), batch_size, seed, epoch)
+    if key not in _memo:
+        _memo.clear()
+        _memo[key] = batch_plan(n_per_set, batch_size, seed, epoch)
+    return _memo[key][pos]
+
+
+@torch.no_grad()
+def base_scores(base_head, cache: StateCache, queries: list[str], docs: list[str], qbatch: int = 64,
+                dbatch: int = 512) -> np.ndarray:
+    """Unpooled MaxSim scores [n_q, n_d] with the base head, over cached states."""
+    hidden = cache.hidden
+    out = np.zeros((len(queries), len(docs)), dtype=np.float32)
+    dvec = []
+    for part in chunked(list(range(len(docs))), dbatch):
+        s, m = pad_states([cache.states(docs[i], False) for i in part], hidden)
+        dvec.append((base_head(s), m))
+    for qs in chunked(list(range(len(queries))), qbatch):
+        s, m = pad_states([cache.states(queries[i], True) for i in qs], hidden)
+        q = base_head(s)
+        col = 0
+        for d, dm in dvec:
+            sc = maxsim(q, m, d, dm, normalize_by_length=False, doc_chunk=128)
+            out[qs[0]:qs[-1] + 1, col:col + d.shape[0]] = sc.numpy()
+            col += d.shape[0]
+    return out
+
+
+def mine(cfg: TrainConfig, enc, cache: StateCache, data: TrainSet, qids: list[str], base_head) -> dict[str, list[str]]:
+    """Hard negatives per query: the base model's top documents that are not positives."""
+    depth = cfg.mine_depth
+    doc_ids = list(data.corpus)
+    n_missing = len(cache.missing((data.corpus[d] for d in doc_ids), False))
+    # partial mode: BM25 proposes a few candidates per query, the base model ranks them
+    per_query = max(2 * cfg.n_negatives, cfg.n_negatives + cfg.mine_skip + 2)
+    if cfg.cache_corpus == "yes":
+        full = True
+    elif cfg.cache_corpus == "no":
+        full = n_missing == 0
+    else:  # caching the whole corpus is worth it when it costs little more than the candidates
+        full = n_missing <= 1.25 * min(len(doc_ids), len(qids) * per_query)
+    pos_docs = {d for q in qids for d in data.positives[q]} | {d for q in qids for d in data.negatives.get(q, [])}
+    if full:
+        cache.ensure([data.corpus[d] for d in doc_ids], False, progress=cfg.progress)
+        candidates = {q: doc_ids for q in qids}
+    else:
+        log.info("%s: %d documents not cached; mining among BM25 candidates (cache_corpus=yes mines the whole corpus)",
+                 data.name, n_missing)
+        bm = BM25([data.corpus[d] for d in doc_ids])
+        candidates = {}
+        for q in qids:
+            cand = [doc_ids[i] for i in bm.top(data.queries[q], per_query + len(data.positives[q]))]
+            candidates[q] = [d for d in cand if d not in data.positives[q]][:per_query]
+        needed = sorted(pos_docs | {d for c in candidates.values() for d in c})
+        cache.ensure([data.corpus[d] for d in needed], False, progress=cfg.progress)
+    out: dict[str, list[str]] = {}
+    if full and cfg.mine_with == "dense":
+        qd = np.stack([cache.dense(data.queries[q], True) for q in qids])
+        dd = np.stack([cache.dense(data.corpus[d], False) for d in doc_ids])
+        scores = qd @ dd.T
+        for qi, q in enumerate(qids):
+            order = np.argsort(-scores[qi])[: depth + len(data.positives[q]) + cfg.mine_skip]
+            out[q] = [doc_ids[j] for j in order if doc_ids[j] not in data.positives[q]][cfg.mine_skip:cfg.mine_skip + depth]
+        return out
+    if full:
+        scores = base_scores(base_head, cache, [data.queries[q] for q in qids], [data.corpus[d] for d in doc_ids])
+        for qi, q in enumerate(qids):
+            order = np.argsort(-scores[qi])[: depth + len(data.positives[q]) + cfg.mine_skip]
+            out[q] = [doc_ids[j] for j in order if doc_ids[j] not in data.positives[q]][cfg.mine_skip:cfg.mine_skip + depth]
+        return out
+    for q in qids:
+        cand = candidates[q]
+        if not cand:
+            out[q] = []
+            continue
+        sc = base_scores(base_head, cache, [data.queries[q]], [data.corpus[d] for d in cand])[0]
+        ranked = [cand[j] for j in np.argsort(-sc)]
+        out[q] = ranked[cfg.mine_skip:cfg.mine_skip + depth] or ranked
+    return out
+
+
+def prepare(cfg: TrainConfig, enc, cache: StateCache, base_head, out: Path) -> Prepared:
+    sets = [load_train_set(d, cfg.split) for d in cfg.data]
+    train_qids, held_qids = [], []
+    for s in sets:
+        qids = s.query_ids()
+        if not qids:
+            raise InputError(f"{s.name}: no queries with positives")
+        tr, ho = split_queries(qids, cfg.holdout, cfg.seed) if cfg.holdout > 0 else (qids, [])
+        train_qids.append(tr)
+        held_qids.append(ho)
+    # only the queries the steps will visit need states and negatives
+    n_per_set = [len(t) for t in train_qids]
+    steps = cfg.max_steps if cfg.max_steps is not None else len(batch_plan(n_per_set, cfg.batch_size, cfg.seed, 0))
+    used: list[set[int]] = [set() for _ in sets]
+    per_epoch = len(batch_plan(n_per_set, cfg.batch_size, cfg.seed, 0))
+    for step in range(min(steps, per_epoch)):
+        si, pos = batches_for(step, n_per_set, cfg.batch_size, cfg.seed)
+        used[si].update(pos)
+    mined_path = out / "mined_negatives.json"
+    mined_all = json.loads(mined_path.read_text()) if mined_path.exists() else {}
+    negatives = []
+    for si, s in enumerate(sets):
+        qids = [train_qids[si][i] for i in sorted(used[si])]
+        cache.ensure([s.queries[q] for q in qids], True, progress=cfg.progress)
+        have = mined_all.get(s.name, {})
+        need = [q for q in qids if q not in have]
+        if need:
+            t0 = time.time()
+            have.update(mine(cfg, enc, cache, s, need, base_head))
+            log.info("%s: mined negatives for %d queries in %.0fs", s.name, len(need), time.time() - t0)
+        for q in qids:  # given negatives (triples) come first
+            given = [d for d in s.negatives.get(q, []) if d not in have.get(q, [])]
+            have[q] = given + have.get(q, [])
+        docs_needed = {d for q in qids for d in list(s.positives[q]) + have[q][: cfg.mine_depth]}
+        cache.ensure([s.corpus[d] for d in docs_needed], False, progress=cfg.progress)
+        mined_all[s.name] = have
+        negatives.append(have)
+    out.mkdir(parents=True, exist_ok=True)
+    mined_path.write_text(json.dumps(mined_all))
+    return Prepared(sets, train_qids, held_qids, negatives)
+
+
+# -- one step -------------------------------------------------------------------------------------
+
+
+def make_batch(cfg: TrainConfig, prep: Prepared, step: int) -> dict:
+    n_per_set = [len(t) for t in prep.train_qids]
+    si, pos = batches_for(step, n_per_set, cfg.batch_size, cfg.seed)
+    data = prep.sets[si]
+    rng = random.Random(cfg.seed * 7_919 + step)
+    qids = [prep.train_qids[si][i] for i in pos]
+    docs: list[str] = []
+    targets = []
+    for q in qids:
+        positives = sorted(data.positives[q])
+        targets.append(len(docs))
+        docs.append(rng.choice(positives))
+        negs = [d for d in prep.negatives[si].get(q, []) if d not in data.positives[q]]
+        if len(negs) > cfg.n_negatives:
+            negs = rng.sample(negs, cfg.n_negatives)
+        docs.extend(negs)
+    # mask documents of the batch that are positives of a query but not its target
+    allowed = torch.ones((len(qids), len(docs)), dtype=torch.bool)
+    for i, q in enumerate(qids):
+        for j, d in enumerate(docs):
+            if j != targets[i] and d in data.positives[q]:
+                allowed[i, j] = False
+    return {"set": si, "qids": qids, "queries": [data.queries[q] for q in qids],
+            "docs": [data.corpus[d] for d in docs], "targets": torch.tensor(targets), "allowed": allowed}
+
+
+def step_loss(cfg: TrainConfig, model: TrainModel, enc, cache: StateCache, batch: dict) -> tuple[torch.Tensor, dict]:
+    if model.backbone is None:
+        qs, qm = pad_states([cache.states(t, True) for t in batch["queries"]], cache.hidden)
+        ds, dm = pad_states([cache.states(t, False) for t in batch["docs"]], cache.hidden)
+    else:
+        qs, qm = live_states(enc, batch["queries"], True)
+        ds, dm = live_states(enc, batch["docs"], False)
+    q = model(qs)
+    d = model(ds)
+    if cfg.pool_factor > 1:
+        d, dm = crisp_pool(d, dm, cfg.pool_factor, cfg.cluster)
+        if cfg.pool_queries:
+            q, qm = crisp_pool(q, qm, cfg.pool_factor, cfg.cluster)
+    scores = maxsim(q, qm, d, dm)
+    allowed = batch["allowed"]
+    logits = (scores / cfg.temperature).masked_fill(~allowed, float("-inf"))
+    loss_ce = F.cross_entropy(logits, batch["targets"])
+    stats = {"ce": float(loss_ce.detach())}
+    loss = loss_ce
+    if cfg.distill_weight > 0:
+        tq = torch.from_numpy(np.stack([cache.dense(t, True) for t in batch["queries"]]))
+        td = torch.from_numpy(np.stack([cache.dense(t, False) for t in batch["docs"]]))
+        teacher = (tq @ td.T / cfg.teacher_temperature).masked_fill(~allowed, float("-inf"))
+        p_t = teacher.softmax(-1)
+        log_s = logits.log_softmax(-1)
+        kl = (p_t * (teacher.log_softmax(-1) - log_s)).masked_fill(~allowed, 0.0).sum(-1).mean()
+        loss = loss + cfg.distill_weight * kl
+        stats["kl"] = float(kl.detach())
+    stats["acc"] = float((logits.argmax(-1) == batch["targets"]).float().mean())
+    return loss, stats
+
+
+# -- the loop -------------------------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
+    """Train and write the model folder ``cfg.out`` (Encoder.load reads it); returns its path."""
+    from xtrieve.encode.encoder import Encoder
+
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / CHECKPOINT_DIR
+    if cfg.resume and not (ckpt / "state.json").exists():
+        log.warning("no checkpoint in %s: starting from step 0", ckpt)
+    enc = enc if enc is not None else Encoder.load(cfg.base)
+    cache = StateCache(cfg.cache_dir or DEFAULT_CACHE, enc)
+    base_model = TrainModel(enc).eval()
+    t0 = time.time()
+    prep = prepare(cfg, enc, cache, base_model, out)
+    log.info("data ready in %.0fs: %s", time.time() - t0,
+             ", ".join(f"{s.name} {len(t)} train / {len(h)} held-out queries" for s, t, h in
+                       zip(prep.sets, prep.train_qids, prep.held_qids)))
+    n_per_set = [len(t) for t in prep.train_qids]
+    max_steps = cfg.max_steps if cfg.max_steps is not None else len(batch_plan(n_per_set, cfg.batch_size, cfg.seed, 0))
+
+    model = TrainModel(enc, cfg.mlp_dim, train_backbone=not cfg.freeze_backbone)
+    if cfg.freeze_backbone:
+        enc.backbone.requires_grad_(False)
+        groups = [{"params": model.head_params(), "lr": cfg.lr}]
+    else:
+        enc.backbone.train()
+        groups = [{"params": model.head_params(), "lr": cfg.lr},
+                  {"params": list(enc.backbone.parameters()), "lr": cfg.backbone_lr}]
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    step = 0
+    history: list[dict] = []
+    best: dict | None = None
+    if cfg.resume and (ckpt / "state.json").exists():
+        state = load_checkpoint(ckpt, model, opt)
+        step = int(state["step"])
+        history = state.get("history", [])
+        best = state.get("best")
+        log.info("resumed from %s at step %d", ckpt, step)
+
+    def evaluate_held() -> dict:
+        from xtrieve.encode.train_eval import evaluate
+
+        res = {}
+        model.eval()
+        for s, ho in zip(prep.sets, prep.held_qids):
+            if ho:
+                cache.ensure([s.queries[q] for q in ho], True, progress=False)
+                cache.ensure(list(s.corpus.values()), False, progress=cfg.progress)
+                r = evaluate(model, cache, s, ho, cfg.pool_factor, method=cfg.cluster)
+                res[s.name] = round(r["ndcg_cut_10"], 2)
+        model.train()
+        if res:
+            res["mean"] = round(float(np.mean(list(res.values()))), 2)
+        return res
+
+    def write_model(folder: Path, info: dict) -> None:
+        model.apply_to(enc)
+        enc.config = enc.config.replace(pool_factor=cfg.pool_factor)
+        enc.spec.config = enc.config
+        name = cfg.name or f"{enc.name}-crisp-x{cfg.pool_factor}"
+        enc.save(folder, name=name, extra={"training": info})
+        if not cfg.freeze_backbone and "package" in enc.spec.backbone_ref:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().contiguous() for k, v in enc.backbone.state_dict().items()},
+                      str(folder / "backbone_weights.safetensors"))
+
+    if cfg.holdout > 0 and cfg.eval_every and step == 0 and best is None:
+        res = evaluate_held()
+        log.info("step 0 held-out nDCG@10 %s", res)
+        history.append({"step": 0, "heldout": res})
+        best = {"step": 0, "score": res.get("mean", 0.0)}
+        write_model(out / "best", {"step": 0, "heldout": res})
+
+    model.train()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=max_steps, initial=step, desc="training", unit="step", disable=not cfg.progress)
+    running: dict[str, float] = {}
+    while step < max_steps:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            for g, lr in zip(opt.param_groups, base_lrs):
+                g["lr"] = lr * (step + 1) / cfg.warmup_steps
+        batch = make_batch(cfg, prep, step)
+        loss, stats = step_loss(cfg, model, enc, cache, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        for k, v in stats.items():
+            running[k] = 0.9 * running.get(k, v) + 0.1 * v
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
+        if callback is not None:
+            callback(step, float(loss), stats)
+        if cfg.holdout > 0 and cfg.eval_every and step % cfg.eval_every == 0:
+            res = evaluate_held()
+            log.info("step %d held-out nDCG@10 %s (train %s)", step, res, {k: round(v, 3) for k, v in running.items()})
+            history.append({"step": step, "heldout": res, "train": dict(running)})
+            if best is None or res.get("mean", 0.0) > best["score"]:
+                best = {"step": step, "score": res.get("mean", 0.0)}
+                write_model(out / "best", {"step": step, "heldout": res})
+        if step % max(cfg.checkpoint_every, 1) == 0 or step == max_steps:
+            save_checkpoint(ckpt, model, opt, step, {"config": cfg.to_json(), "history": history, "best": best})
+    bar.close()
+    info = {"step": step, "config": {k: v for k, v in cfg.to_json().items() if k not in ("progress",)},
+            "history": history, "best": best, "seconds": round(time.time() - t0, 1)}
+    write_model(out, info)
+    (out / "train_log.json").write_text(json.dumps(info, indent=1, default=str))
+    return out

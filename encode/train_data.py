@@ -1,0 +1,345 @@
+"""Training data for `xtrieve train`: BEIR folders or JSONL pairs/triples, a disk cache of
+backbone token states, and hard-negative mining with the base model.
+
+The cache stores, for every text the base encoder saw, the backbone hidden states at the
+positions that become output vectors (float16) and the dense sentence embedding of the
+same forward pass (mean over all attended tokens, L2-normalised: what sentence-transformers
+computes for all-MiniLM-L6-v2), used as a label-free teacher. Texts are keyed by a hash of
+(kind, text), so the cache is shared across datasets and runs, and it fills incrementally:
+each chunk of encoded texts is committed on its own, so an interrupted run keeps its work.
+Nothing here is pickled: chunks are .npy arrays plus a JSON index.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import time
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from xtrieve.errors import InputError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE = Path(os.environ.get("XTRIEVE_CACHE", Path.home() / ".cache" / "xtrieve")) / "train-states"
+
+
+# -- data -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TrainSet:
+    """Queries with positives (and optional fixed negatives) over a corpus of texts."""
+
+    name: str
+    corpus: dict[str, str]                       # doc id -> text
+    queries: dict[str, str]                      # query id -> text
+    positives: dict[str, dict[str, int]]         # query id -> {doc id: relevance > 0}
+    negatives: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # given negatives
+    is_beir: bool = True
+
+    def query_ids(self) -> list[str]:
+        return sorted(q for q in self.positives if q in self.queries and self.positives[q])
+
+
+def doc_text(row: dict) -> str:
+    title = (row.get("title") or "").strip()
+    text = (row.get("text") or "").strip()
+    return f"{title} {text}".strip() if title else text
+
+
+def read_jsonl(path: Path) -> Iterable[dict]:
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+
+
+def load_beir(folder: Path, split: str = "train") -> TrainSet:
+    """Queries and qrels of one split (only those queries) plus the whole corpus."""
+    folder = Path(folder)
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    if not qrels_path.exists():
+        raise InputError(f"{folder}: no qrels/{split}.tsv")
+    positives: dict[str, dict[str, int]] = defaultdict(dict)
+    with open(qrels_path, encoding="utf-8") as f:
+        for n, line in enumerate(f):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 3 or (n == 0 and not parts[2].lstrip("-").isdigit()):
+                continue
+            if int(parts[2]) > 0:
+                positives[parts[0]][parts[1]] = int(parts[2])
+    wanted = set(positives)
+    queries = {str(r["_id"]): r["text"] for r in read_jsonl(folder / "queries.jsonl") if str(r["_id"]) in wanted}
+    corpus = {}
+    for r in read_jsonl(folder / "corpus.jsonl"):
+        t = doc_text(r)
+        if t:
+            corpus[str(r["_id"])] = t
+    positives = {q: {d: s for d, s in docs.items() if d in corpus} for q, docs in positives.items() if q in queries}
+    return TrainSet(name=f"{folder.name}:{split}", corpus=corpus, queries=queries,
+                    positives={q: d for q, d in positives.items() if d})
+
+
+def load_pairs(path: Path) -> TrainSet:
+    """JSONL rows {"query", "positive", "negative"?} (also query/pos/neg keys or [q, p, n?] lists)."""
+    corpus: dict[str, str] = {}
+    ids: dict[str, str] = {}
+    queries: dict[str, str] = {}
+    positives: dict[str, dict[str, int]] = defaultdict(dict)
+    negatives: dict[str, list[str]] = defaultdict(list)
+
+    def did(text: str) -> str:
+        if text not in ids:
+            ids[text] = f"d{len(ids)}"
+            corpus[ids[text]] = text
+        return ids[text]
+
+    qids: dict[str, str] = {}
+    for n, row in enumerate(read_jsonl(Path(path)), 1):
+        if isinstance(row, list):
+            row = dict(zip(("query", "positive", "negative"), row))
+        q = row.get("query", row.get("anchor"))
+        p = row.get("positive", row.get("pos"))
+        neg = row.get("negative", row.get("neg"))
+        if not isinstance(q, str) or not isinstance(p, str) or not q.strip() or not p.strip():
+            raise InputError(f"{path}:{n}: a row needs non-empty 'query' and 'positive' strings")
+        if q not in qids:
+            qids[q] = f"q{len(qids)}"
+            queries[qids[q]] = q
+        qid = qids[q]
+        positives[qid][did(p)] = 1
+        for t in ([neg] if isinstance(neg, str) else (neg or [])):
+            if isinstance(t, str) and t.strip():
+                negatives[qid].append(did(t))
+    if not queries:
+        raise InputError(f"{path}: no training rows")
+    return TrainSet(name=Path(path).stem, corpus=corpus, queries=queries, positives=dict(positives),
+                    negatives=dict(negatives), is_beir=False)
+
+
+def load_train_set(source: str | Path, split: str = "train") -> TrainSet:
+    p = Path(source)
+    if p.is_dir():
+        return load_beir(p, split)
+    if p.is_file():
+        return load_pairs(p)
+    raise InputError(f"training data {source} is neither a BEIR folder nor a JSONL file")
+
+
+def split_queries(qids: list[str], holdout: float, seed: int) -> tuple[list[str], list[str]]:
+    """A fixed random split of query ids into (train, held-out)."""
+    qids = sorted(qids)
+    rng = random.Random(seed)
+    rng.shuffle(qids)
+    n_hold = int(round(len(qids) * holdout))
+    return sorted(qids[n_hold:]), sorted(qids[:n_hold])
+
+
+# -- the state cache --------------------------------------------------------------------------
+
+
+def encoder_cache_key(enc) -> str:
+    """Identifies the backbone and every setting that changes the cached states."""
+    c = enc.config.to_dict()
+    keep = {k: c[k] for k in ("query_maxlen", "doc_maxlen", "query_prefix", "document_prefix", "query_augmentation",
+                              "attend_to_expansion_tokens", "skiplist_words", "keep_special_tokens", "lowercase")}
+    h = hashlib.sha256(json.dumps({"backbone": enc.spec.backbone_ref, "dir": Path(enc.spec.backbone_dir).name,
+                                   "cfg": keep}, sort_keys=True, default=str).encode())
+    for name in ("model.safetensors", "pytorch_model.bin", "config.json"):
+        f = Path(enc.spec.backbone_dir) / name
+        if f.exists():
+            st = f.stat()
+            h.update(f"{name}:{st.st_size}".encode())
+    if enc.spec.backbone_state is not None:
+        for k in sorted(enc.spec.backbone_state)[:4]:
+            h.update(enc.spec.backbone_state[k].float().numpy().tobytes()[:4096])
+    return h.hexdigest()[:16]
+
+
+def text_key(text: str, is_query: bool) -> str:
+    return hashlib.sha1((("q\0" if is_query else "d\0") + text).encode()).hexdigest()
+
+
+class StateCache:
+    """Backbone token states + dense embeddings per text, in committed .npy chunks."""
+
+    def __init__(self, root: str | Path, enc) -> None:
+        self.enc = enc
+        self.dir = Path(root).expanduser() / encoder_cache_key(enc)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.hidden = int(enc.backbone.config.hidden_size)
+        self._where: dict[str, tuple[int, int, int, int]] = {}  # key -> chunk no, start, end, row
+        self._states: list[np.ndarray] = []
+        self._dense: list[np.ndarray] = []
+        self._load()
+
+    def _load(self) -> None:
+        for meta_path in sorted(self.dir.glob("*.json")):
+            try:
+                meta = json.loads(meta_path.read_text())
+                stem = meta_path.with_suffix("")
+                states = np.load(f"{stem}.states.npy", mmap_mode="r", allow_pickle=False)
+                dense = np.load(f"{stem}.dense.npy", mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError, json.JSONDecodeError) as exc:
+                log.warning("skipping broken cache chunk %s: %s", meta_path, exc)
+                continue
+            no = len(self._states)
+            self._states.append(states)
+            self._dense.append(dense)
+            off = meta["offsets"]
+            for row, key in enumerate(meta["keys"]):
+                self._where[key] = (no, off[row], off[row + 1], row)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._where
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def missing(self, texts: Iterable[str], is_query: bool) -> list[str]:
+        seen, out = set(), []
+        for t in texts:
+            k = text_key(t, is_query)
+            if k not in self._where and k not in seen:
+                seen.add(k)
+                out.append(t)
+        return out
+
+    def ensure(self, texts: Iterable[str], is_query: bool, batch_size: int = 32, chunk: int = 512,
+               progress: bool = True) -> int:
+        """Encode and commit the texts not cached yet; returns how many were encoded."""
+        todo = self.missing(texts, is_query)
+        if not todo:
+            return 0
+        # long texts first inside each chunk keeps padding low; chunks keep memory bounded
+        todo.sort(key=len, reverse=True)
+        from tqdm.auto import tqdm
+
+        t0 = time.time()
+        with tqdm(total=len(todo), desc=f"caching {'query' if is_query else 'document'} states", unit="text",
+                  disable=not progress) as bar:
+            for start in range(0, len(todo), chunk):
+                part = todo[start:start + chunk]
+                states, dense = self._encode(part, is_query, batch_size)
+                self._commit(part, is_query, states, dense)
+                bar.update(len(part))
+        log.info("cached %d %s in %.0fs", len(todo), "queries" if is_query else "documents", time.time() - t0)
+        return len(todo)
+
+    def _encode(self, texts: list[str], is_query: bool, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
+        enc = self.enc
+        states: list[np.ndarray | None] = [None] * len(texts)
+        dense = np.zeros((len(texts), self.hidden), dtype=np.float32)
+        with torch.inference_mode():
+            for idx, batch in enc._batches(texts, is_query, batch_size, False, "texts"):
+                hidden = enc._hidden(batch).float()
+                att = batch.attention_mask.to(hidden.device).unsqueeze(-1).float()
+                mean = (hidden * att).sum(1) / att.sum(1).clamp_min(1.0)
+                mean = torch.nn.functional.normalize(mean, dim=-1).cpu().numpy()
+                for row, i in enumerate(idx):
+                    states[i] = hidden[row][batch.output_mask[row]].cpu().numpy().astype(np.float16)
+                    dense[i] = mean[row]
+        return states, dense  # type: ignore[return-value]
+
+    def _commit(self, texts: list[str], is_query: bool, states: list[np.ndarray], dense: np.ndarray) -> None:
+        stem = self.dir / f"c-{int(time.time())}-{uuid.uuid4().hex[:8]}"
+        offsets = np.zeros(len(states) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(s) for s in states])
+        flat = np.concatenate(states, axis=0) if states else np.zeros((0, self.hidden), np.float16)
+        np.save(f"{stem}.states.npy", flat)
+        np.save(f"{stem}.dense.npy", dense)
+        keys = [text_key(t, is_query) for t in texts]
+        tmp = Path(f"{stem}.json.tmp")
+        tmp.write_text(json.dumps({"keys": keys, "offsets": offsets.tolist(), "is_query": is_query}))
+        os.replace(tmp, f"{stem}.json")  # the JSON is the commit marker
+        no = len(self._states)
+        self._states.append(np.load(f"{stem}.states.npy", mmap_mode="r"))
+        self._dense.append(np.load(f"{stem}.dense.npy", mmap_mode="r"))
+        for row, key in enumerate(keys):
+            self._where[key] = (no, int(offsets[row]), int(offsets[row + 1]), row)
+
+    def states(self, text: str, is_query: bool) -> np.ndarray:
+        no, a, b, _ = self._where[text_key(text, is_query)]
+        return self._states[no][a:b]
+
+    def dense(self, text: str, is_query: bool) -> np.ndarray:
+        no, _, _, row = self._where[text_key(text, is_query)]
+        return self._dense[no][row]
+
+
+# -- batching cached states ---------------------------------------------------------------
+
+
+def pad_states(arrays: list[np.ndarray], hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[n, L, H] float32 states and a [n, L] bool mask from ragged arrays."""
+    width = max(1, max((len(a) for a in arrays), default=1))
+    out = torch.zeros((len(arrays), width, hidden), dtype=torch.float32)
+    mask = torch.zeros((len(arrays), width), dtype=torch.bool)
+    for i, a in enumerate(arrays):
+        if len(a):
+            out[i, : len(a)] = torch.from_numpy(np.asarray(a, dtype=np.float32))
+            mask[i, : len(a)] = True
+    return out, mask
+
+
+# -- BM25 (cheap candidate generation when the corpus is not cached yet) ------------------------
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class BM25:
+    def __init__(self, texts: list[str], k1: float = 0.9, b: float = 0.4) -> None:
+        from scipy import sparse
+
+        self.vocab: dict[str, int] = {}
+        rows, cols, vals = [], [], []
+        lengths = np.zeros(len(texts), dtype=np.float32)
+        for i, t in enumerate(texts):
+            counts = Counter(_WORD.findall(t.lower()))
+            lengths[i] = sum(counts.values())
+            for w, c in counts.items():
+                rows.append(i)
+                cols.append(self.vocab.setdefault(w, len(self.vocab)))
+                vals.append(c)
+        tf = sparse.csr_matrix((np.array(vals, np.float32), (rows, cols)), shape=(len(texts), len(self.vocab)))
+        df = np.bincount(np.array(cols, dtype=np.int64), minlength=len(self.vocab)).astype(np.float32)
+        n = len(texts)
+        self.idf = np.log(1 + (n - df + 0.5) / (df + 0.5)).astype(np.float32)
+        avg = max(float(lengths.mean()), 1.0)
+        tf = tf.tocoo()
+        denom = tf.data + k1 * (1 - b + b * lengths[tf.row] / avg)
+        w = tf.data * (k1 + 1) / denom
+        self.matrix = sparse.csc_matrix((w.astype(np.float32), (tf.row, tf.col)), shape=tf.shape)
+
+    def top(self, query: str, k: int) -> np.ndarray:
+        cols = [self.vocab[w] for w in set(_WORD.findall(query.lower())) if w in self.vocab]
+        if not cols:
+            return np.zeros(0, dtype=np.int64)
+        scores = np.asarray(self.matrix[:, cols] @ self.idf[cols]).ravel()
+        k = min(k, len(scores))
+        idx = np.argpartition(-scores, k - 1)[:k]
+        return idx[np.argsort(-scores[idx])]
+
+
+def chunked(seq: list, n: int) -> Iterable[list]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def ceil_div(a: int, b: int) -> int:
+    return int(math.ceil(a / b))
