@@ -27,14 +27,13 @@ class SegmentVectors:
     def gather(self, docs: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """Float32 vectors of the given local docs, concatenated, and their boundaries."""
         starts, ends = self.offsets[docs], self.offsets[docs + 1]
+        lengths = ends - starts
         bounds = np.zeros(len(docs) + 1, dtype=np.int64)
-        np.cumsum(ends - starts, out=bounds[1:])
-        spans = list(zip(starts.tolist(), ends.tolist()))
-        if not spans:
-            return torch.zeros((0, self.codes.shape[1])), bounds
-        vectors = torch.cat([self.codes[s:e] for s, e in spans]).float()
+        np.cumsum(lengths, out=bounds[1:])
+        rows = torch.from_numpy(np.arange(bounds[-1]) + np.repeat(starts - bounds[:-1], lengths))
+        vectors = self.codes.index_select(0, rows).float()
         if self.scales is not None:
-            vectors *= torch.cat([self.scales[s:e] for s, e in spans])[:, None]
+            vectors *= self.scales.index_select(0, rows)[:, None]
         return vectors, bounds
 
     def maxsim(self, query: torch.Tensor, docs: np.ndarray) -> np.ndarray:

@@ -1,7 +1,6 @@
 """The Searcher: token retrieval over every segment, XTR scoring, exact MaxSim rerank."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections import OrderedDict
@@ -14,6 +13,7 @@ from xtrieve.config import SearchConfig
 from xtrieve.errors import InputError
 from xtrieve.retrieve.filters import allowed_rows, as_expression
 from xtrieve.retrieve.maxsim import SegmentVectors
+from xtrieve.retrieve.threads import single_threaded
 from xtrieve.retrieve.xtr import global_top, xtr_scores
 from xtrieve.types import Hit
 
@@ -21,27 +21,8 @@ log = logging.getLogger(__name__)
 
 KEY_SHIFT = 32
 FILTER_CACHE_SIZE = 16
-# A single query's FAISS search is small: with FAISS's OpenMP workers spinning next to
-# torch's, two runtimes fight over the cores; small batches run FAISS on one thread.
+# batches with at most this many query tokens run FAISS and torch on one thread
 SMALL_BATCH_TOKENS = 256
-_FAISS_THREADS_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def faiss_threads(n: int | None):
-    """Run FAISS with ``n`` OpenMP threads inside the block (None: leave as is)."""
-    if n is None:
-        yield
-        return
-    import faiss
-
-    with _FAISS_THREADS_LOCK:
-        before = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(n)
-        try:
-            yield
-        finally:
-            faiss.omp_set_num_threads(before)
 
 
 def _key(segment_no: int, local: np.ndarray) -> np.ndarray:
@@ -92,6 +73,8 @@ class Searcher:
         self._live = [_Allowed(s, ~np.asarray(s.deleted, dtype=bool)) for s in self.segments]
         self.n_live = sum(a.n_allowed for a in self._live)
         self.columns = self._metadata_columns()
+        self._meta_tables = [s.table.select([c for c in s.table.column_names if c not in ("doc_id", "text")])
+                             for s in self.segments]
 
     def _metadata_columns(self) -> set[str]:
         cols: set[str] = set()
@@ -137,9 +120,11 @@ class Searcher:
         if n_allowed == 0:
             return [[] for _ in qs]
         selective = filter is not None and n_allowed <= config.selective_filter_fraction * max(self.n_live, 1)
-        if exhaustive or selective or n_allowed <= max(config.n_rerank, k):
-            return [self._exact(q, allowed, k) for q in qs]
-        return self._fast(qs, allowed, k, config)
+        small = exhaustive is False and sum(len(q) for q in qs) <= SMALL_BATCH_TOKENS
+        with single_threaded(small):
+            if exhaustive or selective or n_allowed <= max(config.n_rerank, k):
+                return [self._exact(q, allowed, k) for q in qs]
+            return self._fast(qs, allowed, k, config)
 
     def _exact(self, q: np.ndarray, allowed: list[_Allowed], k: int) -> list[Hit]:
         keys, scores = [], []
@@ -167,8 +152,7 @@ class Searcher:
                 params = faiss.SearchParametersIVF(nprobe=config.nprobe, sel=a.selector) if a.selector else faiss.SearchParametersIVF(nprobe=config.nprobe)
             else:
                 params = faiss.SearchParameters(sel=a.selector) if a.selector else None
-            with faiss_threads(1 if len(stacked) <= SMALL_BATCH_TOKENS else None):
-                dist, ids = index.search(stacked, kk, params=params)
+            dist, ids = index.search(stacked, kk, params=params)
             valid = ids >= 0
             local = seg.vec_to_doc[np.where(valid, ids, 0)]
             all_keys.append(np.where(valid, _key(no, local), -1))
@@ -207,9 +191,15 @@ class Searcher:
         n = min(k, len(keys))
         top = np.argpartition(-scores, n - 1)[:n] if n < len(keys) else np.arange(len(keys))
         top = top[np.lexsort((keys[top], -scores[top]))]
-        hits = []
-        for i in top:
-            seg = self.segments[int(keys[i] >> KEY_SHIFT)]
-            local = int(keys[i] & ((1 << KEY_SHIFT) - 1))
-            hits.append(Hit(doc_id=seg.doc_ids[local], score=float(scores[i]), metadata=seg.metadata(local)))
-        return hits
+        seg_nos = (keys[top] >> KEY_SHIFT).astype(np.int64)
+        local = (keys[top] & ((1 << KEY_SHIFT) - 1)).astype(np.int64)
+        metadata: list[dict | None] = [None] * n
+        for no in np.unique(seg_nos):
+            where = np.nonzero(seg_nos == no)[0]
+            rows = self._meta_tables[int(no)].take(local[where]).to_pylist()
+            for i, row in zip(where.tolist(), rows):
+                metadata[i] = row
+        return [
+            Hit(doc_id=self.segments[s].doc_ids[d], score=float(scores[i]), metadata=m)
+            for s, d, i, m in zip(seg_nos.tolist(), local.tolist(), top.tolist(), metadata)
+        ]
