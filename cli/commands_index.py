@@ -1,6 +1,7 @@
 """Index commands: build, add, delete, compact, info."""
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -49,7 +50,9 @@ def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, 
         changes["store_text"] = False
     config = IndexConfig().replace(**changes)
     docs = read_corpus(corpus)
+    first = next(docs)  # bad or empty corpus: fail before loading the model
     encoder = Encoder.load(model)
+    docs = itertools.chain([first], docs)
     idx = Index.build(index, docs, encoder=encoder, config=config, overwrite=overwrite, show_progress=True)
     info = idx.info()
     click.echo(f"built {index}: {info.n_docs} docs, {info.n_vectors} vectors in {info.n_segments} segment(s)", err=True)

@@ -12,7 +12,10 @@ CSV_BLOCK = 1 << 24
 
 
 def read_corpus(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Stream documents from a corpus file or folder; InputError if unreadable or empty."""
+    """Stream documents from a corpus file or folder; InputError if unreadable or empty.
+
+    The path and format are checked at once; emptiness when the stream ends.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"corpus not found: {path}")
@@ -25,6 +28,10 @@ def read_corpus(path: str | Path) -> Iterator[dict[str, Any]]:
         if suffix not in readers:
             raise InputError(f"unknown corpus format {path.name!r}: use .jsonl, .json, .csv, .tsv, .parquet or a folder of .txt")
         reader = readers[suffix](path)
+    return _nonempty(reader, path)
+
+
+def _nonempty(reader: Iterator[dict[str, Any]], path: Path) -> Iterator[dict[str, Any]]:
     n = 0
     for doc in reader:
         n += 1

@@ -21,7 +21,8 @@ from xtrieve.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SAMPLE_PER_CENTROID = 256
+SAMPLE_PER_CENTROID = 64
+KMEANS_ITERATIONS = 10
 ADD_CHUNK = 1 << 16
 THREADS_ENV = "XTRIEVE_FAISS_BUILD_THREADS"
 _THREADS_LOCK = threading.Lock()
@@ -90,11 +91,13 @@ def needs_training(factory: str, dim: int) -> bool:
 
 
 def train_template(factory: str, dim: int, n_rows: int, rows: Callable[[np.ndarray], np.ndarray], seed: int = 0):
-    """Train an empty index on a sample (<= 256 per IVF list) drawn with ``rows(indices)``."""
+    """Train an empty index on a sample (<= 64 per IVF list, 10 k-means rounds) drawn with ``rows(indices)``."""
     import faiss
 
     index = new_index(factory, dim)
     ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.cp.niter = KMEANS_ITERATIONS
     limit = SAMPLE_PER_CENTROID * (ivf.nlist if ivf is not None else 256)
     if n_rows > limit:
         pick = np.sort(np.random.default_rng(seed).choice(n_rows, limit, replace=False))
