@@ -1,0 +1,59 @@
+"""`xtrieve eval` and `xtrieve bench` end to end on the real default model and a toy BEIR folder."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from xtrieve.cli.main import main
+from xtrieve.eval.metrics import read_trec_run
+from xtrieve.eval.toy import write_toy_beir
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return write_toy_beir(tmp_path_factory.mktemp("beir") / "toy")
+
+
+def _last_json(output: str) -> dict:
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def test_eval_builds_then_reuses_index(toy, tmp_path):
+    index_dir, run_file = tmp_path / "idx", tmp_path / "run.trec"
+    args = ["eval", "--data-dir", str(toy), "--format", "json", "--index", str(index_dir)]
+    res = CliRunner().invoke(main, args + ["--run-file", str(run_file)])
+    assert res.exit_code == 0, res.output
+    first = _last_json(res.stdout)
+    assert first["build_s"] > 0 and not first["index_reused"] and (index_dir / "manifest.json").is_file()
+    assert first["n_queries"] == 6 and first["n_docs"] == 30 and first["n_identical_dropped"] == 2
+    assert first["ndcg@10"] >= 0.5 and first["mrr@10"] >= 0.5
+    run = read_trec_run(run_file)
+    best = {qid: max(docs, key=docs.get) for qid, docs in run.items()}
+    assert best["q2"] == "9" and best["q3"] == "14" and best["q1"] == "0001"  # tides, penicillin, photosynthesis
+    assert "14" not in run["14"] and "30" not in run["30"]
+    assert all(len(docs) <= 100 for docs in run.values())
+
+    res = CliRunner().invoke(main, args + ["--exhaustive"])
+    assert res.exit_code == 0, res.output
+    again = _last_json(res.stdout)
+    assert again["index_reused"] and again["build_s"] is None and again["exhaustive"]
+    assert again["index_bytes"] == first["index_bytes"]
+    assert again["ndcg@10"] == pytest.approx(first["ndcg@10"], abs=0.05)  # 30 docs: fast path is exact here
+
+
+def test_bench_small_grid(toy, tmp_path):
+    out = tmp_path / "bench"
+    res = CliRunner().invoke(main, ["bench", "--data-dir", str(toy), "--out", str(out), "--no-peers",
+                                    "--max-queries", "4", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    report = _last_json(res.stdout)
+    assert report["n_queries"] == 4 and report["n_docs"] == 30 and report["n_vectors"] > 30
+    assert report["timings"]["encode_s"] > 0 and report["timings"]["index_s"] > 0
+    rows = report["rows"]
+    assert rows[0]["system"] == "xtrieve exhaustive"
+    assert all(r["agree@10"] >= 0.9 for r in rows)
+    assert (out / "bench.json").is_file() and (out / "bench.md").is_file()
