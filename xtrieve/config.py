@@ -119,7 +119,7 @@ class IndexConfig(ConfigBase):
     flat_max_vectors: int = 60_000
     nlist: int | None = None
     pq_bytes: int | None = None
-    vector_storage: str = "float16"
+    vector_storage: str = "int8"
     pool_factor: int | None = None
     batch_size: int = 256
     docs_per_segment: int = 50_000
