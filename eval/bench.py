@@ -60,6 +60,7 @@ class Row:
     build_s: float | None
     index_bytes: int | None
     n_vectors: int | None
+    peak_rss_mb: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         m, lat = self.metrics, self.latency
@@ -71,6 +72,7 @@ class Row:
             "qps_single": _round(lat.get("qps_single")), "qps_batch": _round(self.qps_batch),
             "build_s": _round(self.build_s), "index_bytes": self.index_bytes,
             "bytes_per_vector": _round(self.index_bytes / self.n_vectors) if self.index_bytes and self.n_vectors else None,
+            "peak_rss_mb": _round(self.peak_rss_mb, 1),
         }
 
 
@@ -173,14 +175,14 @@ def run_bench(data_dir: str | Path | None = None, dataset: str | None = None, sp
         hits, lat, batch_s = _time_index(idx, q_vectors, ask, True, None, batch_queries, progress, "exhaustive")
         reference, metrics = _score(qids, hits, ds.qrels, k, ignore_identical_ids, None)
         rows.append(Row("xtrieve exhaustive", {}, metrics, latency_summary(lat), len(q_vectors) / batch_s,
-                        index_s, int(info.bytes), int(info.n_vectors)))
+                        index_s, int(info.bytes), int(info.n_vectors), peak_rss_mb()))
         for cfg in configs:
             label = f"k'={cfg.k_prime} rerank={cfg.n_rerank}"
             hits, lat, batch_s = _time_index(idx, q_vectors, ask, False, cfg, batch_queries, progress, label)
             _, metrics = _score(qids, hits, ds.qrels, k, ignore_identical_ids, reference)
             rows.append(Row("xtrieve", {"k_prime": cfg.k_prime, "n_rerank": cfg.n_rerank, "nprobe": cfg.nprobe},
                             metrics, latency_summary(lat), len(q_vectors) / batch_s, index_s, int(info.bytes),
-                            int(info.n_vectors)))
+                            int(info.n_vectors), peak_rss_mb()))
             log.info("%s: %s", label, rows[-1].to_dict())
         del idx
         n_vectors = int(info.n_vectors)
@@ -195,7 +197,7 @@ def run_bench(data_dir: str | Path | None = None, dataset: str | None = None, sp
             _, metrics = _score(qids, named, ds.qrels, k, ignore_identical_ids, reference)
             label = run.name + (f" {run.version}" if run.version else "")
             rows.append(Row(label, run.settings, metrics, latency_summary(run.latencies_s), len(q_vectors) / run.batch_s,
-                            run.build_s, run.index_bytes, n_vectors))
+                            run.build_s, run.index_bytes, n_vectors, run.peak_rss_mb))
 
     return {
         "dataset": ds.name, "split": split, "n_docs": len(docs), "n_skipped_docs": len(skipped),
@@ -222,7 +224,8 @@ def run_bench(data_dir: str | Path | None = None, dataset: str | None = None, sp
 COLUMNS = [("system", "system"), ("k_prime", "k'"), ("n_rerank", "rerank"), ("ndcg@10", "nDCG@10"),
            ("recall@100", "R@100"), ("agree@10", "agree@10"), ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"),
            ("qps_single", "q/s single"), ("qps_batch", "q/s batch"), ("index_bytes", "index bytes"),
-           ("bytes_per_vector", "B/vector"), ("build_s", "build s")]
+           ("bytes_per_vector", "B/vector"), ("build_s", "build s"),
+           ("peak_rss_mb", "peak RSS MiB")]
 
 
 def _cell(key: str, value: Any) -> str:
@@ -264,7 +267,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"FAISS {', '.join(report['faiss'])}, vectors {report['vector_storage']}. "
         f"Peak RSS {rss['end']} MiB (after encode {rss['after_encode']}, after index {rss['after_index']}).",
         "",
-        "Quality x100; agree@10 = share of the exhaustive MaxSim top-10 found in the top-10.",
+        "Quality x100; agree@10 = share of the exhaustive MaxSim top-10 found in the top-10. Peak RSS: this",
+        "process so far for xtrieve rows (it includes the encoder), the peer's own child process for peers.",
         "",
         *table_lines(report, markdown=True),
     ]

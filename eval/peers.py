@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import logging
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -43,6 +47,7 @@ class PeerRun:
     build_s: float
     index_bytes: int
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    peak_rss_mb: float | None = None
 
 
 def folder_bytes(path: str | Path) -> int:
@@ -216,14 +221,46 @@ RUNNERS: dict[str, Callable[..., PeerRun]] = {
 
 
 def run_peer(name: str, workdir: Path, doc_vectors: Sequence[np.ndarray], queries: Sequence[np.ndarray], k: int,
-             batch_size: int = 32) -> PeerRun:
-    """Run one peer; :class:`PeerUnavailable` (with the reason) when it cannot run."""
+             batch_size: int = 32, isolate: bool = True, timeout_s: float | None = None) -> PeerRun:
+    """Run one peer; :class:`PeerUnavailable` (with the reason) when it cannot run.
+
+    ``isolate`` (default) runs the peer in a child process: the Rust peers ship wheels
+    built against one exact torch version, and a mismatch segfaults instead of raising;
+    in a child that is a skipped row, not a dead benchmark. The vectors go through .npy
+    files in ``workdir``. The child's peak RSS is reported with its figures.
+    """
     if name not in RUNNERS:
         raise PeerUnavailable(f"unknown peer {name!r} (known: {', '.join(PEERS)})")
     reason = available().get(name)
     if reason:
         raise PeerUnavailable(reason)
+    workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    if not isolate:
+        return _run_here(name, workdir, doc_vectors, queries, k, batch_size)
+    _save_vectors(workdir / "docs", doc_vectors)
+    _save_vectors(workdir / "queries", queries)
+    out = workdir / f"{name}.result.json"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "xtrieve.eval.peers", name, str(workdir), str(k), str(batch_size), str(out)]
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise PeerUnavailable(f"{name} did not finish within {timeout_s:.0f} s") from None
+    if proc.returncode < 0:
+        sig = signal.Signals(-proc.returncode).name if -proc.returncode in signal.Signals._value2member_map_ else proc.returncode
+        raise PeerUnavailable(f"{name} crashed ({sig}); is its wheel built for this torch version?")
+    if proc.returncode != 0 or not out.is_file():
+        tail = [line for line in (proc.stderr or "").strip().splitlines() if line.strip()]
+        raise PeerUnavailable(f"{name} failed: {tail[-1] if tail else f'exit status {proc.returncode}'}")
+    data = json.loads(out.read_text())
+    if "unavailable" in data:
+        raise PeerUnavailable(data["unavailable"])
+    data["hits"] = [[(int(d), float(s)) for d, s in one] for one in data["hits"]]
+    return PeerRun(**data)
+
+
+def _run_here(name: str, workdir: Path, doc_vectors, queries, k: int, batch_size: int) -> PeerRun:
     try:
         return RUNNERS[name](workdir, doc_vectors, queries, k, batch_size=batch_size)
     except PeerUnavailable:
@@ -231,3 +268,36 @@ def run_peer(name: str, workdir: Path, doc_vectors: Sequence[np.ndarray], querie
     except Exception as exc:  # a peer's own failure must not end the benchmark
         log.warning("peer %s failed: %s: %s", name, type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
         raise PeerUnavailable(f"{name} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+def _save_vectors(stem: Path, arrays: Sequence[np.ndarray]) -> None:
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    np.cumsum([a.shape[0] for a in arrays], out=offsets[1:])
+    np.save(f"{stem}.offsets.npy", offsets)
+    np.save(f"{stem}.vectors.npy", np.concatenate([np.asarray(a, dtype=np.float32) for a in arrays]))
+
+
+def _load_vectors(stem: Path) -> list[np.ndarray]:
+    offsets = np.load(f"{stem}.offsets.npy")
+    flat = np.load(f"{stem}.vectors.npy", mmap_mode="r")
+    return [np.asarray(flat[offsets[i]:offsets[i + 1]]) for i in range(len(offsets) - 1)]
+
+
+def _child(argv: list[str]) -> int:
+    """``python -m xtrieve.eval.peers NAME WORKDIR K BATCH OUT``: run one peer, write JSON."""
+    from xtrieve.eval.bench import peak_rss_mb
+
+    name, workdir, k, batch_size, out = argv[0], Path(argv[1]), int(argv[2]), int(argv[3]), Path(argv[4])
+    docs, queries = _load_vectors(workdir / "docs"), _load_vectors(workdir / "queries")
+    try:
+        run = _run_here(name, workdir, docs, queries, k, batch_size)
+    except PeerUnavailable as exc:
+        out.write_text(json.dumps({"unavailable": str(exc)}))
+        return 0
+    run.peak_rss_mb = peak_rss_mb()
+    out.write_text(json.dumps(dataclasses.asdict(run)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1:]))

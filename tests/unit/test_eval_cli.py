@@ -168,3 +168,23 @@ def test_markdown_and_plot_without_matplotlib(monkeypatch, tmp_path):
     monkeypatch.setattr(builtins, "__import__", no_mpl)
     written = bench.write_outputs(report, tmp_path)
     assert written["png"] is None and "- x: why" in (tmp_path / "bench.md").read_text()
+
+
+def test_bench_peer_rows_use_the_same_ids(toy, fake_encoder, monkeypatch):
+    """A peer that returns exact MaxSim by document position scores like exhaustive xtrieve."""
+    def fake_peer(name, workdir, doc_vectors, queries, k, batch_size=32):
+        if name != "fast-plaid":
+            raise peers.PeerUnavailable("not here")
+        hits = []
+        for q in queries:
+            scores = np.array([(q @ d.T).max(axis=1).sum() for d in doc_vectors])
+            hits.append([(int(i), float(scores[i])) for i in np.argsort(-scores)[:k]])
+        return peers.PeerRun("fast-plaid", "9.9", hits, [0.001] * len(queries), 0.01, 0.1, 999, {}, 12.0)
+
+    monkeypatch.setattr(bench.peers_mod, "run_peer", fake_peer)
+    report = bench.run_bench(toy, grid=[(8, 8)])
+    rows = {r["system"]: r for r in report["rows"]}
+    peer, exhaustive = rows["fast-plaid 9.9"], rows["xtrieve exhaustive"]
+    assert peer["ndcg@10"] == pytest.approx(exhaustive["ndcg@10"]) and peer["agree@10"] == 1.0
+    assert peer["peak_rss_mb"] == 12.0 and peer["index_bytes"] == 999
+    assert set(report["peers_skipped"]) == {"xtr-warp", "pylate-plaid"}
