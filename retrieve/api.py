@@ -13,6 +13,8 @@ from xtrieve.types import Hit, IndexInfo
 
 log = logging.getLogger(__name__)
 
+SMALL_QUERY_BATCH = 4
+
 
 def _config(config: IndexConfig | Mapping[str, Any] | None) -> IndexConfig:
     if config is None:
@@ -204,7 +206,11 @@ class Index:
             enc = self.encoder
             if enc is None:
                 raise InputError(f"index {self.path} has no encoder: pass query token vectors [n_q, {self.dim}]")
-            encoded = enc.encode_queries([queries[i] for i in texts])
+            from xtrieve.retrieve.threads import single_threaded
+
+            # a few short queries are a small forward pass: one thread, as for the search itself
+            with single_threaded(len(texts) <= SMALL_QUERY_BATCH):
+                encoded = enc.encode_queries([queries[i] for i in texts])
             for i, arr in zip(texts, encoded):
                 out[i] = arr
         return out
