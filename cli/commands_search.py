@@ -13,20 +13,15 @@ from xtrieve.errors import InputError
 
 def read_queries(path: Path) -> list[tuple[str, str]]:
     """(id, text) pairs from JSONL ({"_id"|"id", "text"}) or TSV (id<TAB>text)."""
+    from xtrieve.index.corpus import iter_jsonl
+
     out: list[tuple[str, str]] = []
     with open(path, encoding="utf-8") as f:
         if path.suffix.lower() in (".jsonl", ".json"):
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-                qid = row.get("_id", row.get("id", str(n)))
+            for n, row in enumerate(iter_jsonl(path), 1):
                 if "text" not in row:
-                    raise InputError(f"{path}:{n}: query has no 'text' field")
-                out.append((str(qid), row["text"]))
+                    raise InputError(f"{path}: query {n} has no 'text' field")
+                out.append((str(row.get("id", n)), row["text"]))
         else:
             for n, row in enumerate(csv.reader(f, delimiter="\t"), 1):
                 if not row or (n == 1 and [c.lower() for c in row[:2]] in (["id", "text"], ["query-id", "text"], ["_id", "text"])):

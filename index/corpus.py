@@ -23,7 +23,7 @@ def read_corpus(path: str | Path) -> Iterator[dict[str, Any]]:
         reader = _txt_folder(path)
     else:
         suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
-        readers = {".jsonl": _jsonl, ".jsonl.gz": _jsonl, ".ndjson": _jsonl, ".json": _json, ".csv": _csv,
+        readers = {".jsonl": iter_jsonl, ".jsonl.gz": iter_jsonl, ".ndjson": iter_jsonl, ".json": _json, ".csv": _csv,
                    ".tsv": _csv, ".parquet": _parquet, ".pq": _parquet}
         if suffix not in readers:
             raise InputError(f"unknown corpus format {path.name!r}: use .jsonl, .json, .csv, .tsv, .parquet or a folder of .txt")
@@ -58,7 +58,8 @@ def _row(obj: Any, where: str) -> dict[str, Any]:
     return obj
 
 
-def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
+def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """JSON objects of a JSONL file (blank lines skipped; "_id" read as "id"), clear errors."""
     try:
         with _open_text(path) as f:
             for n, line in enumerate(f, 1):

@@ -82,3 +82,22 @@ def test_bad_queries(index):
         index.search("vaccines", k=0)
     with pytest.raises(xtrieve.InputError, match="k must be"):
         index.search("vaccines", k=-3)
+
+
+def test_search_cli_formats_and_query_files(index, tmp_path):
+    from click.testing import CliRunner
+
+    from xtrieve.cli.main import main
+
+    runner = CliRunner()
+    out = runner.invoke(main, ["search", str(index.path), "how do vaccines protect us?", "-k", "2", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout.splitlines()[0])["hits"][0]["doc_id"] == "bio-3"
+    queries = tmp_path / "q.tsv"
+    queries.write_text("id\ttext\nqa\thow do vaccines protect us?\nqb\tthe first person on the Moon\n")
+    out = runner.invoke(main, ["search", str(index.path), "--queries", str(queries), "-k", "1", "--format", "trec"])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.split() == ["qa", "Q0", "bio-3", "1", out.stdout.split()[4], "xtrieve",
+                                  "qb", "Q0", "hist-4", "1", out.stdout.split()[10], "xtrieve"]
+    bad = runner.invoke(main, ["search", str(index.path), "vaccines", "--filter", "colour == 1"])
+    assert bad.exit_code == 1 and "unknown column" in bad.output and "Traceback" not in bad.output
