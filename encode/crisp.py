@@ -26,6 +26,28 @@ def ward_labels(x: np.ndarray, k: int) -> np.ndarray:
 
 
 @torch.no_grad()
+def ward_labels_batch(x: torch.Tensor, lengths: list[int], ks: list[int]) -> list[np.ndarray]:
+    """Ward labels for each row of a padded batch x [N, L, d]; distances by one batched matmul."""
+    xd = x.detach().double()
+    sq = (xd * xd).sum(-1)
+    dist = (sq[:, :, None] + sq[:, None, :] - 2 * torch.bmm(xd, xd.transpose(1, 2))).clamp_min(0).sqrt()
+    out = []
+    for i, (n, k) in enumerate(zip(lengths, ks)):
+        if k >= n or n <= 1:
+            out.append(np.arange(n))
+            continue
+        iu = torch.triu_indices(n, n, 1)
+        out.append(_ward_from_condensed(dist[i, iu[0], iu[1]].numpy(), k))
+    return out
+
+
+def _ward_from_condensed(condensed: np.ndarray, k: int) -> np.ndarray:
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    return fcluster(linkage(condensed, method="ward"), t=k, criterion="maxclust") - 1
+
+
+@torch.no_grad()
 def kmeans_labels(x: torch.Tensor, mask: torch.Tensor, ks: torch.Tensor, iters: int = 4) -> torch.Tensor:
     """Batched spherical k-means: x [N, L, d] (unit rows), mask [N, L], ks [N] -> labels [N, L].
 
@@ -63,11 +85,10 @@ def cluster_labels(x: torch.Tensor, mask: torch.Tensor, pool_factor: int, method
     if method != "ward":
         raise ValueError(f"unknown clustering method {method!r} (ward or kmeans)")
     labels = torch.full(mask.shape, -1, dtype=torch.long)
-    arr = xd.float().cpu().numpy()
-    for i in range(x.shape[0]):
-        n = int(lengths[i])
-        if n:
-            labels[i, :n] = torch.from_numpy(np.asarray(ward_labels(arr[i, :n], int(ks[i])), dtype=np.int64))
+    lens = [int(n) for n in lengths]
+    for i, lab in enumerate(ward_labels_batch(xd.cpu(), lens, [int(k) for k in ks])):
+        if lens[i]:
+            labels[i, : lens[i]] = torch.from_numpy(np.asarray(lab, dtype=np.int64))
     return labels.to(x.device)
 
 
@@ -94,16 +115,26 @@ def crisp_pool(x: torch.Tensor, mask: torch.Tensor, pool_factor: int, method: st
 
 def maxsim(q: torch.Tensor, qmask: torch.Tensor, d: torch.Tensor, dmask: torch.Tensor,
            normalize_by_length: bool = True, doc_chunk: int = 256) -> torch.Tensor:
-    """All-pairs MaxSim scores [B, M] for queries q [B, Lq, dim] and documents d [M, Ld, dim]."""
+    """All-pairs MaxSim scores [B, M] for queries q [B, Lq, dim] and documents d [M, Ld, dim].
+
+    Padded document positions get an extra coordinate of -1e4 (the queries' extra coordinate
+    is 1), so one matmul and one max give the exact masked MaxSim without masking passes.
+    """
     out = []
+    B, Lq, dim = q.shape
     qm = qmask.to(q.dtype)
+    qx = torch.cat([q, torch.ones(B, Lq, 1, dtype=q.dtype, device=q.device)], -1).reshape(B * Lq, dim + 1)
     for s in range(0, d.shape[0], doc_chunk):
         dc, mc = d[s:s + doc_chunk], dmask[s:s + doc_chunk]
-        sim = torch.einsum("bid,mjd->bmij", q, dc)
-        sim = sim.masked_fill(~mc[None, :, None, :], float("-inf"))
-        best = sim.amax(-1)  # [B, m, Lq]
-        best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))
-        out.append((best * qm[:, None, :]).sum(-1))
+        if mc.any():  # trim trailing padding shared by the whole chunk
+            width = int((mc * torch.arange(1, mc.shape[1] + 1, device=mc.device)).amax())
+            dc, mc = dc[:, :width], mc[:, :width]
+        m, Ld = mc.shape
+        pad = (~mc).to(d.dtype).unsqueeze(-1) * -1e4
+        dx = torch.cat([dc * mc.unsqueeze(-1).to(d.dtype), pad], -1).reshape(m * Ld, dim + 1)
+        best = (qx @ dx.T).view(B, Lq, m, Ld).amax(-1)  # [B, Lq, m]
+        best = torch.where(best < -1e3, torch.zeros_like(best), best)  # documents with no vectors
+        out.append((best * qm.unsqueeze(-1)).sum(1))
     scores = torch.cat(out, dim=1)
     if normalize_by_length:
         scores = scores / qm.sum(1, keepdim=True).clamp_min(1.0)

@@ -245,7 +245,7 @@ def mine(cfg: TrainConfig, enc, cache: StateCache, data: TrainSet, qids: list[st
     doc_ids = list(data.corpus)
     n_missing = len(cache.missing((data.corpus[d] for d in doc_ids), False))
     # partial mode: BM25 proposes a few candidates per query, the base model ranks them
-    per_query = max(2 * cfg.n_negatives, cfg.n_negatives + cfg.mine_skip + 2)
+    per_query = cfg.n_negatives + cfg.mine_skip + 1
     if cfg.cache_corpus == "yes":
         full = True
     elif cfg.cache_corpus == "no":
@@ -253,9 +253,9 @@ def mine(cfg: TrainConfig, enc, cache: StateCache, data: TrainSet, qids: list[st
     else:  # caching the whole corpus is worth it when it costs little more than the candidates
         full = n_missing <= 1.25 * min(len(doc_ids), len(qids) * per_query)
     pos_docs = {d for q in qids for d in data.positives[q]} | {d for q in qids for d in data.negatives.get(q, [])}
+    candidates: dict[str, list[str]] = {}
     if full:
         cache.ensure([data.corpus[d] for d in doc_ids], False, progress=cfg.progress)
-        candidates = {q: doc_ids for q in qids}
     else:
         log.info("%s: %d documents not cached; mining among BM25 candidates (cache_corpus=yes mines the whole corpus)",
                  data.name, n_missing)
@@ -267,20 +267,19 @@ def mine(cfg: TrainConfig, enc, cache: StateCache, data: TrainSet, qids: list[st
         needed = sorted(pos_docs | {d for c in candidates.values() for d in c})
         cache.ensure([data.corpus[d] for d in needed], False, progress=cfg.progress)
     out: dict[str, list[str]] = {}
-    if full and cfg.mine_with == "dense":
+    if full:
+        # the dense embedding (cached with the states) proposes, the base MaxSim model ranks
         qd = np.stack([cache.dense(data.queries[q], True) for q in qids])
         dd = np.stack([cache.dense(data.corpus[d], False) for d in doc_ids])
         scores = qd @ dd.T
+        n_cand = min(len(doc_ids), max(100, 3 * (depth + cfg.mine_skip)))
         for qi, q in enumerate(qids):
-            order = np.argsort(-scores[qi])[: depth + len(data.positives[q]) + cfg.mine_skip]
-            out[q] = [doc_ids[j] for j in order if doc_ids[j] not in data.positives[q]][cfg.mine_skip:cfg.mine_skip + depth]
-        return out
-    if full:
-        scores = base_scores(base_head, cache, [data.queries[q] for q in qids], [data.corpus[d] for d in doc_ids])
-        for qi, q in enumerate(qids):
-            order = np.argsort(-scores[qi])[: depth + len(data.positives[q]) + cfg.mine_skip]
-            out[q] = [doc_ids[j] for j in order if doc_ids[j] not in data.positives[q]][cfg.mine_skip:cfg.mine_skip + depth]
-        return out
+            top = np.argpartition(-scores[qi], min(n_cand + len(data.positives[q]), len(doc_ids)) - 1)
+            top = top[: n_cand + len(data.positives[q])]
+            top = top[np.argsort(-scores[qi][top])]
+            candidates[q] = [doc_ids[j] for j in top if doc_ids[j] not in data.positives[q]][:n_cand]
+        if cfg.mine_with == "dense":
+            return {q: candidates[q][cfg.mine_skip:cfg.mine_skip + depth] for q in qids}
     for q in qids:
         cand = candidates[q]
         if not cand:
@@ -439,16 +438,21 @@ def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
         best = state.get("best")
         log.info("resumed from %s at step %d", ckpt, step)
 
+    held_candidates: dict[int, dict[str, list[str]]] = {}
+
     def evaluate_held() -> dict:
-        from xtrieve.encode.train_eval import evaluate
+        """nDCG@10 on held-out queries: MaxSim (Ward-pooled docs) reranking the dense top 100."""
+        from xtrieve.encode.train_eval import dense_candidates, evaluate_rerank
 
         res = {}
         model.eval()
-        for s, ho in zip(prep.sets, prep.held_qids):
+        for si, (s, ho) in enumerate(zip(prep.sets, prep.held_qids)):
             if ho:
-                cache.ensure([s.queries[q] for q in ho], True, progress=False)
-                cache.ensure(list(s.corpus.values()), False, progress=cfg.progress)
-                r = evaluate(model, cache, s, ho, cfg.pool_factor, method=cfg.cluster)
+                if si not in held_candidates:
+                    cache.ensure([s.queries[q] for q in ho], True, progress=False)
+                    cache.ensure(list(s.corpus.values()), False, progress=cfg.progress)
+                    held_candidates[si] = dense_candidates(cache, s, ho, 100)
+                r = evaluate_rerank(model, cache, s, held_candidates[si], cfg.pool_factor)
                 res[s.name] = round(r["ndcg_cut_10"], 2)
         model.train()
         if res:

@@ -6,38 +6,27 @@ scores an index built with the same head and pool factor would reach with exhaus
 from __future__ import annotations
 
 import logging
-import math
-
 import numpy as np
 import torch
 
-from xtrieve.encode.crisp import maxsim, ward_labels
-from xtrieve.encode.train_data import StateCache, TrainSet
+from xtrieve.encode.crisp import crisp_pool, maxsim
+from xtrieve.encode.train_data import StateCache, TrainSet, pad_states
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def project_corpus(head, cache: StateCache, texts: list[str], pool_factor: int, batch: int = 256,
+def project_corpus(head, cache: StateCache, texts: list[str], pool_factor: int, batch: int = 64,
                    method: str = "ward") -> tuple[torch.Tensor, torch.Tensor, int]:
     """Padded doc vectors [N, K, dim], mask [N, K], and the number of stored vectors."""
-    vecs: list[torch.Tensor] = []
-    for s in range(0, len(texts), batch):
-        for t in texts[s:s + batch]:
-            st = torch.from_numpy(np.asarray(cache.states(t, False), dtype=np.float32))
-            v = head(st)
-            if pool_factor > 1 and len(v) > 1:
-                k = max(1, math.ceil(len(v) / pool_factor))
-                if method == "ward":
-                    labels = torch.from_numpy(np.asarray(ward_labels(v.numpy(), k), dtype=np.int64))
-                else:
-                    from xtrieve.encode.crisp import kmeans_labels
-
-                    labels = kmeans_labels(v[None], torch.ones(1, len(v), dtype=torch.bool), torch.tensor([k]))[0]
-                m = int(labels.max()) + 1
-                sums = torch.zeros(m, v.shape[1]).index_add_(0, labels, v)
-                v = torch.nn.functional.normalize(sums, dim=-1)
-            vecs.append(v)
+    order = sorted(range(len(texts)), key=lambda i: len(cache.states(texts[i], False)))
+    vecs: list[torch.Tensor | None] = [None] * len(texts)
+    for s in range(0, len(order), batch):
+        part = order[s:s + batch]
+        states, mask = pad_states([cache.states(texts[i], False) for i in part], cache.hidden)
+        v, m = crisp_pool(head(states), mask, pool_factor, method)
+        for row, i in enumerate(part):
+            vecs[i] = v[row][m[row]]
     width = max(len(v) for v in vecs)
     out = torch.zeros(len(vecs), width, vecs[0].shape[1])
     mask = torch.zeros(len(vecs), width, dtype=torch.bool)
@@ -52,6 +41,8 @@ def rank(head, cache: StateCache, queries: list[str], docs: tuple[torch.Tensor, 
          qbatch: int = 32) -> tuple[np.ndarray, np.ndarray]:
     d, dm = docs
     # sort docs by length so each chunk pads little
+    order = torch.argsort(dm.sum(1))
+    d, dm = d[order], dm[order]
     all_scores = []
     for s in range(0, len(queries), qbatch):
         arrays = [np.asarray(cache.states(t, True), dtype=np.float32) for t in queries[s:s + qbatch]]
@@ -62,7 +53,9 @@ def rank(head, cache: StateCache, queries: list[str], docs: tuple[torch.Tensor, 
             q[i, : len(a)] = head(torch.from_numpy(a))
             qm[i, : len(a)] = True
         all_scores.append(maxsim(q, qm, d, dm, normalize_by_length=False, doc_chunk=128))
-    scores = torch.cat(all_scores)
+    sorted_scores = torch.cat(all_scores)
+    scores = torch.empty_like(sorted_scores)
+    scores[:, order] = sorted_scores
     k = min(k, scores.shape[1])
     top = torch.topk(scores, k, dim=1)
     return top.values.numpy(), top.indices.numpy()
@@ -93,3 +86,31 @@ def evaluate(head, cache: StateCache, data: TrainSet, qids: list[str], pool_fact
     out["vectors"] = nvec
     out["tokens"] = int(sum(len(cache.states(t, False)) for t in texts))
     return out
+
+
+def dense_candidates(cache: StateCache, data: TrainSet, qids: list[str], depth: int = 100) -> dict[str, list[str]]:
+    """Top ``depth`` documents per query by the cached dense (teacher) embedding: cheap candidates."""
+    doc_ids = list(data.corpus)
+    dd = np.stack([cache.dense(data.corpus[d], False) for d in doc_ids])
+    qd = np.stack([cache.dense(data.queries[q], True) for q in qids])
+    scores = qd @ dd.T
+    depth = min(depth, len(doc_ids))
+    top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+    return {q: [doc_ids[j] for j in top[i]] for i, q in enumerate(qids)}
+
+
+@torch.no_grad()
+def evaluate_rerank(head, cache: StateCache, data: TrainSet, candidates: dict[str, list[str]], pool_factor: int,
+                    method: str = "ward") -> dict[str, float]:
+    """nDCG@10 of MaxSim reranking fixed candidates (for fast model selection on held-out queries)."""
+    docs = sorted({d for c in candidates.values() for d in c})
+    pos = {d: i for i, d in enumerate(docs)}
+    d, dm, _ = project_corpus(head, cache, [data.corpus[x] for x in docs], pool_factor, method=method)
+    run = {}
+    for q, cand in candidates.items():
+        arr = np.asarray(cache.states(data.queries[q], True), dtype=np.float32)
+        qv = head(torch.from_numpy(arr))[None]
+        idx = torch.tensor([pos[c] for c in cand])
+        sc = maxsim(qv, torch.ones(1, len(arr), dtype=torch.bool), d[idx], dm[idx], normalize_by_length=False)[0]
+        run[q] = {c: float(s) for c, s in zip(cand, sc.tolist())}
+    return ndcg_at(run, {q: data.positives[q] for q in candidates})
