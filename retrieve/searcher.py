@@ -120,11 +120,11 @@ class Searcher:
         if n_allowed == 0:
             return [[] for _ in qs]
         selective = filter is not None and n_allowed <= config.selective_filter_fraction * max(self.n_live, 1)
-        small = exhaustive is False and sum(len(q) for q in qs) <= SMALL_BATCH_TOKENS
-        with single_threaded(small):
-            if exhaustive or selective or n_allowed <= max(config.n_rerank, k):
+        small = sum(len(q) for q in qs) <= SMALL_BATCH_TOKENS
+        if exhaustive or selective or n_allowed <= max(config.n_rerank, k):
+            with single_threaded(small and not exhaustive):
                 return [self._exact(q, allowed, k) for q in qs]
-            return self._fast(qs, allowed, k, config)
+        return self._fast(qs, allowed, k, config, small)
 
     def _exact(self, q: np.ndarray, allowed: list[_Allowed], k: int) -> list[Hit]:
         keys, scores = [], []
@@ -161,8 +161,15 @@ class Searcher:
         keys = np.concatenate(all_keys, axis=1)
         return global_top(scores, keys, config.k_prime)
 
-    def _fast(self, qs: list[np.ndarray], allowed: list[_Allowed], k: int, config: SearchConfig) -> list[list[Hit]]:
-        scores, keys = self._retrieve(qs, allowed, config)
+    def _fast(self, qs: list[np.ndarray], allowed: list[_Allowed], k: int, config: SearchConfig,
+              small: bool) -> list[list[Hit]]:
+        # one FAISS call for the whole batch (threaded when large); each rerank is small work
+        with single_threaded(small):
+            scores, keys = self._retrieve(qs, allowed, config)
+        with single_threaded(True):
+            return self._rerank_all(qs, scores, keys, k, config)
+
+    def _rerank_all(self, qs, scores, keys, k: int, config: SearchConfig) -> list[list[Hit]]:
         out, start = [], 0
         for q in qs:
             stop = start + q.shape[0]
