@@ -498,7 +498,7 @@ def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
         bar.update(1)
         bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
         if callback is not None:
-            callback(step, float(loss), stats)
+            callback(step, float(loss.detach()), stats)
         if cfg.holdout > 0 and cfg.eval_every and step % cfg.eval_every == 0:
             res = evaluate_held()
             log.info("step %d held-out nDCG@10 %s (train %s)", step, res, {k: round(v, 3) for k, v in running.items()})
