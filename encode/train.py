@@ -68,6 +68,7 @@ class TrainConfig:
     cache_corpus: str = "auto"         # auto | yes | no: cache every document, or only what the steps need
     temperature: float = 0.05
     distill_weight: float = 0.0
+    denoise: bool = True               # drop mined negatives the dense teacher scores above the positive
     teacher_temperature: float = 0.05
     cluster: str = "ward"              # ward (as the index pools) or kmeans
     pool_queries: bool = False
@@ -336,7 +337,7 @@ def prepare(cfg: TrainConfig, enc, cache: StateCache, base_head, out: Path) -> P
 # -- one step -------------------------------------------------------------------------------------
 
 
-def make_batch(cfg: TrainConfig, prep: Prepared, step: int) -> dict:
+def make_batch(cfg: TrainConfig, prep: Prepared, step: int, cache: StateCache | None = None) -> dict:
     n_per_set = [len(t) for t in prep.train_qids]
     si, pos = batches_for(step, n_per_set, cfg.batch_size, cfg.seed)
     data = prep.sets[si]
@@ -349,6 +350,11 @@ def make_batch(cfg: TrainConfig, prep: Prepared, step: int) -> dict:
         targets.append(len(docs))
         docs.append(rng.choice(positives))
         negs = [d for d in prep.negatives[si].get(q, []) if d not in data.positives[q]]
+        if cfg.denoise and cache is not None and negs:
+            # likely false negatives (unlabelled relevant documents): the teacher prefers them to the positive
+            qv = cache.dense(data.queries[q], True)
+            bar = float(qv @ cache.dense(data.corpus[docs[-1]], False))
+            negs = [d for d in negs if float(qv @ cache.dense(data.corpus[d], False)) < bar]
         if len(negs) > cfg.n_negatives:
             negs = rng.sample(negs, cfg.n_negatives)
         docs.extend(negs)
@@ -487,7 +493,7 @@ def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
         if cfg.warmup_steps and step < cfg.warmup_steps:
             for g, lr in zip(opt.param_groups, base_lrs):
                 g["lr"] = lr * (step + 1) / cfg.warmup_steps
-        batch = make_batch(cfg, prep, step)
+        batch = make_batch(cfg, prep, step, cache)
         loss, stats = step_loss(cfg, model, enc, cache, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
