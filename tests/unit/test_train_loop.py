@@ -146,7 +146,7 @@ def test_mlp_head_round_trips_through_the_encoder(setup):
     out = train(cfg)
     enc = Encoder.load(out)
     assert enc.mlp is not None and enc.mlp.fc1.weight.shape == (16, 32)
-    assert float(enc.mlp.fc2.weight.abs().sum()) > 0
+    assert float(enc.mlp.fc2.weight.detach().abs().sum()) > 0
     model = TrainModel(enc).eval()
     s = enc.token_states(["w3 w4 w5"], is_query=True)[0]
     with torch.no_grad():
