@@ -206,10 +206,10 @@ class Index:
             enc = self.encoder
             if enc is None:
                 raise InputError(f"index {self.path} has no encoder: pass query token vectors [n_q, {self.dim}]")
-            from xtrieve.retrieve.threads import single_threaded
+            from xtrieve.retrieve.threads import small_work_threads
 
-            # a few short queries are a small forward pass: one thread, as for the search itself
-            with single_threaded(len(texts) <= SMALL_QUERY_BATCH):
+            # a few short queries are a small forward pass: idle cores only, as for the search
+            with small_work_threads(len(texts) <= SMALL_QUERY_BATCH):
                 encoded = enc.encode_queries([queries[i] for i in texts])
             for i, arr in zip(texts, encoded):
                 out[i] = arr

@@ -24,17 +24,17 @@ class SegmentVectors:
             scales = getattr(segment, "scales", None)
             self.scales = None if scales is None else torch.from_numpy(np.asarray(scales, dtype=np.float32))
 
-    def gather(self, docs: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-        """Float32 vectors of the given local docs, concatenated, and their boundaries."""
+    def gather(self, docs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray]:
+        """Float32 codes of the given local docs, concatenated, their int8 scales (None for
+        float16 storage) and the docs' boundaries."""
         starts, ends = self.offsets[docs], self.offsets[docs + 1]
         lengths = ends - starts
         bounds = np.zeros(len(docs) + 1, dtype=np.int64)
         np.cumsum(lengths, out=bounds[1:])
         rows = torch.from_numpy(np.arange(bounds[-1]) + np.repeat(starts - bounds[:-1], lengths))
-        vectors = self.codes.index_select(0, rows).float()
-        if self.scales is not None:
-            vectors *= self.scales.index_select(0, rows)[:, None]
-        return vectors, bounds
+        codes = self.codes.index_select(0, rows).float()
+        scales = None if self.scales is None else self.scales.index_select(0, rows)
+        return codes, scales, bounds
 
     def maxsim(self, query: torch.Tensor, docs: np.ndarray) -> np.ndarray:
         """Exact MaxSim of one query [n_q, dim] against the given local docs."""
@@ -44,8 +44,11 @@ class SegmentVectors:
         while start < len(docs):
             # chunk the docs so one similarity matrix stays around CHUNK_VECTORS columns
             stop = start + max(1, int(np.searchsorted(np.cumsum(lengths[start:]), CHUNK_VECTORS)))
-            vectors, bounds = self.gather(docs[start:stop])
-            scores[start:stop] = maxsim_from_sims((query @ vectors.T).numpy(), bounds)
+            codes, scales, bounds = self.gather(docs[start:stop])
+            sims = query @ codes.T
+            if scales is not None:  # scale the [n_q, rows] result, not the wider codes
+                sims *= scales
+            scores[start:stop] = maxsim_from_sims(sims.numpy(), bounds)
             start = stop
         return scores
 

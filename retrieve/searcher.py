@@ -1,7 +1,6 @@
 """The Searcher: token retrieval over every segment, XTR scoring, exact MaxSim rerank."""
 from __future__ import annotations
 
-import logging
 import threading
 from collections import OrderedDict
 from typing import Sequence
@@ -13,11 +12,11 @@ from xtrieve.config import SearchConfig
 from xtrieve.errors import InputError
 from xtrieve.retrieve.filters import allowed_rows, as_expression
 from xtrieve.retrieve.maxsim import SegmentVectors
-from xtrieve.retrieve.threads import single_threaded
+from xtrieve.retrieve.probe import TokenProbe
+from xtrieve.retrieve.threads import small_work_threads
 from xtrieve.retrieve.xtr import global_top, xtr_scores
 from xtrieve.types import Hit
 
-log = logging.getLogger(__name__)
 
 KEY_SHIFT = 32
 FILTER_CACHE_SIZE = 16
@@ -70,6 +69,7 @@ class Searcher:
         self._lock = threading.Lock()
         self._filter_cache: OrderedDict[tuple, list[_Allowed]] = OrderedDict()
         self._vectors = [SegmentVectors(s) for s in self.segments]
+        self._probes: list[TokenProbe | None] = [None] * len(self.segments)  # built on first use
         self._live = [_Allowed(s, ~np.asarray(s.deleted, dtype=bool)) for s in self.segments]
         self.n_live = sum(a.n_allowed for a in self._live)
         self.columns = self._metadata_columns()
@@ -122,7 +122,7 @@ class Searcher:
         selective = filter is not None and n_allowed <= config.selective_filter_fraction * max(self.n_live, 1)
         small = sum(len(q) for q in qs) <= SMALL_BATCH_TOKENS
         if exhaustive or selective or n_allowed <= max(config.n_rerank, k):
-            with single_threaded(small and not exhaustive):
+            with small_work_threads(small and not exhaustive):
                 return [self._exact(q, allowed, k) for q in qs]
         return self._fast(qs, allowed, k, config, small)
 
@@ -138,21 +138,15 @@ class Searcher:
 
     def _retrieve(self, qs: list[np.ndarray], allowed: list[_Allowed], config: SearchConfig):
         """One FAISS call per segment for all query tokens of the batch: [n_tokens, k'] arrays."""
-        import faiss
-
         stacked = np.ascontiguousarray(np.concatenate(qs))
         all_scores, all_keys = [], []
         for no, (seg, a) in enumerate(zip(self.segments, allowed)):
             if a.n_allowed == 0:
                 continue
-            index = seg.faiss_index
-            kk = min(config.k_prime, index.ntotal)
-            ivf = faiss.try_extract_index_ivf(index)
-            if ivf is not None:
-                params = faiss.SearchParametersIVF(nprobe=config.nprobe, sel=a.selector) if a.selector else faiss.SearchParametersIVF(nprobe=config.nprobe)
-            else:
-                params = faiss.SearchParameters(sel=a.selector) if a.selector else None
-            dist, ids = index.search(stacked, kk, params=params)
+            probe = self._probes[no]
+            if probe is None:  # two threads may both build it: same result, last one kept
+                probe = self._probes[no] = TokenProbe(seg.faiss_index)
+            dist, ids = probe.search(stacked, min(config.k_prime, probe.ntotal), config.nprobe, a.selector)
             valid = ids >= 0
             local = seg.vec_to_doc[np.where(valid, ids, 0)]
             all_keys.append(np.where(valid, _key(no, local), -1))
@@ -163,10 +157,12 @@ class Searcher:
 
     def _fast(self, qs: list[np.ndarray], allowed: list[_Allowed], k: int, config: SearchConfig,
               small: bool) -> list[list[Hit]]:
-        # one FAISS call for the whole batch (threaded when large); each rerank is small work
-        with single_threaded(small):
-            scores, keys = self._retrieve(qs, allowed, config)
-        with single_threaded(True):
+        # one FAISS call for the whole batch (all threads when large); each rerank is small work
+        if small:
+            with small_work_threads(True):
+                return self._rerank_all(qs, *self._retrieve(qs, allowed, config), k, config)
+        scores, keys = self._retrieve(qs, allowed, config)
+        with small_work_threads(True):
             return self._rerank_all(qs, scores, keys, k, config)
 
     def _rerank_all(self, qs, scores, keys, k: int, config: SearchConfig) -> list[list[Hit]]:

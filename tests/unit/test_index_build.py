@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 import xtrieve
+from helpers import unit_token_docs
 from xtrieve.config import EncoderConfig, IndexConfig
 from xtrieve.index.segment import DOCS, VECTORS
 from xtrieve.index.store import IndexStore
@@ -18,11 +19,7 @@ DIM = 16
 
 
 def rand_docs(n, rng, lo=2, hi=12, dim=DIM):
-    out = []
-    for _ in range(n):
-        x = rng.standard_normal((int(rng.integers(lo, hi)), dim)).astype(np.float32)
-        out.append(x / np.linalg.norm(x, axis=1, keepdims=True))
-    return out
+    return unit_token_docs(rng, n, dim, lo, hi)
 
 
 class FakeEncoder:

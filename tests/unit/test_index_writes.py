@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import xtrieve
+from helpers import unit_token_docs
 from xtrieve.config import IndexConfig
 from xtrieve.index.manifest import SegmentEntry
 from xtrieve.index.merge_policy import plan_merge
@@ -15,11 +16,7 @@ DIM = 8
 
 
 def rand_docs(n, rng, lo=2, hi=6):
-    out = []
-    for _ in range(n):
-        x = rng.standard_normal((int(rng.integers(lo, hi)), DIM)).astype(np.float32)
-        out.append(x / np.linalg.norm(x, axis=1, keepdims=True))
-    return out
+    return unit_token_docs(rng, n, DIM, lo, hi)
 
 
 def manifest(path):

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from helpers import unit_token_docs
 from xtrieve.config import SearchConfig
 from xtrieve.errors import FilterError, InputError
 from xtrieve.retrieve.searcher import Searcher
@@ -46,11 +47,7 @@ class Snap:
 
 
 def random_docs(rng, n, lo=5, hi=40):
-    out = []
-    for _ in range(n):
-        x = rng.standard_normal((int(rng.integers(lo, hi)), DIM)).astype(np.float32)
-        out.append(x / np.linalg.norm(x, axis=1, keepdims=True))
-    return out
+    return unit_token_docs(rng, n, DIM, lo, hi)
 
 
 def brute(query, docs):

@@ -1,0 +1,54 @@
+"""TokenProbe: the torch coarse step + search_preassigned gives FAISS's own results."""
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import pytest
+
+from xtrieve.retrieve.probe import TokenProbe
+
+DIM = 16
+
+
+def _index(factory: str, n: int = 3000, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, DIM)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
+    index.train(x)
+    index.add(x)
+    q = rng.standard_normal((7, DIM)).astype(np.float32)
+    return index, q / np.linalg.norm(q, axis=1, keepdims=True), x
+
+
+@pytest.mark.parametrize("factory", ["IVF32,PQ8x4fs", "IVF32,Flat", "Flat"])
+def test_probe_matches_faiss_search(factory):
+    index, q, _ = _index(factory)
+    probe = TokenProbe(index)
+    assert (probe.centroids is not None) == factory.startswith("IVF")
+    params = faiss.SearchParametersIVF(nprobe=4) if factory.startswith("IVF") else None
+    want_d, want_i = index.search(q, 10, params=params)
+    got_d, got_i = probe.search(q, 10, nprobe=4)
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_allclose(got_d, want_d, rtol=1e-5, atol=1e-5)
+
+
+def test_probe_honours_selector():
+    index, q, _ = _index("IVF32,PQ8x4fs")
+    allowed = np.zeros(index.ntotal, dtype=bool)
+    allowed[::3] = True
+    bits = np.packbits(allowed, bitorder="little")
+    sel = faiss.IDSelectorBitmap(index.ntotal, faiss.swig_ptr(bits))
+    _, ids = TokenProbe(index).search(q, 10, nprobe=8, selector=sel)
+    found = ids[ids >= 0]
+    assert len(found) and allowed[found].all()
+    want = index.search(q, 10, params=faiss.SearchParametersIVF(nprobe=8, sel=sel))[1]
+    np.testing.assert_array_equal(ids, want)
+
+
+def test_probe_clamps_nprobe_to_nlist():
+    # every list probed: an IVF-Flat probe is an exact search
+    index, q, x = _index("IVF32,Flat")
+    _, ids = TokenProbe(index).search(q, 5, nprobe=1000)
+    want = np.argsort(-(q @ x.T), axis=1)[:, :5]
+    np.testing.assert_array_equal(np.sort(ids, axis=1), np.sort(want, axis=1))
