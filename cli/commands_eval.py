@@ -104,9 +104,12 @@ def eval_command(data_dir, dataset, split, model, index_dir, run_file, fmt, k, k
 @click.option("-k", "k", type=click.IntRange(min=1), default=100, show_default=True, help="Hits per query.")
 @click.option("--nprobe", type=click.IntRange(min=1), default=None, help="IVF lists probed (all grid points).")
 @click.option("--no-peers", is_flag=True, help="Do not run fast-plaid / xtr-warp-rs / PyLate even if installed.")
+@click.option("--peers-python", envvar="XTRIEVE_PEERS_PYTHON", default=None,
+              help="Run the peers with this Python (a venv holding them and the torch their wheels need).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where --dataset downloads go.")
-def bench_command(data_dir, dataset, split, model, fmt, out, grid, max_queries, k, nprobe, no_peers, cache_dir):
+def bench_command(data_dir, dataset, split, model, fmt, out, grid, max_queries, k, nprobe, no_peers, peers_python,
+                  cache_dir):
     """Benchmark exhaustive MaxSim, the fast path over a grid, and installed peers on the same vectors."""
     from xtrieve.eval.bench import run_bench, table_lines, write_outputs
     from xtrieve.eval.peers import PEERS
@@ -115,7 +118,7 @@ def bench_command(data_dir, dataset, split, model, fmt, out, grid, max_queries, 
         raise click.UsageError("give --data-dir DIR (a local BEIR folder) or --dataset NAME")
     report = run_bench(data_dir=data_dir, dataset=dataset, split=split, model=model, grid=grid,
                        max_queries=max_queries, k=k, base_config=_search_config(None, None, nprobe),
-                       peers=() if no_peers else PEERS, cache=cache_dir)
+                       peers=() if no_peers else PEERS, cache=cache_dir, peers_python=peers_python)
     report = _json_safe(report)
     written = write_outputs(report, out) if out is not None else None
     if fmt == "json":

@@ -16,8 +16,6 @@ import json
 import logging
 import os
 import platform
-import resource
-import sys
 import tempfile
 import time
 from contextlib import ExitStack
@@ -28,6 +26,7 @@ import numpy as np
 
 from xtrieve.config import IndexConfig, SearchConfig
 from xtrieve.eval import peers as peers_mod
+from xtrieve.eval.peers import peak_rss_mb
 from xtrieve.eval.beir_data import resolve_dataset
 from xtrieve.eval.metrics import Results, agreement, drop_identical_ids, evaluate, hits_to_results, latency_summary, top_k
 
@@ -40,12 +39,6 @@ GRIDS: dict[str, list[tuple[int, int]]] = {
 BENCH_INDEX_CONFIG = IndexConfig(store_text=False)
 DEFAULT_K = 100
 BATCH_QUERIES = 32
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (ru_maxrss)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
 @dataclasses.dataclass
@@ -126,8 +119,12 @@ def run_bench(data_dir: str | Path | None = None, dataset: str | None = None, sp
               max_queries: int | None = None, k: int = DEFAULT_K, base_config: SearchConfig | None = None,
               peers: Sequence[str] | None = peers_mod.PEERS, index_config: IndexConfig | None = None,
               batch_queries: int = BATCH_QUERIES, workdir: str | Path | None = None, cache: str | Path | None = None,
-              ignore_identical_ids: bool = True, progress: bool | None = None) -> dict[str, Any]:
-    """Run the benchmark; returns the report dict that :func:`write_outputs` saves."""
+              ignore_identical_ids: bool = True, progress: bool | None = None,
+              peers_python: str | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns the report dict that :func:`write_outputs` saves.
+
+    ``peers_python``: an interpreter whose environment holds the peers (see run_peer).
+    """
     import torch
 
     import xtrieve
@@ -188,7 +185,8 @@ def run_bench(data_dir: str | Path | None = None, dataset: str | None = None, sp
         n_vectors = int(info.n_vectors)
         for name in peers or ():
             try:
-                run = peers_mod.run_peer(name, work / "peers", doc_vectors, q_vectors, ask, batch_queries)
+                run = peers_mod.run_peer(name, work / "peers", doc_vectors, q_vectors, ask, batch_queries,
+                                         python=peers_python)
             except peers_mod.PeerUnavailable as exc:
                 skipped_peers[name] = str(exc)
                 log.info("peer %s skipped: %s", name, exc)

@@ -221,30 +221,35 @@ RUNNERS: dict[str, Callable[..., PeerRun]] = {
 
 
 def run_peer(name: str, workdir: Path, doc_vectors: Sequence[np.ndarray], queries: Sequence[np.ndarray], k: int,
-             batch_size: int = 32, isolate: bool = True, timeout_s: float | None = None) -> PeerRun:
+             batch_size: int = 32, isolate: bool = True, timeout_s: float | None = None,
+             python: str | None = None) -> PeerRun:
     """Run one peer; :class:`PeerUnavailable` (with the reason) when it cannot run.
 
     ``isolate`` (default) runs the peer in a child process: the Rust peers ship wheels
     built against one exact torch version, and a mismatch segfaults instead of raising;
     in a child that is a skipped row, not a dead benchmark. The vectors go through .npy
-    files in ``workdir``. The child's peak RSS is reported with its figures.
+    files in ``workdir``. The child's peak RSS is reported with its figures. ``python``
+    runs the child with another interpreter (a venv holding the peers and the torch their
+    wheels need); this file runs there as a script and needs only numpy and the peer.
     """
     if name not in RUNNERS:
         raise PeerUnavailable(f"unknown peer {name!r} (known: {', '.join(PEERS)})")
-    reason = available().get(name)
+    reason = None if python else available().get(name)
     if reason:
         raise PeerUnavailable(reason)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    if not isolate:
+    if not isolate and not python:
         return _run_here(name, workdir, doc_vectors, queries, k, batch_size)
     _save_vectors(workdir / "docs", doc_vectors)
     _save_vectors(workdir / "queries", queries)
     out = workdir / f"{name}.result.json"
     out.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "xtrieve.eval.peers", name, str(workdir), str(k), str(batch_size), str(out)]
+    cmd = [python or sys.executable, str(Path(__file__).resolve()), name, str(workdir), str(k), str(batch_size), str(out)]
     try:
         proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=timeout_s)
+    except OSError as exc:
+        raise PeerUnavailable(f"cannot start {cmd[0]}: {exc}") from None
     except subprocess.TimeoutExpired:
         raise PeerUnavailable(f"{name} did not finish within {timeout_s:.0f} s") from None
     if proc.returncode < 0:
@@ -283,10 +288,16 @@ def _load_vectors(stem: Path) -> list[np.ndarray]:
     return [np.asarray(flat[offsets[i]:offsets[i + 1]]) for i in range(len(offsets) - 1)]
 
 
-def _child(argv: list[str]) -> int:
-    """``python -m xtrieve.eval.peers NAME WORKDIR K BATCH OUT``: run one peer, write JSON."""
-    from xtrieve.eval.bench import peak_rss_mb
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (ru_maxrss)."""
+    import resource
 
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def _child(argv: list[str]) -> int:
+    """``python peers.py NAME WORKDIR K BATCH OUT``: run one peer, write JSON (no xtrieve import)."""
     name, workdir, k, batch_size, out = argv[0], Path(argv[1]), int(argv[2]), int(argv[3]), Path(argv[4])
     docs, queries = _load_vectors(workdir / "docs"), _load_vectors(workdir / "queries")
     try:

@@ -18,6 +18,7 @@ import numpy as np
 
 from xtrieve.config import IndexConfig
 from xtrieve.errors import ConfigError
+from xtrieve.faiss_loader import load_faiss
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def build_threads() -> Iterator[None]:
     Training and adding with several OpenMP threads measured 10-15x slower than one thread
     on small shared machines (spinning threads next to torch's pool).
     """
-    import faiss
+    faiss = load_faiss()
 
     value = os.environ.get(THREADS_ENV, "1")
     n = int(value) if value.isdigit() and int(value) > 0 else 1
@@ -77,7 +78,7 @@ def resolve_factory(config: IndexConfig, n_vectors: int, dim: int, template: dic
 
 def new_index(factory: str, dim: int):
     """An empty inner-product FAISS index; ConfigError for a bad factory string."""
-    import faiss
+    faiss = load_faiss()
 
     try:
         return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
@@ -92,7 +93,7 @@ def needs_training(factory: str, dim: int) -> bool:
 
 def train_template(factory: str, dim: int, n_rows: int, rows: Callable[[np.ndarray], np.ndarray], seed: int = 0):
     """Train an empty index on a sample (<= 64 per IVF list, 10 k-means rounds) drawn with ``rows(indices)``."""
-    import faiss
+    faiss = load_faiss()
 
     index = new_index(factory, dim)
     ivf = faiss.try_extract_index_ivf(index)
@@ -114,7 +115,7 @@ def train_template(factory: str, dim: int, n_rows: int, rows: Callable[[np.ndarr
 
 def fill_index(empty, chunks: Iterable[np.ndarray]):
     """Add vectors chunk by chunk (row order = ids) to a copy of a trained empty index."""
-    import faiss
+    faiss = load_faiss()
 
     index = faiss.clone_index(empty)
     with build_threads():
@@ -124,14 +125,14 @@ def fill_index(empty, chunks: Iterable[np.ndarray]):
 
 
 def write_index(index, path: Path) -> None:
-    import faiss
+    faiss = load_faiss()
 
     faiss.write_index(index, str(path))
 
 
 def read_index_from(f: BinaryIO):
     """Read an index from an open file (works after the file was unlinked)."""
-    import faiss
+    faiss = load_faiss()
 
     f.seek(0)
     data = np.frombuffer(f.read(), dtype=np.uint8)

@@ -21,6 +21,7 @@ import pyarrow as pa
 import xtrieve
 from xtrieve.config import IndexConfig
 from xtrieve.errors import InputError, ModelMismatchError
+from xtrieve.faiss_loader import load_faiss
 from xtrieve.index import faiss_build
 from xtrieve.index.docs import batched, check_embedding, check_id, normalize, rows_table, short_list, unify
 from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
@@ -143,7 +144,7 @@ class WriteSession:
         return faiss_build.fill_index(empty, chunks()), factory
 
     def _template(self, factory: str, n: int, rows: Callable[[np.ndarray], np.ndarray]):
-        import faiss
+        faiss = load_faiss()
 
         if self._template_index is not None and self._template_index[0] == factory:
             return self._template_index[1]

@@ -11,12 +11,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from xtrieve.faiss_loader import load_faiss
+
 
 class TokenProbe:
     """Searches one segment's token index; safe to share between threads (read-only)."""
 
     def __init__(self, index) -> None:
-        import faiss
+        faiss = load_faiss()
 
         self.index = index
         self.ivf = faiss.try_extract_index_ivf(index)
@@ -33,7 +35,7 @@ class TokenProbe:
 
     def search(self, queries: np.ndarray, k: int, nprobe: int, selector=None) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, vector ids) [n, k] for C-contiguous float32 queries [n, dim]."""
-        import faiss
+        faiss = load_faiss()
 
         if self.ivf is None:
             params = faiss.SearchParameters(sel=selector) if selector is not None else None

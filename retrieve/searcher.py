@@ -10,6 +10,7 @@ import torch
 
 from xtrieve.config import SearchConfig
 from xtrieve.errors import InputError
+from xtrieve.faiss_loader import load_faiss
 from xtrieve.retrieve.filters import allowed_rows, as_expression
 from xtrieve.retrieve.maxsim import SegmentVectors
 from xtrieve.retrieve.probe import TokenProbe
@@ -32,7 +33,7 @@ class _Allowed:
     """Which docs of one segment may be returned, plus a FAISS selector over its vectors."""
 
     def __init__(self, segment, docs_mask: np.ndarray) -> None:
-        import faiss
+        faiss = load_faiss()
 
         self.docs_mask = docs_mask
         self.n_allowed = int(docs_mask.sum())

@@ -3,17 +3,22 @@
 One query's FAISS probe, MaxSim rerank and query encoding are millisecond kernels. On idle
 cores a second thread still pays (measured on 2 cores: -0.45 ms of 2.8 ms per scifact query),
 but when other processes keep the cores busy, OpenMP threads that wait for a descheduled
-partner make the same kernels 10x slower. So a small search uses as many threads as the
-load average says are idle, and one when the machine is busy; the process-wide settings of
-FAISS and torch come back when the last small search finishes.
+partner make the same kernels 10x slower. So a small search uses the cores that other
+processes left idle over the last fraction of a second (one when the machine is busy); the
+process-wide settings of FAISS and torch come back when the last small search finishes.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import threading
+import time
 
 import torch
+
+from xtrieve.faiss_loader import load_faiss
+
+SAMPLE_S = 0.2
 
 
 def available_cores() -> int:
@@ -24,17 +29,61 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def idle_cores() -> int:
-    """Cores not taken by other work, from the 1-minute load average (at least 1).
+def _system_busy_s() -> float | None:
+    """CPU-seconds all processes have run since boot (Linux /proc/stat), None elsewhere."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
-    The caller's own running thread counts in the load, hence the +1.
+
+def _self_busy_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+class IdleCores:
+    """Cores other processes left idle, sampled at most every ``sample_s`` seconds.
+
+    Busy time of this process's own threads does not count against it. Without
+    /proc/stat (or before the first full sample) it falls back to the load average.
     """
+
+    def __init__(self, sample_s: float = SAMPLE_S) -> None:
+        self.sample_s = sample_s
+        self._lock = threading.Lock()
+        self._last: tuple[float, float, float] | None = None
+        self._value: int | None = None
+
+    def __call__(self) -> int:
+        n = available_cores()
+        now = time.monotonic()
+        with self._lock:
+            last = self._last
+            if last is not None and self._value is not None and now - last[0] < self.sample_s:
+                return self._value
+            busy = _system_busy_s()
+            if busy is None:
+                return _from_load_average(n)
+            sample = (now, busy, _self_busy_s())
+            if last is None:
+                value = _from_load_average(n)
+            else:
+                others = max(0.0, (sample[1] - last[1]) - (sample[2] - last[2])) / (now - last[0])
+                value = max(1, min(n, int(n - others + 0.5)))
+            self._last, self._value = sample, value
+            return value
+
+
+def _from_load_average(n: int) -> int:
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
         return 1
-    n = available_cores()
-    return max(1, min(n, int(n - load + 1)))
+    return max(1, min(n, int(n - load + 1)))  # our own running thread counts in the load
 
 
 class _ThreadLimit:
@@ -47,7 +96,7 @@ class _ThreadLimit:
 
     @contextlib.contextmanager
     def limit(self, n: int):
-        import faiss
+        faiss = load_faiss()
 
         with self._lock:
             if self._depth == 0:
@@ -67,10 +116,11 @@ class _ThreadLimit:
                     self._saved = None
 
 
-# the settings it guards are process-wide, so is the guard
+# what they watch and guard is process-wide, so are they
+_IDLE = IdleCores()
 _LIMIT = _ThreadLimit()
 
 
 def small_work_threads(small: bool):
     """Context: for small work, FAISS and torch on the idle cores only (one when busy)."""
-    return _LIMIT.limit(idle_cores()) if small else contextlib.nullcontext()
+    return _LIMIT.limit(_IDLE()) if small else contextlib.nullcontext()

@@ -172,7 +172,8 @@ def test_markdown_and_plot_without_matplotlib(monkeypatch, tmp_path):
 
 def test_bench_peer_rows_use_the_same_ids(toy, fake_encoder, monkeypatch):
     """A peer that returns exact MaxSim by document position scores like exhaustive xtrieve."""
-    def fake_peer(name, workdir, doc_vectors, queries, k, batch_size=32):
+    def fake_peer(name, workdir, doc_vectors, queries, k, batch_size=32, python=None):
+        assert python == "/peers/bin/python"
         if name != "fast-plaid":
             raise peers.PeerUnavailable("not here")
         hits = []
@@ -182,7 +183,7 @@ def test_bench_peer_rows_use_the_same_ids(toy, fake_encoder, monkeypatch):
         return peers.PeerRun("fast-plaid", "9.9", hits, [0.001] * len(queries), 0.01, 0.1, 999, {}, 12.0)
 
     monkeypatch.setattr(bench.peers_mod, "run_peer", fake_peer)
-    report = bench.run_bench(toy, grid=[(8, 8)])
+    report = bench.run_bench(toy, grid=[(8, 8)], peers_python="/peers/bin/python")
     rows = {r["system"]: r for r in report["rows"]}
     peer, exhaustive = rows["fast-plaid 9.9"], rows["xtrieve exhaustive"]
     assert peer["ndcg@10"] == pytest.approx(exhaustive["ndcg@10"]) and peer["agree@10"] == 1.0

@@ -38,8 +38,8 @@ def test_child_process_round_trip(tmp_path, vectors, fake_installed, monkeypatch
     docs, queries = vectors
 
     def run_in_process(cmd, **kw):  # the child, run here so the fake runner is used
-        assert cmd[1:3] == ["-m", "xtrieve.eval.peers"]
-        peers._child(cmd[3:])
+        assert cmd[1] == peers.__file__ or cmd[1].endswith("peers.py")
+        peers._child(cmd[2:])
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
     monkeypatch.setattr(peers.subprocess, "run", run_in_process)
@@ -70,14 +70,35 @@ def test_in_process_failure_is_a_skip(tmp_path, vectors, fake_installed, monkeyp
 
 
 def test_real_child_reports_missing_peer(tmp_path, vectors):
-    """The real `python -m xtrieve.eval.peers` path, with a peer that is not installed."""
+    """The real child, run as a script with xtrieve made unimportable (as in a peers-only venv)."""
+    import sys
+
     docs, queries = vectors
     peers._save_vectors(tmp_path / "docs", docs)
     peers._save_vectors(tmp_path / "queries", queries)
     out = tmp_path / "r.json"
-    import sys
-
-    proc = subprocess.run([sys.executable, "-m", "xtrieve.eval.peers", "pylate-plaid", str(tmp_path), "3", "2",
+    script = ("import runpy, sys; sys.modules['xtrieve'] = None; sys.argv = sys.argv[1:]; "
+              "runpy.run_path(sys.argv[0], run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", script, peers.__file__, "pylate-plaid", str(tmp_path), "3", "2",
                            str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "unavailable" in json.loads(out.read_text())
+
+
+def test_other_interpreter_skips_local_check(tmp_path, vectors, monkeypatch):
+    monkeypatch.setattr(peers, "available", lambda: {name: "not here" for name in peers.PEERS})
+    seen = []
+
+    def fake_run(cmd, **kw):
+        seen.append(cmd[0])
+        return subprocess.CompletedProcess(cmd, 1, "", "ModuleNotFoundError: No module named 'fast_plaid'")
+
+    monkeypatch.setattr(peers.subprocess, "run", fake_run)
+    with pytest.raises(peers.PeerUnavailable, match="not here"):
+        peers.run_peer("fast-plaid", tmp_path, *vectors, k=3)
+    with pytest.raises(peers.PeerUnavailable, match="No module named 'fast_plaid'"):
+        peers.run_peer("fast-plaid", tmp_path, *vectors, k=3, python="/opt/peers/bin/python")
+    assert seen == ["/opt/peers/bin/python"]
+    with pytest.raises(peers.PeerUnavailable, match="cannot start"):
+        monkeypatch.undo()
+        peers.run_peer("fast-plaid", tmp_path, *vectors, k=3, python=str(tmp_path / "no-such-python"))
