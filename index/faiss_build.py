@@ -68,10 +68,10 @@ def resolve_factory(config: IndexConfig, n_vectors: int, dim: int, template: dic
     """The factory string for a segment of ``n_vectors`` vectors."""
     if config.faiss_factory != "auto":
         return config.faiss_factory
+    if template is not None:  # trained once: even a small segment stores 4-bit codes, not floats
+        return template["factory"]
     if n_vectors <= config.flat_max_vectors:
         return "Flat"
-    if template is not None:
-        return template["factory"]
     nlist = config.nlist or auto_nlist(n_vectors)
     return f"IVF{nlist},PQ{pq_subquantizers(dim, config.pq_bytes)}x4fs"
 

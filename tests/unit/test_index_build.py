@@ -119,6 +119,9 @@ def test_auto_faiss_trains_one_template_and_reuses_it(tmp_path):
     m2 = json.loads((tmp_path / "ix" / "manifest.json").read_text())
     assert m2["faiss_template"]["file"] == template_file  # not retrained
     assert len(list((tmp_path / "ix").glob("ivf_template*"))) == 1
+    # once trained, even a segment under flat_max_vectors stores 4-bit codes, not floats
+    idx.add_embeddings([f"s{i}" for i in range(3)], rand_docs(3, rng, 8, 12))
+    assert set(idx.info().faiss) == {"IVF16,PQ8x4fs"} and idx.info().n_segments == 5
     hits = idx.search(docs[42][:4], k=5)
     assert hits[0].doc_id == "d42"
 
