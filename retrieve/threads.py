@@ -59,12 +59,12 @@ class IdleCores:
         self._value: int | None = None
 
     def __call__(self) -> int:
-        n = available_cores()
         now = time.monotonic()
         with self._lock:
             last = self._last
             if last is not None and self._value is not None and now - last[0] < self.sample_s:
                 return self._value
+            n = available_cores()
             busy = _system_busy_s()
             if busy is None:
                 return _from_load_average(n)
