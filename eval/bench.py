@@ -26,9 +26,9 @@ import numpy as np
 
 from xtrieve.config import IndexConfig, SearchConfig
 from xtrieve.eval import peers as peers_mod
-from xtrieve.eval.peers import peak_rss_mb
 from xtrieve.eval.beir_data import resolve_dataset
 from xtrieve.eval.metrics import Results, agreement, drop_identical_ids, evaluate, hits_to_results, latency_summary, top_k
+from xtrieve.eval.peers import peak_rss_mb
 
 log = logging.getLogger(__name__)
 

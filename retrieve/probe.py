@@ -20,6 +20,7 @@ class TokenProbe:
     def __init__(self, index) -> None:
         faiss = load_faiss()
 
+        self._faiss = faiss  # kept: search() is on the hot path
         self.index = index
         self.ivf = faiss.try_extract_index_ivf(index)
         self.centroids: torch.Tensor | None = None
@@ -35,8 +36,7 @@ class TokenProbe:
 
     def search(self, queries: np.ndarray, k: int, nprobe: int, selector=None) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, vector ids) [n, k] for C-contiguous float32 queries [n, dim]."""
-        faiss = load_faiss()
-
+        faiss = self._faiss
         if self.ivf is None:
             params = faiss.SearchParameters(sel=selector) if selector is not None else None
             return self.index.search(queries, k, params=params)
