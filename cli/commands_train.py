@@ -21,7 +21,7 @@ import click
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True, help="Queries per step.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Head learning rate.")
-@click.option("--backbone-lr", type=float, default=2e-5, show_default=True, help="Backbone learning rate (--no-freeze-backbone).")
+@click.option("--backbone-lr", type=float, default=2e-5, show_default=True, help="Backbone learning rate (--no-freeze-backbone, --train-layers).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Where backbone token states are cached (default ~/.cache/xtrieve/train-states).")
@@ -43,6 +43,8 @@ import click
 @click.option("--pool-queries", is_flag=True, help="Cluster query tokens too.")
 @click.option("--mlp-dim", type=click.IntRange(min=0), default=0, show_default=True,
               help="Width of a residual MLP before the linear head (0 = linear head only).")
+@click.option("--train-layers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With a frozen backbone, also train its top N transformer blocks on cached inputs (lr --backbone-lr).")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
 @click.option("--holdout", type=click.FloatRange(0.0, 0.9), default=0.0, show_default=True,
               help="Fraction of training queries held out; with --eval-every the best step is saved to OUT/best.")
@@ -51,7 +53,7 @@ import click
 @click.option("--name", default=None, help="Model name written into the folder.")
 def train_command(data_dirs, split, base, out, pool_factor, max_steps, freeze_backbone, resume, batch_size, lr,
                   backbone_lr, seed, cache_dir, n_negatives, mine_depth, mine_with, cache_corpus, temperature,
-                  distill_weight, denoise, cluster, pool_queries, mlp_dim, weight_decay, holdout, eval_every,
+                  distill_weight, denoise, cluster, pool_queries, mlp_dim, train_layers, weight_decay, holdout, eval_every,
                   checkpoint_every, name):
     """Train a model: contrastive MaxSim on CRISP-clustered documents, hard negatives, optional distillation."""
     import time
@@ -64,7 +66,7 @@ def train_command(data_dirs, split, base, out, pool_factor, max_steps, freeze_ba
         backbone_lr=backbone_lr, seed=seed, cache_dir=str(cache_dir) if cache_dir else None,
         n_negatives=n_negatives, mine_depth=mine_depth, mine_with=mine_with, cache_corpus=cache_corpus,
         temperature=temperature, distill_weight=distill_weight, denoise=denoise, cluster=cluster, pool_queries=pool_queries,
-        mlp_dim=mlp_dim, weight_decay=weight_decay, holdout=holdout, eval_every=eval_every,
+        mlp_dim=mlp_dim, train_layers=train_layers, weight_decay=weight_decay, holdout=holdout, eval_every=eval_every,
         checkpoint_every=checkpoint_every, name=name,
     )
     t0 = time.time()

@@ -43,6 +43,10 @@ class Encoder:
                     raise ModelLoadError(f"backbone weights do not fit {spec.backbone_dir}: missing {missing[:3]}, unexpected {unexpected[:3]}")
             else:
                 self.backbone = AutoModel.from_pretrained(str(spec.backbone_dir))
+            if spec.backbone_overlay is not None:
+                missing, unexpected = self.backbone.load_state_dict(spec.backbone_overlay, strict=False)
+                if unexpected:
+                    raise ModelLoadError(f"{spec.name}: backbone overlay names weights {spec.backbone_dir} does not have: {unexpected[:3]}")
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load the backbone from {spec.backbone_dir}: {exc}") from None
         self.backbone.eval().to(self.device)
@@ -96,8 +100,10 @@ class Encoder:
         return state
 
     def head_sha256(self) -> str:
+        """Checksum of the head and of any backbone overlay (the parts a trained model changes)."""
         h = hashlib.sha256()
-        for key, tensor in sorted(self.head_state().items()):
+        overlay = {f"overlay.{k}": v.float() for k, v in (self.spec.backbone_overlay or {}).items()}
+        for key, tensor in sorted({**self.head_state(), **overlay}.items()):
             h.update(key.encode())
             h.update(tensor.numpy().tobytes())
         return h.hexdigest()
@@ -132,6 +138,11 @@ class Encoder:
                 self.backbone.save_pretrained(str(target), safe_serialization=True)
             ref = {"path": "backbone"}
         save_file(self.head_state(), str(folder / loaders.HEAD_FILE))
+        overlay_path = folder / loaders.OVERLAY_FILE
+        if self.spec.backbone_overlay is not None and not copy_backbone:
+            save_file({k: v.contiguous() for k, v in self.spec.backbone_overlay.items()}, str(overlay_path))
+        elif overlay_path.exists():
+            overlay_path.unlink()
         meta = {
             "format": "xtrieve-model", "version": 1, "name": name or self.name, "backbone": ref,
             "encoder_config": self.config.to_dict(), **(extra or {}),

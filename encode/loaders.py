@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from xtrieve.config import EncoderConfig
+from xtrieve.encode.top_layers import OVERLAY_FILE
 from xtrieve.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class ModelSpec:
     head_bias: torch.Tensor | None = None
     backbone_state: dict[str, torch.Tensor] | None = None  # overrides backbone weights
     head_extra: dict[str, torch.Tensor] | None = None  # optional head parts (``mlp.*`` keys)
+    backbone_overlay: dict[str, torch.Tensor] | None = None  # some trained blocks over the pretrained backbone
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -112,10 +114,15 @@ def load_xtrieve(folder: Path) -> ModelSpec:
         from safetensors.torch import load_file
 
         backbone_state = load_file(str(folder / "backbone_weights.safetensors"))
+    overlay = None
+    if (folder / OVERLAY_FILE).exists():
+        from safetensors.torch import load_file
+
+        overlay = load_file(str(folder / OVERLAY_FILE))
     return ModelSpec(
         name=str(meta.get("name") or folder.name), backbone_dir=resolve_backbone(ref, folder),
         backbone_ref=ref, config=config, head_weight=weight, head_bias=bias, backbone_state=backbone_state,
-        head_extra=head_extra,
+        head_extra=head_extra, backbone_overlay=overlay,
     )
 
 

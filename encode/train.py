@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from xtrieve.encode.crisp import crisp_pool, maxsim
 from xtrieve.encode.heads import ResidualMLP
 from xtrieve.encode.train_data import (
-    BM25, DEFAULT_CACHE, StateCache, TrainSet, chunked, load_train_set, pad_states, split_queries,
+    ATTENDED, BM25, DEFAULT_CACHE, OUTPUT, StateCache, TrainSet, chunked, load_train_set, pad_flags, pad_states,
+    split_queries,
 )
 from xtrieve.errors import InputError
 
@@ -73,6 +74,7 @@ class TrainConfig:
     cluster: str = "ward"              # ward (as the index pools) or kmeans
     pool_queries: bool = False
     mlp_dim: int = 0                   # > 0: residual MLP of this width before the linear head
+    train_layers: int = 0              # frozen backbone: also train its top N blocks (on cached inputs), lr backbone_lr
     holdout: float = 0.0               # fraction of training queries held out for eval / model selection
     eval_every: int = 0
     checkpoint_every: int = 50
@@ -87,10 +89,17 @@ class TrainConfig:
 
 
 class TrainModel(torch.nn.Module):
-    """(optional MLP) + linear head over backbone states; owns the backbone when it is trained."""
+    """(top backbone blocks) + (optional MLP) + linear head; owns the backbone when it is trained.
 
-    def __init__(self, enc, mlp_dim: int = 0, train_backbone: bool = False) -> None:
+    With ``top_layers`` > 0 the cache holds the states entering those blocks and the model
+    runs them (copies of the backbone's, trained) before the head.
+    """
+
+    def __init__(self, enc, mlp_dim: int = 0, train_backbone: bool = False, top_layers: int = 0) -> None:
         super().__init__()
+        from xtrieve.encode.top_layers import TopLayers
+
+        self.top = TopLayers(enc.backbone, top_layers) if top_layers > 0 else None
         hidden = int(enc.backbone.config.hidden_size)
         self.linear = torch.nn.Linear(hidden, enc.config.dim, bias=enc.config.head_bias)
         self.linear.load_state_dict(enc.head.state_dict())
@@ -108,14 +117,31 @@ class TrainModel(torch.nn.Module):
         x = self.linear(x)
         return F.normalize(x, dim=-1) if self.normalize else x
 
+    def encode_cached(self, cache: StateCache, texts: list[str], is_query: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded output vectors [n, L, dim] and their mask [n, L] from cached states."""
+        states, present = pad_states([cache.states(t, is_query) for t in texts], cache.hidden)
+        if self.top is None:
+            return self(states), present
+        flags, _ = pad_flags([cache.flags(t, is_query) for t in texts])
+        hidden = self.top(states, (flags & ATTENDED) > 0)
+        rows = [hidden[i][(flags[i] & OUTPUT) > 0] for i in range(len(texts))]
+        out = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        mask = torch.zeros(out.shape[:2], dtype=torch.bool)
+        for i, r in enumerate(rows):
+            mask[i, : len(r)] = True
+        return self(out), mask
+
     def head_params(self) -> list[torch.nn.Parameter]:
         return list(self.linear.parameters()) + (list(self.mlp.parameters()) if self.mlp is not None else [])
 
     def apply_to(self, enc) -> None:
-        """Copy the trained weights into an Encoder."""
+        """Copy the trained weights into an Encoder (trained top blocks become its backbone overlay)."""
         with torch.no_grad():
             enc.head.load_state_dict(self.linear.state_dict())
         enc.mlp = None if self.mlp is None else ResidualMLP.from_state(self.mlp.head_state(), self.linear.in_features).eval()
+        if self.top is not None:
+            self.top.copy_into(enc.backbone)
+            enc.spec.backbone_overlay = {**(enc.spec.backbone_overlay or {}), **self.top.overlay_state()}
 
 
 def live_states(enc, texts: list[str], is_query: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,15 +249,12 @@ def batches_for(step: int, n_per_set: list[int], batch_size: int, seed: int, _me
 def base_scores(base_head, cache: StateCache, queries: list[str], docs: list[str], qbatch: int = 64,
                 dbatch: int = 512) -> np.ndarray:
     """Unpooled MaxSim scores [n_q, n_d] with the base head, over cached states."""
-    hidden = cache.hidden
     out = np.zeros((len(queries), len(docs)), dtype=np.float32)
     dvec = []
     for part in chunked(list(range(len(docs))), dbatch):
-        s, m = pad_states([cache.states(docs[i], False) for i in part], hidden)
-        dvec.append((base_head(s), m))
+        dvec.append(base_head.encode_cached(cache, [docs[i] for i in part], False))
     for qs in chunked(list(range(len(queries))), qbatch):
-        s, m = pad_states([cache.states(queries[i], True) for i in qs], hidden)
-        q = base_head(s)
+        q, m = base_head.encode_cached(cache, [queries[i] for i in qs], True)
         col = 0
         for d, dm in dvec:
             sc = maxsim(q, m, d, dm, normalize_by_length=False, doc_chunk=128)
@@ -370,13 +393,12 @@ def make_batch(cfg: TrainConfig, prep: Prepared, step: int, cache: StateCache | 
 
 def step_loss(cfg: TrainConfig, model: TrainModel, enc, cache: StateCache, batch: dict) -> tuple[torch.Tensor, dict]:
     if model.backbone is None:
-        qs, qm = pad_states([cache.states(t, True) for t in batch["queries"]], cache.hidden)
-        ds, dm = pad_states([cache.states(t, False) for t in batch["docs"]], cache.hidden)
+        q, qm = model.encode_cached(cache, batch["queries"], True)
+        d, dm = model.encode_cached(cache, batch["docs"], False)
     else:
         qs, qm = live_states(enc, batch["queries"], True)
         ds, dm = live_states(enc, batch["docs"], False)
-    q = model(qs)
-    d = model(ds)
+        q, d = model(qs), model(ds)
     if cfg.pool_factor > 1:
         d, dm = crisp_pool(d, dm, cfg.pool_factor, cfg.cluster)
         if cfg.pool_queries:
@@ -413,9 +435,15 @@ def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
     ckpt = out / CHECKPOINT_DIR
     if cfg.resume and not (ckpt / "state.json").exists():
         log.warning("no checkpoint in %s: starting from step 0", ckpt)
+    if cfg.train_layers and not cfg.freeze_backbone:
+        raise InputError("train_layers trains the top blocks of a frozen backbone; with --no-freeze-backbone all of it trains")
     enc = enc if enc is not None else Encoder.load(cfg.base)
-    cache = StateCache(cfg.cache_dir or DEFAULT_CACHE, enc)
-    base_model = TrainModel(enc).eval()
+    try:
+        base_model = TrainModel(enc, top_layers=cfg.train_layers).eval()
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    first = base_model.top.first if base_model.top is not None else None
+    cache = StateCache(cfg.cache_dir or DEFAULT_CACHE, enc, layer=first)
     t0 = time.time()
     prep = prepare(cfg, enc, cache, base_model, out)
     log.info("data ready in %.0fs: %s", time.time() - t0,
@@ -424,10 +452,12 @@ def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
     n_per_set = [len(t) for t in prep.train_qids]
     max_steps = cfg.max_steps if cfg.max_steps is not None else len(batch_plan(n_per_set, cfg.batch_size, cfg.seed, 0))
 
-    model = TrainModel(enc, cfg.mlp_dim, train_backbone=not cfg.freeze_backbone)
+    model = TrainModel(enc, cfg.mlp_dim, train_backbone=not cfg.freeze_backbone, top_layers=cfg.train_layers)
     if cfg.freeze_backbone:
         enc.backbone.requires_grad_(False)
         groups = [{"params": model.head_params(), "lr": cfg.lr}]
+        if model.top is not None:
+            groups.append({"params": list(model.top.parameters()), "lr": cfg.backbone_lr})
     else:
         enc.backbone.train()
         groups = [{"params": model.head_params(), "lr": cfg.lr},

@@ -153,8 +153,8 @@ def split_queries(qids: list[str], holdout: float, seed: int) -> tuple[list[str]
 # -- the state cache --------------------------------------------------------------------------
 
 
-def encoder_cache_key(enc) -> str:
-    """Identifies the backbone and every setting that changes the cached states."""
+def encoder_cache_key(enc, layer: int | None = None) -> str:
+    """Identifies the backbone, the cached layer and every setting that changes the cached states."""
     c = enc.config.to_dict()
     keep = {k: c[k] for k in ("query_maxlen", "doc_maxlen", "query_prefix", "document_prefix", "query_augmentation",
                               "attend_to_expansion_tokens", "skiplist_words", "keep_special_tokens", "lowercase")}
@@ -165,26 +165,38 @@ def encoder_cache_key(enc) -> str:
         if f.exists():
             st = f.stat()
             h.update(f"{name}:{st.st_size}".encode())
-    if enc.spec.backbone_state is not None:
-        for k in sorted(enc.spec.backbone_state)[:4]:
-            h.update(enc.spec.backbone_state[k].float().numpy().tobytes()[:4096])
-    return h.hexdigest()[:16]
+    for state in (enc.spec.backbone_state, enc.spec.backbone_overlay):
+        if state is not None:
+            for k in sorted(state)[:4]:
+                h.update(state[k].float().numpy().tobytes()[:4096])
+    key = h.hexdigest()[:16]
+    return key if layer is None else f"{key}-layer{layer}"
 
 
 def text_key(text: str, is_query: bool) -> str:
     return hashlib.sha1((("q\0" if is_query else "d\0") + text).encode()).hexdigest()
 
 
-class StateCache:
-    """Backbone token states + dense embeddings per text, in committed .npy chunks."""
+ATTENDED, OUTPUT = 1, 2  # position flags of a layer-input cache
 
-    def __init__(self, root: str | Path, enc) -> None:
+
+class StateCache:
+    """Backbone token states + dense embeddings per text, in committed .npy chunks.
+
+    By default the states are the backbone's output at the positions that become vectors.
+    With ``layer`` set they are the hidden states entering that block, at every position
+    (with flags: attended, output), so the blocks from ``layer`` on can be trained.
+    """
+
+    def __init__(self, root: str | Path, enc, layer: int | None = None) -> None:
         self.enc = enc
-        self.dir = Path(root).expanduser() / encoder_cache_key(enc)
+        self.layer = layer
+        self.dir = Path(root).expanduser() / encoder_cache_key(enc, layer)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.hidden = int(enc.backbone.config.hidden_size)
         self._where: dict[str, tuple[int, int, int, int]] = {}  # key -> chunk no, start, end, row
         self._states: list[np.ndarray] = []
+        self._flags: list[np.ndarray | None] = []
         self._dense: list[np.ndarray] = []
         self._load()
 
@@ -195,11 +207,13 @@ class StateCache:
                 stem = meta_path.with_suffix("")
                 states = np.load(f"{stem}.states.npy", mmap_mode="r", allow_pickle=False)
                 dense = np.load(f"{stem}.dense.npy", mmap_mode="r", allow_pickle=False)
+                flags = np.load(f"{stem}.flags.npy", allow_pickle=False) if self.layer is not None else None
             except (OSError, ValueError, json.JSONDecodeError) as exc:
                 log.warning("skipping broken cache chunk %s: %s", meta_path, exc)
                 continue
             no = len(self._states)
             self._states.append(states)
+            self._flags.append(flags)
             self._dense.append(dense)
             off = meta["offsets"]
             for row, key in enumerate(meta["keys"]):
@@ -235,40 +249,62 @@ class StateCache:
                   disable=not progress) as bar:
             for start in range(0, len(todo), chunk):
                 part = todo[start:start + chunk]
-                states, dense = self._encode(part, is_query, batch_size)
-                self._commit(part, is_query, states, dense)
+                states, flags, dense = self._encode(part, is_query, batch_size)
+                self._commit(part, is_query, states, flags, dense)
                 bar.update(len(part))
         log.info("cached %d %s in %.0fs", len(todo), "queries" if is_query else "documents", time.time() - t0)
         return len(todo)
 
-    def _encode(self, texts: list[str], is_query: bool, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
+    def _encode(self, texts: list[str], is_query: bool,
+                batch_size: int) -> tuple[list[np.ndarray], list[np.ndarray] | None, np.ndarray]:
+        from xtrieve.encode.top_layers import capture_layer_input
+
         enc = self.enc
         states: list[np.ndarray | None] = [None] * len(texts)
+        flags: list[np.ndarray | None] | None = None if self.layer is None else [None] * len(texts)
         dense = np.zeros((len(texts), self.hidden), dtype=np.float32)
-        with torch.inference_mode():
-            for idx, batch in enc._batches(texts, is_query, batch_size, False, "texts"):
-                hidden = enc._hidden(batch).float()
-                att = batch.attention_mask.to(hidden.device).unsqueeze(-1).float()
-                mean = (hidden * att).sum(1) / att.sum(1).clamp_min(1.0)
-                mean = torch.nn.functional.normalize(mean, dim=-1).cpu().numpy()
-                for row, i in enumerate(idx):
-                    states[i] = hidden[row][batch.output_mask[row]].cpu().numpy().astype(np.float16)
-                    dense[i] = mean[row]
-        return states, dense  # type: ignore[return-value]
+        sink: list[torch.Tensor] = []
+        handle = None if self.layer is None else capture_layer_input(enc.backbone, self.layer, sink)
+        try:
+            with torch.inference_mode():
+                for idx, batch in enc._batches(texts, is_query, batch_size, False, "texts"):
+                    sink.clear()
+                    hidden = enc._hidden(batch).float()
+                    att = batch.attention_mask.to(hidden.device).unsqueeze(-1).float()
+                    mean = (hidden * att).sum(1) / att.sum(1).clamp_min(1.0)
+                    mean = torch.nn.functional.normalize(mean, dim=-1).cpu().numpy()
+                    for row, i in enumerate(idx):
+                        dense[i] = mean[row]
+                        out = batch.output_mask[row]
+                        if flags is None:
+                            states[i] = hidden[row][out].cpu().numpy().astype(np.float16)
+                            continue
+                        f = batch.attention_mask[row].bool().to(torch.uint8) * ATTENDED + out.to(torch.uint8) * OUTPUT
+                        n = int(torch.nonzero(f).max()) + 1
+                        states[i] = sink[0][row, :n].float().cpu().numpy().astype(np.float16)
+                        flags[i] = f[:n].numpy()
+        finally:
+            if handle is not None:
+                handle.remove()
+        return states, flags, dense  # type: ignore[return-value]
 
-    def _commit(self, texts: list[str], is_query: bool, states: list[np.ndarray], dense: np.ndarray) -> None:
+    def _commit(self, texts: list[str], is_query: bool, states: list[np.ndarray], flags: list[np.ndarray] | None,
+                dense: np.ndarray) -> None:
         stem = self.dir / f"c-{int(time.time())}-{uuid.uuid4().hex[:8]}"
         offsets = np.zeros(len(states) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([len(s) for s in states])
         flat = np.concatenate(states, axis=0) if states else np.zeros((0, self.hidden), np.float16)
         np.save(f"{stem}.states.npy", flat)
         np.save(f"{stem}.dense.npy", dense)
+        if flags is not None:
+            np.save(f"{stem}.flags.npy", np.concatenate(flags) if flags else np.zeros(0, np.uint8))
         keys = [text_key(t, is_query) for t in texts]
         tmp = Path(f"{stem}.json.tmp")
         tmp.write_text(json.dumps({"keys": keys, "offsets": offsets.tolist(), "is_query": is_query}))
         os.replace(tmp, f"{stem}.json")  # the JSON is the commit marker
         no = len(self._states)
         self._states.append(np.load(f"{stem}.states.npy", mmap_mode="r"))
+        self._flags.append(None if flags is None else np.load(f"{stem}.flags.npy"))
         self._dense.append(np.load(f"{stem}.dense.npy", mmap_mode="r"))
         for row, key in enumerate(keys):
             self._where[key] = (no, int(offsets[row]), int(offsets[row + 1]), row)
@@ -276,6 +312,14 @@ class StateCache:
     def states(self, text: str, is_query: bool) -> np.ndarray:
         no, a, b, _ = self._where[text_key(text, is_query)]
         return self._states[no][a:b]
+
+    def flags(self, text: str, is_query: bool) -> np.ndarray:
+        """Per-position ATTENDED | OUTPUT flags of a layer-input cache."""
+        no, a, b, _ = self._where[text_key(text, is_query)]
+        flags = self._flags[no]
+        if flags is None:
+            raise ValueError("this cache holds output states, which have no position flags")
+        return flags[a:b]
 
     def dense(self, text: str, is_query: bool) -> np.ndarray:
         no, _, _, row = self._where[text_key(text, is_query)]
@@ -295,6 +339,15 @@ def pad_states(arrays: list[np.ndarray], hidden: int) -> tuple[torch.Tensor, tor
             out[i, : len(a)] = torch.from_numpy(np.asarray(a, dtype=np.float32))
             mask[i, : len(a)] = True
     return out, mask
+
+
+def pad_flags(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[n, L] uint8 position flags (0 = padding) and the [n, L] bool mask of present positions."""
+    width = max(1, max((len(a) for a in arrays), default=1))
+    out = torch.zeros((len(arrays), width), dtype=torch.uint8)
+    for i, a in enumerate(arrays):
+        out[i, : len(a)] = torch.from_numpy(np.asarray(a, dtype=np.uint8))
+    return out, out > 0
 
 
 # -- BM25 (cheap candidate generation when the corpus is not cached yet) ------------------------

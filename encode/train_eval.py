@@ -1,7 +1,8 @@
-"""Exhaustive MaxSim evaluation of a head on cached backbone states (nDCG@10 etc.).
+"""Exhaustive MaxSim evaluation of a training model on cached backbone states (nDCG@10 etc.).
 
-Projecting cached states with a head is exact (the backbone is frozen), so this gives the
-scores an index built with the same head and pool factor would reach with exhaustive search.
+Encoding cached states with the model (its top blocks, if any, and head) is exact (the rest of
+the backbone is frozen), so this gives the scores an index built with the same model and
+pool factor would reach with exhaustive search.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 
 from xtrieve.encode.crisp import crisp_pool, maxsim
-from xtrieve.encode.train_data import StateCache, TrainSet, pad_states
+from xtrieve.encode.train_data import StateCache, TrainSet
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,7 @@ def project_corpus(head, cache: StateCache, texts: list[str], pool_factor: int, 
     vecs: list[torch.Tensor | None] = [None] * len(texts)
     for s in range(0, len(order), batch):
         part = order[s:s + batch]
-        states, mask = pad_states([cache.states(texts[i], False) for i in part], cache.hidden)
-        v, m = crisp_pool(head(states), mask, pool_factor, method)
+        v, m = crisp_pool(*head.encode_cached(cache, [texts[i] for i in part], False), pool_factor, method)
         for row, i in enumerate(part):
             vecs[i] = v[row][m[row]]
     width = max(len(v) for v in vecs)
@@ -45,13 +45,7 @@ def rank(head, cache: StateCache, queries: list[str], docs: tuple[torch.Tensor, 
     d, dm = d[order], dm[order]
     all_scores = []
     for s in range(0, len(queries), qbatch):
-        arrays = [np.asarray(cache.states(t, True), dtype=np.float32) for t in queries[s:s + qbatch]]
-        width = max(len(a) for a in arrays)
-        q = torch.zeros(len(arrays), width, d.shape[-1])
-        qm = torch.zeros(len(arrays), width, dtype=torch.bool)
-        for i, a in enumerate(arrays):
-            q[i, : len(a)] = head(torch.from_numpy(a))
-            qm[i, : len(a)] = True
+        q, qm = head.encode_cached(cache, queries[s:s + qbatch], True)
         all_scores.append(maxsim(q, qm, d, dm, normalize_by_length=False, doc_chunk=128))
     sorted_scores = torch.cat(all_scores)
     scores = torch.empty_like(sorted_scores)
@@ -108,9 +102,8 @@ def evaluate_rerank(head, cache: StateCache, data: TrainSet, candidates: dict[st
     d, dm, _ = project_corpus(head, cache, [data.corpus[x] for x in docs], pool_factor, method=method)
     run = {}
     for q, cand in candidates.items():
-        arr = np.asarray(cache.states(data.queries[q], True), dtype=np.float32)
-        qv = head(torch.from_numpy(arr))[None]
+        qv, qm = head.encode_cached(cache, [data.queries[q]], True)
         idx = torch.tensor([pos[c] for c in cand])
-        sc = maxsim(qv, torch.ones(1, len(arr), dtype=torch.bool), d[idx], dm[idx], normalize_by_length=False)[0]
+        sc = maxsim(qv, qm, d[idx], dm[idx], normalize_by_length=False)[0]
         run[q] = {c: float(s) for c, s in zip(cand, sc.tolist())}
     return ndcg_at(run, {q: data.positives[q] for q in candidates})

@@ -11,7 +11,9 @@ import torch
 from xtrieve.config import EncoderConfig
 from xtrieve.encode.encoder import Encoder
 from xtrieve.encode.train import TrainConfig, TrainModel, load_checkpoint, make_batch, prepare, step_loss, train
+from xtrieve.encode.top_layers import OVERLAY_FILE
 from xtrieve.encode.train_data import StateCache, load_beir, load_pairs
+from xtrieve.errors import InputError
 
 WORDS = [f"w{i}" for i in range(48)]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","]
@@ -191,3 +193,50 @@ def test_pairs_without_negatives_load(tmp_path):
     p.write_text(json.dumps({"query": "a b", "positive": "c d"}) + "\n" + json.dumps(["e", "f", "g"]) + "\n")
     ts = load_pairs(p)
     assert len(ts.queries) == 2 and len(ts.corpus) == 3 and sum(len(v) for v in ts.negatives.values()) == 1
+
+
+# -- training the top backbone blocks on cached inputs (--train-layers) ----------------------------
+
+TEXTS = ["w1 w2 w3 w9 w10 . w11", "w4 w5", "w6 , w7 w8 w12 w13 w14 w15 w16 w17 w18 w19 w20"]
+
+
+def test_cached_layer_inputs_plus_top_blocks_equal_the_full_backbone(setup, tmp_path):
+    enc = Encoder.load(setup[0])
+    model = TrainModel(enc, top_layers=1).eval()
+    cache = StateCache(tmp_path / "c", enc, layer=model.top.first)
+    for is_query in (False, True):
+        cache.ensure(TEXTS, is_query, progress=False)
+        with torch.no_grad():
+            got, mask = model.encode_cached(cache, TEXTS, is_query)
+        ref = enc.encode_queries(TEXTS) if is_query else enc.encode_documents(TEXTS, pool_factor=1)
+        for i, r in enumerate(ref):
+            assert int(mask[i].sum()) == len(r)
+            assert np.allclose(got[i][mask[i]].numpy(), r, atol=1e-3)  # float16 cache
+
+
+def test_training_top_layers_lowers_the_loss(setup):
+    cfg = _cfg(setup, "top", max_steps=40, lr=3e-2, train_layers=1, backbone_lr=1e-3)
+    out = train(cfg)
+    base, trained = Encoder.load(cfg.base), Encoder.load(out)
+    top = lambda e, i: e.backbone.encoder.layer[i].output.dense.weight  # noqa: E731
+    assert not torch.allclose(top(trained, 1), top(base, 1))
+    assert torch.equal(top(trained, 0), top(base, 0))  # only the top block trained
+    cfg_eval = _cfg(setup, "top", train_layers=0, cache_dir=str(setup[2] / "cache-eval"))
+    assert _batch_loss(cfg_eval, trained) < 0.85 * _batch_loss(cfg_eval, base)
+    # a packaged backbone is not copied: the trained blocks ship as an overlay over it
+    base.spec.backbone_ref = {"path": str(base.spec.backbone_dir)}
+    base.head.load_state_dict(trained.head.state_dict())
+    base.spec.backbone_overlay = {f"encoder.layer.1.{k}": v for k, v in trained.backbone.encoder.layer[1].state_dict().items()}
+    folder = base.save(setup[2] / "overlay", copy_backbone=False)
+    assert (folder / OVERLAY_FILE).exists() and not (folder / "backbone").exists()
+    again = Encoder.load(folder)
+    assert torch.equal(top(again, 1), top(trained, 1))
+    assert np.allclose(again.encode_queries(["w1 w2"])[0], trained.encode_queries(["w1 w2"])[0], atol=1e-5)
+    assert again.identity()["head_sha256"] != Encoder.load(cfg.base).identity()["head_sha256"]
+
+
+def test_train_layers_needs_a_frozen_backbone_and_fits_the_depth(setup):
+    with pytest.raises(InputError, match="frozen"):
+        train(_cfg(setup, "bad", max_steps=1, train_layers=1, freeze_backbone=False))
+    with pytest.raises(InputError, match="top layers"):
+        train(_cfg(setup, "bad2", max_steps=1, train_layers=5))
