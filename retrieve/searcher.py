@@ -140,6 +140,8 @@ class Searcher:
     def _retrieve(self, qs: list[np.ndarray], allowed: list[_Allowed], config: SearchConfig):
         """One FAISS call per segment for all query tokens of the batch: [n_tokens, k'] arrays."""
         stacked = np.ascontiguousarray(np.concatenate(qs))
+        widened = np.array([config.widened(len(q)) for q in qs for _ in range(len(q))], dtype=np.int64)
+        k_rows, nprobe_rows = widened[:, 0], widened[:, 1]
         all_scores, all_keys = [], []
         for no, (seg, a) in enumerate(zip(self.segments, allowed)):
             if a.n_allowed == 0:
@@ -147,14 +149,14 @@ class Searcher:
             probe = self._probes[no]
             if probe is None:  # two threads may both build it: same result, last one kept
                 probe = self._probes[no] = TokenProbe(seg.faiss_index)
-            dist, ids = probe.search(stacked, min(config.k_prime, probe.ntotal), config.nprobe, a.selector)
+            dist, ids = probe.search(stacked, min(int(k_rows.max()), probe.ntotal), nprobe_rows, a.selector)
             valid = ids >= 0
             local = seg.vec_to_doc[np.where(valid, ids, 0)]
             all_keys.append(np.where(valid, _key(no, local), -1))
             all_scores.append(np.where(valid, dist, -np.inf).astype(np.float32))
         scores = np.concatenate(all_scores, axis=1)
         keys = np.concatenate(all_keys, axis=1)
-        return global_top(scores, keys, config.k_prime)
+        return global_top(scores, keys, k_rows)
 
     def _fast(self, qs: list[np.ndarray], allowed: list[_Allowed], k: int, config: SearchConfig,
               small: bool) -> list[list[Hit]]:

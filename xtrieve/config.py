@@ -144,9 +144,20 @@ class SearchConfig(ConfigBase):
     n_rerank: int = 64
     nprobe: int = 8
     selective_filter_fraction: float = 0.05
+    # a query with fewer token vectors than this probes nprobe * (this / n_q) lists and keeps
+    # k_prime * (this / n_q) hits per token, so a short query searches as widely as one this long
+    short_query_tokens: int = 32
 
     def validate(self) -> None:
         _check(isinstance(self.k_prime, int) and self.k_prime >= 1, "k_prime must be an int >= 1")
         _check(isinstance(self.n_rerank, int) and self.n_rerank >= 1, "n_rerank must be an int >= 1")
         _check(isinstance(self.nprobe, int) and self.nprobe >= 1, "nprobe must be an int >= 1")
         _check(0.0 <= float(self.selective_filter_fraction) <= 1.0, "selective_filter_fraction must be in [0, 1]")
+        _check(isinstance(self.short_query_tokens, int) and self.short_query_tokens >= 0,
+               "short_query_tokens must be an int >= 0 (0 = no widening)")
+
+    def widened(self, n_tokens: int) -> tuple[int, int]:
+        """(k', nprobe) for a query of ``n_tokens`` vectors: larger for short queries."""
+        if n_tokens >= self.short_query_tokens:
+            return self.k_prime, self.nprobe
+        return (self.k_prime * self.short_query_tokens // n_tokens, self.nprobe * self.short_query_tokens // n_tokens)
