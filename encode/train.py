@@ -341,7 +341,9 @@ def prepare(cfg: TrainConfig, enc, cache: StateCache, base_head, out: Path) -> P
         cache.ensure([s.queries[q] for q in qids], True, progress=cfg.progress)
         have = mined_all.get(s.name, {})
         need = [q for q in qids if q not in have]
-        if need:
+        if need and cfg.n_negatives == 0:  # in-batch negatives only: nothing to mine
+            have.update({q: [] for q in need})
+        elif need:
             t0 = time.time()
             have.update(mine(cfg, enc, cache, s, need, base_head))
             log.info("%s: mined negatives for %d queries in %.0fs", s.name, len(need), time.time() - t0)
@@ -353,7 +355,8 @@ def prepare(cfg: TrainConfig, enc, cache: StateCache, base_head, out: Path) -> P
         mined_all[s.name] = have
         negatives.append(have)
     out.mkdir(parents=True, exist_ok=True)
-    mined_path.write_text(json.dumps(mined_all))
+    if cfg.n_negatives > 0:  # a run without negatives mined nothing worth keeping for a later one
+        mined_path.write_text(json.dumps(mined_all))
     return Prepared(sets, train_qids, held_qids, negatives)
 
 
