@@ -144,9 +144,9 @@ class SearchConfig(ConfigBase):
     n_rerank: int = 64
     nprobe: int = 8
     selective_filter_fraction: float = 0.05
-    # a query with fewer token vectors than this probes nprobe * (this / n_q) lists and keeps
-    # k_prime * (this / n_q) hits per token, so a short query searches as widely as one this long
-    short_query_tokens: int = 32
+    # a query with n_q < this many vectors scales nprobe and k_prime by (this / n_q) ** 2: with
+    # few tokens, one token's best match outside its probed lists decides the ranking
+    short_query_tokens: int = 8
 
     def validate(self) -> None:
         _check(isinstance(self.k_prime, int) and self.k_prime >= 1, "k_prime must be an int >= 1")
@@ -160,4 +160,5 @@ class SearchConfig(ConfigBase):
         """(k', nprobe) for a query of ``n_tokens`` vectors: larger for short queries."""
         if n_tokens >= self.short_query_tokens:
             return self.k_prime, self.nprobe
-        return (self.k_prime * self.short_query_tokens // n_tokens, self.nprobe * self.short_query_tokens // n_tokens)
+        factor = (self.short_query_tokens / n_tokens) ** 2
+        return int(self.k_prime * factor), int(self.nprobe * factor)
