@@ -199,13 +199,14 @@ class Searcher:
         top = top[np.lexsort((keys[top], -scores[top]))]
         seg_nos = (keys[top] >> KEY_SHIFT).astype(np.int64)
         local = (keys[top] & ((1 << KEY_SHIFT) - 1)).astype(np.int64)
-        metadata: list[dict | None] = [None] * n
+        metadata: list[dict] = [{} for _ in range(n)]
         for no in np.unique(seg_nos):
+            table = self._meta_tables[int(no)]
+            if table.num_columns == 0:
+                continue
             where = np.nonzero(seg_nos == no)[0]
-            rows = self._meta_tables[int(no)].take(local[where]).to_pylist()
-            for i, row in zip(where.tolist(), rows):
+            for i, row in zip(where.tolist(), table.take(local[where]).to_pylist()):
                 metadata[i] = row
-        return [
-            Hit(doc_id=self.segments[s].doc_ids[d], score=float(scores[i]), metadata=m)
-            for s, d, i, m in zip(seg_nos.tolist(), local.tolist(), top.tolist(), metadata)
-        ]
+        doc_ids = [seg.doc_ids for seg in self.segments]
+        return [Hit(doc_id=doc_ids[s][d], score=v, metadata=m)
+                for s, d, v, m in zip(seg_nos.tolist(), local.tolist(), scores[top].tolist(), metadata)]
