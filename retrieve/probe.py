@@ -34,19 +34,13 @@ class TokenProbe:
     def ntotal(self) -> int:
         return int(self.index.ntotal)
 
-    def search(self, queries: np.ndarray, k: int, nprobe: int | np.ndarray,
-               selector=None) -> tuple[np.ndarray, np.ndarray]:
-        """(similarities, vector ids) [n, k] for C-contiguous float32 queries [n, dim].
-
-        ``nprobe`` may be one value per query row (lists beyond a row's count are skipped).
-        """
+    def search(self, queries: np.ndarray, k: int, nprobe: int, selector=None) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, vector ids) [n, k] for C-contiguous float32 queries [n, dim]."""
         faiss = self._faiss
         if self.ivf is None:
             params = faiss.SearchParameters(sel=selector) if selector is not None else None
             return self.index.search(queries, k, params=params)
-        nlist = int(self.ivf.nlist)
-        rows = np.clip(np.broadcast_to(np.asarray(nprobe, dtype=np.int64), (queries.shape[0],)), 1, nlist)
-        nprobe = int(rows.max())
+        nprobe = max(1, min(int(nprobe), int(self.ivf.nlist)))
         params = faiss.SearchParametersIVF(nprobe=nprobe, sel=selector) if selector is not None \
             else faiss.SearchParametersIVF(nprobe=nprobe)
         if self.centroids is None:
@@ -55,8 +49,6 @@ class TokenProbe:
         dist, lists = torch.topk(coarse, nprobe, dim=1)
         dist = np.ascontiguousarray(dist.numpy())
         lists = np.ascontiguousarray(lists.numpy(), dtype=np.int64)
-        if (rows < nprobe).any():  # FAISS skips negative list numbers
-            lists[np.arange(nprobe)[None, :] >= rows[:, None]] = -1
         n = queries.shape[0]
         out_d = np.empty((n, k), dtype=np.float32)
         out_i = np.empty((n, k), dtype=np.int64)

@@ -137,11 +137,9 @@ class Searcher:
                 scores.append(vectors.maxsim(qt, docs))
         return self._top(np.concatenate(keys), np.concatenate(scores), k)
 
-    def _retrieve(self, qs: list[np.ndarray], allowed: list[_Allowed], config: SearchConfig):
-        """One FAISS call per segment for all query tokens of the batch: [n_tokens, k'] arrays."""
+    def _retrieve(self, qs: list[np.ndarray], allowed: list[_Allowed], k_prime: int, nprobe: int):
+        """One FAISS call per segment for all query tokens of the group: [n_tokens, k'] arrays."""
         stacked = np.ascontiguousarray(np.concatenate(qs))
-        widened = np.array([config.widened(len(q)) for q in qs for _ in range(len(q))], dtype=np.int64)
-        k_rows, nprobe_rows = widened[:, 0], widened[:, 1]
         all_scores, all_keys = [], []
         for no, (seg, a) in enumerate(zip(self.segments, allowed)):
             if a.n_allowed == 0:
@@ -149,24 +147,31 @@ class Searcher:
             probe = self._probes[no]
             if probe is None:  # two threads may both build it: same result, last one kept
                 probe = self._probes[no] = TokenProbe(seg.faiss_index)
-            dist, ids = probe.search(stacked, min(int(k_rows.max()), probe.ntotal), nprobe_rows, a.selector)
+            dist, ids = probe.search(stacked, min(k_prime, probe.ntotal), nprobe, a.selector)
             valid = ids >= 0
             local = seg.vec_to_doc[np.where(valid, ids, 0)]
             all_keys.append(np.where(valid, _key(no, local), -1))
             all_scores.append(np.where(valid, dist, -np.inf).astype(np.float32))
         scores = np.concatenate(all_scores, axis=1)
         keys = np.concatenate(all_keys, axis=1)
-        return global_top(scores, keys, k_rows)
+        return global_top(scores, keys, k_prime)
 
     def _fast(self, qs: list[np.ndarray], allowed: list[_Allowed], k: int, config: SearchConfig,
               small: bool) -> list[list[Hit]]:
-        # one FAISS call for the whole batch (all threads when large); each rerank is small work
-        if small:
-            with small_work_threads(True):
-                return self._rerank_all(qs, *self._retrieve(qs, allowed, config), k, config)
-        scores, keys = self._retrieve(qs, allowed, config)
-        with small_work_threads(True):
-            return self._rerank_all(qs, scores, keys, k, config)
+        # one FAISS call per group of queries searched alike (all threads when large): short
+        # queries search wider, and a batch should not make every token as wide as its widest
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, q in enumerate(qs):
+            groups.setdefault(config.widened(len(q)), []).append(i)
+        out: list[list[Hit]] = [[] for _ in qs]
+        for (k_prime, nprobe), members in groups.items():
+            group = [qs[i] for i in members]
+            with small_work_threads(small):
+                scores, keys = self._retrieve(group, allowed, k_prime, nprobe)
+            with small_work_threads(True):  # each rerank is small work
+                for i, hits in zip(members, self._rerank_all(group, scores, keys, k, config)):
+                    out[i] = hits
+        return out
 
     def _rerank_all(self, qs, scores, keys, k: int, config: SearchConfig) -> list[list[Hit]]:
         out, start = [], 0

@@ -5,20 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def global_top(scores: np.ndarray, keys: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the top k[i] columns of row i of (scores, keys) [n_q, m] (invalid: -inf / -1).
-
-    The result has max(k) columns; a row with a smaller k gets its extra columns invalidated.
-    """
-    k_max = int(k.max())
-    if scores.shape[1] > k_max:
-        part = np.argpartition(-scores, k_max - 1, axis=1)[:, :k_max]
-        scores, keys = np.take_along_axis(scores, part, axis=1), np.take_along_axis(keys, part, axis=1)
-    if (k < scores.shape[1]).any():
-        rank = np.argsort(np.argsort(-scores, axis=1, kind="stable"), axis=1, kind="stable")
-        drop = rank >= k[:, None]
-        scores, keys = np.where(drop, -np.inf, scores), np.where(drop, -1, keys)
-    return scores, keys
+def global_top(scores: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the top-k columns per row of (scores, keys) [n_q, m] (invalid scores = -inf)."""
+    if scores.shape[1] <= k:
+        return scores, keys
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return np.take_along_axis(scores, part, axis=1), np.take_along_axis(keys, part, axis=1)
 
 
 def xtr_scores(scores: np.ndarray, doc_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -54,32 +54,6 @@ def test_probe_clamps_nprobe_to_nlist():
     np.testing.assert_array_equal(np.sort(ids, axis=1), np.sort(want, axis=1))
 
 
-def test_probe_takes_one_nprobe_per_row():
-    index, q, _ = _index("IVF32,PQ8x4fs")
-    probe = TokenProbe(index)
-    rows = np.array([1, 4, 16, 2, 8, 32, 3])
-    got_d, got_i = probe.search(q, 10, nprobe=rows)
-    for i, n in enumerate(rows):
-        want_d, want_i = index.search(q[i:i + 1], 10, params=faiss.SearchParametersIVF(nprobe=int(n)))
-        np.testing.assert_array_equal(got_i[i], want_i[0])
-        np.testing.assert_allclose(got_d[i], want_d[0], rtol=1e-5, atol=1e-5)
-
-
-def test_global_top_keeps_k_per_row():
-    from xtrieve.retrieve.xtr import global_top
-
-    rng = np.random.default_rng(0)
-    scores = rng.standard_normal((3, 12)).astype(np.float32)
-    keys = np.arange(36).reshape(3, 12)
-    k = np.array([2, 5, 12])
-    s, kk = global_top(scores, keys, k)
-    assert s.shape == (3, 12)
-    for i in range(3):
-        want = set(keys[i][np.argsort(-scores[i])[: k[i]]])
-        assert set(kk[i][kk[i] >= 0]) == want
-        assert np.isinf(s[i][kk[i] < 0]).all()
-
-
 def test_short_queries_search_wider():
     from xtrieve.config import SearchConfig
 

@@ -101,6 +101,27 @@ def test_batch_equals_single(corpus):
         assert [h.doc_id for h in s.search([q], k=5)[0]] == [h.doc_id for h in hits]
 
 
+def test_short_queries_search_wider_alone_and_in_a_batch(corpus):
+    docs, _, _ = corpus
+    rng = np.random.default_rng(3)
+    seg = MemorySegment("ivf", [f"d{i}" for i in range(400)], docs, {"year": [2000] * 400}, factory="IVF32,Flat")
+    s = Searcher(Snap([seg]))
+    narrow, wide = SearchConfig(k_prime=4, n_rerank=8, nprobe=1, short_query_tokens=0), SearchConfig(k_prime=4, n_rerank=8, nprobe=1)
+    found = {"narrow": 0, "wide": 0}
+    singles = [docs[i][:1] + 0.2 * rng.standard_normal((1, DIM)).astype(np.float32) for i in rng.choice(400, 20, replace=False)]
+    singles = [q / np.linalg.norm(q, axis=1, keepdims=True) for q in singles]
+    for q in singles:
+        truth = f"d{int(np.argmax(brute(q, docs)))}"
+        found["narrow"] += s.search([q], k=1, config=narrow)[0][0].doc_id == truth
+        found["wide"] += s.search([q], k=1, config=wide)[0][0].doc_id == truth
+    assert found["wide"] == len(singles) and found["wide"] > found["narrow"]
+    # a batch mixing 1-token and 8-token queries gives each query its own single-query result
+    mixed = [x for pair in zip(singles[:6], corpus[2][:6]) for x in pair]
+    batch = s.search(mixed, k=5, config=wide)
+    for q, hits in zip(mixed, batch):
+        assert [h.doc_id for h in s.search([q], k=5, config=wide)[0]] == [h.doc_id for h in hits]
+
+
 def test_filters_and_deletes(corpus):
     docs, segs, queries = corpus
     segs = [MemorySegment(s.name, s.doc_ids, docs[:250] if s.name == "a" else docs[250:], {"year": s.table.column("year").to_pylist()}) for s in segs]
