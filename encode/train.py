@@ -122,13 +122,9 @@ class TrainModel(torch.nn.Module):
         states, present = pad_states([cache.states(t, is_query) for t in texts], cache.hidden)
         if self.top is None:
             return self(states), present
-        flags, _ = pad_flags([cache.flags(t, is_query) for t in texts])
+        flags = pad_flags([cache.flags(t, is_query) for t in texts])
         hidden = self.top(states, (flags & ATTENDED) > 0)
-        rows = [hidden[i][(flags[i] & OUTPUT) > 0] for i in range(len(texts))]
-        out = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
-        mask = torch.zeros(out.shape[:2], dtype=torch.bool)
-        for i, r in enumerate(rows):
-            mask[i, : len(r)] = True
+        out, mask = pad_rows([hidden[i][(flags[i] & OUTPUT) > 0] for i in range(len(texts))])
         return self(out), mask
 
     def head_params(self) -> list[torch.nn.Parameter]:
@@ -150,7 +146,11 @@ def live_states(enc, texts: list[str], is_query: bool) -> tuple[torch.Tensor, to
     batch = enc.processor.batch(ids, is_query)
     hidden = enc.backbone(input_ids=batch.input_ids.to(enc.device),
                           attention_mask=batch.attention_mask.to(enc.device)).last_hidden_state
-    rows = [hidden[i][batch.output_mask[i].to(enc.device)] for i in range(len(texts))]
+    return pad_rows([hidden[i][batch.output_mask[i].to(enc.device)] for i in range(len(texts))])
+
+
+def pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged [n_i, H] tensors padded to [n, L, H], with the [n, L] mask of real rows."""
     states = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
     mask = torch.zeros(states.shape[:2], dtype=torch.bool, device=states.device)
     for i, r in enumerate(rows):

@@ -341,13 +341,13 @@ def pad_states(arrays: list[np.ndarray], hidden: int) -> tuple[torch.Tensor, tor
     return out, mask
 
 
-def pad_flags(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """[n, L] uint8 position flags (0 = padding) and the [n, L] bool mask of present positions."""
+def pad_flags(arrays: list[np.ndarray]) -> torch.Tensor:
+    """[n, L] uint8 position flags from ragged arrays (0 = padding)."""
     width = max(1, max((len(a) for a in arrays), default=1))
     out = torch.zeros((len(arrays), width), dtype=torch.uint8)
     for i, a in enumerate(arrays):
         out[i, : len(a)] = torch.from_numpy(np.asarray(a, dtype=np.uint8))
-    return out, out > 0
+    return out
 
 
 # -- BM25 (cheap candidate generation when the corpus is not cached yet) ------------------------
