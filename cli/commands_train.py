@@ -36,6 +36,9 @@ import click
               help="Softmax temperature on length-normalised MaxSim scores.")
 @click.option("--distill", "distill_weight", type=float, default=0.0, show_default=True,
               help="Weight of the KL term to the dense (mean-pooled backbone) teacher scores.")
+@click.option("--dense-weight", type=click.FloatRange(min=0.0), default=None,
+              help="Score = MaxSim / n_q + this x cosine of the backbone's mean-pooled embeddings, in training "
+                   "and in every index built with the model (default: the base model's, 0 for models from elsewhere).")
 @click.option("--denoise/--no-denoise", default=True, show_default=True,
               help="Drop mined negatives that the dense teacher scores above the positive (likely unlabelled positives).")
 @click.option("--cluster", type=click.Choice(["ward", "kmeans"]), default="ward", show_default=True,
@@ -53,7 +56,7 @@ import click
 @click.option("--name", default=None, help="Model name written into the folder.")
 def train_command(data_dirs, split, base, out, pool_factor, max_steps, freeze_backbone, resume, batch_size, lr,
                   backbone_lr, seed, cache_dir, n_negatives, mine_depth, mine_with, cache_corpus, temperature,
-                  distill_weight, denoise, cluster, pool_queries, mlp_dim, train_layers, weight_decay, holdout, eval_every,
+                  distill_weight, dense_weight, denoise, cluster, pool_queries, mlp_dim, train_layers, weight_decay, holdout, eval_every,
                   checkpoint_every, name):
     """Train a model: contrastive MaxSim on CRISP-clustered documents, hard negatives, optional distillation."""
     import time
@@ -65,7 +68,7 @@ def train_command(data_dirs, split, base, out, pool_factor, max_steps, freeze_ba
         max_steps=max_steps, freeze_backbone=freeze_backbone, resume=resume, batch_size=batch_size, lr=lr,
         backbone_lr=backbone_lr, seed=seed, cache_dir=str(cache_dir) if cache_dir else None,
         n_negatives=n_negatives, mine_depth=mine_depth, mine_with=mine_with, cache_corpus=cache_corpus,
-        temperature=temperature, distill_weight=distill_weight, denoise=denoise, cluster=cluster, pool_queries=pool_queries,
+        temperature=temperature, distill_weight=distill_weight, dense_weight=dense_weight, denoise=denoise, cluster=cluster, pool_queries=pool_queries,
         mlp_dim=mlp_dim, train_layers=train_layers, weight_decay=weight_decay, holdout=holdout, eval_every=eval_every,
         checkpoint_every=checkpoint_every, name=name,
     )

@@ -16,10 +16,18 @@ from xtrieve.encode import loaders
 from xtrieve.encode.pooling import pool_documents
 from xtrieve.encode.tokenize import TextProcessor, check_texts
 from xtrieve.errors import ModelLoadError
+from xtrieve.types import Encoded
 
 log = logging.getLogger(__name__)
 
 PROGRESS_MIN_TEXTS = 512
+
+
+def mean_embedding(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """L2-normalised mean of the attended token states (sentence-transformers' mean pooling)."""
+    att = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    mean = (hidden * att).sum(1) / att.sum(1).clamp_min(1.0)
+    return torch.nn.functional.normalize(mean.float(), dim=-1)
 
 
 class Encoder:
@@ -191,26 +199,45 @@ class Encoder:
         x = self.head(states if self.mlp is None else self.mlp(states))
         return torch.nn.functional.normalize(x, dim=-1) if self.config.normalize else x
 
-    def _encode(self, texts: list[str], is_query: bool, batch_size: int, show_progress: bool | None) -> list[np.ndarray]:
+    @property
+    def fuses_dense(self) -> bool:
+        """Whether scores add ``dense_weight`` x the cosine of mean-pooled backbone embeddings."""
+        return self.config.dense_weight > 0
+
+    def _encode(self, texts: list[str], is_query: bool, batch_size: int, show_progress: bool | None,
+                with_dense: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
         out: list[np.ndarray | None] = [None] * len(texts)
+        dense = np.zeros((len(texts), int(self.backbone.config.hidden_size)), dtype=np.float32) if with_dense else None
         with torch.inference_mode():
             for chunk, batch in self._batches(texts, is_query, batch_size, show_progress, "queries" if is_query else "documents"):
-                vectors = self.project(self._hidden(batch)).float()
+                hidden = self._hidden(batch)
+                vectors = self.project(hidden).float()
                 for row, i in enumerate(chunk):
                     out[i] = vectors[row][batch.output_mask[row]].cpu().numpy()
-        return out  # type: ignore[return-value]
+                if dense is not None:
+                    dense[chunk] = mean_embedding(hidden, batch.attention_mask.to(hidden.device)).cpu().numpy()
+        return out, dense  # type: ignore[return-value]
+
+    def encode(self, texts: list[str], is_query: bool, batch_size: int = 32, pool_factor: int | None = None,
+               show_progress: bool | None = None) -> Encoded:
+        """Token vectors (documents pooled by ``pool_factor``, default the model's), token counts
+        and, when the model fuses one, each text's dense embedding."""
+        texts = check_texts(texts, "queries" if is_query else "documents")
+        vectors, dense = self._encode(texts, is_query, batch_size, show_progress, self.fuses_dense)
+        counts = [int(v.shape[0]) for v in vectors]
+        if not is_query:
+            vectors = pool_documents(vectors, self.config.pool_factor if pool_factor is None else int(pool_factor))
+        return Encoded(vectors=vectors, n_tokens=counts, dense=dense)
 
     def encode_queries(self, texts: list[str], batch_size: int = 32, show_progress: bool | None = None) -> list[np.ndarray]:
         """One float32 array [n_q, dim] per query."""
-        return self._encode(check_texts(texts, "queries"), True, batch_size, show_progress)
+        return self.encode(texts, True, batch_size, show_progress=show_progress).vectors
 
     def encode_documents_with_counts(self, texts: list[str], batch_size: int = 32, pool_factor: int | None = None,
                                      show_progress: bool | None = None) -> tuple[list[np.ndarray], list[int]]:
         """Document vectors (pooled by pool_factor) and each document's token count before pooling."""
-        vectors = self._encode(check_texts(texts, "documents"), False, batch_size, show_progress)
-        counts = [int(v.shape[0]) for v in vectors]
-        factor = self.config.pool_factor if pool_factor is None else int(pool_factor)
-        return pool_documents(vectors, factor), counts
+        out = self.encode(texts, False, batch_size, pool_factor, show_progress)
+        return out.vectors, out.n_tokens
 
     def encode_documents(self, texts: list[str], batch_size: int = 32, pool_factor: int | None = None,
                          show_progress: bool | None = None) -> list[np.ndarray]:

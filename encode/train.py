@@ -69,6 +69,7 @@ class TrainConfig:
     cache_corpus: str = "auto"         # auto | yes | no: cache every document, or only what the steps need
     temperature: float = 0.05
     distill_weight: float = 0.0
+    dense_weight: float | None = None  # score = MaxSim / n_q + w * cos(dense embeddings); None keeps the base model's
     denoise: bool = True               # drop mined negatives the dense teacher scores above the positive
     teacher_temperature: float = 0.05
     cluster: str = "ward"              # ward (as the index pools) or kmeans
@@ -394,6 +395,17 @@ def make_batch(cfg: TrainConfig, prep: Prepared, step: int, cache: StateCache | 
             "docs": [data.corpus[d] for d in docs], "targets": torch.tensor(targets), "allowed": allowed}
 
 
+def dense_weight_of(cfg: TrainConfig, enc) -> float:
+    return float(enc.config.dense_weight if cfg.dense_weight is None else cfg.dense_weight)
+
+
+def dense_cosines(cache: StateCache, queries: list[str], docs: list[str]) -> torch.Tensor:
+    """[n_queries, n_docs] cosines of the backbone's cached mean-pooled (dense) embeddings."""
+    tq = torch.from_numpy(np.stack([cache.dense(t, True) for t in queries]))
+    td = torch.from_numpy(np.stack([cache.dense(t, False) for t in docs]))
+    return tq @ td.T
+
+
 def step_loss(cfg: TrainConfig, model: TrainModel, enc, cache: StateCache, batch: dict) -> tuple[torch.Tensor, dict]:
     if model.backbone is None:
         q, qm = model.encode_cached(cache, batch["queries"], True)
@@ -407,15 +419,16 @@ def step_loss(cfg: TrainConfig, model: TrainModel, enc, cache: StateCache, batch
         if cfg.pool_queries:
             q, qm = crisp_pool(q, qm, cfg.pool_factor, cfg.cluster)
     scores = maxsim(q, qm, d, dm)
+    w = dense_weight_of(cfg, enc)
+    if w > 0:
+        scores = scores + w * dense_cosines(cache, batch["queries"], batch["docs"])
     allowed = batch["allowed"]
     logits = (scores / cfg.temperature).masked_fill(~allowed, float("-inf"))
     loss_ce = F.cross_entropy(logits, batch["targets"])
     stats = {"ce": float(loss_ce.detach())}
     loss = loss_ce
     if cfg.distill_weight > 0:
-        tq = torch.from_numpy(np.stack([cache.dense(t, True) for t in batch["queries"]]))
-        td = torch.from_numpy(np.stack([cache.dense(t, False) for t in batch["docs"]]))
-        teacher = (tq @ td.T / cfg.teacher_temperature).masked_fill(~allowed, float("-inf"))
+        teacher = (dense_cosines(cache, batch["queries"], batch["docs"]) / cfg.teacher_temperature).masked_fill(~allowed, float("-inf"))
         p_t = teacher.softmax(-1)
         log_s = logits.log_softmax(-1)
         kl = (p_t * (teacher.log_softmax(-1) - log_s)).masked_fill(~allowed, 0.0).sum(-1).mean()
@@ -491,7 +504,8 @@ def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
                     cache.ensure([s.queries[q] for q in ho], True, progress=False)
                     cache.ensure(list(s.corpus.values()), False, progress=cfg.progress)
                     held_candidates[si] = dense_candidates(cache, s, ho, 100)
-                r = evaluate_rerank(model, cache, s, held_candidates[si], cfg.pool_factor)
+                r = evaluate_rerank(model, cache, s, held_candidates[si], cfg.pool_factor,
+                                    dense_weight=dense_weight_of(cfg, enc))
                 res[s.name] = round(r["ndcg_cut_10"], 2)
         model.train()
         if res:
@@ -500,7 +514,7 @@ def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
 
     def write_model(folder: Path, info: dict) -> None:
         model.apply_to(enc)
-        enc.config = enc.config.replace(pool_factor=cfg.pool_factor)
+        enc.config = enc.config.replace(pool_factor=cfg.pool_factor, dense_weight=dense_weight_of(cfg, enc))
         enc.spec.config = enc.config
         name = cfg.name or f"{enc.name}-crisp-x{cfg.pool_factor}"
         enc.save(folder, name=name, extra={"training": info})

@@ -257,6 +257,7 @@ class StateCache:
 
     def _encode(self, texts: list[str], is_query: bool,
                 batch_size: int) -> tuple[list[np.ndarray], list[np.ndarray] | None, np.ndarray]:
+        from xtrieve.encode.encoder import mean_embedding
         from xtrieve.encode.top_layers import capture_layer_input
 
         enc = self.enc
@@ -270,9 +271,7 @@ class StateCache:
                 for idx, batch in enc._batches(texts, is_query, batch_size, False, "texts"):
                     sink.clear()
                     hidden = enc._hidden(batch).float()
-                    att = batch.attention_mask.to(hidden.device).unsqueeze(-1).float()
-                    mean = (hidden * att).sum(1) / att.sum(1).clamp_min(1.0)
-                    mean = torch.nn.functional.normalize(mean, dim=-1).cpu().numpy()
+                    mean = mean_embedding(hidden, batch.attention_mask.to(hidden.device)).cpu().numpy()
                     for row, i in enumerate(idx):
                         dense[i] = mean[row]
                         out = batch.output_mask[row]

@@ -95,8 +95,11 @@ def dense_candidates(cache: StateCache, data: TrainSet, qids: list[str], depth: 
 
 @torch.no_grad()
 def evaluate_rerank(head, cache: StateCache, data: TrainSet, candidates: dict[str, list[str]], pool_factor: int,
-                    method: str = "ward") -> dict[str, float]:
-    """nDCG@10 of MaxSim reranking fixed candidates (for fast model selection on held-out queries)."""
+                    method: str = "ward", dense_weight: float = 0.0) -> dict[str, float]:
+    """nDCG@10 of MaxSim (+ ``dense_weight`` x dense cosine) reranking fixed candidates.
+
+    For fast model selection on held-out queries.
+    """
     docs = sorted({d for c in candidates.values() for d in c})
     pos = {d: i for i, d in enumerate(docs)}
     d, dm, _ = project_corpus(head, cache, [data.corpus[x] for x in docs], pool_factor, method=method)
@@ -105,5 +108,9 @@ def evaluate_rerank(head, cache: StateCache, data: TrainSet, candidates: dict[st
         qv, qm = head.encode_cached(cache, [data.queries[q]], True)
         idx = torch.tensor([pos[c] for c in cand])
         sc = maxsim(qv, qm, d[idx], dm[idx], normalize_by_length=False)[0]
+        if dense_weight > 0:
+            qd = cache.dense(data.queries[q], True)
+            cos = torch.from_numpy(np.stack([cache.dense(data.corpus[c], False) for c in cand]) @ qd)
+            sc = sc + dense_weight * int(qm.sum()) * cos
         run[q] = {c: float(s) for c, s in zip(cand, sc.tolist())}
     return ndcg_at(run, {q: data.positives[q] for q in candidates})

@@ -52,6 +52,11 @@ class Manifest:
     next_auto_id: int = 0
     xtrieve_version: str = ""
 
+    @property
+    def dense_weight(self) -> float:
+        """Weight of the dense cosine the index's model adds to MaxSim (0: none, or no model)."""
+        return float(((self.encoder or {}).get("config") or {}).get("dense_weight", 0.0) or 0.0)
+
     def files(self) -> dict[str, str]:
         """Every file (relative name -> sha256) this commit names."""
         out: dict[str, str] = {}

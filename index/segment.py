@@ -1,8 +1,9 @@
 """One segment: docs.arrow + vectors.arrow (Arrow IPC, uncompressed, mmap) + tokens.faiss.
 
 docs.arrow has one row per document: ``doc_id``, optional ``title``/``text``, metadata
-columns and three internal columns (``__offset`` first vector row, ``__n_vectors``,
-``__n_tokens`` before pooling). vectors.arrow has one record batch with a
+columns and internal columns (``__offset`` first vector row, ``__n_vectors``,
+``__n_tokens`` before pooling, and ``__dense``, the document's mean-pooled backbone
+embedding as float16, when the model fuses it into the score). vectors.arrow has one record batch with a
 FixedSizeList ``vector`` column (float16, or int8 plus a float32 ``scale`` column).
 """
 from __future__ import annotations
@@ -26,8 +27,8 @@ from xtrieve.index.manifest import SegmentEntry
 log = logging.getLogger(__name__)
 
 DOCS, VECTORS, FAISS = "docs.arrow", "vectors.arrow", "tokens.faiss"
-OFFSET, N_VECTORS, N_TOKENS = "__offset", "__n_vectors", "__n_tokens"
-INTERNAL = (OFFSET, N_VECTORS, N_TOKENS)
+OFFSET, N_VECTORS, N_TOKENS, DENSE = "__offset", "__n_vectors", "__n_tokens", "__dense"
+INTERNAL = (OFFSET, N_VECTORS, N_TOKENS, DENSE)
 TEMP_SUFFIX = ".tmp"
 CHUNK_ROWS = 1 << 16
 
@@ -72,15 +73,19 @@ class SegmentWriter:
         self._tables: list[pa.Table] = []
         self._counts: list[np.ndarray] = []
         self._tokens: list[np.ndarray] = []
+        self._dense: list[np.ndarray | None] = []
         self.n_docs = 0
         self.n_vectors = 0
 
-    def append(self, table: pa.Table, vectors: np.ndarray, counts: np.ndarray, n_tokens: np.ndarray) -> None:
-        """Add documents: their rows (doc_id + stored columns), vectors [sum(counts), dim]."""
+    def append(self, table: pa.Table, vectors: np.ndarray, counts: np.ndarray, n_tokens: np.ndarray,
+               dense: np.ndarray | None = None) -> None:
+        """Add documents: their rows (doc_id + stored columns), vectors [sum(counts), dim] and
+        (optionally) their dense embeddings [n_docs, hidden]."""
         self._tmp.write(np.ascontiguousarray(vectors, dtype=np.float16).tobytes())
         self._tables.append(table)
         self._counts.append(np.asarray(counts, dtype=np.int64))
         self._tokens.append(np.asarray(n_tokens, dtype=np.int64))
+        self._dense.append(None if dense is None else np.asarray(dense, dtype=np.float16))
         self.n_docs += table.num_rows
         self.n_vectors += int(np.sum(counts))
 
@@ -153,6 +158,12 @@ class SegmentWriter:
         table = table.append_column(OFFSET, pa.array(offsets))
         table = table.append_column(N_VECTORS, pa.array(counts.astype(np.int32)))
         table = table.append_column(N_TOKENS, pa.array(np.concatenate(self._tokens).astype(np.int32)))
+        with_dense = [d is not None for d in self._dense]
+        if any(with_dense):
+            if not all(with_dense):
+                raise IndexFormatError(f"segment {self.name}: some documents have a dense embedding and some do not")
+            dense = np.ascontiguousarray(np.concatenate(self._dense))
+            table = table.append_column(DENSE, _fixed_list(dense.reshape(-1), pa.float16(), dense.shape[1]))
         _write_ipc(self.dir / DOCS, table.combine_chunks())
 
 
@@ -183,7 +194,13 @@ class SegmentCore:
         self.offsets = np.zeros(self.n_docs + 1, dtype=np.int64)
         np.cumsum(counts, out=self.offsets[1:])
         self.n_tokens = docs.column(N_TOKENS).to_numpy()
-        self.table = docs.drop_columns(list(INTERNAL))
+        self.dense = None  # [n_docs, hidden] float16, when the model fuses a dense score
+        if DENSE in docs.column_names:
+            col = docs.column(DENSE).combine_chunks()
+            if col.null_count or not pa.types.is_fixed_size_list(col.type):
+                raise IndexFormatError(f"segment {entry.name}: {DENSE} must be a fixed-size list without nulls")
+            self.dense = col.values.to_numpy(zero_copy_only=True).reshape(self.n_docs, col.type.list_size)
+        self.table = docs.drop_columns([c for c in INTERNAL if c in docs.column_names])
         self._faiss_file = open(folder / FAISS, "rb")  # kept open: the file may be unlinked later
         self._faiss = None
         self._lock = threading.Lock()
@@ -239,6 +256,7 @@ class SegmentReader:
         self.core = core
         self.name, self.n_docs, self.n_vectors, self.dim = core.name, core.n_docs, core.n_vectors, core.dim
         self.offsets, self.vectors_raw, self.scales = core.offsets, core.vectors_raw, core.scales
+        self.dense = core.dense
         self.table = core.table if table is None else table
         self._meta_columns = [c for c in self.table.column_names if c not in ("doc_id", "text")]
         self.deleted = deleted

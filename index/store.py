@@ -42,6 +42,10 @@ class Snapshot:
         return self.manifest.encoder
 
     @property
+    def dense_weight(self) -> float:
+        return self.manifest.dense_weight
+
+    @property
     def n_docs(self) -> int:
         return sum(s.n_live for s in self.segments)
 

@@ -39,8 +39,9 @@ MERGE_CHUNK_DOCS = 4096
 TEMPLATE_PREFIX = "ivf_template"
 OWN_NAMES = (MANIFEST, LOCK_FILE, ENCODER_DIR)
 
-# a batch of documents ready to store: rows (doc_id + stored columns), vectors, token counts
-Batch = tuple[pa.Table, list[np.ndarray], list[int]]
+# a batch of documents ready to store: rows (doc_id + stored columns), vectors, token counts,
+# dense embeddings [n_docs, hidden] (None unless the index's model fuses them)
+Batch = tuple[pa.Table, list[np.ndarray], list[int], "np.ndarray | None"]
 
 
 def same_model(a: dict | None, b: dict | None) -> bool:
@@ -171,7 +172,7 @@ class WriteSession:
         entries: list[SegmentEntry] = []
         writer: SegmentWriter | None = None
         try:
-            for table, vectors, n_tokens in batches:
+            for table, vectors, n_tokens, dense in batches:
                 start, n = 0, table.num_rows
                 counts = np.array([len(v) for v in vectors], dtype=np.int64)
                 while start < n:
@@ -181,7 +182,7 @@ class WriteSession:
                     take = min(n - start, per_segment - writer.n_docs)
                     stop = start + take
                     writer.append(table.slice(start, take), np.concatenate(vectors[start:stop]), counts[start:stop],
-                                  np.asarray(n_tokens[start:stop]))
+                                  np.asarray(n_tokens[start:stop]), None if dense is None else dense[start:stop])
                     start = stop
                     if writer.n_docs >= per_segment:
                         entries.append(writer.finish(self._build_faiss))
@@ -209,10 +210,15 @@ class WriteSession:
         return schema
 
     def _checked(self, batches: Iterable[Batch]) -> Iterator[Batch]:
-        """Reject ids already live or repeated, and metadata types that clash."""
+        """Reject ids already live or repeated, metadata types that clash, and documents without
+        the dense embedding the index's model fuses (one it does not fuse is dropped)."""
         live, seen = self.live_ids(), set()
         schema = self._schema()
-        for table, vectors, n_tokens in batches:
+        fused = self.manifest.dense_weight > 0
+        for table, vectors, n_tokens, dense in batches:
+            if fused and dense is None:
+                raise InputError("this index's model adds a dense (mean-pooled) score to MaxSim, and these documents "
+                                 "come without one: add them as text with the index's encoder")
             ids = table.column("doc_id").to_pylist()
             dup = [i for i in ids if i in live]
             if dup:
@@ -225,7 +231,7 @@ class WriteSession:
             if again:
                 raise InputError(f"duplicate id(s) in the input: {short_list(again)}")
             schema = unify(schema, table)
-            yield table, vectors, n_tokens
+            yield table, vectors, n_tokens, dense if fused else None
 
     def ingest(self, batches: Iterable[Batch], total: int | None, show_progress: bool | None, **changes: Any) -> int:
         """Write all batches as new segments and commit them together; returns docs added."""
@@ -275,12 +281,12 @@ class WriteSession:
                     texts.append(text)
                     rows.append(row)
                 started = time.perf_counter()
-                vectors, counts = encoder.encode_documents_with_counts(
-                    texts, batch_size=ENCODE_BATCH, pool_factor=self.manifest.pool_factor, show_progress=False)
+                encoded = encoder.encode(texts, False, batch_size=ENCODE_BATCH, pool_factor=self.manifest.pool_factor,
+                                         show_progress=False)
                 encode_seconds[0] += time.perf_counter() - started
-                vectors = [check_embedding(v, self.manifest.dim, f"document {i!r}") for i, v in zip(ids, vectors)]
+                vectors = [check_embedding(v, self.manifest.dim, f"document {i!r}") for i, v in zip(ids, encoded.vectors)]
                 all_ids.extend(ids)
-                yield rows_table(ids, rows, self.config.store_text), vectors, list(counts)
+                yield rows_table(ids, rows, self.config.store_text), vectors, list(encoded.n_tokens), encoded.dense
 
         started = time.perf_counter()
         self.ingest(batches(), total, show_progress, next_auto_id=counter[0])
@@ -302,7 +308,7 @@ class WriteSession:
                 bid = doc_ids[s:s + size]
                 vectors = [check_embedding(e, dim, f"document {i!r}") for i, e in zip(bid, embeddings[s:s + size])]
                 rows = [_meta_row(m, i) for i, m in zip(bid, metadata[s:s + size])] if metadata else [{} for _ in bid]
-                yield rows_table(bid, rows, self.config.store_text), vectors, [len(v) for v in vectors]
+                yield rows_table(bid, rows, self.config.store_text), vectors, [len(v) for v in vectors], None
 
         self.ingest(batches(), len(doc_ids), show_progress)
         return doc_ids
@@ -346,7 +352,8 @@ class WriteSession:
             for s in range(0, len(live), MERGE_CHUNK_DOCS):
                 docs = live[s:s + MERGE_CHUNK_DOCS]
                 vectors = [seg.doc_vectors(int(d)) for d in docs]
-                yield seg.table.take(pa.array(docs)), vectors, seg.n_tokens[docs].tolist()
+                dense = None if seg.dense is None else np.asarray(seg.dense[docs])
+                yield seg.table.take(pa.array(docs)), vectors, seg.n_tokens[docs].tolist(), dense
 
     def merge(self, picks: list[int]) -> None:
         """Merge the given segments (dropping deleted docs) into new ones and commit."""

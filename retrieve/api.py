@@ -189,6 +189,7 @@ class Index:
             dim=snap.dim, n_segments=len(snap.segments), bytes=size,
             model=(m.encoder or {}).get("name") if m.encoder else None, generation=snap.generation,
             faiss=[s.faiss for s in m.segments], vector_storage=m.config.vector_storage, pool_factor=m.pool_factor,
+            dense_weight=m.dense_weight,
         )
 
     def get(self, doc_id: str) -> dict[str, Any] | None:
@@ -199,9 +200,11 @@ class Index:
         seg = self._snapshot.segments[found[0]]
         return {c: seg.table.column(c)[found[1]].as_py() for c in seg.table.column_names}
 
-    def _query_arrays(self, queries: Sequence[Any]) -> list[np.ndarray]:
+    def _query_arrays(self, queries: Sequence[Any]) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+        """Token vectors per query and, for text queries when the model fuses one, a dense embedding."""
         texts = [i for i, q in enumerate(queries) if isinstance(q, str)]
         out: list[Any] = list(queries)
+        dense: list[np.ndarray | None] = [None] * len(out)
         if texts:
             enc = self.encoder
             if enc is None:
@@ -210,10 +213,12 @@ class Index:
 
             # a few short queries are a small forward pass: idle cores only, as for the search
             with small_work_threads(len(texts) <= SMALL_QUERY_BATCH):
-                encoded = enc.encode_queries([queries[i] for i in texts])
-            for i, arr in zip(texts, encoded):
-                out[i] = arr
-        return out
+                encoded = enc.encode([queries[i] for i in texts], True)
+            for row, i in enumerate(texts):
+                out[i] = encoded.vectors[row]
+                if encoded.dense is not None:
+                    dense[i] = encoded.dense[row]
+        return out, dense
 
     def _get_searcher(self):
         from xtrieve.retrieve.searcher import Searcher
@@ -224,14 +229,18 @@ class Index:
 
     def search_batch(self, queries: Sequence[Any], k: int = 10, filter: Any = None, exhaustive: bool = False,
                      config: SearchConfig | None = None) -> list[list[Hit]]:
-        """Top-k hits for each query (a string, or token vectors [n_q, dim])."""
+        """Top-k hits for each query (a string, or token vectors [n_q, dim]).
+
+        When the index's model adds a dense score, text queries get it; token vectors are
+        scored by MaxSim alone.
+        """
         if isinstance(queries, (str, np.ndarray)):
             raise InputError("search_batch expects a list of queries; use search() for one")
         queries = list(queries)
         if not queries:
             return []
-        arrays = self._query_arrays(queries)
-        return self._get_searcher().search(arrays, k, filter, exhaustive, config or SearchConfig())
+        arrays, dense = self._query_arrays(queries)
+        return self._get_searcher().search(arrays, k, filter, exhaustive, config or SearchConfig(), dense)
 
     def search(self, query: Any, k: int = 10, filter: Any = None, exhaustive: bool = False,
                config: SearchConfig | None = None) -> list[Hit]:

@@ -23,6 +23,8 @@ class SegmentVectors:
             self.codes = torch.from_numpy(np.asarray(segment.vectors_raw))
             scales = getattr(segment, "scales", None)
             self.scales = None if scales is None else torch.from_numpy(np.asarray(scales, dtype=np.float32))
+            dense = getattr(segment, "dense", None)
+            self.dense = None if dense is None else torch.from_numpy(np.asarray(dense))
 
     def gather(self, docs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray]:
         """Float32 codes of the given local docs, concatenated, their int8 scales (None for
@@ -51,6 +53,16 @@ class SegmentVectors:
             scores[start:stop] = maxsim_from_sims(sims.numpy(), bounds)
             start = stop
         return scores
+
+
+    def scores(self, query: torch.Tensor, docs: np.ndarray, dense_query: torch.Tensor | None,
+               dense_weight: float) -> np.ndarray:
+        """MaxSim, plus ``dense_weight`` x n_q x the dense cosine when both sides have a dense embedding."""
+        out = self.maxsim(query, docs)
+        if dense_query is not None and dense_weight > 0 and self.dense is not None:
+            cos = self.dense.index_select(0, torch.from_numpy(docs)).float() @ dense_query
+            out += (dense_weight * query.shape[0]) * cos.numpy()
+        return out
 
 
 def maxsim_from_sims(sims: np.ndarray, bounds: np.ndarray) -> np.ndarray:

@@ -59,8 +59,25 @@ def check_query(q: object, dim: int, i: int) -> np.ndarray:
     return arr
 
 
+def check_dense(d: object, hidden: int, i: int) -> torch.Tensor | None:
+    """A query's dense embedding as a float32 [hidden] tensor (None stays None), or an InputError."""
+    if d is None:
+        return None
+    try:
+        arr = np.ascontiguousarray(d, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        raise InputError(f"query {i}: dense embedding is not an array of numbers") from None
+    if arr.shape[0] != hidden or not np.isfinite(arr).all():
+        raise InputError(f"query {i}: dense embedding must be {hidden} finite numbers, got shape {np.shape(d)}")
+    return torch.from_numpy(arr)
+
+
 class Searcher:
-    """Searches one immutable snapshot of an index; safe to share between threads."""
+    """Searches one immutable snapshot of an index; safe to share between threads.
+
+    When the index's model fuses a dense embedding (``dense_weight`` > 0), exact scores of
+    queries given with one are MaxSim + dense_weight x n_q x cosine(dense embeddings).
+    """
 
     def __init__(self, snapshot, encoder=None) -> None:
         self.snapshot = snapshot
@@ -70,6 +87,8 @@ class Searcher:
         self._lock = threading.Lock()
         self._filter_cache: OrderedDict[tuple, list[_Allowed]] = OrderedDict()
         self._vectors = [SegmentVectors(s) for s in self.segments]
+        self.dense_weight = float(snapshot.dense_weight)
+        self.dense_dim = next((v.dense.shape[1] for v in self._vectors if v.dense is not None), 0)
         self._probes: list[TokenProbe | None] = [None] * len(self.segments)  # built on first use
         self._live = [_Allowed(s, ~np.asarray(s.deleted, dtype=bool)) for s in self.segments]
         self.n_live = sum(a.n_allowed for a in self._live)
@@ -108,14 +127,18 @@ class Searcher:
     # -- search -------------------------------------------------------------------------
 
     def search(self, queries: Sequence[np.ndarray], k: int = 10, filter=None, exhaustive: bool = False,
-               config: SearchConfig | None = None) -> list[list[Hit]]:
-        """Top-k hits for each query array [n_q, dim]."""
+               config: SearchConfig | None = None, dense: Sequence[np.ndarray | None] | None = None) -> list[list[Hit]]:
+        """Top-k hits for each query array [n_q, dim] (and its dense embedding, if given)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise InputError(f"k must be a positive integer, got {k!r}")
         config = config or SearchConfig()
         qs = [check_query(q, self.dim, i) for i, q in enumerate(queries)]
         if not qs:
             return []
+        if dense is not None and len(dense) != len(qs):
+            raise InputError(f"{len(qs)} queries but {len(dense)} dense embeddings")
+        fuse = dense is not None and self.dense_weight > 0 and self.dense_dim > 0
+        qd = [check_dense(d, self.dense_dim, i) for i, d in enumerate(dense)] if fuse else [None] * len(qs)
         allowed = self._allowed(filter)
         n_allowed = sum(a.n_allowed for a in allowed)
         if n_allowed == 0:
@@ -124,17 +147,17 @@ class Searcher:
         small = sum(len(q) for q in qs) <= SMALL_BATCH_TOKENS
         if exhaustive or selective or n_allowed <= max(config.n_rerank, k):
             with small_work_threads(small and not exhaustive):
-                return [self._exact(q, allowed, k) for q in qs]
-        return self._fast(qs, allowed, k, config, small)
+                return [self._exact(q, d, allowed, k) for q, d in zip(qs, qd)]
+        return self._fast(qs, qd, allowed, k, config, small)
 
-    def _exact(self, q: np.ndarray, allowed: list[_Allowed], k: int) -> list[Hit]:
+    def _exact(self, q: np.ndarray, qd: torch.Tensor | None, allowed: list[_Allowed], k: int) -> list[Hit]:
         keys, scores = [], []
         qt = torch.from_numpy(q)
         for no, (vectors, a) in enumerate(zip(self._vectors, allowed)):
             docs = np.nonzero(a.docs_mask)[0]
             if len(docs):
                 keys.append(_key(no, docs))
-                scores.append(vectors.maxsim(qt, docs))
+                scores.append(vectors.scores(qt, docs, qd, self.dense_weight))
         return self._top(np.concatenate(keys), np.concatenate(scores), k)
 
     def _retrieve(self, qs: list[np.ndarray], allowed: list[_Allowed], k_prime: int, nprobe: int):
@@ -156,8 +179,8 @@ class Searcher:
         keys = np.concatenate(all_keys, axis=1)
         return global_top(scores, keys, k_prime)
 
-    def _fast(self, qs: list[np.ndarray], allowed: list[_Allowed], k: int, config: SearchConfig,
-              small: bool) -> list[list[Hit]]:
+    def _fast(self, qs: list[np.ndarray], qd: list[torch.Tensor | None], allowed: list[_Allowed], k: int,
+              config: SearchConfig, small: bool) -> list[list[Hit]]:
         # one FAISS call per group of queries searched alike (all threads when large): short
         # queries search wider, and a batch should not make every token as wide as its widest
         groups: dict[tuple[int, int], list[int]] = {}
@@ -169,13 +192,13 @@ class Searcher:
             with small_work_threads(small):
                 scores, keys = self._retrieve(group, allowed, k_prime, nprobe)
             with small_work_threads(True):  # each rerank is small work
-                for i, hits in zip(members, self._rerank_all(group, scores, keys, k, config)):
+                for i, hits in zip(members, self._rerank_all(group, [qd[i] for i in members], scores, keys, k, config)):
                     out[i] = hits
         return out
 
-    def _rerank_all(self, qs, scores, keys, k: int, config: SearchConfig) -> list[list[Hit]]:
+    def _rerank_all(self, qs, qd, scores, keys, k: int, config: SearchConfig) -> list[list[Hit]]:
         out, start = [], 0
-        for q in qs:
+        for q, d in zip(qs, qd):
             stop = start + q.shape[0]
             cand, approx = xtr_scores(scores[start:stop], keys[start:stop])
             start = stop
@@ -183,17 +206,17 @@ class Searcher:
             if n < len(cand):
                 top = np.argpartition(-approx, n - 1)[:n]
                 cand = cand[top]
-            out.append(self._rerank(q, cand, k))
+            out.append(self._rerank(q, d, cand, k))
         return out
 
-    def _rerank(self, q: np.ndarray, cand: np.ndarray, k: int) -> list[Hit]:
+    def _rerank(self, q: np.ndarray, qd: torch.Tensor | None, cand: np.ndarray, k: int) -> list[Hit]:
         seg_nos = cand >> KEY_SHIFT
         exact = np.empty(len(cand), dtype=np.float32)
         qt = torch.from_numpy(q)
         for no in np.unique(seg_nos):
             sel = seg_nos == no
             local = (cand[sel] & ((1 << KEY_SHIFT) - 1)).astype(np.int64)
-            exact[sel] = self._vectors[int(no)].maxsim(qt, local)
+            exact[sel] = self._vectors[int(no)].scores(qt, local, qd, self.dense_weight)
         return self._top(cand, exact, k)
 
     def _top(self, keys: np.ndarray, scores: np.ndarray, k: int) -> list[Hit]:

@@ -98,12 +98,15 @@ class EncoderConfig(ConfigBase):
     pool_factor: int = 1
     head_bias: bool = False
     lowercase: bool = False
+    dense_weight: float = 0.0
 
     def validate(self) -> None:
         _check(isinstance(self.dim, int) and self.dim > 0, f"dim must be a positive int, got {self.dim!r}")
         _check(isinstance(self.query_maxlen, int) and self.query_maxlen >= 4, "query_maxlen must be an int >= 4")
         _check(isinstance(self.doc_maxlen, int) and self.doc_maxlen >= 4, "doc_maxlen must be an int >= 4")
         _check(isinstance(self.pool_factor, int) and self.pool_factor >= 1, "pool_factor must be an int >= 1")
+        _check(isinstance(self.dense_weight, (int, float)) and self.dense_weight >= 0,
+               f"dense_weight must be a number >= 0, got {self.dense_weight!r}")
         _check(all(isinstance(w, str) for w in self.skiplist_words), "skiplist_words must be strings")
 
 

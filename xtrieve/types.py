@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 
 @dataclasses.dataclass(frozen=True)
 class Hit:
@@ -12,6 +14,21 @@ class Hit:
     doc_id: str
     score: float
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """What ``Encoder.encode`` returns for a list of texts.
+
+    ``vectors``: one float32 [n_vectors, dim] array per text (documents pooled by the pool
+    factor); ``n_tokens``: each text's token vectors before pooling; ``dense``: [n_texts, hidden]
+    L2-normalised mean of the backbone's token states, or None when the model does not add a
+    dense score (``EncoderConfig.dense_weight`` 0).
+    """
+
+    vectors: list[np.ndarray]
+    n_tokens: list[int]
+    dense: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +48,7 @@ class IndexInfo:
     faiss: list[str]
     vector_storage: str
     pool_factor: int
+    dense_weight: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -35,3 +35,18 @@ def test_pooling_stores_fewer_vectors(enc):
     pooled = enc.encode_documents(text, pool_factor=3)
     assert counts[0] == full[0].shape[0]
     assert pooled[0].shape[0] == -(-full[0].shape[0] // 3)
+
+
+def test_dense_embedding_is_the_sentence_transformers_embedding(enc):
+    """The default model adds the backbone's own sentence embedding (mean pooling) to MaxSim."""
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["how do plants use sunlight", "Coral reefs bleach in warm water."]
+    assert enc.config.dense_weight > 0 and enc.fuses_dense
+    st = SentenceTransformer(str(enc.spec.backbone_dir), device="cpu")
+    want = st.encode(texts, normalize_embeddings=True)
+    for is_query in (True, False):
+        got = enc.encode(texts, is_query)
+        assert got.dense.shape == want.shape and np.allclose(got.dense, want, atol=1e-5)
+        assert [v.shape[0] for v in got.vectors] == [v.shape[0] for v in (
+            enc.encode_queries(texts) if is_query else enc.encode_documents(texts))]

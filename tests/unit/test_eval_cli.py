@@ -12,33 +12,13 @@ import xtrieve
 from xtrieve.cli.main import main
 from xtrieve.eval import bench, peers
 from xtrieve.eval.toy import write_toy_beir
+from helpers import WordHashEncoder
 
 DIM = 16
 
 
-class FakeEncoder:
-    """Each word -> a fixed random unit vector (from its hash); one vector per word."""
-
-    class config:  # noqa: N801 - mimics EncoderConfig's attributes the index reads
-        dim = DIM
-        pool_factor = 1
-
-    def _vec(self, word: str) -> np.ndarray:
-        seed = int.from_bytes(hashlib.sha256(word.lower().encode()).digest()[:4], "little")
-        v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
-        return v / np.linalg.norm(v)
-
-    def _encode(self, texts):
-        return [np.stack([self._vec(w) for w in (t.split() or ["empty"])]) for t in texts]
-
-    def encode_documents(self, texts, batch_size=32, pool_factor=None, show_progress=None):
-        return self._encode(texts)
-
-    def encode_queries(self, texts, batch_size=32, show_progress=None):
-        return self._encode(texts)
-
-    def identity(self):
-        return {"name": "fake-words", "head_sha256": "0" * 64, "dim": DIM, "config": {}}
+def FakeEncoder():
+    return WordHashEncoder(DIM, name="fake-words")
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from helpers import unit_token_docs
 from xtrieve.config import EncoderConfig, IndexConfig
 from xtrieve.index.segment import DOCS, VECTORS
 from xtrieve.index.store import IndexStore
+from helpers import WordHashEncoder
 
 DIM = 16
 
@@ -22,35 +23,8 @@ def rand_docs(n, rng, lo=2, hi=12, dim=DIM):
     return unit_token_docs(rng, n, dim, lo, hi)
 
 
-class FakeEncoder:
-    """Deterministic word-hash token vectors with the Encoder interface the index uses."""
-
-    def __init__(self, dim=DIM, name="fake", head="0" * 64):
-        self.config = EncoderConfig(dim=dim)
-        self.name, self.head = name, head
-
-    def identity(self):
-        return {"name": self.name, "head_sha256": self.head, "dim": self.config.dim, "config": self.config.to_dict()}
-
-    def save(self, folder):
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        (Path(folder) / "fake.json").write_text(json.dumps(self.identity()))
-
-    def _one(self, text):
-        rows = []
-        for w in text.lower().split():
-            v = np.random.default_rng(zlib.crc32(w.encode())).standard_normal(self.config.dim)
-            rows.append(v / np.linalg.norm(v))
-        return np.asarray(rows, dtype=np.float32)
-
-    def encode_documents_with_counts(self, texts, batch_size=32, pool_factor=None, show_progress=None):
-        assert all(isinstance(t, str) and t.strip() for t in texts)
-        vecs = [self._one(t) for t in texts]
-        pf = pool_factor or 1
-        return [v[::pf] for v in vecs], [len(v) for v in vecs]
-
-    def encode_queries(self, texts, batch_size=32):
-        return [self._one(t) for t in texts]
+def FakeEncoder(dim=DIM, name="fake", head="0" * 64):
+    return WordHashEncoder(dim, name, head)
 
 
 def test_build_from_embeddings_roundtrip(tmp_path):

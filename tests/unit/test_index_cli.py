@@ -14,31 +14,13 @@ from click.testing import CliRunner
 import xtrieve
 from xtrieve.cli.main import main
 from xtrieve.config import EncoderConfig
+from helpers import WordHashEncoder
 
 DIM = 8
 
 
-class FakeEncoder:
-    def __init__(self):
-        self.config = EncoderConfig(dim=DIM)
-
-    def identity(self):
-        return {"name": "fake", "head_sha256": "0" * 64, "dim": DIM}
-
-    def save(self, folder):
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        (Path(folder) / "fake.json").write_text("{}")
-
-    def _one(self, text):
-        return np.asarray([np.random.default_rng(zlib.crc32(w.encode())).standard_normal(DIM) for w in text.split()],
-                          dtype=np.float32)
-
-    def encode_documents_with_counts(self, texts, batch_size=32, pool_factor=None, show_progress=None):
-        vecs = [self._one(t) for t in texts]
-        return vecs, [len(v) for v in vecs]
-
-    def encode_queries(self, texts, batch_size=32):
-        return [self._one(t) for t in texts]
+def FakeEncoder():
+    return WordHashEncoder(DIM)
 
 
 @pytest.fixture(autouse=True)

@@ -11,32 +11,13 @@ import pytest
 import xtrieve
 from xtrieve.config import EncoderConfig
 from xtrieve.errors import ConfigError, IndexFormatError, InputError, ModelMismatchError
+from helpers import WordHashEncoder
 
 DIM = 8
 
 
-class FakeEncoder:
-    def __init__(self, dim=DIM, name="fake", head="0" * 64):
-        self.config = EncoderConfig(dim=dim)
-        self.name, self.head = name, head
-
-    def identity(self):
-        return {"name": self.name, "head_sha256": self.head, "dim": self.config.dim}
-
-    def save(self, folder):
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        (Path(folder) / "fake.json").write_text(json.dumps(self.identity()))
-
-    def _one(self, text):
-        rows = [np.random.default_rng(zlib.crc32(w.encode())).standard_normal(self.config.dim) for w in text.split()]
-        return np.asarray(rows, dtype=np.float32)
-
-    def encode_documents_with_counts(self, texts, batch_size=32, pool_factor=None, show_progress=None):
-        vecs = [self._one(t) for t in texts]
-        return vecs, [len(v) for v in vecs]
-
-    def encode_queries(self, texts, batch_size=32):
-        return [self._one(t) for t in texts]
+def FakeEncoder(dim=DIM, name="fake", head="0" * 64):
+    return WordHashEncoder(dim, name, head)
 
 
 def rand(n, rows=3, dim=DIM, seed=0):

@@ -44,6 +44,7 @@ class MemorySegment:
 class Snap:
     segments: list
     dim: int = DIM
+    dense_weight: float = 0.0
 
 
 def random_docs(rng, n, lo=5, hi=40):
