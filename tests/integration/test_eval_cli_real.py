@@ -57,3 +57,18 @@ def test_bench_small_grid(toy, tmp_path):
     assert rows[0]["system"] == "xtrieve exhaustive"
     assert all(r["agree@10"] >= 0.9 for r in rows)
     assert (out / "bench.json").is_file() and (out / "bench.md").is_file()
+
+
+def test_pooling_table_rows(toy, tmp_path):
+    """Pooling-table rows from cached states: pooling x3 stores a third of the vectors."""
+    from xtrieve.eval.pooling_table import main as table_main, table_rows
+
+    rows = table_rows(toy, [("default", None, [1, 3])], cache_dir=str(tmp_path / "cache"))
+    by_pf = {r["pool_factor"]: r for r in rows}
+    assert by_pf[1]["n_vectors"] == by_pf[1]["n_tokens"] == by_pf[3]["n_tokens"]
+    assert by_pf[3]["n_vectors"] <= by_pf[1]["n_vectors"] / 2.5
+    assert all(0 < r["ndcg@10"] <= 1 and r["index_bytes"] > 0 for r in rows)
+    out = tmp_path / "rows.json"
+    table_main(["--data-dir", str(toy), "--model", "m=default:1", "--cache-dir", str(tmp_path / "cache"),
+                "--json", str(out)])
+    assert json.loads(out.read_text())[0]["n_vectors"] == by_pf[1]["n_vectors"]

@@ -1,6 +1,7 @@
 """`xtrieve train` on a tiny random BERT: loss goes down, output loads, resume continues."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -240,3 +241,25 @@ def test_train_layers_needs_a_frozen_backbone_and_fits_the_depth(setup):
         train(_cfg(setup, "bad", max_steps=1, train_layers=1, freeze_backbone=False))
     with pytest.raises(InputError, match="top layers"):
         train(_cfg(setup, "bad2", max_steps=1, train_layers=5))
+
+
+def test_dense_weight_enters_the_loss_and_the_saved_model(setup):
+    cfg = _cfg(setup, "dw", max_steps=3, n_negatives=0)
+    enc = Encoder.load(cfg.base)
+    cache = StateCache(cfg.cache_dir, enc)
+    from pathlib import Path
+
+    prep = prepare(cfg, enc, cache, TrainModel(enc).eval(), Path(cfg.out))
+    batch = make_batch(cfg, prep, 0)
+    model = TrainModel(enc).eval()
+    with torch.no_grad():
+        plain, _ = step_loss(cfg, model, enc, cache, batch)
+        fused, _ = step_loss(dataclasses.replace(cfg, dense_weight=0.5), model, enc, cache, batch)
+    assert float(plain) != pytest.approx(float(fused))
+    out = train(dataclasses.replace(cfg, dense_weight=0.5))
+    trained = Encoder.load(out)
+    assert trained.config.dense_weight == 0.5 and trained.fuses_dense
+    got = trained.encode(["w1 w2 w3"], is_query=True)
+    assert got.dense.shape == (1, 32) and np.allclose(np.linalg.norm(got.dense, axis=1), 1, atol=1e-5)
+    # the base model's weight is kept when none is given
+    assert Encoder.load(train(_cfg(setup, "dw0", max_steps=1, n_negatives=0))).config.dense_weight == 0.0

@@ -1,0 +1,114 @@
+"""Pooling table: nDCG@10 (fast path), vectors stored and index bytes per (model, pool factor).
+
+Issue 7's table: the untrained head with and without post-hoc pooling against CRISP-trained
+heads. Token states come from the training cache (one backbone pass per text, shared by every
+row), each head projects them, documents are Ward-pooled as ``Index.build`` pools them, and a
+real index is built from those vectors (``build_from_embeddings``) and searched with the
+default SearchConfig. Scores are MaxSim only: an index built from embeddings has no model, so
+no dense score is added (``xtrieve eval`` measures a model's full score).
+
+    python -m xtrieve.eval.pooling_table --data-dir DIR --model NAME=FOLDER:1,2,3 ... [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from xtrieve.config import SearchConfig
+from xtrieve.eval.beir_data import load_beir
+from xtrieve.eval.evaluate import EVAL_INDEX_CONFIG
+from xtrieve.eval.metrics import evaluate, hits_to_results
+
+log = logging.getLogger(__name__)
+
+K = 100
+BATCH = 64
+
+
+@torch.no_grad()
+def cached_vectors(model, cache, texts: list[str], is_query: bool, pool_factor: int) -> list[np.ndarray]:
+    """The model's token vectors of each text from cached backbone states (documents pooled)."""
+    from xtrieve.encode.crisp import crisp_pool
+
+    out: list[np.ndarray] = []
+    for start in range(0, len(texts), BATCH):
+        vecs, mask = model.encode_cached(cache, texts[start:start + BATCH], is_query)
+        if not is_query and pool_factor > 1:
+            vecs, mask = crisp_pool(vecs, mask, pool_factor, "ward")
+        out.extend(v[m].numpy() for v, m in zip(vecs, mask))
+    return out
+
+
+def table_rows(data_dir: str | Path, models: list[tuple[str, str, list[int]]], cache_dir: str | None = None,
+               split: str = "test") -> list[dict[str, Any]]:
+    """One row per (label, model folder, pool factor)."""
+    import xtrieve
+    from xtrieve.encode.train import TrainModel
+    from xtrieve.encode.train_data import DEFAULT_CACHE, StateCache
+
+    ds = load_beir(data_dir, split)
+    docs, _ = ds.documents()
+    items = [(q, t) for q, t in ds.query_items() if q in ds.qrels]
+    texts, queries = [d["text"] for d in docs], [t for _, t in items]
+    rows = []
+    for label, folder, factors in models:
+        enc = xtrieve.Encoder.load(folder)
+        cache = StateCache(cache_dir or DEFAULT_CACHE, enc)
+        cache.ensure(texts, False)
+        cache.ensure(queries, True, progress=False)
+        model = TrainModel(enc).eval()
+        q_vectors = cached_vectors(model, cache, queries, True, 1)
+        n_tokens = sum(len(cache.states(t, False)) for t in texts)
+        for pf in factors:
+            d_vectors = cached_vectors(model, cache, texts, False, pf)
+            with tempfile.TemporaryDirectory(prefix="xtrieve-pooling-") as tmp:
+                idx = xtrieve.Index.build_from_embeddings(Path(tmp) / "ix", [d["id"] for d in docs], d_vectors,
+                                                          config=EVAL_INDEX_CONFIG, show_progress=False)
+                hits = idx.search_batch(q_vectors, k=K, config=SearchConfig())
+                info = idx.info()
+            metrics = evaluate(ds.qrels, hits_to_results([q for q, _ in items], hits))
+            rows.append({"dataset": ds.name, "model": label, "pool_factor": pf, "ndcg@10": metrics["ndcg@10"],
+                         "recall@100": metrics["recall@100"], "n_tokens": n_tokens,
+                         "n_vectors": int(info.n_vectors), "index_bytes": int(info.bytes)})
+            log.info("%s", rows[-1])
+    return rows
+
+
+def _model_arg(text: str) -> tuple[str, str, list[int]]:
+    label, _, rest = text.partition("=")
+    folder, _, factors = rest.rpartition(":")
+    if not label or not folder or not factors:
+        raise argparse.ArgumentTypeError(f"--model wants NAME=FOLDER:1,2,3, got {text!r}")
+    return label, folder, [int(x) for x in factors.split(",")]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", action="append", required=True)
+    p.add_argument("--model", action="append", type=_model_arg, required=True,
+                   help="NAME=FOLDER:POOL_FACTORS (FOLDER 'default' = the packaged model)")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--json", default=None, help="also write the rows here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    models = [(label, None if folder == "default" else folder, pfs) for label, folder, pfs in args.model]
+    rows = [r for d in args.data_dir for r in table_rows(d, models, args.cache_dir)]
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    print("| dataset | model | pool | nDCG@10 | R@100 | vectors | tokens / vectors | index MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['dataset']} | {r['model']} | x{r['pool_factor']} | {100 * r['ndcg@10']:.2f} | "
+              f"{100 * r['recall@100']:.2f} | {r['n_vectors']:,} | {r['n_tokens'] / r['n_vectors']:.2f} | "
+              f"{r['index_bytes'] / 1e6:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
