@@ -56,7 +56,8 @@ import click
 @click.option("--name", default=None, help="Model name written into the folder.")
 def train_command(data_dirs, split, base, out, pool_factor, max_steps, freeze_backbone, resume, batch_size, lr,
                   backbone_lr, seed, cache_dir, n_negatives, mine_depth, mine_with, cache_corpus, temperature,
-                  distill_weight, dense_weight, denoise, cluster, pool_queries, mlp_dim, train_layers, weight_decay, holdout, eval_every,
+                  distill_weight, dense_weight, denoise, cluster, pool_queries, mlp_dim, train_layers, weight_decay,
+                  holdout, eval_every,
                   checkpoint_every, name):
     """Train a model: contrastive MaxSim on CRISP-clustered documents, hard negatives, optional distillation."""
     import time
@@ -68,7 +69,8 @@ def train_command(data_dirs, split, base, out, pool_factor, max_steps, freeze_ba
         max_steps=max_steps, freeze_backbone=freeze_backbone, resume=resume, batch_size=batch_size, lr=lr,
         backbone_lr=backbone_lr, seed=seed, cache_dir=str(cache_dir) if cache_dir else None,
         n_negatives=n_negatives, mine_depth=mine_depth, mine_with=mine_with, cache_corpus=cache_corpus,
-        temperature=temperature, distill_weight=distill_weight, dense_weight=dense_weight, denoise=denoise, cluster=cluster, pool_queries=pool_queries,
+        temperature=temperature, distill_weight=distill_weight, dense_weight=dense_weight, denoise=denoise,
+        cluster=cluster, pool_queries=pool_queries,
         mlp_dim=mlp_dim, train_layers=train_layers, weight_decay=weight_decay, holdout=holdout, eval_every=eval_every,
         checkpoint_every=checkpoint_every, name=name,
     )

@@ -428,7 +428,8 @@ def step_loss(cfg: TrainConfig, model: TrainModel, enc, cache: StateCache, batch
     stats = {"ce": float(loss_ce.detach())}
     loss = loss_ce
     if cfg.distill_weight > 0:
-        teacher = (dense_cosines(cache, batch["queries"], batch["docs"]) / cfg.teacher_temperature).masked_fill(~allowed, float("-inf"))
+        teacher = dense_cosines(cache, batch["queries"], batch["docs"]) / cfg.teacher_temperature
+        teacher = teacher.masked_fill(~allowed, float("-inf"))
         p_t = teacher.softmax(-1)
         log_s = logits.log_softmax(-1)
         kl = (p_t * (teacher.log_softmax(-1) - log_s)).masked_fill(~allowed, 0.0).sum(-1).mean()

@@ -3,8 +3,9 @@
 docs.arrow has one row per document: ``doc_id``, optional ``title``/``text``, metadata
 columns and internal columns (``__offset`` first vector row, ``__n_vectors``,
 ``__n_tokens`` before pooling, and ``__dense``, the document's mean-pooled backbone
-embedding as float16, when the model fuses it into the score). vectors.arrow has one record batch with a
-FixedSizeList ``vector`` column (float16, or int8 plus a float32 ``scale`` column).
+embedding as float16, when the model fuses it into the score). vectors.arrow has one
+record batch with a FixedSizeList ``vector`` column (float16, or int8 plus a float32
+``scale`` column).
 """
 from __future__ import annotations
 

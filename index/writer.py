@@ -284,7 +284,8 @@ class WriteSession:
                 encoded = encoder.encode(texts, False, batch_size=ENCODE_BATCH, pool_factor=self.manifest.pool_factor,
                                          show_progress=False)
                 encode_seconds[0] += time.perf_counter() - started
-                vectors = [check_embedding(v, self.manifest.dim, f"document {i!r}") for i, v in zip(ids, encoded.vectors)]
+                vectors = [check_embedding(v, self.manifest.dim, f"document {i!r}")
+                           for i, v in zip(ids, encoded.vectors)]
                 all_ids.extend(ids)
                 yield rows_table(ids, rows, self.config.store_text), vectors, list(encoded.n_tokens), encoded.dense
 
