@@ -54,7 +54,6 @@ class SegmentVectors:
             start = stop
         return scores
 
-
     def scores(self, query: torch.Tensor, docs: np.ndarray, dense_query: torch.Tensor | None,
                dense_weight: float) -> np.ndarray:
         """MaxSim, plus ``dense_weight`` x n_q x the dense cosine when both sides have a dense embedding."""

@@ -91,3 +91,13 @@ def test_bad_dense_query_is_an_input_error(fused):
         searcher.search(q.vectors, k=3, dense=[np.ones(DIM + 1, dtype=np.float32)])
     with pytest.raises(InputError, match="dense"):
         searcher.search(q.vectors, k=3, dense=[q.dense[0], q.dense[0]])
+
+
+def test_batch_of_text_queries_equals_single_searches(fused):
+    _, idx = fused
+    queries = ["red apple", "sea salt", "garden wall clock"]
+    for exhaustive in (True, False):
+        batch = idx.search_batch(queries, k=4, exhaustive=exhaustive)
+        for q, hits in zip(queries, batch):
+            single = idx.search(q, k=4, exhaustive=exhaustive)
+            assert [(h.doc_id, round(h.score, 5)) for h in hits] == [(h.doc_id, round(h.score, 5)) for h in single]
