@@ -17,16 +17,25 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
+def cached_vectors(head, cache: StateCache, texts: list[str], is_query: bool, pool_factor: int = 1,
+                   batch: int = 64, method: str = "ward") -> list[torch.Tensor]:
+    """The model's vectors of each text from cached states (documents pooled by pool_factor)."""
+    order = sorted(range(len(texts)), key=lambda i: len(cache.states(texts[i], is_query)))
+    vecs: list[torch.Tensor | None] = [None] * len(texts)
+    for s in range(0, len(order), batch):  # length-sorted batches pad little
+        part = order[s:s + batch]
+        v, m = head.encode_cached(cache, [texts[i] for i in part], is_query)
+        if not is_query:
+            v, m = crisp_pool(v, m, pool_factor, method)
+        for row, i in enumerate(part):
+            vecs[i] = v[row][m[row]]
+    return vecs  # type: ignore[return-value]
+
+
 def project_corpus(head, cache: StateCache, texts: list[str], pool_factor: int, batch: int = 64,
                    method: str = "ward") -> tuple[torch.Tensor, torch.Tensor, int]:
     """Padded doc vectors [N, K, dim], mask [N, K], and the number of stored vectors."""
-    order = sorted(range(len(texts)), key=lambda i: len(cache.states(texts[i], False)))
-    vecs: list[torch.Tensor | None] = [None] * len(texts)
-    for s in range(0, len(order), batch):
-        part = order[s:s + batch]
-        v, m = crisp_pool(*head.encode_cached(cache, [texts[i] for i in part], False), pool_factor, method)
-        for row, i in enumerate(part):
-            vecs[i] = v[row][m[row]]
+    vecs = cached_vectors(head, cache, texts, False, pool_factor, batch, method)
     width = max(len(v) for v in vecs)
     out = torch.zeros(len(vecs), width, vecs[0].shape[1])
     mask = torch.zeros(len(vecs), width, dtype=torch.bool)

@@ -18,9 +18,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from xtrieve.config import SearchConfig
 from xtrieve.eval.beir_data import load_beir
 from xtrieve.eval.evaluate import EVAL_INDEX_CONFIG
@@ -29,21 +26,6 @@ from xtrieve.eval.metrics import evaluate, hits_to_results
 log = logging.getLogger(__name__)
 
 K = 100
-BATCH = 64
-
-
-@torch.no_grad()
-def cached_vectors(model, cache, texts: list[str], is_query: bool, pool_factor: int) -> list[np.ndarray]:
-    """The model's token vectors of each text from cached backbone states (documents pooled)."""
-    from xtrieve.encode.crisp import crisp_pool
-
-    out: list[np.ndarray] = []
-    for start in range(0, len(texts), BATCH):
-        vecs, mask = model.encode_cached(cache, texts[start:start + BATCH], is_query)
-        if not is_query and pool_factor > 1:
-            vecs, mask = crisp_pool(vecs, mask, pool_factor, "ward")
-        out.extend(v[m].numpy() for v, m in zip(vecs, mask))
-    return out
 
 
 def table_rows(data_dir: str | Path, models: list[tuple[str, str, list[int]]], cache_dir: str | None = None,
@@ -52,6 +34,7 @@ def table_rows(data_dir: str | Path, models: list[tuple[str, str, list[int]]], c
     import xtrieve
     from xtrieve.encode.train import TrainModel
     from xtrieve.encode.train_data import DEFAULT_CACHE, StateCache
+    from xtrieve.encode.train_eval import cached_vectors
 
     ds = load_beir(data_dir, split)
     docs, _ = ds.documents()
@@ -64,10 +47,10 @@ def table_rows(data_dir: str | Path, models: list[tuple[str, str, list[int]]], c
         cache.ensure(texts, False)
         cache.ensure(queries, True, progress=False)
         model = TrainModel(enc).eval()
-        q_vectors = cached_vectors(model, cache, queries, True, 1)
+        q_vectors = [v.numpy() for v in cached_vectors(model, cache, queries, True)]
         n_tokens = sum(len(cache.states(t, False)) for t in texts)
         for pf in factors:
-            d_vectors = cached_vectors(model, cache, texts, False, pf)
+            d_vectors = [v.numpy() for v in cached_vectors(model, cache, texts, False, pf)]
             with tempfile.TemporaryDirectory(prefix="xtrieve-pooling-") as tmp:
                 idx = xtrieve.Index.build_from_embeddings(Path(tmp) / "ix", [d["id"] for d in docs], d_vectors,
                                                           config=EVAL_INDEX_CONFIG, show_progress=False)
