@@ -30,6 +30,40 @@ def mean_embedding(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.
     return torch.nn.functional.normalize(mean.float(), dim=-1)
 
 
+class WindowJoin:
+    """Joins per-row outputs into one array per text (a long document's windows in order) and,
+    when asked, gives each text's mean embedding over the attended states of all its rows."""
+
+    def __init__(self, n_texts: int, hidden_size: int = 0) -> None:
+        self._parts: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(n_texts)]
+        self._sums = np.zeros((n_texts, hidden_size), dtype=np.float64)
+        self._counts = np.zeros(n_texts, dtype=np.float64)
+
+    def add(self, text: int, window: int, array: np.ndarray) -> None:
+        self._parts[text].append((window, array))
+
+    def add_states(self, texts: list[int], hidden: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        """Accumulate the rows' attended hidden states for :meth:`dense`."""
+        att = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        sums = (hidden * att).sum(1).float().cpu().numpy()
+        counts = attention_mask.sum(1).float().cpu().numpy()
+        for row, i in enumerate(texts):
+            self._sums[i] += sums[row]
+            self._counts[i] += counts[row]
+
+    def arrays(self) -> list[np.ndarray]:
+        out = []
+        for parts in self._parts:
+            parts.sort(key=lambda p: p[0])
+            out.append(parts[0][1] if len(parts) == 1 else np.concatenate([a for _, a in parts]))
+        return out
+
+    def dense(self) -> np.ndarray:
+        """L2-normalised mean embedding per text, float32 (= :func:`mean_embedding` for one row)."""
+        mean = self._sums / np.maximum(self._counts, 1.0)[:, None]
+        return (mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 class Encoder:
     """Encodes queries and documents into L2-normalised token vectors [n_tokens, dim]."""
 
@@ -161,21 +195,24 @@ class Encoder:
     # -- encoding -----------------------------------------------------------------------
 
     def _batches(self, texts: list[str], is_query: bool, batch_size: int, show_progress: bool | None,
-                 desc: str) -> Iterable[tuple[list[int], object]]:
-        """Yield (original indices, Batch) in length-sorted order."""
-        ids, n_truncated = self.processor.encode_ids(texts, is_query)
-        if n_truncated:
-            maxlen = self.config.query_maxlen if is_query else self.config.doc_maxlen
-            log.info("%d of %d %s truncated to %d tokens", n_truncated, len(texts), desc, maxlen)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
+                 desc: str) -> Iterable[tuple[list[int], list[int], object]]:
+        """Yield (text index, window number) of each row and the rows' Batch, in length-sorted order."""
+        rows = self.processor.rows(texts, is_query)
+        if rows.n_truncated:
+            maxlen = self.config.query_maxlen if is_query else self.config.doc_maxlen * self.config.doc_windows
+            log.info("%d of %d %s truncated to about %d tokens", rows.n_truncated, len(texts), desc, maxlen)
+        order = sorted(range(len(rows.ids)), key=lambda r: len(rows.ids[r]), reverse=True)
         if show_progress is None:
             show_progress = len(texts) >= PROGRESS_MIN_TEXTS
         from tqdm.auto import tqdm
 
-        with tqdm(total=len(texts), desc=f"encoding {desc}", unit="text", disable=not show_progress) as bar:
+        unit = "text" if len(rows.ids) == len(texts) else "window"
+        with tqdm(total=len(rows.ids), desc=f"encoding {desc}", unit=unit, disable=not show_progress) as bar:
             for start in range(0, len(order), batch_size):
                 chunk = order[start:start + batch_size]
-                yield chunk, self.processor.batch([ids[i] for i in chunk], is_query)
+                batch = self.processor.batch([rows.ids[r] for r in chunk], is_query,
+                                             context=[rows.context[r] for r in chunk])
+                yield [rows.owner[r] for r in chunk], [rows.window[r] for r in chunk], batch
                 bar.update(len(chunk))
 
     def _hidden(self, batch) -> torch.Tensor:
@@ -186,13 +223,14 @@ class Encoder:
                      show_progress: bool | None = None) -> list[np.ndarray]:
         """Backbone hidden states at the output positions (before the head), float32."""
         texts = check_texts(texts, "queries" if is_query else "documents")
-        out: list[np.ndarray | None] = [None] * len(texts)
+        join = WindowJoin(len(texts))
         with torch.inference_mode():
-            for chunk, batch in self._batches(texts, is_query, batch_size, show_progress, "queries" if is_query else "documents"):
+            for owners, windows, batch in self._batches(texts, is_query, batch_size, show_progress,
+                                                        "queries" if is_query else "documents"):
                 hidden = self._hidden(batch).float()
-                for row, i in enumerate(chunk):
-                    out[i] = hidden[row][batch.output_mask[row]].cpu().numpy()
-        return out  # type: ignore[return-value]
+                for row, (i, k) in enumerate(zip(owners, windows)):
+                    join.add(i, k, hidden[row][batch.output_mask[row]].cpu().numpy())
+        return join.arrays()
 
     def project(self, states: torch.Tensor) -> torch.Tensor:
         """Apply the head and (optionally) L2-normalise."""
@@ -206,17 +244,17 @@ class Encoder:
 
     def _encode(self, texts: list[str], is_query: bool, batch_size: int, show_progress: bool | None,
                 with_dense: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
-        out: list[np.ndarray | None] = [None] * len(texts)
-        dense = np.zeros((len(texts), int(self.backbone.config.hidden_size)), dtype=np.float32) if with_dense else None
+        join = WindowJoin(len(texts), int(self.backbone.config.hidden_size) if with_dense else 0)
         with torch.inference_mode():
-            for chunk, batch in self._batches(texts, is_query, batch_size, show_progress, "queries" if is_query else "documents"):
+            for owners, windows, batch in self._batches(texts, is_query, batch_size, show_progress,
+                                                        "queries" if is_query else "documents"):
                 hidden = self._hidden(batch)
                 vectors = self.project(hidden).float()
-                for row, i in enumerate(chunk):
-                    out[i] = vectors[row][batch.output_mask[row]].cpu().numpy()
-                if dense is not None:
-                    dense[chunk] = mean_embedding(hidden, batch.attention_mask.to(hidden.device)).cpu().numpy()
-        return out, dense  # type: ignore[return-value]
+                for row, (i, k) in enumerate(zip(owners, windows)):
+                    join.add(i, k, vectors[row][batch.output_mask[row]].cpu().numpy())
+                if with_dense:
+                    join.add_states(owners, hidden, batch.attention_mask.to(hidden.device))
+        return join.arrays(), (join.dense() if with_dense else None)
 
     def encode(self, texts: list[str], is_query: bool, batch_size: int = 32, pool_factor: int | None = None,
                show_progress: bool | None = None) -> Encoded:

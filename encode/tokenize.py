@@ -2,7 +2,9 @@
 
 Queries and documents get an optional marker token right after the first special token;
 queries are padded with [MASK] to ``query_maxlen`` when augmentation is on; documents
-drop skiplist (punctuation) tokens from the output. Truncation is counted, not silent.
+drop skiplist (punctuation) tokens from the output. A document longer than ``doc_maxlen`` is
+truncated, or with ``doc_windows`` > 1 split into windows (see :meth:`TextProcessor.rows`).
+Truncation is counted, not silent.
 """
 from __future__ import annotations
 
@@ -44,6 +46,21 @@ class Batch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     output_mask: torch.Tensor
+    n_truncated: int
+
+
+@dataclasses.dataclass
+class Rows:
+    """Model input rows of a list of texts: one per text, or one per window of a long document.
+
+    ``owner[r]``/``window[r]``: the text and window number of row r; ``context[r]``: how many
+    leading content tokens of row r only give context (they are the previous window's outputs).
+    """
+
+    ids: list[list[int]]
+    owner: list[int]
+    window: list[int]
+    context: list[int]
     n_truncated: int
 
 
@@ -114,8 +131,37 @@ class TextProcessor:
             out.append(self._with_specials(ids, marker))
         return out, n_truncated
 
-    def batch(self, ids: list[list[int]], is_query: bool, n_truncated: int = 0) -> Batch:
-        """Pad a list of id lists into tensors and compute the output mask."""
+    def rows(self, texts: list[str], is_query: bool) -> Rows:
+        """Input rows for ``texts``: queries and (with ``doc_windows`` = 1) documents are truncated
+        to their max length; otherwise a long document becomes up to ``doc_windows`` windows of
+        ``doc_maxlen`` tokens, each with its own special tokens, where window k > 0 repeats the
+        last ``doc_window_overlap`` tokens of window k - 1 as context and outputs only what follows."""
+        c = self.config
+        if is_query or c.doc_windows == 1:
+            ids, n_truncated = self.encode_ids(texts, is_query)
+            n = len(ids)
+            return Rows(ids, list(range(n)), [0] * n, [0] * n, n_truncated)
+        budget = max(1, c.doc_maxlen - len(self._with_specials([], self.document_marker)))
+        overlap = min(c.doc_window_overlap, budget // 2)
+        stride = budget - overlap
+        out = Rows([], [], [], [], 0)
+        for i, ids in enumerate(self.tok(texts, add_special_tokens=False, truncation=False)["input_ids"]):
+            n_windows = 1 + -(-max(0, len(ids) - budget) // stride)
+            if n_windows > c.doc_windows:
+                out.n_truncated += 1
+                n_windows = c.doc_windows
+            for k in range(n_windows):
+                start = 0 if k == 0 else budget + (k - 1) * stride - overlap
+                out.ids.append(self._with_specials(ids[start:start + budget], self.document_marker))
+                out.owner.append(i)
+                out.window.append(k)
+                out.context.append(0 if k == 0 else overlap)
+        return out
+
+    def batch(self, ids: list[list[int]], is_query: bool, n_truncated: int = 0,
+              context: list[int] | None = None) -> Batch:
+        """Pad a list of id lists into tensors and compute the output mask (``context``: leading
+        content tokens per row that are not outputs, see :meth:`rows`)."""
         c = self.config
         augment = is_query and c.query_augmentation
         width = c.query_maxlen if augment else max(len(x) for x in ids)
@@ -141,8 +187,14 @@ class TextProcessor:
             for marker in (self.query_marker, self.document_marker):
                 if marker is not None:
                     output &= input_ids != marker
+        if context is not None:
+            head = len(self._with_specials([], self.query_marker if is_query else self.document_marker)) - len(self.suffix_ids)
+            for i, n_context in enumerate(context):
+                output[i, head:head + n_context] = False
         # never return an empty bag: fall back to every attended position
         empty = output.sum(dim=1) == 0
+        if context is not None:  # a later window may legitimately output nothing
+            empty &= torch.tensor(context) == 0
         if bool(empty.any()):
             output[empty] = attention[empty].bool()
         return Batch(input_ids, attention, output, n_truncated)

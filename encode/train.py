@@ -143,11 +143,14 @@ class TrainModel(torch.nn.Module):
 
 def live_states(enc, texts: list[str], is_query: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Backbone states at the output positions, padded [n, L, H], with gradient."""
-    ids, _ = enc.processor.encode_ids(texts, is_query)
-    batch = enc.processor.batch(ids, is_query)
+    rows = enc.processor.rows(texts, is_query)
+    batch = enc.processor.batch(rows.ids, is_query, context=rows.context)
     hidden = enc.backbone(input_ids=batch.input_ids.to(enc.device),
                           attention_mask=batch.attention_mask.to(enc.device)).last_hidden_state
-    return pad_rows([hidden[i][batch.output_mask[i].to(enc.device)] for i in range(len(texts))])
+    parts: list[list[torch.Tensor]] = [[] for _ in texts]
+    for r, i in enumerate(rows.owner):  # rows come in window order
+        parts[i].append(hidden[r][batch.output_mask[r].to(enc.device)])
+    return pad_rows([p[0] if len(p) == 1 else torch.cat(p) for p in parts])
 
 
 def pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -455,6 +458,9 @@ def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
     if cfg.train_layers and not cfg.freeze_backbone:
         raise InputError("train_layers trains the top blocks of a frozen backbone; with --no-freeze-backbone all of it trains")
     enc = enc if enc is not None else Encoder.load(cfg.base)
+    if cfg.train_layers and enc.config.doc_windows > 1:
+        raise InputError(f"train_layers caches one input row per document: it needs doc_windows = 1, "
+                         f"the base model has {enc.config.doc_windows}")
     try:
         base_model = TrainModel(enc, top_layers=cfg.train_layers).eval()
     except ValueError as exc:

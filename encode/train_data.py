@@ -158,6 +158,8 @@ def encoder_cache_key(enc, layer: int | None = None) -> str:
     c = enc.config.to_dict()
     keep = {k: c[k] for k in ("query_maxlen", "doc_maxlen", "query_prefix", "document_prefix", "query_augmentation",
                               "attend_to_expansion_tokens", "skiplist_words", "keep_special_tokens", "lowercase")}
+    if c["doc_windows"] > 1:  # (absent otherwise, so caches made before windows existed stay valid)
+        keep.update(doc_windows=c["doc_windows"], doc_window_overlap=c["doc_window_overlap"])
     h = hashlib.sha256(json.dumps({"backbone": enc.spec.backbone_ref, "dir": Path(enc.spec.backbone_dir).name,
                                    "cfg": keep}, sort_keys=True, default=str).encode())
     for name in ("model.safetensors", "pytorch_model.bin", "config.json"):
@@ -257,35 +259,35 @@ class StateCache:
 
     def _encode(self, texts: list[str], is_query: bool,
                 batch_size: int) -> tuple[list[np.ndarray], list[np.ndarray] | None, np.ndarray]:
-        from xtrieve.encode.encoder import mean_embedding
+        from xtrieve.encode.encoder import WindowJoin
         from xtrieve.encode.top_layers import capture_layer_input
 
         enc = self.enc
-        states: list[np.ndarray | None] = [None] * len(texts)
+        join = WindowJoin(len(texts), self.hidden)
         flags: list[np.ndarray | None] | None = None if self.layer is None else [None] * len(texts)
-        dense = np.zeros((len(texts), self.hidden), dtype=np.float32)
         sink: list[torch.Tensor] = []
         handle = None if self.layer is None else capture_layer_input(enc.backbone, self.layer, sink)
         try:
             with torch.inference_mode():
-                for idx, batch in enc._batches(texts, is_query, batch_size, False, "texts"):
+                for owners, windows, batch in enc._batches(texts, is_query, batch_size, False, "texts"):
                     sink.clear()
                     hidden = enc._hidden(batch).float()
-                    mean = mean_embedding(hidden, batch.attention_mask.to(hidden.device)).cpu().numpy()
-                    for row, i in enumerate(idx):
-                        dense[i] = mean[row]
+                    join.add_states(owners, hidden, batch.attention_mask.to(hidden.device))
+                    for row, (i, k) in enumerate(zip(owners, windows)):
                         out = batch.output_mask[row]
                         if flags is None:
-                            states[i] = hidden[row][out].cpu().numpy().astype(np.float16)
+                            join.add(i, k, hidden[row][out].cpu().numpy().astype(np.float16))
                             continue
+                        if k > 0:
+                            raise InputError("training top backbone blocks needs doc_windows = 1 (one input row per document)")
                         f = batch.attention_mask[row].bool().to(torch.uint8) * ATTENDED + out.to(torch.uint8) * OUTPUT
                         n = int(torch.nonzero(f).max()) + 1
-                        states[i] = sink[0][row, :n].float().cpu().numpy().astype(np.float16)
+                        join.add(i, k, sink[0][row, :n].float().cpu().numpy().astype(np.float16))
                         flags[i] = f[:n].numpy()
         finally:
             if handle is not None:
                 handle.remove()
-        return states, flags, dense  # type: ignore[return-value]
+        return join.arrays(), flags, join.dense()  # type: ignore[return-value]
 
     def _commit(self, texts: list[str], is_query: bool, states: list[np.ndarray], flags: list[np.ndarray] | None,
                 dense: np.ndarray) -> None:

@@ -83,11 +83,17 @@ class EncoderConfig(ConfigBase):
     ``query_prefix``/``document_prefix`` are marker tokens inserted right after the first
     special token (ColBERT's ``[unused0]``/``[unused1]``, PyLate's ``[Q] ``/``[D] ``); None
     means no marker. ``query_augmentation`` pads queries with [MASK] to ``query_maxlen``.
+    ``doc_windows``: a document longer than ``doc_maxlen`` tokens is encoded as up to this many
+    windows of ``doc_maxlen`` (1 = truncate, as ColBERT and PyLate do), window k > 0 seeing the
+    last ``doc_window_overlap`` tokens of window k - 1 as context; the windows' vectors (and,
+    for dense fusion, their mean) make the document's.
     """
 
     dim: int = 128
     query_maxlen: int = 32
     doc_maxlen: int = 300
+    doc_windows: int = 1
+    doc_window_overlap: int = 32
     query_prefix: str | None = None
     document_prefix: str | None = None
     query_augmentation: bool = False
@@ -104,6 +110,9 @@ class EncoderConfig(ConfigBase):
         _check(isinstance(self.dim, int) and self.dim > 0, f"dim must be a positive int, got {self.dim!r}")
         _check(isinstance(self.query_maxlen, int) and self.query_maxlen >= 4, "query_maxlen must be an int >= 4")
         _check(isinstance(self.doc_maxlen, int) and self.doc_maxlen >= 4, "doc_maxlen must be an int >= 4")
+        _check(isinstance(self.doc_windows, int) and self.doc_windows >= 1, "doc_windows must be an int >= 1")
+        _check(isinstance(self.doc_window_overlap, int) and self.doc_window_overlap >= 0,
+               "doc_window_overlap must be an int >= 0")
         _check(isinstance(self.pool_factor, int) and self.pool_factor >= 1, "pool_factor must be an int >= 1")
         _check(isinstance(self.dense_weight, (int, float)) and self.dense_weight >= 0,
                f"dense_weight must be a number >= 0, got {self.dense_weight!r}")

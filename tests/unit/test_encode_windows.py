@@ -1,0 +1,79 @@
+"""Long documents as windows (EncoderConfig.doc_windows): coverage, order, equality with truncation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xtrieve.encode.encoder import Encoder, WindowJoin
+from xtrieve.errors import ConfigError
+
+WORDS = "the cat sat on the mat a dog barked what is late interaction query document token every search fast".split()
+LONG = " ".join(WORDS[i % len(WORDS)] for i in range(50)) + " ."
+SHORT = "the cat sat on the mat"
+
+
+def load(folder, **cfg):
+    return Encoder.load(folder, config={"doc_maxlen": 12, "keep_special_tokens": False, **cfg})
+
+
+def output_ids(enc, text):
+    """The token ids behind a document's output vectors, window by window."""
+    rows = enc.processor.rows([text], is_query=False)
+    batch = enc.processor.batch(rows.ids, False, context=rows.context)
+    return [int(t) for r in range(len(rows.ids)) for t in batch.input_ids[r][batch.output_mask[r]]]
+
+
+def test_windows_cover_every_content_token_once(pylate_folder):
+    folder, _ = pylate_folder
+    enc = load(folder, doc_windows=10, doc_window_overlap=3)
+    rows = enc.processor.rows([LONG, SHORT], is_query=False)
+    content = [t for t in enc.tokenizer(LONG, add_special_tokens=False)["input_ids"]
+               if t not in enc.processor.skip_ids]
+    assert output_ids(enc, LONG) == content
+    assert rows.n_truncated == 0
+    assert rows.owner.count(1) == 1 and max(rows.window) == rows.owner.count(0) - 1
+    assert all(len(ids) <= 12 for ids in rows.ids)
+    assert rows.context[:rows.owner.count(0)] == [0] + [3] * (rows.owner.count(0) - 1)
+
+
+def test_windows_beyond_the_limit_are_truncated_and_counted(pylate_folder):
+    folder, _ = pylate_folder
+    enc = load(folder, doc_windows=2, doc_window_overlap=3)
+    rows = enc.processor.rows([LONG], is_query=False)
+    assert rows.owner == [0, 0] and rows.n_truncated == 1
+    # budget 9 content tokens per window (12 - [CLS] [D] [SEP]); window 2 adds 9 - 3 new ones
+    content = enc.tokenizer(LONG, add_special_tokens=False)["input_ids"]
+    assert output_ids(enc, LONG) == [t for t in content[:15] if t not in enc.processor.skip_ids]
+
+
+def test_first_window_equals_truncation_and_short_docs_are_unchanged(pylate_folder):
+    folder, _ = pylate_folder
+    one, many = load(folder), load(folder, doc_windows=4)
+    t, w = one.encode([LONG, SHORT], False, pool_factor=1), many.encode([LONG, SHORT], False, pool_factor=1)
+    assert np.allclose(w.vectors[0][: len(t.vectors[0])], t.vectors[0], atol=1e-5)
+    assert len(w.vectors[0]) > len(t.vectors[0]) and w.n_tokens[0] == len(w.vectors[0])
+    assert np.allclose(w.vectors[1], t.vectors[1], atol=1e-5)
+    # queries never split
+    assert [q.shape for q in many.encode_queries([LONG])] == [q.shape for q in one.encode_queries([LONG])]
+
+
+def test_window_join_orders_windows_and_averages_states():
+    import torch
+
+    join = WindowJoin(2, hidden_size=2)
+    join.add(0, 1, np.array([[2.0, 0.0]]))
+    join.add(1, 0, np.array([[5.0, 5.0]]))
+    join.add(0, 0, np.array([[1.0, 0.0]]))
+    assert [a.tolist() for a in join.arrays()] == [[[1.0, 0.0], [2.0, 0.0]], [[5.0, 5.0]]]
+    hidden = torch.tensor([[[1.0, 0.0], [9.0, 9.0]], [[0.0, 3.0], [0.0, 1.0]]])
+    join.add_states([0, 0], hidden, torch.tensor([[1, 0], [1, 1]]))  # 3 attended states of text 0
+    dense = join.dense()
+    assert np.allclose(dense[0], np.array([1.0, 4.0]) / np.linalg.norm([1.0, 4.0]))
+
+
+def test_bad_window_settings_are_rejected(pylate_folder):
+    folder, _ = pylate_folder
+    with pytest.raises(ConfigError, match="doc_windows"):
+        load(folder, doc_windows=0)
+    with pytest.raises(ConfigError, match="doc_window_overlap"):
+        load(folder, doc_window_overlap=-1)
