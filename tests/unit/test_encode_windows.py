@@ -77,3 +77,20 @@ def test_bad_window_settings_are_rejected(pylate_folder):
         load(folder, doc_windows=0)
     with pytest.raises(ConfigError, match="doc_window_overlap"):
         load(folder, doc_window_overlap=-1)
+
+
+def test_index_built_with_windows_counts_every_window_and_reopens(pylate_folder, tmp_path):
+    import xtrieve
+
+    folder, _ = pylate_folder
+    docs = [{"id": "long", "text": LONG}, {"id": "short", "text": SHORT}]
+    one = xtrieve.Index.build(tmp_path / "one", docs, encoder=load(folder))
+    many = xtrieve.Index.build(tmp_path / "many", docs, encoder=load(folder, doc_windows=10))
+    assert many.info().n_tokens > one.info().n_tokens
+    reopened = xtrieve.Index.open(tmp_path / "many")
+    assert reopened.info().n_tokens == many.info().n_tokens
+    assert {h.doc_id for h in reopened.search("the cat sat", k=2, exhaustive=True)} == {"long", "short"}
+    # the stored encoder keeps its windows: a document added later is windowed too
+    n_long = load(folder, doc_windows=10).encode([LONG], False).n_tokens[0]
+    reopened.add([{"id": "long2", "text": LONG}])
+    assert reopened.info().n_tokens == many.info().n_tokens + n_long
