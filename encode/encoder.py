@@ -23,13 +23,6 @@ log = logging.getLogger(__name__)
 PROGRESS_MIN_TEXTS = 512
 
 
-def mean_embedding(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """L2-normalised mean of the attended token states (sentence-transformers' mean pooling)."""
-    att = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    mean = (hidden * att).sum(1) / att.sum(1).clamp_min(1.0)
-    return torch.nn.functional.normalize(mean.float(), dim=-1)
-
-
 class WindowJoin:
     """Joins per-row outputs into one array per text (a long document's windows in order) and,
     when asked, gives each text's mean embedding over the attended states of all its rows."""
@@ -59,7 +52,8 @@ class WindowJoin:
         return out
 
     def dense(self) -> np.ndarray:
-        """L2-normalised mean embedding per text, float32 (= :func:`mean_embedding` for one row)."""
+        """L2-normalised mean of each text's attended states, float32 (sentence-transformers' mean
+        pooling when a text is one row)."""
         mean = self._sums / np.maximum(self._counts, 1.0)[:, None]
         return (mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
