@@ -117,42 +117,32 @@ class TextProcessor:
 
     def encode_ids(self, texts: list[str], is_query: bool) -> tuple[list[list[int]], int]:
         """Token ids per text with specials and marker, truncated to the max length."""
-        c = self.config
-        marker = self.query_marker if is_query else self.document_marker
-        maxlen = c.query_maxlen if is_query else c.doc_maxlen
-        n_special = len(self._with_specials([], marker))
-        budget = max(1, maxlen - n_special)
-        raw = self.tok(texts, add_special_tokens=False, truncation=False)["input_ids"]
-        out, n_truncated = [], 0
-        for ids in raw:
-            if len(ids) > budget:
-                n_truncated += 1
-                ids = ids[:budget]
-            out.append(self._with_specials(ids, marker))
-        return out, n_truncated
+        rows = self._rows(texts, is_query, max_windows=1)
+        return rows.ids, rows.n_truncated
 
     def rows(self, texts: list[str], is_query: bool) -> Rows:
         """Input rows for ``texts``: queries and (with ``doc_windows`` = 1) documents are truncated
         to their max length; otherwise a long document becomes up to ``doc_windows`` windows of
         ``doc_maxlen`` tokens, each with its own special tokens, where window k > 0 repeats the
         last ``doc_window_overlap`` tokens of window k - 1 as context and outputs only what follows."""
+        return self._rows(texts, is_query, max_windows=1 if is_query else self.config.doc_windows)
+
+    def _rows(self, texts: list[str], is_query: bool, max_windows: int) -> Rows:
         c = self.config
-        if is_query or c.doc_windows == 1:
-            ids, n_truncated = self.encode_ids(texts, is_query)
-            n = len(ids)
-            return Rows(ids, list(range(n)), [0] * n, [0] * n, n_truncated)
-        budget = max(1, c.doc_maxlen - len(self._with_specials([], self.document_marker)))
+        marker = self.query_marker if is_query else self.document_marker
+        maxlen = c.query_maxlen if is_query else c.doc_maxlen
+        budget = max(1, maxlen - len(self._with_specials([], marker)))
         overlap = min(c.doc_window_overlap, budget // 2)
         stride = budget - overlap
         out = Rows([], [], [], [], 0)
         for i, ids in enumerate(self.tok(texts, add_special_tokens=False, truncation=False)["input_ids"]):
             n_windows = 1 + -(-max(0, len(ids) - budget) // stride)
-            if n_windows > c.doc_windows:
+            if n_windows > max_windows:
                 out.n_truncated += 1
-                n_windows = c.doc_windows
+                n_windows = max_windows
             for k in range(n_windows):
                 start = 0 if k == 0 else budget + (k - 1) * stride - overlap
-                out.ids.append(self._with_specials(ids[start:start + budget], self.document_marker))
+                out.ids.append(self._with_specials(ids[start:start + budget], marker))
                 out.owner.append(i)
                 out.window.append(k)
                 out.context.append(0 if k == 0 else overlap)
