@@ -16,6 +16,7 @@ from xtrieve.encode import loaders
 from xtrieve.encode.pooling import pool_documents
 from xtrieve.encode.tokenize import TextProcessor, check_texts
 from xtrieve.errors import ModelLoadError
+from xtrieve.onednn import pack_linears
 from xtrieve.types import Encoded
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class Encoder:
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load the backbone from {spec.backbone_dir}: {exc}") from None
         self.backbone.eval().to(self.device)
+        if self.device.type == "cpu":  # one query's few rows: oneDNN with packed weights (xtrieve.onednn)
+            pack_linears(self.backbone)
         hidden = int(self.backbone.config.hidden_size)
         self.head = torch.nn.Linear(hidden, self.config.dim, bias=self.config.head_bias)
         with torch.no_grad():

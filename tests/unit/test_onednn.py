@@ -1,0 +1,71 @@
+"""xtrieve.onednn: same results as torch's own kernels, and the plain path wherever it must be."""
+import copy
+
+import pytest
+import torch
+
+from xtrieve import onednn
+
+
+def test_matmul_t_matches_matmul():
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(19, 128, generator=g), torch.randn(300, 128, generator=g)
+    assert torch.allclose(onednn.matmul_t(x, w), x @ w.T, atol=1e-4)
+    wide = torch.randn(300, 256, generator=g)[:, ::2]  # a non-contiguous right side
+    assert torch.allclose(onednn.matmul_t(x, wide), x @ wide.T, atol=1e-4)
+
+
+def test_matmul_t_keeps_gradients():
+    x = torch.randn(4, 8, requires_grad=True)
+    w = torch.randn(5, 8)
+    onednn.matmul_t(x, w).sum().backward()
+    assert torch.allclose(x.grad, w.sum(0).expand(4, 8))
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Sequential(torch.nn.Linear(32, 8, bias=False)))
+
+
+def test_pack_linears_same_outputs_and_state_dict():
+    ref = _model().eval()
+    packed = copy.deepcopy(ref)
+    n = onednn.pack_linears(packed)
+    assert n == (2 if onednn.available() else 0)
+    assert list(packed.state_dict()) == list(ref.state_dict())
+    with torch.inference_mode():
+        for shape in [(3, 16), (2, 7, 16), (onednn.PACKED_MAX_ROWS + 1, 16)]:
+            x = torch.randn(*shape)
+            assert torch.allclose(packed(x), ref(x), atol=1e-5)
+
+
+@pytest.mark.skipif(not onednn.available(), reason="torch without oneDNN linear ops")
+def test_packed_linear_follows_weight_changes_and_copies():
+    model = _model().eval()
+    onednn.pack_linears(model)
+    layer = model[0]
+    assert isinstance(layer, onednn.PackedLinear)
+    x = torch.randn(5, 16)
+    with torch.no_grad():
+        layer(x)  # packs
+        layer.weight.mul_(2.0)  # an in-place update (as an optimizer step makes)
+        assert torch.allclose(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias), atol=1e-5)
+    twin = copy.deepcopy(model)  # the packed copy is not copied, it is rebuilt
+    with torch.no_grad():
+        assert torch.allclose(twin(x), model(x), atol=1e-5)
+
+
+def test_packed_linear_trains():
+    model = _model()
+    onednn.pack_linears(model)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(6, 16)
+    before = model[0].weight.detach().clone()
+    model(x).pow(2).sum().backward()
+    opt.step()
+    assert model[0].weight.grad is not None and not torch.equal(model[0].weight, before)
+    model.eval()
+    with torch.no_grad():  # inference after training sees the new weights
+        want = torch.nn.functional.linear(x, model[0].weight, model[0].bias)
+        assert torch.allclose(model[0](x), want, atol=1e-5)

@@ -1,0 +1,115 @@
+"""Float32 ``x @ w.T`` through torch's oneDNN (mkldnn) kernels where they beat the default BLAS.
+
+Measured on 2 AMD EPYC cores (torch 2.13 with MKL), interleaved runs:
+- a query [~19 x 128] against ~8,000 gathered document vectors (the rerank of 100
+  candidates): 0.63-0.71 ms through oneDNN vs 0.81-0.92 ms through ``torch.matmul``;
+- a transformer's linear layers on few rows (one query, ~20 tokens) with weights packed once
+  into oneDNN's blocked layout: 5.5 vs 6.9 ms for six MiniLM layers; from ~256 rows on,
+  MKL is as fast or faster, so larger inputs keep ``torch.nn.functional.linear``.
+Results equal ``torch.matmul``'s up to float32 rounding (the summation order differs). The
+oneDNN ops have no autograd kernels: anything that needs gradients takes the plain path, as
+does a torch build without them.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# inputs with more rows than this use torch's default kernels (see the module docstring)
+PACKED_MAX_ROWS = 128
+
+
+@functools.lru_cache(maxsize=None)
+def available() -> bool:
+    """Whether this torch has working oneDNN linear ops on the CPU (probed once)."""
+    try:
+        ops = torch.ops.mkldnn
+        w = torch.ones(2, 3)
+        packed = ops._reorder_linear_weight(w, 1)
+        out = ops._linear_pointwise(torch.ones(1, 3), packed, None, "none", [], "")
+        return bool(torch.backends.mkldnn.is_available()) and out.shape == (1, 2) and float(out[0, 0]) == 3.0
+    except (AttributeError, RuntimeError, NotImplementedError) as exc:
+        log.debug("oneDNN linear ops unavailable (%s): using torch.matmul", exc)
+        return False
+
+
+def _plain_ok(*tensors: torch.Tensor) -> bool:
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and not (
+        torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+def matmul_t(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x @ w.T`` for float32 CPU tensors x [..., k] and w [n, k]."""
+    if _plain_ok(x, w) and available():
+        return torch.ops.mkldnn._linear_pointwise(x, w.contiguous(), None, "none", [], "")
+    return x @ w.T
+
+
+class PackedLinear(torch.nn.Linear):
+    """An ``nn.Linear`` that, for inference on few rows, runs oneDNN with its weight packed once.
+
+    Same parameters and state_dict as the Linear it replaces; the packed copy is rebuilt when
+    the weight changes (training steps, ``load_state_dict``) and never saved or deep-copied.
+    Training, gradients, other devices and dtypes, and inputs over PACKED_MAX_ROWS rows use
+    ``torch.nn.functional.linear``.
+    """
+
+    @classmethod
+    def replacing(cls, linear: torch.nn.Linear) -> "PackedLinear":
+        new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+        new.weight = linear.weight
+        new.bias = linear.bias
+        new.train(linear.training)
+        return new
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._pack = _PackCache()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the checks are kept cheap: this runs ~40 times per query
+        if (self.training or torch.is_grad_enabled() or not 0 < x.numel() <= PACKED_MAX_ROWS * self.in_features
+                or x.dtype is not torch.float32 or x.device.type != "cpu"):
+            return torch.nn.functional.linear(x, self.weight, self.bias)
+        packed = self._pack.get(self.weight)
+        if packed is None:
+            return torch.nn.functional.linear(x, self.weight, self.bias)
+        return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
+
+
+class _PackCache:
+    """The packed weight, keyed by the weight's storage and version counter."""
+
+    def __init__(self) -> None:
+        self._entry: tuple[tuple, torch.Tensor | None] | None = None  # (key, packed), swapped as one
+
+    def get(self, weight: torch.Tensor) -> torch.Tensor | None:
+        """The packed weight (None when it cannot be packed: no oneDNN, not a float32 CPU tensor)."""
+        key = (weight.data_ptr(), weight._version)
+        entry = self._entry
+        if entry is None or entry[0] != key:
+            usable = available() and weight.dtype is torch.float32 and weight.device.type == "cpu"
+            entry = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACKED_MAX_ROWS // 4) if usable else None)
+            self._entry = entry
+        return entry[1]
+
+    def __deepcopy__(self, memo) -> "_PackCache":  # oneDNN's opaque tensors cannot be copied
+        return _PackCache()
+
+
+def pack_linears(module: torch.nn.Module) -> int:
+    """Replace every plain ``nn.Linear`` inside ``module`` by a PackedLinear sharing its
+    parameters; returns how many were replaced (0 when oneDNN is unavailable)."""
+    if not available():
+        return 0
+    n = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Linear:
+                setattr(parent, name, PackedLinear.replacing(child))
+                n += 1
+    return n
