@@ -23,15 +23,21 @@ log = logging.getLogger(__name__)
 PACKED_MAX_ROWS = 128
 
 
-@functools.lru_cache(maxsize=None)
 def available() -> bool:
-    """Whether this torch has working oneDNN linear ops on the CPU (probed once)."""
+    """Whether oneDNN linear ops work in this torch and ``torch.backends.mkldnn.enabled`` is on."""
+    return bool(torch.backends.mkldnn.enabled) and _ops_work()
+
+
+@functools.lru_cache(maxsize=None)
+def _ops_work() -> bool:
+    """Probed once: the oneDNN linear ops exist and give the right answer."""
+    if not torch.backends.mkldnn.is_available():
+        return False
     try:
         ops = torch.ops.mkldnn
-        w = torch.ones(2, 3)
-        packed = ops._reorder_linear_weight(w, 1)
+        packed = ops._reorder_linear_weight(torch.ones(2, 3), 1)
         out = ops._linear_pointwise(torch.ones(1, 3), packed, None, "none", [], "")
-        return bool(torch.backends.mkldnn.is_available()) and out.shape == (1, 2) and float(out[0, 0]) == 3.0
+        return out.shape == (1, 2) and float(out[0, 0]) == 3.0
     except (AttributeError, RuntimeError, NotImplementedError) as exc:
         log.debug("oneDNN linear ops unavailable (%s): using torch.matmul", exc)
         return False
@@ -76,7 +82,7 @@ class PackedLinear(torch.nn.Linear):
                 or x.dtype is not torch.float32 or x.device.type != "cpu"):
             return torch.nn.functional.linear(x, self.weight, self.bias)
         packed = self._pack.get(self.weight)
-        if packed is None:
+        if packed is None or not torch.backends.mkldnn.enabled:
             return torch.nn.functional.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
 

@@ -69,3 +69,15 @@ def test_packed_linear_trains():
     with torch.no_grad():  # inference after training sees the new weights
         want = torch.nn.functional.linear(x, model[0].weight, model[0].bias)
         assert torch.allclose(model[0](x), want, atol=1e-5)
+
+
+def test_mkldnn_switched_off_takes_the_plain_path(monkeypatch):
+    model = _model().eval()
+    onednn.pack_linears(model)
+    x = torch.randn(3, 16)
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    with torch.inference_mode():
+        assert not onednn.available()
+        want = torch.nn.functional.linear(x, model[0].weight, model[0].bias)
+        assert torch.equal(model[0](x), want)
+        assert torch.equal(onednn.matmul_t(x, model[0].weight), x @ model[0].weight.T)
