@@ -1,6 +1,6 @@
 """Float32 ``x @ w.T`` through torch's oneDNN (mkldnn) kernels where they beat the default BLAS.
 
-Measured on 2 AMD EPYC cores (torch 2.13 with MKL), interleaved runs:
+Measured on 2 AMD EPYC cores (torch 2.13 with MKL), variants run in alternating blocks:
 - a query [~19 x 128] against ~8,000 gathered document vectors (the rerank of 100
   candidates): 0.63-0.71 ms through oneDNN vs 0.81-0.92 ms through ``torch.matmul``;
 - a transformer's linear layers on few rows (one query, ~20 tokens) with weights packed once
