@@ -10,8 +10,6 @@ import warnings
 import numpy as np
 import torch
 
-from xtrieve.onednn import matmul_t
-
 CHUNK_VECTORS = 1 << 16
 
 
@@ -49,7 +47,7 @@ class SegmentVectors:
             # chunk the docs so one similarity matrix stays around CHUNK_VECTORS columns
             stop = start + max(1, int(np.searchsorted(np.cumsum(lengths[start:]), CHUNK_VECTORS)))
             codes, scales, bounds = self.gather(docs[start:stop])
-            sims = matmul_t(query, codes)
+            sims = query @ codes.T
             if scales is not None:  # scale the [n_q, rows] result, not the wider codes
                 sims *= scales
             scores[start:stop] = maxsim_from_sims(sims.numpy(), bounds)

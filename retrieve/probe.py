@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from xtrieve.faiss_loader import load_faiss
-from xtrieve.onednn import matmul_t
 
 
 class TokenProbe:
@@ -46,7 +45,7 @@ class TokenProbe:
             else faiss.SearchParametersIVF(nprobe=nprobe)
         if self.centroids is None:
             return self.index.search(queries, k, params=params)
-        coarse = matmul_t(torch.from_numpy(queries), self.centroids)
+        coarse = torch.from_numpy(queries) @ self.centroids.T
         dist, lists = torch.topk(coarse, nprobe, dim=1)
         dist = np.ascontiguousarray(dist.numpy())
         lists = np.ascontiguousarray(lists.numpy(), dtype=np.int64)

@@ -1,14 +1,17 @@
-"""Float32 ``x @ w.T`` through torch's oneDNN (mkldnn) kernels where they beat the default BLAS.
+"""Linear layers on few rows through torch's oneDNN (mkldnn) kernels with packed weights.
 
-Measured on 2 AMD EPYC cores (torch 2.13 with MKL), variants run in alternating blocks:
-- a query [~19 x 128] against ~8,000 gathered document vectors (the rerank of 100
-  candidates): 0.63-0.71 ms through oneDNN vs 0.81-0.92 ms through ``torch.matmul``;
-- a transformer's linear layers on few rows (one query, ~20 tokens) with weights packed once
-  into oneDNN's blocked layout: 5.5 vs 6.9 ms for six MiniLM layers; from ~256 rows on,
-  MKL is as fast or faster, so larger inputs keep ``torch.nn.functional.linear``.
-Results equal ``torch.matmul``'s up to float32 rounding (the summation order differs). The
-oneDNN ops have no autograd kernels: anything that needs gradients takes the plain path, as
-does a torch build without them.
+One query is ~20 rows through each of a transformer's linear layers, a shape where MKL's
+fp32 kernel reads its weights poorly; oneDNN with the weight packed once into its blocked
+layout does better. Measured on 2 AMD EPYC cores (torch 2.13 with MKL), one scifact query
+through the default MiniLM encoder, separate processes taking turns: 11.5 -> 11.0 ms p50
+(six layers alone, weights in a loop: 6.9 -> 5.5 ms). From ~256 rows on MKL is as fast or
+faster, so larger inputs (documents, query batches) keep ``torch.nn.functional.linear``.
+Results equal it up to float32 rounding (the summation order differs). The oneDNN ops have
+no autograd kernels: training and anything needing gradients take the plain path, as does a
+torch build without them or with ``torch.backends.mkldnn.enabled`` off.
+
+(A plain ``x @ w.T`` through oneDNN for the search's matmuls measured no faster than torch's
+own at the process level, so the search stage does not use this module.)
 """
 from __future__ import annotations
 
@@ -38,21 +41,9 @@ def _ops_work() -> bool:
         packed = ops._reorder_linear_weight(torch.ones(2, 3), 1)
         out = ops._linear_pointwise(torch.ones(1, 3), packed, None, "none", [], "")
         return out.shape == (1, 2) and float(out[0, 0]) == 3.0
-    except (AttributeError, RuntimeError, NotImplementedError) as exc:
-        log.debug("oneDNN linear ops unavailable (%s): using torch.matmul", exc)
+    except (AttributeError, RuntimeError, NotImplementedError, TypeError) as exc:
+        log.debug("oneDNN linear ops unavailable (%s): linear layers use torch's default kernels", exc)
         return False
-
-
-def _plain_ok(*tensors: torch.Tensor) -> bool:
-    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and not (
-        torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
-
-
-def matmul_t(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``x @ w.T`` for float32 CPU tensors x [..., k] and w [n, k]."""
-    if _plain_ok(x, w) and available():
-        return torch.ops.mkldnn._linear_pointwise(x, w.contiguous(), None, "none", [], "")
-    return x @ w.T
 
 
 class PackedLinear(torch.nn.Linear):

@@ -7,21 +7,6 @@ import torch
 from xtrieve import onednn
 
 
-def test_matmul_t_matches_matmul():
-    g = torch.Generator().manual_seed(0)
-    x, w = torch.randn(19, 128, generator=g), torch.randn(300, 128, generator=g)
-    assert torch.allclose(onednn.matmul_t(x, w), x @ w.T, atol=1e-4)
-    wide = torch.randn(300, 256, generator=g)[:, ::2]  # a non-contiguous right side
-    assert torch.allclose(onednn.matmul_t(x, wide), x @ wide.T, atol=1e-4)
-
-
-def test_matmul_t_keeps_gradients():
-    x = torch.randn(4, 8, requires_grad=True)
-    w = torch.randn(5, 8)
-    onednn.matmul_t(x, w).sum().backward()
-    assert torch.allclose(x.grad, w.sum(0).expand(4, 8))
-
-
 def _model():
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Sequential(torch.nn.Linear(32, 8, bias=False)))
@@ -80,4 +65,3 @@ def test_mkldnn_switched_off_takes_the_plain_path(monkeypatch):
         assert not onednn.available()
         want = torch.nn.functional.linear(x, model[0].weight, model[0].bias)
         assert torch.equal(model[0](x), want)
-        assert torch.equal(onednn.matmul_t(x, model[0].weight), x @ model[0].weight.T)
