@@ -47,9 +47,11 @@ class SegmentVectors:
             # chunk the docs so one similarity matrix stays around CHUNK_VECTORS columns
             stop = start + max(1, int(np.searchsorted(np.cumsum(lengths[start:]), CHUNK_VECTORS)))
             codes, scales, bounds = self.gather(docs[start:stop])
-            sims = query @ codes.T
-            if scales is not None:  # scale the [n_q, rows] result, not the wider codes
-                sims *= scales
+            # [rows, n_q], not [n_q, rows]: MKL is ~2x faster with the many rows on the left for
+            # a short query (nfcorpus search p50 -10%, scifact -4%, processes taking turns)
+            sims = codes @ query.T
+            if scales is not None:  # scale the [rows, n_q] result, not the wider codes
+                sims *= scales[:, None]
             scores[start:stop] = maxsim_from_sims(sims.numpy(), bounds)
             start = stop
         return scores
@@ -65,11 +67,11 @@ class SegmentVectors:
 
 
 def maxsim_from_sims(sims: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """[n_q, n_rows] similarities + doc boundaries -> MaxSim score per doc (-inf if empty)."""
+    """[n_rows, n_q] similarities + doc boundaries -> MaxSim score per doc (-inf if empty)."""
     n_docs = len(bounds) - 1
     scores = np.full(n_docs, -np.inf, dtype=np.float32)
     nonempty = bounds[1:] > bounds[:-1]
     if nonempty.any():
-        best = np.maximum.reduceat(sims, bounds[:-1][nonempty], axis=1)
-        scores[nonempty] = best.sum(axis=0)
+        best = np.maximum.reduceat(sims, bounds[:-1][nonempty], axis=0)
+        scores[nonempty] = best.sum(axis=1)
     return scores
