@@ -45,10 +45,12 @@ class TokenProbe:
             else faiss.SearchParametersIVF(nprobe=nprobe)
         if self.centroids is None:
             return self.index.search(queries, k, params=params)
-        coarse = torch.from_numpy(queries) @ self.centroids.T
-        dist, lists = torch.topk(coarse, nprobe, dim=1)
-        dist = np.ascontiguousarray(dist.numpy())
-        lists = np.ascontiguousarray(lists.numpy(), dtype=np.int64)
+        # [nlist, n]: MKL is faster with the many centroids on the left (search p50 -12% on
+        # nfcorpus's short queries, -4% on scifact, processes taking turns)
+        coarse = self.centroids @ torch.from_numpy(queries).T
+        dist, lists = torch.topk(coarse, nprobe, dim=0)
+        dist = np.ascontiguousarray(dist.T.numpy())
+        lists = np.ascontiguousarray(lists.T.numpy(), dtype=np.int64)
         n = queries.shape[0]
         out_d = np.empty((n, k), dtype=np.float32)
         out_i = np.empty((n, k), dtype=np.int64)
