@@ -82,15 +82,16 @@ class _PackCache:
     """The packed weight, keyed by the weight's storage and version counter."""
 
     def __init__(self) -> None:
-        self._entry: tuple[tuple, torch.Tensor | None] | None = None  # (key, packed), swapped as one
+        self._entry: tuple[tuple, torch.Tensor] | None = None  # (key, packed), swapped as one
 
     def get(self, weight: torch.Tensor) -> torch.Tensor | None:
         """The packed weight (None when it cannot be packed: no oneDNN, not a float32 CPU tensor)."""
         key = (weight.data_ptr(), weight._version)
         entry = self._entry
         if entry is None or entry[0] != key:
-            usable = available() and weight.dtype is torch.float32 and weight.device.type == "cpu"
-            entry = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACKED_MAX_ROWS // 4) if usable else None)
+            if not (available() and weight.dtype is torch.float32 and weight.device.type == "cpu"):
+                return None  # not remembered: oneDNN may be switched back on
+            entry = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACKED_MAX_ROWS // 4))
             self._entry = entry
         return entry[1]
 
