@@ -69,11 +69,10 @@ class PackedLinear(torch.nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # the checks are kept cheap: this runs ~40 times per query
-        if (self.training or torch.is_grad_enabled() or not 0 < x.numel() <= PACKED_MAX_ROWS * self.in_features
-                or x.dtype is not torch.float32 or x.device.type != "cpu"):
-            return torch.nn.functional.linear(x, self.weight, self.bias)
-        packed = self._pack.get(self.weight)
-        if packed is None or not torch.backends.mkldnn.enabled:
+        few_rows = (not self.training and not torch.is_grad_enabled() and x.dtype is torch.float32
+                    and x.device.type == "cpu" and 0 < x.numel() <= PACKED_MAX_ROWS * self.in_features)
+        packed = self._pack.get(self.weight) if few_rows and torch.backends.mkldnn.enabled else None
+        if packed is None:
             return torch.nn.functional.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
 
