@@ -8,10 +8,12 @@ import faiss
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 
 from helpers import unit_token_docs
 from xtrieve.config import SearchConfig
 from xtrieve.errors import FilterError, InputError
+from xtrieve.retrieve.maxsim import WIDE_QUERY_TOKENS, chunk_maxsim
 from xtrieve.retrieve.searcher import Searcher
 
 DIM = 32
@@ -79,6 +81,35 @@ def test_exhaustive_matches_brute_force(corpus):
         hits = s.search([q], k=10, exhaustive=True)[0]
         assert [h.doc_id for h in hits] == [f"d{i}" for i in np.argsort(-truth, kind="stable")[:10]]
         assert np.allclose([h.score for h in hits], np.sort(truth)[::-1][:10], atol=1e-3)
+
+
+def test_exhaustive_matches_brute_force_for_long_queries(corpus):
+    # queries of >= WIDE_QUERY_TOKENS tokens take the [n_q, rows] similarity layout
+    docs, segs, _ = corpus
+    s = Searcher(Snap(segs))
+    rng = np.random.default_rng(1)
+    for n_q in (WIDE_QUERY_TOKENS, 24):
+        q = rng.standard_normal((n_q, DIM)).astype(np.float32)
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        truth = brute(q, docs)
+        hits = s.search([q], k=10, exhaustive=True)[0]
+        assert [h.doc_id for h in hits] == [f"d{i}" for i in np.argsort(-truth, kind="stable")[:10]]
+        assert np.allclose([h.score for h in hits], np.sort(truth)[::-1][:10], atol=1e-3)
+
+
+def test_both_similarity_layouts_give_the_same_int8_maxsim():
+    rng = np.random.default_rng(2)
+    lengths = np.array([3, 0, 7, 1, 12])
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    codes = torch.from_numpy(rng.integers(-127, 128, (int(bounds[-1]), DIM)).astype(np.float32))
+    scales = torch.from_numpy(rng.uniform(0.001, 0.01, int(bounds[-1])).astype(np.float32))
+    full = (codes * scales[:, None]).numpy()
+    for n_q in (WIDE_QUERY_TOKENS - 1, WIDE_QUERY_TOKENS + 3):
+        q = torch.from_numpy(rng.standard_normal((n_q, DIM)).astype(np.float32))
+        got = chunk_maxsim(q, codes, scales, bounds)
+        want = [(q.numpy() @ full[a:b].T).max(axis=1).sum() if b > a else -np.inf for a, b in zip(bounds[:-1], bounds[1:])]
+        assert np.allclose(got, want, rtol=1e-5, atol=1e-5)
+        assert got[1] == -np.inf
 
 
 def test_fast_path_agrees_with_exhaustive(corpus):
