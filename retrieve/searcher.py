@@ -16,7 +16,7 @@ from xtrieve.retrieve.maxsim import SegmentVectors
 from xtrieve.retrieve.probe import TokenProbe
 from xtrieve.retrieve.threads import small_work_threads
 from xtrieve.retrieve.xtr import global_top, xtr_scores
-from xtrieve.types import Hit
+from xtrieve.types import Hit, make_hits
 
 
 KEY_SHIFT = 32
@@ -236,5 +236,4 @@ class Searcher:
             for i, row in zip(where.tolist(), table.take(local[where]).to_pylist()):
                 metadata[i] = row
         doc_ids = [seg.doc_ids for seg in self.segments]
-        return [Hit(doc_id=doc_ids[s][d], score=v, metadata=m)
-                for s, d, v, m in zip(seg_nos.tolist(), local.tolist(), scores[top].tolist(), metadata)]
+        return make_hits([doc_ids[s][d] for s, d in zip(seg_nos.tolist(), local.tolist())], scores[top].tolist(), metadata)

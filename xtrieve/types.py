@@ -16,6 +16,19 @@ class Hit:
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+def make_hits(doc_ids: list[str], scores: list[float], metadata: list[dict[str, Any]]) -> list[Hit]:
+    """Hits for parallel lists, ~3x faster than calling Hit() for each (a frozen dataclass's
+    __init__ sets every field through object.__setattr__; a search returns up to k of them)."""
+    new = object.__new__
+    out = []
+    for doc_id, score, meta in zip(doc_ids, scores, metadata):
+        hit = new(Hit)
+        fields = hit.__dict__
+        fields["doc_id"], fields["score"], fields["metadata"] = doc_id, score, meta
+        out.append(hit)
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Encoded:
     """What ``Encoder.encode`` returns for a list of texts.

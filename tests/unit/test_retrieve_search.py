@@ -15,6 +15,7 @@ from xtrieve.config import SearchConfig
 from xtrieve.errors import FilterError, InputError
 from xtrieve.retrieve.maxsim import WIDE_QUERY_TOKENS, chunk_maxsim
 from xtrieve.retrieve.searcher import Searcher
+from xtrieve.types import Hit, make_hits
 
 DIM = 32
 
@@ -203,3 +204,11 @@ def test_threads_share_a_searcher(corpus):
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_make_hits_builds_the_same_frozen_hits_as_the_constructor():
+    hits = make_hits(["a", "b"], [2.0, 1.0], [{"year": 2020}, {}])
+    assert hits == [Hit("a", 2.0, {"year": 2020}), Hit(doc_id="b", score=1.0)]
+    assert repr(hits[0]) == repr(Hit("a", 2.0, {"year": 2020}))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        hits[0].score = 3.0
