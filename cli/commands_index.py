@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from xtrieve.config import VECTOR_STORAGES
 from xtrieve.errors import InputError
 
 CORPUS = click.Path(exists=False, path_type=Path)
@@ -31,7 +32,8 @@ def _read_ids(ids: tuple[str, ...], ids_file: Path | None) -> list[str]:
 @click.option("--pool-factor", type=click.IntRange(min=1), default=None, help="Token pooling factor (default: the model's).")
 @click.option("--faiss", "faiss_factory", default=None, help='FAISS factory string, or "auto".')
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Documents per encode call.")
-@click.option("--vector-storage", type=click.Choice(["float16", "int8"]), default=None, help="Rerank vector storage.")
+@click.option("--vector-storage", type=click.Choice(list(VECTOR_STORAGES)), default=None,
+              help="Rerank vector storage: int8 (default), int4 (4-bit residuals, ~half the bytes) or float16.")
 @click.option("--docs-per-segment", type=click.IntRange(min=1), default=None, help="Maximum documents per segment.")
 @click.option("--no-store-text", is_flag=True, help="Do not keep title/text in the index.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index at INDEX.")

@@ -137,3 +137,22 @@ def read_index_from(f: BinaryIO):
     f.seek(0)
     data = np.frombuffer(f.read(), dtype=np.uint8)
     return faiss.deserialize_index(data)
+
+
+def ivf_centroids(index) -> np.ndarray | None:
+    """The coarse centroids [nlist, dim] (float32) of an IVF index, None for other indexes."""
+    faiss = load_faiss()
+
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        return None
+    return np.ascontiguousarray(ivf.quantizer.reconstruct_n(0, ivf.nlist), dtype=np.float32)
+
+
+def ivf_lists(index, vectors: np.ndarray, n: int = 1) -> np.ndarray:
+    """The ``n`` nearest IVF lists of each vector, nearest first: int64 [len(vectors), n]."""
+    faiss = load_faiss()
+
+    ivf = faiss.extract_index_ivf(index)
+    with build_threads():
+        return ivf.quantizer.assign(np.ascontiguousarray(vectors, dtype=np.float32), n)

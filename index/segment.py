@@ -4,8 +4,10 @@ docs.arrow has one row per document: ``doc_id``, optional ``title``/``text``, me
 columns and internal columns (``__offset`` first vector row, ``__n_vectors``,
 ``__n_tokens`` before pooling, and ``__dense``, the document's mean-pooled backbone
 embedding as float16, when the model fuses it into the score). vectors.arrow has one
-record batch with a FixedSizeList ``vector`` column (float16, or int8 plus a float32
-``scale`` column).
+record batch with a FixedSizeList ``vector`` column: float16 [dim]; int8 [dim] plus a float32
+``scale`` column; or uint8 [dim/2] packed 4-bit residual codes plus ``scale`` and, when the
+segment's FAISS index is an IVF, ``list`` (each vector's IVF list: its centroid is the base
+the codes are relative to). See ``xtrieve.index.codecs``.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import pyarrow as pa
 
 from xtrieve.errors import IndexFormatError
 from xtrieve.index import faiss_build
+from xtrieve.index.codecs import check_int4_dim, decode_int4, list_dtype, quantize_int4, quantize_int8
 from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
 from xtrieve.index.manifest import SegmentEntry
 
@@ -32,18 +35,11 @@ OFFSET, N_VECTORS, N_TOKENS, DENSE = "__offset", "__n_vectors", "__n_tokens", "_
 INTERNAL = (OFFSET, N_VECTORS, N_TOKENS, DENSE)
 TEMP_SUFFIX = ".tmp"
 CHUNK_ROWS = 1 << 16
+# int4 residuals: the nearest centroids a vector is tried against (the best reconstruction wins)
+RESIDUAL_CANDIDATES = 3
 
 # builds the FAISS index of a finished segment: (n_vectors, rows(idx), chunks()) -> (index, factory)
 IndexBuilder = Callable[[int, Callable[[np.ndarray], np.ndarray], Callable[[], Any]], tuple[Any, str]]
-
-
-def quantize_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-row int8 codes and float32 scales: x ~= codes * scale."""
-    x = np.asarray(x, dtype=np.float32)
-    scale = np.abs(x).max(axis=1) / 127.0
-    scale[scale == 0] = 1.0
-    codes = np.clip(np.rint(x / scale[:, None]), -127, 127).astype(np.int8)
-    return codes, scale.astype(np.float32)
 
 
 def _write_ipc(path: Path, table_or_batch) -> None:
@@ -75,13 +71,18 @@ class SegmentWriter:
         self._counts: list[np.ndarray] = []
         self._tokens: list[np.ndarray] = []
         self._dense: list[np.ndarray | None] = []
+        self._lists: list[np.ndarray] = []  # int4: IVF list hints per vector (-1: none)
         self.n_docs = 0
         self.n_vectors = 0
 
     def append(self, table: pa.Table, vectors: np.ndarray, counts: np.ndarray, n_tokens: np.ndarray,
-               dense: np.ndarray | None = None) -> None:
-        """Add documents: their rows (doc_id + stored columns), vectors [sum(counts), dim] and
-        (optionally) their dense embeddings [n_docs, hidden]."""
+               dense: np.ndarray | None = None, lists: np.ndarray | None = None) -> None:
+        """Add documents: their rows (doc_id + stored columns), vectors [sum(counts), dim],
+        (optionally) their dense embeddings [n_docs, hidden] and, for int4 storage, the IVF
+        list each vector's codes were relative to in the segment it comes from."""
+        if self.storage == "int4":
+            n = int(np.sum(counts))
+            self._lists.append(np.full(n, -1, dtype=np.int64) if lists is None else np.asarray(lists, dtype=np.int64))
         self._tmp.write(np.ascontiguousarray(vectors, dtype=np.float16).tobytes())
         self._tables.append(table)
         self._counts.append(np.asarray(counts, dtype=np.int64))
@@ -104,7 +105,6 @@ class SegmentWriter:
         n, dim = self.n_vectors, self.dim
         raw = np.memmap(self._tmp_path, dtype=np.float16, mode="r", shape=(n, dim))
         try:
-            self._write_vectors(raw)
 
             def rows(idx: np.ndarray) -> np.ndarray:
                 return np.asarray(raw[idx], dtype=np.float32)
@@ -114,6 +114,7 @@ class SegmentWriter:
                     yield np.asarray(raw[s:s + CHUNK_ROWS], dtype=np.float32)
 
             index, factory = build_index(n, rows, chunks)
+            self._write_vectors(raw, index)
             faiss_build.write_index(index, self.dir / FAISS)
             del index
         finally:
@@ -131,21 +132,39 @@ class SegmentWriter:
         return SegmentEntry(name=self.name, n_docs=self.n_docs, n_tokens=n_tokens, n_vectors=n,
                             faiss=factory, files=files)
 
-    def _write_vectors(self, raw: np.ndarray) -> None:
+    def _write_vectors(self, raw: np.ndarray, index) -> None:
         n, dim = raw.shape
         if self.storage == "float16":
             batch = pa.record_batch([_fixed_list(raw.reshape(-1), pa.float16(), dim)], names=["vector"])
             _write_ipc(self.dir / VECTORS, batch)
             return
-        codes_path = self.dir / f"vectors.i8{TEMP_SUFFIX}"
-        codes = np.memmap(codes_path, dtype=np.int8, mode="w+", shape=(n, dim))
+        int4 = self.storage == "int4"
+        width = check_int4_dim(dim) if int4 else dim
+        centroids = faiss_build.ivf_centroids(index) if int4 else None
+        codes_path = self.dir / f"vectors.codes{TEMP_SUFFIX}"
+        codes = np.memmap(codes_path, dtype=np.uint8 if int4 else np.int8, mode="w+", shape=(n, width))
         scales = np.empty(n, dtype=np.float32)
+        lists = None if centroids is None else np.empty(n, dtype=list_dtype(len(centroids)))
+        all_hints = np.concatenate(self._lists) if self._lists else np.full(n, -1, dtype=np.int64)
         for s in range(0, n, CHUNK_ROWS):
-            codes[s:s + CHUNK_ROWS], scales[s:s + CHUNK_ROWS] = quantize_int8(raw[s:s + CHUNK_ROWS])
+            chunk = np.asarray(raw[s:s + CHUNK_ROWS], dtype=np.float32)
+            if not int4:
+                codes[s:s + CHUNK_ROWS], scales[s:s + CHUNK_ROWS] = quantize_int8(chunk)
+                continue
+            if lists is None:
+                codes[s:s + CHUNK_ROWS], scales[s:s + CHUNK_ROWS] = quantize_int4(chunk)
+            else:
+                hints = all_hints[s:s + CHUNK_ROWS]
+                codes[s:s + CHUNK_ROWS], scales[s:s + CHUNK_ROWS], lists[s:s + CHUNK_ROWS] = \
+                    _residual_int4(chunk, index, centroids, np.where(hints < len(centroids), hints, -1))
         codes.flush()
-        batch = pa.record_batch([_fixed_list(codes.reshape(-1), pa.int8(), dim), pa.array(scales)], names=["vector", "scale"])
-        _write_ipc(self.dir / VECTORS, batch)
-        del codes, batch
+        arrow_type = pa.uint8() if int4 else pa.int8()
+        columns, names = [_fixed_list(codes.reshape(-1), arrow_type, width), pa.array(scales)], ["vector", "scale"]
+        if lists is not None:
+            columns.append(pa.array(lists))
+            names.append("list")
+        _write_ipc(self.dir / VECTORS, pa.record_batch(columns, names=names))
+        del codes, columns
         codes_path.unlink()
 
     def _write_docs(self) -> None:
@@ -186,11 +205,7 @@ class SegmentCore:
         if docs.num_rows != entry.n_docs or vectors.num_rows != entry.n_vectors:
             raise IndexFormatError(f"segment {entry.name}: file row counts do not match the manifest")
         self.n_docs, self.n_vectors = entry.n_docs, entry.n_vectors
-        col = vectors.column("vector")
-        if col.num_chunks != 1 or col.type.list_size != dim:
-            raise IndexFormatError(f"segment {entry.name}: {VECTORS} must hold one batch of {dim}-d vectors")
-        self.vectors_raw = col.chunk(0).values.to_numpy(zero_copy_only=True).reshape(self.n_vectors, dim)
-        self.scales = vectors.column("scale").chunk(0).to_numpy(zero_copy_only=True) if "scale" in vectors.column_names else None
+        self.codec, self.vectors_raw, self.scales, self.lists = _read_vectors(vectors, entry.name, dim, self.n_vectors)
         counts = docs.column(N_VECTORS).to_numpy().astype(np.int64)
         self.offsets = np.zeros(self.n_docs + 1, dtype=np.int64)
         np.cumsum(counts, out=self.offsets[1:])
@@ -231,8 +246,58 @@ class SegmentCore:
                 self._faiss = faiss_build.read_index_from(self._faiss_file)
             return self._faiss
 
+    @cached_property
+    def bases(self) -> np.ndarray | None:
+        """int4 codes with a ``list`` column: the IVF centroids [nlist, dim] they are relative to."""
+        if self.lists is None:
+            return None
+        centroids = faiss_build.ivf_centroids(self.faiss_index)
+        if centroids is None or centroids.shape[1] != self.dim or (len(self.lists) and int(self.lists.max()) >= len(centroids)):
+            raise IndexFormatError(f"segment {self.name}: {VECTORS} names IVF lists its {FAISS} does not have")
+        return centroids
+
     def close(self) -> None:
         self._faiss_file.close()
+
+
+def _residual_int4(x: np.ndarray, index, centroids: np.ndarray, hints: np.ndarray,
+                   candidates: int = RESIDUAL_CANDIDATES):
+    """int4 codes of x against IVF centroids: (codes, scales, lists). A vector with a hint (a
+    list >= 0: where a merge found it) is coded against that centroid, which re-encodes a
+    decoded vector to the same codes; the others against whichever of their nearest
+    centroids reconstructs them best."""
+    near = faiss_build.ivf_lists(index, x, min(candidates, len(centroids)))  # [n, candidates]
+    near[hints >= 0] = hints[hints >= 0, None]
+    best = None
+    for j in range(near.shape[1]):
+        base = centroids[near[:, j]]
+        codes, scales = quantize_int4(x, base)
+        err = np.square(decode_int4(codes, scales, base) - x).sum(axis=1)
+        if best is None:
+            best = [codes, scales, near[:, j].copy(), err]
+            continue
+        better = err < best[3]
+        best[0][better], best[1][better], best[2][better], best[3][better] = codes[better], scales[better], near[better, j], err[better]
+    return best[0], best[1], best[2]
+
+
+def _read_vectors(vectors: pa.Table, name: str, dim: int, n: int):
+    """(codec, codes, scales or None, IVF lists or None) of a vectors.arrow table, or IndexFormatError."""
+    col = vectors.column("vector") if "vector" in vectors.column_names else None
+    if col is None or col.num_chunks != 1 or not pa.types.is_fixed_size_list(col.type):
+        raise IndexFormatError(f"segment {name}: {VECTORS} must hold one batch of fixed-size vectors")
+    value_type, size = col.type.value_type, col.type.list_size
+    codec = {pa.float16(): "float16", pa.int8(): "int8", pa.uint8(): "int4"}.get(value_type)
+    if codec is None or size != (dim // 2 if codec == "int4" else dim) or (codec == "int4" and dim % 2):
+        raise IndexFormatError(f"segment {name}: {VECTORS} holds {value_type}[{size}] vectors, not {dim}-d codes")
+
+    def column(key: str) -> np.ndarray | None:
+        return vectors.column(key).chunk(0).to_numpy(zero_copy_only=True) if key in vectors.column_names else None
+
+    scales, lists = column("scale"), column("list")
+    if (codec == "float16") != (scales is None) or (lists is not None and (codec != "int4" or lists.dtype.kind != "u")):
+        raise IndexFormatError(f"segment {name}: {VECTORS} has columns {vectors.column_names} for {codec} codes")
+    return codec, col.chunk(0).values.to_numpy(zero_copy_only=True).reshape(n, size), scales, lists
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -256,7 +321,8 @@ class SegmentReader:
     def __init__(self, core: SegmentCore, deleted: np.ndarray, table: pa.Table | None = None) -> None:
         self.core = core
         self.name, self.n_docs, self.n_vectors, self.dim = core.name, core.n_docs, core.n_vectors, core.dim
-        self.offsets, self.vectors_raw, self.scales = core.offsets, core.vectors_raw, core.scales
+        self.offsets, self.vectors_raw, self.scales, self.lists = core.offsets, core.vectors_raw, core.scales, core.lists
+        self.codec = core.codec
         self.dense = core.dense
         self.table = core.table if table is None else table
         self._meta_columns = [c for c in self.table.column_names if c not in ("doc_id", "text")]
@@ -283,8 +349,15 @@ class SegmentReader:
     def n_live(self) -> int:
         return int(self.n_docs - self.deleted.sum())
 
+    @property
+    def bases(self) -> np.ndarray | None:
+        return self.core.bases
+
     def decode(self, rows: np.ndarray | slice) -> np.ndarray:
         """Float32 vectors of the given rows."""
+        if self.codec == "int4":
+            base = None if self.lists is None else self.bases[self.lists[rows]]
+            return decode_int4(self.vectors_raw[rows], self.scales[rows], base)
         out = np.asarray(self.vectors_raw[rows], dtype=np.float32)
         if self.scales is not None:
             out *= self.scales[rows][:, None]

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 import xtrieve
 from xtrieve.config import IndexConfig
-from xtrieve.errors import InputError, ModelMismatchError
+from xtrieve.errors import ConfigError, InputError, ModelMismatchError
 from xtrieve.faiss_loader import load_faiss
 from xtrieve.index import faiss_build
 from xtrieve.index.docs import batched, check_embedding, check_id, normalize, rows_table, short_list, unify
@@ -41,6 +41,8 @@ OWN_NAMES = (MANIFEST, LOCK_FILE, ENCODER_DIR)
 
 # a batch of documents ready to store: rows (doc_id + stored columns), vectors, token counts,
 # dense embeddings [n_docs, hidden] (None unless the index's model fuses them)
+# (docs table, vectors per doc, token counts, dense embeddings or None); merges add a 5th
+# item, each doc's IVF list per vector from its int4 source segment (or None)
 Batch = tuple[pa.Table, list[np.ndarray], list[int], "np.ndarray | None"]
 
 
@@ -172,7 +174,8 @@ class WriteSession:
         entries: list[SegmentEntry] = []
         writer: SegmentWriter | None = None
         try:
-            for table, vectors, n_tokens, dense in batches:
+            for table, vectors, n_tokens, dense, *hints in batches:
+                lists = hints[0] if hints else None
                 start, n = 0, table.num_rows
                 counts = np.array([len(v) for v in vectors], dtype=np.int64)
                 while start < n:
@@ -182,7 +185,8 @@ class WriteSession:
                     take = min(n - start, per_segment - writer.n_docs)
                     stop = start + take
                     writer.append(table.slice(start, take), np.concatenate(vectors[start:stop]), counts[start:stop],
-                                  np.asarray(n_tokens[start:stop]), None if dense is None else dense[start:stop])
+                                  np.asarray(n_tokens[start:stop]), None if dense is None else dense[start:stop],
+                                  None if lists is None else np.concatenate(lists[start:stop]))
                     start = stop
                     if writer.n_docs >= per_segment:
                         entries.append(writer.finish(self._build_faiss))
@@ -354,7 +358,9 @@ class WriteSession:
                 docs = live[s:s + MERGE_CHUNK_DOCS]
                 vectors = [seg.doc_vectors(int(d)) for d in docs]
                 dense = None if seg.dense is None else np.asarray(seg.dense[docs])
-                yield seg.table.take(pa.array(docs)), vectors, seg.n_tokens[docs].tolist(), dense
+                # int4 codes stay against the same centroid, so the merge rewrites the same codes
+                lists = None if seg.lists is None else [seg.lists[seg.offsets[d]:seg.offsets[d + 1]] for d in docs]
+                yield seg.table.take(pa.array(docs)), vectors, seg.n_tokens[docs].tolist(), dense, lists
 
     def merge(self, picks: list[int]) -> None:
         """Merge the given segments (dropping deleted docs) into new ones and commit."""
@@ -437,6 +443,8 @@ def create_index(root: str | Path, dim: int, config: IndexConfig, encoder: Any =
     If the body raises, the folder is removed again.
     """
     root = Path(root)
+    if config.vector_storage == "int4" and dim % 2:
+        raise ConfigError(f"vector_storage 'int4' packs two dimensions per byte: dim must be even, got {dim}")
     if root.exists():
         if not root.is_dir():
             raise InputError(f"cannot create an index at {root}: it is a file")

@@ -228,12 +228,14 @@ class Index:
         return self._searcher
 
     def search_batch(self, queries: Sequence[Any], k: int = 10, filter: Any = None, exhaustive: bool = False,
-                     config: SearchConfig | None = None) -> list[list[Hit]]:
+                     config: SearchConfig | Mapping[str, Any] | None = None) -> list[list[Hit]]:
         """Top-k hits for each query (a string, or token vectors [n_q, dim]).
 
         When the index's model adds a dense score, text queries get it; token vectors are
-        scored by MaxSim alone.
+        scored by MaxSim alone. ``config``: a SearchConfig or a dict of its fields.
         """
+        if isinstance(config, Mapping):
+            config = SearchConfig.from_dict(config)
         if isinstance(queries, (str, np.ndarray)):
             raise InputError("search_batch expects a list of queries; use search() for one")
         queries = list(queries)
@@ -243,7 +245,7 @@ class Index:
         return self._get_searcher().search(arrays, k, filter, exhaustive, config or SearchConfig(), dense)
 
     def search(self, query: Any, k: int = 10, filter: Any = None, exhaustive: bool = False,
-               config: SearchConfig | None = None) -> list[Hit]:
+               config: SearchConfig | Mapping[str, Any] | None = None) -> list[Hit]:
         """Top-k hits for one query (a string or token vectors [n_q, dim])."""
         if isinstance(query, (list, tuple)) and query and all(isinstance(q, str) for q in query):
             raise InputError("search expects one query; use search_batch for a list of queries")

@@ -1,23 +1,45 @@
 """Exact MaxSim: for each query token the best dot product with any document token, summed.
 
-Stored vectors (float16, or int8 with a per-vector scale) are gathered and widened with
-torch, whose half/int8 conversions and small matmuls are much faster than numpy's.
+Stored vectors (float16, int8 with a per-vector scale, or int4 residuals: see
+``xtrieve.index.codecs``) are gathered and widened with torch, whose half/int8 conversions
+and small matmuls are much faster than numpy's. Scales, the int4 level offset and the int4
+bases (IVF centroids) are applied to the [n_q, rows] similarities, never to the wider codes:
+q.v = q.base + scale * (q.n - 7.5 * sum(q)).
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
 import torch
 
+from xtrieve.index.codecs import INT4_CENTER
+
 CHUNK_VECTORS = 1 << 16
+
+
+@dataclasses.dataclass
+class Gathered:
+    """Some docs' stored vectors, concatenated: float32 codes [rows, dim], per-row scales
+    (None for float16), IVF list per row (int4 residuals only) and the docs' boundaries."""
+
+    codes: torch.Tensor
+    scales: torch.Tensor | None
+    lists: torch.Tensor | None
+    bounds: np.ndarray
+    int4: bool = False
 
 
 class SegmentVectors:
     """Torch views (no copies) of one segment's stored vectors, for fast gathers."""
 
     def __init__(self, segment) -> None:
+        self.segment = segment
         self.offsets = np.asarray(segment.offsets, dtype=np.int64)
+        self.int4 = getattr(segment, "codec", None) == "int4"
+        self.lists = getattr(segment, "lists", None)  # numpy: torch lacks uint16 gathers
+        self._bases: torch.Tensor | None = None
         with warnings.catch_warnings():  # read-only mmap: we never write through these views
             warnings.simplefilter("ignore", UserWarning)
             self.codes = torch.from_numpy(np.asarray(segment.vectors_raw))
@@ -26,35 +48,53 @@ class SegmentVectors:
             dense = getattr(segment, "dense", None)
             self.dense = None if dense is None else torch.from_numpy(np.asarray(dense))
 
-    def gather(self, docs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray]:
-        """Float32 codes of the given local docs, concatenated, their int8 scales (None for
-        float16 storage) and the docs' boundaries."""
+    @property
+    def bases(self) -> torch.Tensor:
+        """The IVF centroids int4 residuals are relative to (read on first use)."""
+        if self._bases is None:  # two threads may both read them: same result
+            self._bases = torch.from_numpy(self.segment.bases)
+        return self._bases
+
+    def gather(self, docs: np.ndarray) -> Gathered:
+        """The stored vectors of the given local docs."""
         starts, ends = self.offsets[docs], self.offsets[docs + 1]
         lengths = ends - starts
         bounds = np.zeros(len(docs) + 1, dtype=np.int64)
         np.cumsum(lengths, out=bounds[1:])
-        rows = torch.from_numpy(np.arange(bounds[-1]) + np.repeat(starts - bounds[:-1], lengths))
-        codes = self.codes.index_select(0, rows).float()
+        rows_np = np.arange(bounds[-1]) + np.repeat(starts - bounds[:-1], lengths)
+        rows = torch.from_numpy(rows_np)
+        packed = self.codes.index_select(0, rows)
+        if self.int4:  # low nibbles: the first dim/2 dimensions, high nibbles: the rest
+            half = packed.shape[1]
+            codes = torch.empty(len(rows_np), 2 * half)
+            codes[:, :half] = packed & 0x0F
+            codes[:, half:] = packed >> 4
+        else:
+            codes = packed.float()
         scales = None if self.scales is None else self.scales.index_select(0, rows)
-        return codes, scales, bounds
+        lists = None if self.lists is None else torch.from_numpy(self.lists[rows_np].astype(np.int64))
+        return Gathered(codes, scales, lists, bounds, self.int4)
 
-    def maxsim(self, query: torch.Tensor, docs: np.ndarray) -> np.ndarray:
-        """Exact MaxSim of one query [n_q, dim] against the given local docs."""
+    def maxsim(self, query: torch.Tensor, docs: np.ndarray, centroid_sims: torch.Tensor | None = None) -> np.ndarray:
+        """Exact MaxSim of one query [n_q, dim] against the given local docs. ``centroid_sims``:
+        this segment's IVF centroids @ query.T [nlist, n_q], if the caller has them."""
         scores = np.empty(len(docs), dtype=np.float32)
         lengths = self.offsets[docs + 1] - self.offsets[docs]
+        base_sims = None
+        if self.lists is not None:  # int4 residuals against the IVF centroids
+            base_sims = centroid_sims if centroid_sims is not None else self.bases @ query.T
         start = 0
         while start < len(docs):
             # chunk the docs so one similarity matrix stays around CHUNK_VECTORS columns
             stop = start + max(1, int(np.searchsorted(np.cumsum(lengths[start:]), CHUNK_VECTORS)))
-            codes, scales, bounds = self.gather(docs[start:stop])
-            scores[start:stop] = chunk_maxsim(query, codes, scales, bounds)
+            scores[start:stop] = chunk_maxsim(query, self.gather(docs[start:stop]), base_sims)
             start = stop
         return scores
 
     def scores(self, query: torch.Tensor, docs: np.ndarray, dense_query: torch.Tensor | None,
-               dense_weight: float) -> np.ndarray:
+               dense_weight: float, centroid_sims: torch.Tensor | None = None) -> np.ndarray:
         """MaxSim, plus ``dense_weight`` x n_q x the dense cosine when both sides have a dense embedding."""
-        out = self.maxsim(query, docs)
+        out = self.maxsim(query, docs, centroid_sims)
         if dense_query is not None and dense_weight > 0 and self.dense is not None:
             cos = self.dense.index_select(0, torch.from_numpy(docs)).float() @ dense_query
             out += (dense_weight * query.shape[0]) * cos.numpy()
@@ -68,18 +108,27 @@ class SegmentVectors:
 WIDE_QUERY_TOKENS = 10
 
 
-def chunk_maxsim(query: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor | None,
-                  bounds: np.ndarray) -> np.ndarray:
-    """MaxSim of one query against gathered codes (int8 scales applied to the products)."""
+def chunk_maxsim(query: torch.Tensor, g: Gathered, base_sims: torch.Tensor | None = None) -> np.ndarray:
+    """MaxSim of one query against gathered vectors; ``base_sims``: bases @ query.T [nlist, n_q]
+    when the codes are int4 residuals against IVF centroids."""
+    offset = INT4_CENTER * query.sum(dim=1) if g.int4 else None
     if query.shape[0] >= WIDE_QUERY_TOKENS:
-        sims = query @ codes.T
-        if scales is not None:  # scale the similarities, not the wider codes
-            sims *= scales[None, :]
-        return maxsim_from_sims(sims.numpy(), bounds, axis=1)
-    sims = codes @ query.T
-    if scales is not None:
-        sims *= scales[:, None]
-    return maxsim_from_sims(sims.numpy(), bounds, axis=0)
+        sims = query @ g.codes.T  # [n_q, rows]
+        if offset is not None:
+            sims -= offset[:, None]
+        if g.scales is not None:
+            sims *= g.scales[None, :]
+        if g.lists is not None:  # gathered as [n_q, rows]: adding a transposed [rows, n_q] is 2x slower
+            sims += base_sims.T.contiguous().index_select(1, g.lists)
+        return maxsim_from_sims(sims.numpy(), g.bounds, axis=1)
+    sims = g.codes @ query.T  # [rows, n_q]
+    if offset is not None:
+        sims -= offset[None, :]
+    if g.scales is not None:
+        sims *= g.scales[:, None]
+    if g.lists is not None:
+        sims += base_sims.index_select(0, g.lists)
+    return maxsim_from_sims(sims.numpy(), g.bounds, axis=0)
 
 
 def maxsim_from_sims(sims: np.ndarray, bounds: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -36,15 +36,22 @@ class TokenProbe:
 
     def search(self, queries: np.ndarray, k: int, nprobe: int, selector=None) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, vector ids) [n, k] for C-contiguous float32 queries [n, dim]."""
+        dist, ids, _ = self.search_with_centroid_scores(queries, k, nprobe, selector)
+        return dist, ids
+
+    def search_with_centroid_scores(self, queries: np.ndarray, k: int, nprobe: int,
+                                    selector=None) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
+        """``search``, plus the similarities of every IVF centroid to every query vector
+        [nlist, n] when the coarse step computed them (None otherwise)."""
         faiss = self._faiss
         if self.ivf is None:
             params = faiss.SearchParameters(sel=selector) if selector is not None else None
-            return self.index.search(queries, k, params=params)
+            return (*self.index.search(queries, k, params=params), None)
         nprobe = max(1, min(int(nprobe), int(self.ivf.nlist)))
         params = faiss.SearchParametersIVF(nprobe=nprobe, sel=selector) if selector is not None \
             else faiss.SearchParametersIVF(nprobe=nprobe)
         if self.centroids is None:
-            return self.index.search(queries, k, params=params)
+            return (*self.index.search(queries, k, params=params), None)
         # [nlist, n]: MKL is faster with the many centroids on the left (search p50 -12% on
         # nfcorpus's short queries, -4% on scifact, processes taking turns)
         coarse = self.centroids @ torch.from_numpy(queries).T
@@ -56,4 +63,4 @@ class TokenProbe:
         out_i = np.empty((n, k), dtype=np.int64)
         self.index.search_preassigned_c(n, faiss.swig_ptr(queries), k, faiss.swig_ptr(lists), faiss.swig_ptr(dist),
                                         faiss.swig_ptr(out_d), faiss.swig_ptr(out_i), False, params)
-        return out_d, out_i
+        return out_d, out_i, coarse

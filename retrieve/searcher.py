@@ -161,23 +161,26 @@ class Searcher:
         return self._top(np.concatenate(keys), np.concatenate(scores), k)
 
     def _retrieve(self, qs: list[np.ndarray], allowed: list[_Allowed], k_prime: int, nprobe: int):
-        """One FAISS call per segment for all query tokens of the group: [n_tokens, k'] arrays."""
+        """One FAISS call per segment for all query tokens of the group: [n_tokens, k'] arrays,
+        and per segment number the IVF centroid similarities [nlist, n_tokens] if computed."""
         stacked = np.ascontiguousarray(np.concatenate(qs))
-        all_scores, all_keys = [], []
+        all_scores, all_keys, centroid_sims = [], [], {}
         for no, (seg, a) in enumerate(zip(self.segments, allowed)):
             if a.n_allowed == 0:
                 continue
             probe = self._probes[no]
             if probe is None:  # two threads may both build it: same result, last one kept
                 probe = self._probes[no] = TokenProbe(seg.faiss_index)
-            dist, ids = probe.search(stacked, min(k_prime, probe.ntotal), nprobe, a.selector)
+            dist, ids, coarse = probe.search_with_centroid_scores(stacked, min(k_prime, probe.ntotal), nprobe, a.selector)
+            if coarse is not None:
+                centroid_sims[no] = coarse
             valid = ids >= 0
             local = seg.vec_to_doc[np.where(valid, ids, 0)]
             all_keys.append(np.where(valid, _key(no, local), -1))
             all_scores.append(np.where(valid, dist, -np.inf).astype(np.float32))
         scores = np.concatenate(all_scores, axis=1)
         keys = np.concatenate(all_keys, axis=1)
-        return global_top(scores, keys, k_prime)
+        return (*global_top(scores, keys, k_prime), centroid_sims)
 
     def _fast(self, qs: list[np.ndarray], qd: list[torch.Tensor | None], allowed: list[_Allowed], k: int,
               config: SearchConfig, small: bool) -> list[list[Hit]]:
@@ -190,33 +193,36 @@ class Searcher:
         for (k_prime, nprobe), members in groups.items():
             group = [qs[i] for i in members]
             with small_work_threads(small):
-                scores, keys = self._retrieve(group, allowed, k_prime, nprobe)
+                scores, keys, centroid_sims = self._retrieve(group, allowed, k_prime, nprobe)
             with small_work_threads(True):  # each rerank is small work
-                for i, hits in zip(members, self._rerank_all(group, [qd[i] for i in members], scores, keys, k, config)):
+                reranked = self._rerank_all(group, [qd[i] for i in members], scores, keys, centroid_sims, k, config)
+                for i, hits in zip(members, reranked):
                     out[i] = hits
         return out
 
-    def _rerank_all(self, qs, qd, scores, keys, k: int, config: SearchConfig) -> list[list[Hit]]:
+    def _rerank_all(self, qs, qd, scores, keys, centroid_sims, k: int, config: SearchConfig) -> list[list[Hit]]:
         out, start = [], 0
         for q, d in zip(qs, qd):
             stop = start + q.shape[0]
             cand, approx = xtr_scores(scores[start:stop], keys[start:stop])
+            own = {no: sims[:, start:stop] for no, sims in centroid_sims.items()}
             start = stop
             n = min(len(cand), max(config.n_rerank, k))
             if n < len(cand):
                 top = np.argpartition(-approx, n - 1)[:n]
                 cand = cand[top]
-            out.append(self._rerank(q, d, cand, k))
+            out.append(self._rerank(q, d, cand, k, own))
         return out
 
-    def _rerank(self, q: np.ndarray, qd: torch.Tensor | None, cand: np.ndarray, k: int) -> list[Hit]:
+    def _rerank(self, q: np.ndarray, qd: torch.Tensor | None, cand: np.ndarray, k: int,
+                centroid_sims: dict[int, torch.Tensor]) -> list[Hit]:
         seg_nos = cand >> KEY_SHIFT
         exact = np.empty(len(cand), dtype=np.float32)
         qt = torch.from_numpy(q)
         for no in np.unique(seg_nos):
             sel = seg_nos == no
             local = (cand[sel] & ((1 << KEY_SHIFT) - 1)).astype(np.int64)
-            exact[sel] = self._vectors[int(no)].scores(qt, local, qd, self.dense_weight)
+            exact[sel] = self._vectors[int(no)].scores(qt, local, qd, self.dense_weight, centroid_sims.get(int(no)))
         return self._top(cand, exact, k)
 
     def _top(self, keys: np.ndarray, scores: np.ndarray, k: int) -> list[Hit]:

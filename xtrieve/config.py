@@ -119,6 +119,11 @@ class EncoderConfig(ConfigBase):
         _check(all(isinstance(w, str) for w in self.skiplist_words), "skiplist_words must be strings")
 
 
+# rerank vector codes (xtrieve.index.codecs): int8 per-vector scalar; int4 4-bit residuals
+# against the IVF centroids (about half of int8's bytes); float16 as given
+VECTOR_STORAGES = ("int8", "int4", "float16")
+
+
 @dataclasses.dataclass(frozen=True)
 class IndexConfig(ConfigBase):
     """How an index stores vectors.
@@ -140,7 +145,7 @@ class IndexConfig(ConfigBase):
 
     def validate(self) -> None:
         _check(isinstance(self.faiss_factory, str) and self.faiss_factory.strip() != "", "faiss_factory must be a non-empty string")
-        _check(self.vector_storage in ("float16", "int8"), f"vector_storage must be 'float16' or 'int8', got {self.vector_storage!r}")
+        _check(self.vector_storage in VECTOR_STORAGES, f"vector_storage must be one of {', '.join(VECTOR_STORAGES)}, got {self.vector_storage!r}")
         _check(self.pool_factor is None or (isinstance(self.pool_factor, int) and self.pool_factor >= 1), "pool_factor must be None or an int >= 1")
         _check(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size must be an int >= 1")
         _check(isinstance(self.docs_per_segment, int) and self.docs_per_segment >= 1, "docs_per_segment must be an int >= 1")

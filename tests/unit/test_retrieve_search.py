@@ -13,7 +13,7 @@ import torch
 from helpers import unit_token_docs
 from xtrieve.config import SearchConfig
 from xtrieve.errors import FilterError, InputError
-from xtrieve.retrieve.maxsim import WIDE_QUERY_TOKENS, chunk_maxsim
+from xtrieve.retrieve.maxsim import WIDE_QUERY_TOKENS, Gathered, chunk_maxsim
 from xtrieve.retrieve.searcher import Searcher
 from xtrieve.types import Hit, make_hits
 
@@ -107,7 +107,7 @@ def test_both_similarity_layouts_give_the_same_int8_maxsim():
     full = (codes * scales[:, None]).numpy()
     for n_q in (WIDE_QUERY_TOKENS - 1, WIDE_QUERY_TOKENS + 3):
         q = torch.from_numpy(rng.standard_normal((n_q, DIM)).astype(np.float32))
-        got = chunk_maxsim(q, codes, scales, bounds)
+        got = chunk_maxsim(q, Gathered(codes, scales, None, bounds))
         want = [(q.numpy() @ full[a:b].T).max(axis=1).sum() if b > a else -np.inf for a, b in zip(bounds[:-1], bounds[1:])]
         assert np.allclose(got, want, rtol=1e-5, atol=1e-5)
         assert got[1] == -np.inf
