@@ -105,7 +105,6 @@ class SegmentWriter:
         n, dim = self.n_vectors, self.dim
         raw = np.memmap(self._tmp_path, dtype=np.float16, mode="r", shape=(n, dim))
         try:
-
             def rows(idx: np.ndarray) -> np.ndarray:
                 return np.asarray(raw[idx], dtype=np.float32)
 

@@ -40,9 +40,8 @@ TEMPLATE_PREFIX = "ivf_template"
 OWN_NAMES = (MANIFEST, LOCK_FILE, ENCODER_DIR)
 
 # a batch of documents ready to store: rows (doc_id + stored columns), vectors, token counts,
-# dense embeddings [n_docs, hidden] (None unless the index's model fuses them)
-# (docs table, vectors per doc, token counts, dense embeddings or None); merges add a 5th
-# item, each doc's IVF list per vector from its int4 source segment (or None)
+# dense embeddings [n_docs, hidden] (None unless the index's model fuses them); merges add a
+# 5th item: per doc, the IVF list of each vector in its int4 source segment (or None)
 Batch = tuple[pa.Table, list[np.ndarray], list[int], "np.ndarray | None"]
 
 
