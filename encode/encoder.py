@@ -13,6 +13,7 @@ import torch
 
 from xtrieve.config import EncoderConfig
 from xtrieve.encode import loaders
+from xtrieve.encode import lean_bert
 from xtrieve.encode.pooling import pool_documents
 from xtrieve.encode.tokenize import TextProcessor, check_texts
 from xtrieve.errors import ModelLoadError
@@ -87,8 +88,12 @@ class Encoder:
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load the backbone from {spec.backbone_dir}: {exc}") from None
         self.backbone.eval().to(self.device)
-        if self.device.type == "cpu":  # one query's few rows: oneDNN with packed weights (xtrieve.onednn)
-            pack_linears(self.backbone)
+        self.lean = None  # one query's few rows: a lean BERT pass or oneDNN-packed linears (xtrieve.onednn)
+        if self.device.type == "cpu":
+            if lean_bert.supports(self.backbone):
+                self.lean = lean_bert.LeanBert(self.backbone)
+            else:
+                pack_linears(self.backbone)
         hidden = int(self.backbone.config.hidden_size)
         self.head = torch.nn.Linear(hidden, self.config.dim, bias=self.config.head_bias)
         with torch.no_grad():
@@ -213,8 +218,10 @@ class Encoder:
                 bar.update(len(chunk))
 
     def _hidden(self, batch) -> torch.Tensor:
-        out = self.backbone(input_ids=batch.input_ids.to(self.device), attention_mask=batch.attention_mask.to(self.device))
-        return out.last_hidden_state
+        input_ids, attention_mask = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
+        if self.lean is not None and self.lean.handles(input_ids):
+            return self.lean(input_ids, attention_mask)
+        return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     def token_states(self, texts: list[str], is_query: bool, batch_size: int = 32,
                      show_progress: bool | None = None) -> list[np.ndarray]:

@@ -10,6 +10,9 @@ Results equal it up to float32 rounding (the summation order differs). The oneDN
 no autograd kernels: training and anything needing gradients take the plain path, as does a
 torch build without them or with ``torch.backends.mkldnn.enabled`` off.
 
+BERT backbones go further through ``xtrieve.encode.lean_bert``, which uses these packed
+products (:func:`pack_weight`, :func:`packed_linear`) with the attention projections fused.
+
 (A plain ``x @ w.T`` through oneDNN for the search's matmuls measured no faster than torch's
 own at the process level, so the search stage does not use this module.)
 """
@@ -46,6 +49,16 @@ def _ops_work() -> bool:
         return False
 
 
+def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` [out, in] reordered once into oneDNN's blocked layout for :func:`packed_linear`."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACKED_MAX_ROWS // 4)
+
+
+def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x @ weight.T + bias`` through oneDNN, with the weight from :func:`pack_weight`."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
 class PackedLinear(torch.nn.Linear):
     """An ``nn.Linear`` that, for inference on few rows, runs oneDNN with its weight packed once.
 
@@ -74,7 +87,7 @@ class PackedLinear(torch.nn.Linear):
         packed = self._pack.get(self.weight) if few_rows and torch.backends.mkldnn.enabled else None
         if packed is None:
             return torch.nn.functional.linear(x, self.weight, self.bias)
-        return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
+        return packed_linear(x, packed, self.bias)
 
 
 class _PackCache:
@@ -90,7 +103,7 @@ class _PackCache:
         if entry is None or entry[0] != key:
             if not (available() and weight.dtype is torch.float32 and weight.device.type == "cpu"):
                 return None  # not remembered: oneDNN may be switched back on
-            entry = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACKED_MAX_ROWS // 4))
+            entry = (key, pack_weight(weight))
             self._entry = entry
         return entry[1]
 

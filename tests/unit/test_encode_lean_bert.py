@@ -1,0 +1,98 @@
+"""encode.lean_bert: the same hidden states as transformers' BertModel, and its forward wherever it must be."""
+import pytest
+import torch
+
+from xtrieve import onednn
+from xtrieve.encode import lean_bert
+
+pytestmark = pytest.mark.skipif(not onednn.available(), reason="torch without oneDNN linear ops")
+
+
+def _bert(**changes):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64, **changes)
+    return BertModel(cfg).eval()
+
+
+def _inputs(lengths, width=None):
+    width = width or max(lengths)
+    ids = torch.randint(1, 50, (len(lengths), width))
+    mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+        ids[i, n:] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("lengths", [[7], [1], [9, 4, 6], [5, 5]])
+def test_same_hidden_states_as_transformers(lengths):
+    model = _bert()
+    lean = lean_bert.LeanBert(model)
+    ids, mask = _inputs(lengths)
+    with torch.inference_mode():
+        assert lean.handles(ids)
+        ref = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        out = lean(ids, mask)
+    assert out.shape == ref.shape
+    for i, n in enumerate(lengths):  # padded positions are not outputs
+        assert torch.allclose(out[i, :n], ref[i, :n], atol=1e-5)
+
+
+def test_rebuilds_after_weight_changes():
+    model = _bert()
+    lean = lean_bert.LeanBert(model)
+    ids, mask = _inputs([6])
+    with torch.inference_mode():
+        lean(ids, mask)
+    with torch.no_grad():
+        model.encoder.layer[1].attention.self.key.weight.mul_(1.5)  # an optimizer step, in place
+        model.encoder.layer[0].output.LayerNorm.bias.add_(0.1)
+    with torch.inference_mode():
+        assert torch.allclose(lean(ids, mask), model(input_ids=ids, attention_mask=mask).last_hidden_state, atol=1e-5)
+
+
+def test_hands_back_what_it_must_not_take():
+    model = _bert()
+    lean = lean_bert.LeanBert(model)
+    few, _ = _inputs([8])
+    many, _ = _inputs([lean_bert.LEAN_MAX_ROWS // 2 + 1] * 2)
+    with torch.inference_mode():
+        assert lean.handles(few) and not lean.handles(many)
+    assert not lean.handles(few)  # gradients on
+    model.train()
+    with torch.inference_mode():
+        assert not lean.handles(few)
+    model.eval()
+    handle = model.encoder.layer[1].register_forward_pre_hook(lambda *a: None)
+    with torch.inference_mode():
+        assert not lean.handles(few)  # hooks must see the model's own forward
+    handle.remove()
+    with torch.inference_mode():
+        assert lean.handles(few)
+
+
+def test_supports_only_plain_bert():
+    assert lean_bert.supports(_bert())
+    assert not lean_bert.supports(_bert(hidden_act="relu"))
+    assert not lean_bert.supports(_bert(is_decoder=True))
+    assert not lean_bert.supports(torch.nn.Linear(4, 4))
+    with pytest.raises(ValueError, match="not a BertModel"):
+        lean_bert.LeanBert(torch.nn.Linear(4, 4))
+
+
+def test_encoder_vectors_unchanged_by_the_lean_pass(pylate_folder):
+    from xtrieve.encode.encoder import Encoder
+
+    enc = Encoder.load(pylate_folder[0])  # [Q] marker and [MASK] padding to 12 tokens
+    assert enc.lean is not None
+    queries = ["what is late interaction", "the cat sat on the mat", "dog"]
+    lean_single = [enc.encode_queries([q])[0] for q in queries]
+    lean_batch = enc.encode_queries(queries)
+    enc.lean = None
+    plain = enc.encode_queries(queries)
+    for a, b, c in zip(lean_single, lean_batch, plain):
+        assert a.shape == c.shape and torch.allclose(torch.from_numpy(a), torch.from_numpy(c), atol=1e-5)
+        assert torch.allclose(torch.from_numpy(b), torch.from_numpy(c), atol=1e-5)
