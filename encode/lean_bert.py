@@ -72,8 +72,7 @@ class LeanBert:
         self.eps = float(config.layer_norm_eps)
         self._params = list(model.parameters())
         self._modules = list(model.modules())
-        self._key: tuple | None = None
-        self._layers: list[_Layer] = []
+        self._built: tuple[tuple, list[_Layer]] | None = None  # (parameter key, layers), swapped as one
 
     def handles(self, input_ids: torch.Tensor) -> bool:
         """Whether this input goes through the lean pass (few rows, CPU, no gradients, eval mode,
@@ -84,10 +83,11 @@ class LeanBert:
 
     def _weights(self) -> list[_Layer]:
         key = tuple((p.data_ptr(), p._version) for p in self._params)
-        if key != self._key:
-            self._layers = [_Layer(layer) for layer in self.model.encoder.layer]
-            self._key = key
-        return self._layers
+        built = self._built
+        if built is None or built[0] != key:
+            built = (key, [_Layer(layer) for layer in self.model.encoder.layer])
+            self._built = built
+        return built[1]
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Last hidden states [batch, length, hidden], as ``model(...).last_hidden_state``."""
