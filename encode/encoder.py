@@ -87,7 +87,9 @@ class Encoder:
                     raise ModelLoadError(f"{spec.name}: backbone overlay names weights {spec.backbone_dir} does not have: {unexpected[:3]}")
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load the backbone from {spec.backbone_dir}: {exc}") from None
-        self.backbone.eval().to(self.device)
+        # float32 whatever the checkpoint's dtype (transformers loads a bf16/fp16 one as such):
+        # the upcast is exact, and CPUs without bf16/fp16 units run float32 faster and closer
+        self.backbone.float().eval().to(self.device)
         self.lean = None  # one query's few rows: a lean BERT pass or oneDNN-packed linears (xtrieve.onednn)
         if self.device.type == "cpu":
             if lean_bert.supports(self.backbone):

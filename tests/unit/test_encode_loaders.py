@@ -29,6 +29,26 @@ def test_pylate_folder_loads_projection_and_markers(pylate_folder):
     assert d.shape == (9, 16)
 
 
+def test_half_precision_checkpoint_encodes_in_float32(pylate_folder, tmp_path):
+    """A checkpoint saved in bfloat16 loads upcast (exactly) to float32 and encodes like it."""
+    from transformers import AutoModel
+
+    folder, _ = pylate_folder
+    model = AutoModel.from_pretrained(str(folder))
+    with torch.no_grad():  # weights bf16 can hold exactly, so both folders mean the same model
+        for p in model.parameters():
+            p.copy_(p.to(torch.bfloat16).float())
+    model.to(torch.bfloat16).save_pretrained(str(folder), safe_serialization=True)
+    half = Encoder.load(folder)
+    assert all(p.dtype is torch.float32 for p in half.backbone.parameters())
+    model.float().save_pretrained(str(folder), safe_serialization=True)
+    full = Encoder.load(folder)
+    texts = ["the cat sat on the mat", "a dog barked"]
+    for a, b in zip(half.encode_queries(texts) + half.encode_documents(texts),
+                    full.encode_queries(texts) + full.encode_documents(texts)):
+        assert np.array_equal(a, b)
+
+
 def test_colbert_checkpoint_matches_reference_computation(colbert_folder):
     folder, weight, model, tok = colbert_folder
     enc = Encoder.load(folder)
