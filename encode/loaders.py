@@ -126,33 +126,52 @@ def load_xtrieve(folder: Path) -> ModelSpec:
     )
 
 
+def read_dense_chain(dense_modules: list[tuple[Path, str]]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Dense modules (folder, module type) applied in order, as one linear map (weight [out,
+    in], bias or None); None, None when there are none. A chain of linear maps is one matrix
+    product (equal up to float32 rounding). PyLate's Dense applies its linear map alone,
+    whatever activation its config names; sentence-transformers' must name Identity."""
+    weight = bias = None
+    for dense_dir, kind in dense_modules:
+        dcfg = read_json(dense_dir / "config.json")
+        act = str(dcfg.get("activation_function", "torch.nn.modules.linear.Identity"))
+        if not act.endswith("Identity") and not kind.startswith("pylate."):
+            raise ModelLoadError(f"{dense_dir}: Dense activation {act} is not supported (only Identity)")
+        state = read_weights(dense_dir)
+        w = state.get("linear.weight")
+        if w is None:
+            raise ModelLoadError(f"{dense_dir}: no 'linear.weight' in the Dense weights")
+        w = w.double()
+        b = state.get("linear.bias") if dcfg.get("bias", False) else None
+        b = None if b is None else b.double()
+        if weight is None:
+            weight, bias = w, b
+            continue
+        if w.shape[1] != weight.shape[0]:
+            raise ModelLoadError(f"{dense_dir}: Dense takes {w.shape[1]} features, the previous one gives {weight.shape[0]}")
+        bias = (w @ bias if bias is not None else None)
+        bias = b if bias is None else (bias if b is None else bias + b)
+        weight = w @ weight
+    if weight is None:
+        return None, None
+    return weight.float(), None if bias is None else bias.float()
+
+
 def load_sentence_transformers(folder: Path) -> ModelSpec:
     """A sentence-transformers folder; PyLate's keys (prefixes, lengths, skiplist) honoured."""
     modules = read_json(folder / "modules.json")
-    backbone_dir, dense_dir = None, None
+    backbone_dir, dense_modules = None, []
     for m in modules:
         kind = str(m.get("type", ""))
         if kind.endswith("Transformer"):
             backbone_dir = (folder / m.get("path", "")).resolve()
         elif kind.endswith("Dense"):
-            if dense_dir is not None:
-                raise ModelLoadError(f"{folder}: more than one Dense module is not supported")
-            dense_dir = (folder / m["path"]).resolve()
+            dense_modules.append(((folder / m["path"]).resolve(), kind))
     if backbone_dir is None:
         raise ModelLoadError(f"{folder}/modules.json names no Transformer module")
     st_cfg = read_json(folder / "config_sentence_transformers.json") if (folder / "config_sentence_transformers.json").exists() else {}
     bert_cfg = read_json(backbone_dir / "sentence_bert_config.json") if (backbone_dir / "sentence_bert_config.json").exists() else {}
-    weight = bias = None
-    if dense_dir is not None:
-        dcfg = read_json(dense_dir / "config.json")
-        act = str(dcfg.get("activation_function", "torch.nn.modules.linear.Identity"))
-        if not act.endswith("Identity"):
-            raise ModelLoadError(f"{dense_dir}: Dense activation {act} is not supported (only Identity)")
-        state = read_weights(dense_dir)
-        weight = state.get("linear.weight")
-        bias = state.get("linear.bias") if dcfg.get("bias", False) else None
-        if weight is None:
-            raise ModelLoadError(f"{dense_dir}: no 'linear.weight' in the Dense weights")
+    weight, bias = read_dense_chain(dense_modules)
     is_pylate = "query_prefix" in st_cfg or "query_length" in st_cfg or "document_length" in st_cfg
     hidden = read_json(backbone_dir / "config.json").get("hidden_size")
     dim = int(weight.shape[0]) if weight is not None else int(hidden or 0)

@@ -128,3 +128,51 @@ def test_xtrieve_folder_with_bad_config(tmp_path, colbert_folder):
     (out / "xtrieve_model.json").write_text(json.dumps(meta))
     with pytest.raises(ConfigError, match="bogus"):
         Encoder.load(out)
+
+
+def _add_dense(folder, name: str, weight, bias=None, kind="pylate.models.Dense.Dense",
+               act="torch.nn.modules.linear.Identity"):
+    from safetensors.torch import save_file
+
+    (folder / name).mkdir()
+    (folder / name / "config.json").write_text(json.dumps({
+        "in_features": weight.shape[1], "out_features": weight.shape[0], "bias": bias is not None,
+        "activation_function": act}))
+    save_file({"linear.weight": weight, **({"linear.bias": bias} if bias is not None else {})},
+              str(folder / name / "model.safetensors"))
+    modules = json.loads((folder / "modules.json").read_text())
+    modules.append({"idx": len(modules), "name": str(len(modules)), "path": name, "type": kind})
+    (folder / "modules.json").write_text(json.dumps(modules))
+
+
+def test_chained_dense_modules_compose(pylate_folder):
+    """PyLate models with several Dense layers (e.g. 32 -> 16 -> 8 with a bias) encode as the chain."""
+    folder, first = pylate_folder
+    single = Encoder.load(folder)
+    torch.manual_seed(3)
+    second, bias = torch.randn(8, 16), torch.randn(8)
+    _add_dense(folder, "2_Dense", second, bias)
+    enc = Encoder.load(folder)
+    assert enc.config.dim == 8 and enc.config.head_bias
+    text = ["the cat sat on the mat"]
+    batch = enc.processor.batch(enc.processor.encode_ids(text, True)[0], True)
+    with torch.inference_mode():
+        hidden = single.backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state[0]
+        expected = torch.nn.functional.normalize((hidden @ first.T) @ second.T + bias, dim=-1)
+    assert np.allclose(enc.encode_queries(text)[0], expected.numpy(), atol=1e-5)
+
+
+def test_dense_activation_and_chain_checks(pylate_folder, tmp_path):
+    folder, _ = pylate_folder
+    _add_dense(folder, "2_Dense", torch.randn(8, 16), act="torch.nn.modules.activation.Tanh")
+    assert Encoder.load(folder).config.dim == 8  # PyLate's Dense applies its linear map only
+    modules = json.loads((folder / "modules.json").read_text())
+    modules[-1]["type"] = "sentence_transformers.models.Dense"
+    (folder / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ModelLoadError, match="Tanh is not supported"):
+        Encoder.load(folder)
+    modules.pop()
+    (folder / "modules.json").write_text(json.dumps(modules))
+    _add_dense(folder, "3_Dense", torch.randn(8, 12))
+    with pytest.raises(ModelLoadError, match="takes 12 features, the previous one gives 16"):
+        Encoder.load(folder)
