@@ -99,3 +99,21 @@ def test_encoder_vectors_unchanged_by_the_lean_pass(pylate_folder):
     for a, b, c in zip(lean_single, lean_batch, plain):
         assert a.shape == c.shape and torch.allclose(torch.from_numpy(a), torch.from_numpy(c), atol=1e-5)
         assert torch.allclose(torch.from_numpy(b), torch.from_numpy(c), atol=1e-5)
+
+
+def test_threads_share_one_lean_pass():
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = _bert()
+    lean = lean_bert.LeanBert(model)
+    inputs = [_inputs([n]) for n in range(1, 13)]
+
+    def run(pair):
+        with torch.inference_mode():
+            return lean(*pair)
+
+    alone = [run(p) for p in inputs]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(run, inputs * 4))
+    for i, out in enumerate(together):
+        assert torch.equal(out, alone[i % len(inputs)])
