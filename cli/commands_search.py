@@ -72,7 +72,7 @@ def search_command(index, query, k, filter_, fmt, queries_file, exhaustive, k_pr
     config = SearchConfig().replace(**changes)
     idx = xtrieve.Index.open(index)
     pairs = [("q1", query)] if query is not None else read_queries(queries_file)
-    _ = idx.encoder  # load the model before timing the search
+    idx.warm_up()  # load FAISS and the model and run it once before timing the search
     start = time.perf_counter()
     results = idx.search_batch([t for _, t in pairs], k=k, filter=filter_, exhaustive=exhaustive, config=config)
     elapsed = time.perf_counter() - start

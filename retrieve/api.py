@@ -114,6 +114,15 @@ class Index:
         self._snapshot = snap
         return self
 
+    def warm_up(self) -> "Index":
+        """Do a first search's one-time work now (servers, timings): load FAISS, the model and
+        every segment's token index, and run the encoder once (its weights get packed)."""
+        self._get_searcher().warm_up()
+        enc = self.encoder
+        if enc is not None:
+            enc.encode(["warm up"], True)
+        return self
+
     def __len__(self) -> int:
         return self._snapshot.n_docs
 

@@ -96,6 +96,12 @@ class Searcher:
         self._meta_tables = [s.table.select([c for c in s.table.column_names if c not in ("doc_id", "text")])
                              for s in self.segments]
 
+    def warm_up(self) -> None:
+        """Load every segment's FAISS index and probe now rather than in the first search."""
+        for no, seg in enumerate(self.segments):
+            if self._probes[no] is None:
+                self._probes[no] = TokenProbe(seg.faiss_index)
+
     def _metadata_columns(self) -> set[str]:
         cols: set[str] = set()
         for s in self.segments:

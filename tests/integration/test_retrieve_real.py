@@ -36,7 +36,9 @@ def test_fast_path_matches_exhaustive_on_real_text(index):
 
 
 def test_obvious_queries_find_their_document(index):
-    assert index.search("how do vaccines protect us?", k=3)[0].doc_id == "bio-3"
+    cold = index.search("how do vaccines protect us?", k=3)
+    assert index.warm_up() is index and index.search("how do vaccines protect us?", k=3) == cold
+    assert cold[0].doc_id == "bio-3"
     assert index.search("the first person on the Moon", k=3)[0].doc_id == "hist-4"
 
 

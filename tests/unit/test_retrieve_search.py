@@ -134,6 +134,14 @@ def test_batch_equals_single(corpus):
         assert [h.doc_id for h in s.search([q], k=5)[0]] == [h.doc_id for h in hits]
 
 
+def test_warm_up_loads_every_probe_and_changes_no_result(corpus):
+    _, segs, queries = corpus
+    cold, warm = Searcher(Snap(segs)), Searcher(Snap(segs))
+    warm.warm_up()
+    assert all(p is not None for p in warm._probes) and all(p is None for p in cold._probes)
+    assert warm.search(queries, k=5) == cold.search(queries, k=5)
+
+
 def test_short_queries_search_wider_alone_and_in_a_batch(corpus):
     docs, _, _ = corpus
     rng = np.random.default_rng(3)
