@@ -30,6 +30,33 @@ class Gathered:
     bounds: np.ndarray
     int4: bool = False
 
+    def widened(self) -> "Gathered":
+        """The same vectors with float32 codes (from stored float16, int8 or packed int4)."""
+        if self.codes.dtype is torch.float32:
+            return self
+        if self.int4:  # low nibbles: the first dim/2 dimensions, high nibbles: the rest
+            half = self.codes.shape[1]
+            codes = torch.empty(self.codes.shape[0], 2 * half)
+            codes[:, :half] = self.codes & 0x0F
+            codes[:, half:] = self.codes >> 4
+        else:
+            codes = self.codes.float()
+        return dataclasses.replace(self, codes=codes)
+
+    @staticmethod
+    def joined(parts: list["Gathered"]) -> "Gathered":
+        """Several gathers of one codec as one (docs in order)."""
+        first = parts[0]
+        bounds = [first.bounds]
+        for g in parts[1:]:
+            bounds.append(g.bounds[1:] + bounds[-1][-1])
+        return Gathered(
+            torch.cat([g.codes for g in parts]),
+            None if first.scales is None else torch.cat([g.scales for g in parts]),
+            None if first.lists is None else torch.cat([g.lists for g in parts]),
+            np.concatenate(bounds), first.int4,
+        )
+
 
 class SegmentVectors:
     """Torch views (no copies) of one segment's stored vectors, for fast gathers."""
@@ -57,23 +84,19 @@ class SegmentVectors:
 
     def gather(self, docs: np.ndarray) -> Gathered:
         """The stored vectors of the given local docs."""
+        return self.gather_stored(docs).widened()
+
+    def gather_stored(self, docs: np.ndarray) -> Gathered:
+        """The given local docs' vectors as stored (``codes`` not yet widened to float32)."""
         starts, ends = self.offsets[docs], self.offsets[docs + 1]
         lengths = ends - starts
         bounds = np.zeros(len(docs) + 1, dtype=np.int64)
         np.cumsum(lengths, out=bounds[1:])
         rows_np = np.arange(bounds[-1]) + np.repeat(starts - bounds[:-1], lengths)
         rows = torch.from_numpy(rows_np)
-        packed = self.codes.index_select(0, rows)
-        if self.int4:  # low nibbles: the first dim/2 dimensions, high nibbles: the rest
-            half = packed.shape[1]
-            codes = torch.empty(len(rows_np), 2 * half)
-            codes[:, :half] = packed & 0x0F
-            codes[:, half:] = packed >> 4
-        else:
-            codes = packed.float()
         scales = None if self.scales is None else self.scales.index_select(0, rows)
         lists = None if self.lists is None else torch.from_numpy(self.lists[rows_np].astype(np.int64))
-        return Gathered(codes, scales, lists, bounds, self.int4)
+        return Gathered(self.codes.index_select(0, rows), scales, lists, bounds, self.int4)
 
     def maxsim(self, query: torch.Tensor, docs: np.ndarray, centroid_sims: torch.Tensor | None = None) -> np.ndarray:
         """Exact MaxSim of one query [n_q, dim] against the given local docs. ``centroid_sims``:
@@ -95,10 +118,43 @@ class SegmentVectors:
                dense_weight: float, centroid_sims: torch.Tensor | None = None) -> np.ndarray:
         """MaxSim, plus ``dense_weight`` x n_q x the dense cosine when both sides have a dense embedding."""
         out = self.maxsim(query, docs, centroid_sims)
+        self.add_dense(out, query, docs, dense_query, dense_weight)
+        return out
+
+    def add_dense(self, out: np.ndarray, query: torch.Tensor, docs: np.ndarray, dense_query: torch.Tensor | None,
+                  dense_weight: float) -> None:
+        """Add ``dense_weight`` x n_q x the dense cosine to the docs' scores ``out`` (in place)
+        when both sides have a dense embedding."""
         if dense_query is not None and dense_weight > 0 and self.dense is not None:
             cos = self.dense.index_select(0, torch.from_numpy(docs)).float() @ dense_query
             out += (dense_weight * query.shape[0]) * cos.numpy()
-        return out
+
+    def codec(self) -> tuple[bool, bool, bool]:
+        """What a Gathered of this segment holds: (int4, scales, lists)."""
+        return self.int4, self.scales is not None, self.lists is not None
+
+
+def scores_across(query: torch.Tensor, parts: list[tuple[SegmentVectors, np.ndarray]],
+                  dense_query: torch.Tensor | None, dense_weight: float,
+                  centroid_sims: torch.Tensor | None = None) -> list[np.ndarray] | None:
+    """``SegmentVectors.scores`` of several segments' docs through one similarity matrix (one
+    matmul and one max-reduce instead of one per segment), or None when it does not apply:
+    the segments store their vectors differently, int4 residuals lack one shared set of centroid
+    scores, or the docs hold more than CHUNK_VECTORS vectors."""
+    codecs = {vectors.codec() for vectors, _ in parts}
+    if len(codecs) != 1:
+        return None
+    if next(iter(codecs))[2] and centroid_sims is None:
+        return None
+    n_rows = sum(int((v.offsets[d + 1] - v.offsets[d]).sum()) for v, d in parts)
+    if n_rows > CHUNK_VECTORS:
+        return None
+    joint = Gathered.joined([vectors.gather_stored(docs) for vectors, docs in parts]).widened()
+    out = chunk_maxsim(query, joint, centroid_sims)
+    pieces = np.split(out, np.cumsum([len(d) for _, d in parts])[:-1])
+    for (vectors, docs), piece in zip(parts, pieces):
+        vectors.add_dense(piece, query, docs, dense_query, dense_weight)
+    return pieces
 
 
 # a query with at least this many tokens gets its similarities as [n_q, rows]; shorter ones

@@ -4,9 +4,12 @@ For an inner-product IVF index the coarse step (query tokens against the list
 centroids) runs as one torch matmul and the lists are scanned with FAISS's
 ``search_preassigned``: for a single query's handful of tokens FAISS's own coarse search
 takes its non-BLAS path, which measured ~2x slower on 20 tokens x 2,048 centroids. The
-result is identical; other index types go through ``index.search``.
+result is identical; other index types go through ``index.search``. Segments trained from
+one IVF template share their centroids, and the Searcher runs their coarse step once.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import torch
@@ -14,10 +17,24 @@ import torch
 from xtrieve.faiss_loader import load_faiss
 
 
-class TokenProbe:
-    """Searches one segment's token index; safe to share between threads (read-only)."""
+@dataclasses.dataclass
+class Coarse:
+    """The coarse step of some query vectors [n, dim] against one set of IVF centroids: every
+    centroid's similarity [nlist, n] and the nprobe best lists per vector, as FAISS wants them."""
 
-    def __init__(self, index) -> None:
+    sims: torch.Tensor
+    dist: np.ndarray
+    lists: np.ndarray
+
+
+class TokenProbe:
+    """Searches one segment's token index; safe to share between threads (read-only).
+
+    Segments whose IVF indexes come from one trained template have the same centroids: give
+    them the same tensor (``centroids=``) and :meth:`coarse` runs once for all of them.
+    """
+
+    def __init__(self, index, centroids: torch.Tensor | None = None) -> None:
         faiss = load_faiss()
 
         self._faiss = faiss  # kept: search() is on the hot path
@@ -27,8 +44,10 @@ class TokenProbe:
         if (self.ivf is not None and hasattr(index, "search_preassigned_c")
                 and self.ivf.metric_type == faiss.METRIC_INNER_PRODUCT
                 and isinstance(faiss.downcast_index(self.ivf.quantizer), faiss.IndexFlat)):
-            flat = self.ivf.quantizer.reconstruct_n(0, self.ivf.nlist)
-            self.centroids = torch.from_numpy(np.ascontiguousarray(flat, dtype=np.float32))
+            if centroids is None:
+                flat = self.ivf.quantizer.reconstruct_n(0, self.ivf.nlist)
+                centroids = torch.from_numpy(np.ascontiguousarray(flat, dtype=np.float32))
+            self.centroids = centroids
 
     @property
     def ntotal(self) -> int:
@@ -39,10 +58,24 @@ class TokenProbe:
         dist, ids, _ = self.search_with_centroid_scores(queries, k, nprobe, selector)
         return dist, ids
 
-    def search_with_centroid_scores(self, queries: np.ndarray, k: int, nprobe: int,
-                                    selector=None) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
+    def coarse(self, queries: np.ndarray, nprobe: int) -> Coarse | None:
+        """The coarse step (None when this index has no torch coarse step: not IVF, or not
+        inner product over flat centroids)."""
+        if self.centroids is None:
+            return None
+        nprobe = max(1, min(int(nprobe), int(self.ivf.nlist)))
+        # [nlist, n]: MKL is faster with the many centroids on the left (search p50 -12% on
+        # nfcorpus's short queries, -4% on scifact, processes taking turns)
+        sims = self.centroids @ torch.from_numpy(queries).T
+        dist, lists = torch.topk(sims, nprobe, dim=0)
+        return Coarse(sims, np.ascontiguousarray(dist.T.numpy()), np.ascontiguousarray(lists.T.numpy(), dtype=np.int64))
+
+    def search_with_centroid_scores(self, queries: np.ndarray, k: int, nprobe: int, selector=None,
+                                    coarse: Coarse | None = None) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
         """``search``, plus the similarities of every IVF centroid to every query vector
-        [nlist, n] when the coarse step computed them (None otherwise)."""
+        [nlist, n] when the coarse step computed them (None otherwise). ``coarse``: this
+        index's coarse step for these queries, already computed (by a probe with the same
+        centroids)."""
         faiss = self._faiss
         if self.ivf is None:
             params = faiss.SearchParameters(sel=selector) if selector is not None else None
@@ -52,15 +85,12 @@ class TokenProbe:
             else faiss.SearchParametersIVF(nprobe=nprobe)
         if self.centroids is None:
             return (*self.index.search(queries, k, params=params), None)
-        # [nlist, n]: MKL is faster with the many centroids on the left (search p50 -12% on
-        # nfcorpus's short queries, -4% on scifact, processes taking turns)
-        coarse = self.centroids @ torch.from_numpy(queries).T
-        dist, lists = torch.topk(coarse, nprobe, dim=0)
-        dist = np.ascontiguousarray(dist.T.numpy())
-        lists = np.ascontiguousarray(lists.T.numpy(), dtype=np.int64)
+        if coarse is None:
+            coarse = self.coarse(queries, nprobe)
         n = queries.shape[0]
         out_d = np.empty((n, k), dtype=np.float32)
         out_i = np.empty((n, k), dtype=np.int64)
-        self.index.search_preassigned_c(n, faiss.swig_ptr(queries), k, faiss.swig_ptr(lists), faiss.swig_ptr(dist),
-                                        faiss.swig_ptr(out_d), faiss.swig_ptr(out_i), False, params)
-        return out_d, out_i, coarse
+        self.index.search_preassigned_c(n, faiss.swig_ptr(queries), k, faiss.swig_ptr(coarse.lists),
+                                        faiss.swig_ptr(coarse.dist), faiss.swig_ptr(out_d), faiss.swig_ptr(out_i),
+                                        False, params)
+        return out_d, out_i, coarse.sims

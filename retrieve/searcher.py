@@ -12,8 +12,8 @@ from xtrieve.config import SearchConfig
 from xtrieve.errors import InputError
 from xtrieve.faiss_loader import load_faiss
 from xtrieve.retrieve.filters import allowed_rows, as_expression
-from xtrieve.retrieve.maxsim import SegmentVectors
-from xtrieve.retrieve.probe import TokenProbe
+from xtrieve.retrieve.maxsim import SegmentVectors, scores_across
+from xtrieve.retrieve.probe import Coarse, TokenProbe
 from xtrieve.retrieve.threads import small_work_threads
 from xtrieve.retrieve.xtr import global_top, xtr_scores
 from xtrieve.types import Hit, make_hits
@@ -90,6 +90,7 @@ class Searcher:
         self.dense_weight = float(snapshot.dense_weight)
         self.dense_dim = next((v.dense.shape[1] for v in self._vectors if v.dense is not None), 0)
         self._probes: list[TokenProbe | None] = [None] * len(self.segments)  # built on first use
+        self._centroid_sets: list[torch.Tensor] = []  # the distinct IVF centroids of the probes
         self._live = [_Allowed(s, ~np.asarray(s.deleted, dtype=bool)) for s in self.segments]
         self.n_live = sum(a.n_allowed for a in self._live)
         self.columns = self._metadata_columns()
@@ -98,9 +99,25 @@ class Searcher:
 
     def warm_up(self) -> None:
         """Load every segment's FAISS index and probe now rather than in the first search."""
-        for no, seg in enumerate(self.segments):
-            if self._probes[no] is None:
-                self._probes[no] = TokenProbe(seg.faiss_index)
+        for no in range(len(self.segments)):
+            self._probe(no)
+
+    def _probe(self, no: int) -> TokenProbe:
+        """Segment ``no``'s probe, built on first use; probes with equal IVF centroids (one
+        trained template) share one tensor, so one coarse step serves them all."""
+        probe = self._probes[no]
+        if probe is None:  # two threads may both build it: same result, last one kept
+            probe = TokenProbe(self.segments[no].faiss_index)
+            if probe.centroids is not None:
+                with self._lock:
+                    same = next((c for c in self._centroid_sets
+                                 if c.shape == probe.centroids.shape and torch.equal(c, probe.centroids)), None)
+                    if same is None:
+                        self._centroid_sets.append(probe.centroids)
+                    else:
+                        probe.centroids = same
+            self._probes[no] = probe
+        return probe
 
     def _metadata_columns(self) -> set[str]:
         cols: set[str] = set()
@@ -171,13 +188,16 @@ class Searcher:
         and per segment number the IVF centroid similarities [nlist, n_tokens] if computed."""
         stacked = np.ascontiguousarray(np.concatenate(qs))
         all_scores, all_keys, centroid_sims = [], [], {}
+        coarse_steps: dict[int, Coarse | None] = {}  # per centroid set: one coarse step for all its segments
         for no, (seg, a) in enumerate(zip(self.segments, allowed)):
             if a.n_allowed == 0:
                 continue
-            probe = self._probes[no]
-            if probe is None:  # two threads may both build it: same result, last one kept
-                probe = self._probes[no] = TokenProbe(seg.faiss_index)
-            dist, ids, coarse = probe.search_with_centroid_scores(stacked, min(k_prime, probe.ntotal), nprobe, a.selector)
+            probe = self._probe(no)
+            key = id(probe.centroids)
+            if key not in coarse_steps:
+                coarse_steps[key] = probe.coarse(stacked, nprobe)
+            dist, ids, coarse = probe.search_with_centroid_scores(stacked, min(k_prime, probe.ntotal), nprobe,
+                                                                  a.selector, coarse_steps[key])
             if coarse is not None:
                 centroid_sims[no] = coarse
             valid = ids >= 0
@@ -211,7 +231,8 @@ class Searcher:
         for q, d in zip(qs, qd):
             stop = start + q.shape[0]
             cand, approx = xtr_scores(scores[start:stop], keys[start:stop])
-            own = {no: sims[:, start:stop] for no, sims in centroid_sims.items()}
+            views: dict[int, torch.Tensor] = {}  # segments sharing centroids keep sharing one view
+            own = {no: views.setdefault(id(sims), sims[:, start:stop]) for no, sims in centroid_sims.items()}
             start = stop
             n = min(len(cand), max(config.n_rerank, k))
             if n < len(cand):
@@ -225,10 +246,18 @@ class Searcher:
         seg_nos = cand >> KEY_SHIFT
         exact = np.empty(len(cand), dtype=np.float32)
         qt = torch.from_numpy(q)
-        for no in np.unique(seg_nos):
+        groups = []  # (segment number, candidates in it, their local doc numbers)
+        for no in np.unique(seg_nos).tolist():
             sel = seg_nos == no
-            local = (cand[sel] & ((1 << KEY_SHIFT) - 1)).astype(np.int64)
-            exact[sel] = self._vectors[int(no)].scores(qt, local, qd, self.dense_weight, centroid_sims.get(int(no)))
+            groups.append((no, sel, (cand[sel] & ((1 << KEY_SHIFT) - 1)).astype(np.int64)))
+        sims = {id(centroid_sims.get(no)) for no, _, _ in groups}
+        joint = None
+        if len(groups) > 1 and len(sims) == 1:  # one similarity matrix over all the segments
+            joint = scores_across(qt, [(self._vectors[no], local) for no, _, local in groups], qd,
+                                  self.dense_weight, centroid_sims.get(groups[0][0]))
+        for i, (no, sel, local) in enumerate(groups):
+            exact[sel] = joint[i] if joint is not None else \
+                self._vectors[no].scores(qt, local, qd, self.dense_weight, centroid_sims.get(no))
         return self._top(cand, exact, k)
 
     def _top(self, keys: np.ndarray, scores: np.ndarray, k: int) -> list[Hit]:

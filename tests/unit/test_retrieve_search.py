@@ -142,6 +142,48 @@ def test_warm_up_loads_every_probe_and_changes_no_result(corpus):
     assert warm.search(queries, k=5) == cold.search(queries, k=5)
 
 
+def test_scores_across_segments_equal_per_segment_scores(corpus, monkeypatch):
+    from xtrieve.retrieve import maxsim
+
+    _, segs, queries = corpus
+    s = Searcher(Snap(segs))
+    q = torch.from_numpy(queries[0])
+    parts = [(s._vectors[0], np.array([3, 17, 200])), (s._vectors[1], np.array([0, 5, 149, 60]))]
+    joint = maxsim.scores_across(q, parts, None, 0.0)
+    for (vectors, docs), got in zip(parts, joint):
+        np.testing.assert_allclose(got, vectors.scores(q, docs, None, 0.0), rtol=1e-5)
+    monkeypatch.setattr(maxsim, "CHUNK_VECTORS", 20)  # too many vectors for one matrix: per segment
+    assert maxsim.scores_across(q, parts, None, 0.0) is None
+
+
+@pytest.mark.parametrize("storage", ["int8", "int4"])
+def test_segments_of_one_template_share_one_coarse_step_and_one_rerank(tmp_path, storage, monkeypatch):
+    import xtrieve
+    from xtrieve.retrieve import searcher as searcher_module
+
+    rng = np.random.default_rng(5)
+    docs = unit_token_docs(rng, 300, DIM, 8, 12)
+    cfg = {"flat_max_vectors": 800, "nlist": 16, "docs_per_segment": 100, "vector_storage": storage}
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"d{i}" for i in range(300)], docs, config=cfg)
+    assert len(idx.snapshot.segments) == 3
+    joint = []
+    real = searcher_module.scores_across
+    monkeypatch.setattr(searcher_module, "scores_across", lambda *a, **kw: joint.append(real(*a, **kw)) or joint[-1])
+    for i in (7, 142, 251):
+        q = docs[i][:5]
+        fast = idx.search(q, k=10, config={"k_prime": 200, "n_rerank": 100, "nprobe": 16})
+        exact = idx.search(q, k=10, exhaustive=True)  # per segment: the reference
+        assert fast[0].doc_id == f"d{i}"
+        got = {h.doc_id: h.score for h in fast}
+        assert len(set(got) & {h.doc_id for h in exact}) >= 9
+        for h in exact:
+            if h.doc_id in got:
+                assert got[h.doc_id] == pytest.approx(h.score, rel=1e-5, abs=1e-5)
+    assert joint and all(j is not None for j in joint)
+    s = idx._get_searcher()
+    assert len(s._centroid_sets) == 1 and len({id(p.centroids) for p in s._probes}) == 1
+
+
 def test_short_queries_search_wider_alone_and_in_a_batch(corpus):
     docs, _, _ = corpus
     rng = np.random.default_rng(3)
