@@ -76,11 +76,11 @@ class LeanBert:
 
     def handles(self, input_ids: torch.Tensor) -> bool:
         """Whether this input goes through the lean pass (few rows, float32 weights on the CPU,
-        no gradients, eval mode, no hooks)."""
+        no gradients, eval mode, no hooks, oneDNN switched on)."""
         weight = self._params[0]
         return (input_ids.numel() <= LEAN_MAX_ROWS and input_ids.device.type == "cpu"
                 and weight.dtype is torch.float32 and weight.device.type == "cpu"
-                and not torch.is_grad_enabled() and not self.model.training
+                and not torch.is_grad_enabled() and not self.model.training and torch.backends.mkldnn.enabled
                 and not any(m._forward_hooks or m._forward_pre_hooks for m in self._modules))
 
     def _weights(self) -> list[_Layer]:
