@@ -30,11 +30,11 @@ class Coarse:
 class TokenProbe:
     """Searches one segment's token index; safe to share between threads (read-only).
 
-    Segments whose IVF indexes come from one trained template have the same centroids: give
-    them the same tensor (``centroids=``) and :meth:`coarse` runs once for all of them.
+    ``centroids`` (the IVF centroids [nlist, dim], None when there is no torch coarse step) may
+    be replaced by an equal tensor that other probes share: :meth:`coarse` then serves them all.
     """
 
-    def __init__(self, index, centroids: torch.Tensor | None = None) -> None:
+    def __init__(self, index) -> None:
         faiss = load_faiss()
 
         self._faiss = faiss  # kept: search() is on the hot path
@@ -44,10 +44,8 @@ class TokenProbe:
         if (self.ivf is not None and hasattr(index, "search_preassigned_c")
                 and self.ivf.metric_type == faiss.METRIC_INNER_PRODUCT
                 and isinstance(faiss.downcast_index(self.ivf.quantizer), faiss.IndexFlat)):
-            if centroids is None:
-                flat = self.ivf.quantizer.reconstruct_n(0, self.ivf.nlist)
-                centroids = torch.from_numpy(np.ascontiguousarray(flat, dtype=np.float32))
-            self.centroids = centroids
+            flat = self.ivf.quantizer.reconstruct_n(0, self.ivf.nlist)
+            self.centroids = torch.from_numpy(np.ascontiguousarray(flat, dtype=np.float32))
 
     @property
     def ntotal(self) -> int:

@@ -250,11 +250,12 @@ class Searcher:
         for no in np.unique(seg_nos).tolist():
             sel = seg_nos == no
             groups.append((no, sel, (cand[sel] & ((1 << KEY_SHIFT) - 1)).astype(np.int64)))
-        sims = {id(centroid_sims.get(no)) for no, _, _ in groups}
         joint = None
-        if len(groups) > 1 and len(sims) == 1:  # one similarity matrix over all the segments
+        if len(groups) > 1:  # one similarity matrix over all the segments, where it applies
+            sims = {id(centroid_sims.get(no)) for no, _, _ in groups}
+            shared = centroid_sims.get(groups[0][0]) if len(sims) == 1 else None
             joint = scores_across(qt, [(self._vectors[no], local) for no, _, local in groups], qd,
-                                  self.dense_weight, centroid_sims.get(groups[0][0]))
+                                  self.dense_weight, shared)
         for i, (no, sel, local) in enumerate(groups):
             exact[sel] = joint[i] if joint is not None else \
                 self._vectors[no].scores(qt, local, qd, self.dense_weight, centroid_sims.get(no))
