@@ -101,9 +101,10 @@ def test_bench_writes_outputs(toy, tmp_path, fake_encoder):
         assert row["p50_ms"] is not None and row["bytes_per_vector"] > 0
     assert set(report["peers_skipped"]) == set(peers.PEERS)  # none installed in the test venv
     assert report["timings"]["encode_s"] >= 0 and report["peak_rss_mb"]["end"] > 0
+    assert report["timings"]["query_encode_single_p50_ms"] > 0
     assert json.loads((out / "bench.json").read_text())["dataset"] == "toy"
     md = (out / "bench.md").read_text()
-    assert "| system |" in md and "xtrieve exhaustive" in md
+    assert "| system |" in md and "xtrieve exhaustive" in md and "one at a time" in md
 
 
 def test_bench_table_max_queries(toy, fake_encoder):
