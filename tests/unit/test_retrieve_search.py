@@ -169,8 +169,8 @@ def test_segments_of_one_template_share_one_coarse_step_and_one_rerank(tmp_path,
     joint = []
     real = searcher_module.scores_across
     monkeypatch.setattr(searcher_module, "scores_across", lambda *a, **kw: joint.append(real(*a, **kw)) or joint[-1])
-    for i in (7, 142, 251):
-        q = docs[i][:5]
+    for i, n_q in ((7, 5), (142, 5), (251, 5), (42, WIDE_QUERY_TOKENS + 2)):  # both similarity layouts
+        q = np.concatenate([docs[i], docs[i]])[:n_q]
         fast = idx.search(q, k=10, config={"k_prime": 200, "n_rerank": 100, "nprobe": 16})
         exact = idx.search(q, k=10, exhaustive=True)  # per segment: the reference
         assert fast[0].doc_id == f"d{i}"
