@@ -21,8 +21,9 @@ CHUNK_VECTORS = 1 << 16
 
 @dataclasses.dataclass
 class Gathered:
-    """Some docs' stored vectors, concatenated: float32 codes [rows, dim], per-row scales
-    (None for float16), IVF list per row (int4 residuals only) and the docs' boundaries."""
+    """Some docs' stored vectors, concatenated: codes [rows, dim] (as stored, or float32 once
+    :meth:`widened`; packed int4 holds dim / 2 bytes per row), per-row scales (None for
+    float16), IVF list per row (int4 residuals only) and the docs' boundaries."""
 
     codes: torch.Tensor
     scales: torch.Tensor | None
