@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from xtrieve.errors import IndexFormatError
 from xtrieve.index import faiss_build
+from xtrieve.index.arrow_numpy import as_numpy
 from xtrieve.index.codecs import check_int4_dim, decode_int4, list_dtype, quantize_int4, quantize_int8
 from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
 from xtrieve.index.manifest import SegmentEntry
@@ -205,16 +206,16 @@ class SegmentCore:
             raise IndexFormatError(f"segment {entry.name}: file row counts do not match the manifest")
         self.n_docs, self.n_vectors = entry.n_docs, entry.n_vectors
         self.codec, self.vectors_raw, self.scales, self.lists = _read_vectors(vectors, entry.name, dim, self.n_vectors)
-        counts = docs.column(N_VECTORS).to_numpy().astype(np.int64)
+        counts = as_numpy(docs.column(N_VECTORS)).astype(np.int64)
         self.offsets = np.zeros(self.n_docs + 1, dtype=np.int64)
         np.cumsum(counts, out=self.offsets[1:])
-        self.n_tokens = docs.column(N_TOKENS).to_numpy()
+        self.n_tokens = as_numpy(docs.column(N_TOKENS))
         self.dense = None  # [n_docs, hidden] float16, when the model fuses a dense score
         if DENSE in docs.column_names:
             col = docs.column(DENSE).combine_chunks()
             if col.null_count or not pa.types.is_fixed_size_list(col.type):
                 raise IndexFormatError(f"segment {entry.name}: {DENSE} must be a fixed-size list without nulls")
-            self.dense = col.values.to_numpy(zero_copy_only=True).reshape(self.n_docs, col.type.list_size)
+            self.dense = as_numpy(col.values).reshape(self.n_docs, col.type.list_size)
         self.table = docs.drop_columns([c for c in INTERNAL if c in docs.column_names])
         self._faiss_file = open(folder / FAISS, "rb")  # kept open: the file may be unlinked later
         self._faiss = None
@@ -291,12 +292,12 @@ def _read_vectors(vectors: pa.Table, name: str, dim: int, n: int):
         raise IndexFormatError(f"segment {name}: {VECTORS} holds {value_type}[{size}] vectors, not {dim}-d codes")
 
     def column(key: str) -> np.ndarray | None:
-        return vectors.column(key).chunk(0).to_numpy(zero_copy_only=True) if key in vectors.column_names else None
+        return as_numpy(vectors.column(key).chunk(0)) if key in vectors.column_names else None
 
     scales, lists = column("scale"), column("list")
     if (codec == "float16") != (scales is None) or (lists is not None and (codec != "int4" or lists.dtype.kind != "u")):
         raise IndexFormatError(f"segment {name}: {VECTORS} has columns {vectors.column_names} for {codec} codes")
-    return codec, col.chunk(0).values.to_numpy(zero_copy_only=True).reshape(n, size), scales, lists
+    return codec, as_numpy(col.chunk(0).values).reshape(n, size), scales, lists
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 
 from xtrieve.errors import IndexFormatError
+from xtrieve.index.arrow_numpy import as_numpy
 from xtrieve.index.fsio import fsync_file, sha256_file
 
 
@@ -32,7 +33,7 @@ def read_tombstones(root: Path, rels: list[str], n_docs: int) -> np.ndarray:
         path = root / rel
         try:
             with pa.memory_map(str(path), "r") as f:
-                docs = pa.ipc.open_file(f).read_all().column("doc").to_numpy().astype(np.int64)
+                docs = as_numpy(pa.ipc.open_file(f).read_all().column("doc")).astype(np.int64)
         except (pa.ArrowInvalid, KeyError) as exc:
             raise IndexFormatError(f"corrupt tombstone file {path}: {exc}") from None
         if len(docs) and (docs.min() < 0 or docs.max() >= n_docs):

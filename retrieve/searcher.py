@@ -11,6 +11,7 @@ import torch
 from xtrieve.config import SearchConfig
 from xtrieve.errors import InputError
 from xtrieve.faiss_loader import load_faiss
+from xtrieve.index.arrow_numpy import as_numpy
 from xtrieve.retrieve.filters import allowed_rows, as_expression
 from xtrieve.retrieve.maxsim import SegmentVectors, scores_across
 from xtrieve.retrieve.probe import Coarse, TokenProbe
@@ -139,7 +140,7 @@ class Searcher:
         expr = as_expression(filter, self.columns)
         out = []
         for seg, live in zip(self.segments, self._live):
-            mask = allowed_rows(seg.table, expr).to_numpy(zero_copy_only=False).astype(bool)
+            mask = as_numpy(allowed_rows(seg.table, expr))
             out.append(_Allowed(seg, mask & live.docs_mask))
         with self._lock:
             self._filter_cache[key] = out
