@@ -116,11 +116,12 @@ class Index:
 
     def warm_up(self) -> "Index":
         """Do a first search's one-time work now (servers, timings): load FAISS, the model and
-        every segment's token index, and run the encoder once (its weights get packed)."""
+        every segment's token index, pack the encoder's weights and run one search (pyarrow
+        imports pandas the first time it takes rows)."""
         self._get_searcher().warm_up()
-        enc = self.encoder
-        if enc is not None:
-            enc.encode(["warm up"], True)
+        if len(self):
+            query = "warm up" if self.encoder is not None else np.full((1, self.dim), self.dim ** -0.5, dtype=np.float32)
+            self.search(query, k=1)
         return self
 
     def __len__(self) -> int:
