@@ -13,7 +13,7 @@ import torch
 
 from xtrieve.config import EncoderConfig
 from xtrieve.encode import loaders
-from xtrieve.encode import lean_bert
+from xtrieve.encode import bert_files, lean_bert
 from xtrieve.encode.pooling import pool_documents
 from xtrieve.encode.tokenize import TextProcessor, check_texts
 from xtrieve.errors import ModelLoadError
@@ -64,39 +64,26 @@ class Encoder:
     """Encodes queries and documents into L2-normalised token vectors [n_tokens, dim]."""
 
     def __init__(self, spec: loaders.ModelSpec, device: str = "cpu") -> None:
-        from transformers import AutoModel, AutoTokenizer
-
         self.spec = spec
         self.config: EncoderConfig = spec.config
         self.name = spec.name
         self.device = torch.device(device)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(spec.backbone_dir))
-            if spec.backbone_state is not None:
-                from transformers import AutoConfig
-
-                self.backbone = AutoModel.from_config(AutoConfig.from_pretrained(str(spec.backbone_dir)))
-                missing, unexpected = self.backbone.load_state_dict(spec.backbone_state, strict=False)
-                if unexpected or [m for m in missing if "position_ids" not in m]:
-                    raise ModelLoadError(f"backbone weights do not fit {spec.backbone_dir}: missing {missing[:3]}, unexpected {unexpected[:3]}")
-            else:
-                self.backbone = AutoModel.from_pretrained(str(spec.backbone_dir))
-            if spec.backbone_overlay is not None:
-                missing, unexpected = self.backbone.load_state_dict(spec.backbone_overlay, strict=False)
-                if unexpected:
-                    raise ModelLoadError(f"{spec.name}: backbone overlay names weights {spec.backbone_dir} does not have: {unexpected[:3]}")
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"cannot load the backbone from {spec.backbone_dir}: {exc}") from None
-        # float32 whatever the checkpoint's dtype (transformers loads a bf16/fp16 one as such):
-        # the upcast is exact, and CPUs without bf16/fp16 units run float32 faster and closer
-        self.backbone.float().eval().to(self.device)
-        self.lean = None  # one query's few rows: a lean BERT pass or oneDNN-packed linears (xtrieve.onednn)
-        if self.device.type == "cpu":
-            if lean_bert.supports(self.backbone):
-                self.lean = lean_bert.LeanBert(self.backbone)
-            else:
-                pack_linears(self.backbone)
-        hidden = int(self.backbone.config.hidden_size)
+        self._backbone: torch.nn.Module | None = None  # transformers' model, loaded when first needed
+        self._tokenizer = None
+        # one query's few rows: a lean BERT pass or oneDNN-packed linears (xtrieve.onednn); on a
+        # CPU, a plain BERT folder runs every batch through the lean pass without transformers
+        self.lean: lean_bert.LeanBert | None = None
+        files = bert_files.read(Path(spec.backbone_dir), spec.backbone_state, spec.backbone_overlay) \
+            if self.device.type == "cpu" else None
+        if files is not None:
+            self.lean = lean_bert.LeanBert.from_state(files.state, files.config)
+            self.hidden_size = self.lean.shape.hidden
+            tokenizer = files.tokenizer
+        else:
+            self._load_transformers()
+            self.hidden_size = int(self.backbone.config.hidden_size)
+            tokenizer = self.tokenizer
+        hidden = self.hidden_size
         self.head = torch.nn.Linear(hidden, self.config.dim, bias=self.config.head_bias)
         with torch.no_grad():
             if spec.head_weight is None:
@@ -120,7 +107,58 @@ class Encoder:
                 self.mlp = ResidualMLP.from_state(spec.head_extra, hidden).eval().to(self.device)
             except (ValueError, RuntimeError) as exc:
                 raise ModelLoadError(f"{spec.name}: head.safetensors has extra keys that are not a valid MLP: {exc}") from None
-        self.processor = TextProcessor(self.tokenizer, self.config)
+        self.processor = TextProcessor(tokenizer, self.config)
+
+    def _load_transformers(self) -> None:
+        """Build the backbone as a transformers model (training, hooks, GPUs, other architectures)."""
+        from transformers import AutoModel
+
+        spec = self.spec
+        try:
+            if spec.backbone_state is not None:
+                from transformers import AutoConfig
+
+                backbone = AutoModel.from_config(AutoConfig.from_pretrained(str(spec.backbone_dir)))
+                missing, unexpected = backbone.load_state_dict(spec.backbone_state, strict=False)
+                if unexpected or [m for m in missing if "position_ids" not in m]:
+                    raise ModelLoadError(f"backbone weights do not fit {spec.backbone_dir}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+            else:
+                backbone = AutoModel.from_pretrained(str(spec.backbone_dir))
+            if spec.backbone_overlay is not None:
+                missing, unexpected = backbone.load_state_dict(spec.backbone_overlay, strict=False)
+                if unexpected:
+                    raise ModelLoadError(f"{spec.name}: backbone overlay names weights {spec.backbone_dir} does not have: {unexpected[:3]}")
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load the backbone from {spec.backbone_dir}: {exc}") from None
+        # float32 whatever the checkpoint's dtype (transformers loads a bf16/fp16 one as such):
+        # the upcast is exact, and CPUs without bf16/fp16 units run float32 faster and closer
+        backbone.float().eval().to(self.device)
+        self.lean = None
+        if self.device.type == "cpu":
+            if lean_bert.supports(backbone):
+                self.lean = lean_bert.LeanBert.of_model(backbone)
+            else:
+                pack_linears(backbone)
+        self._backbone = backbone
+
+    @property
+    def backbone(self) -> torch.nn.Module:
+        """The backbone as a transformers model, loaded on first use (encoding may not need it)."""
+        if self._backbone is None:
+            self._load_transformers()
+        return self._backbone
+
+    @property
+    def tokenizer(self):
+        """The backbone's transformers tokenizer, loaded on first use."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(str(self.spec.backbone_dir))
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(f"cannot load the tokenizer from {self.spec.backbone_dir}: {exc}") from None
+        return self._tokenizer
 
     # -- loading and saving -------------------------------------------------------------
 
@@ -221,7 +259,7 @@ class Encoder:
 
     def _hidden(self, batch) -> torch.Tensor:
         input_ids, attention_mask = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
-        if self.lean is not None and self.lean.handles(input_ids):
+        if self.lean is not None and (self._backbone is None or self.lean.handles(input_ids)):
             return self.lean(input_ids, attention_mask)
         return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
@@ -250,7 +288,7 @@ class Encoder:
 
     def _encode(self, texts: list[str], is_query: bool, batch_size: int, show_progress: bool | None,
                 with_dense: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
-        join = WindowJoin(len(texts), int(self.backbone.config.hidden_size) if with_dense else 0)
+        join = WindowJoin(len(texts), self.hidden_size if with_dense else 0)
         with torch.inference_mode():
             for owners, windows, batch in self._batches(texts, is_query, batch_size, show_progress,
                                                         "queries" if is_query else "documents"):

@@ -1,16 +1,22 @@
-"""A lean inference forward pass for BERT backbones on few rows (one query's tokens).
+"""A lean inference forward pass for plain BERT backbones.
 
 transformers' ``BertModel`` spends ~3 ms of a ~9.5 ms MiniLM query forward in module and
 mask plumbing around its 37 matrix products (2 AMD EPYC cores, scifact queries of ~23
 tokens). This pass runs the same arithmetic with the query, key and value projections fused
-into one packed oneDNN product per layer and no pooler: 9.5 -> 6.3 ms p50, hidden states
-equal to transformers' up to float32 rounding (~3e-6). It serves only inference on CPU inputs
-of at most ``LEAN_MAX_ROWS`` rows; larger batches, gradients and other architectures take
-the model's own forward.
+into one product per layer and no pooler; on at most ``LEAN_MAX_ROWS`` rows (one query's
+tokens) the products use weights packed once for oneDNN: 9.5 -> 6.3 ms p50. Hidden states
+equal transformers' up to float32 rounding (~3e-6).
+
+Two ways in: :meth:`LeanBert.of_model` serves a transformers ``BertModel`` on few rows and
+hands everything else (gradients, hooks, big batches) back to the model's own forward;
+:meth:`LeanBert.from_state` runs a checkpoint's weights with no transformers model at all
+(see ``xtrieve.encode.bert_files``), for any number of rows.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,91 +28,164 @@ log = logging.getLogger(__name__)
 LEAN_MAX_ROWS = onednn.PACKED_MAX_ROWS
 
 
+def plain_bert_config(get: Callable[[str, Any], Any]) -> bool:
+    """Whether a BERT config, read through ``get(key, default)``, is one this pass reproduces:
+    exact GELU, absolute positions, an encoder without cross-attention."""
+    try:
+        heads_divide = int(get("hidden_size", 0)) % int(get("num_attention_heads", 0)) == 0
+    except (TypeError, ValueError, ZeroDivisionError):
+        return False
+    return (
+        get("model_type", None) == "bert" and get("hidden_act", None) == "gelu"
+        and get("position_embedding_type", "absolute") == "absolute"
+        and not get("is_decoder", False) and not get("add_cross_attention", False) and heads_divide
+    )
+
+
 def supports(model: torch.nn.Module) -> bool:
     """Whether ``model`` is a plain transformers BertModel this pass reproduces."""
     config = getattr(model, "config", None)
     return (
         type(model).__name__ == "BertModel" and config is not None
-        and getattr(config, "model_type", None) == "bert"
-        and getattr(config, "hidden_act", None) == "gelu"
-        and getattr(config, "position_embedding_type", "absolute") == "absolute"
-        and not getattr(config, "is_decoder", False) and not getattr(config, "add_cross_attention", False)
-        and config.hidden_size % config.num_attention_heads == 0
-        and onednn.available()
+        and plain_bert_config(lambda key, default: getattr(config, key, default)) and onednn.available()
     )
 
 
-class _Layer:
-    """One encoder layer's weights: packed products, biases and layer-norm parameters."""
+@dataclasses.dataclass(frozen=True)
+class BertShape:
+    """The sizes the forward pass needs from a BERT config."""
 
-    def __init__(self, layer: torch.nn.Module) -> None:
-        att = layer.attention
-        qkv = [att.self.query, att.self.key, att.self.value]
-        self.qkv = onednn.pack_weight(torch.cat([p.weight.detach() for p in qkv]))
-        self.qkv_bias = torch.cat([p.bias.detach() for p in qkv])
-        self.out = onednn.pack_weight(att.output.dense.weight.detach())
-        self.out_bias = att.output.dense.bias.detach()
-        self.norm1 = (att.output.LayerNorm.weight.detach(), att.output.LayerNorm.bias.detach())
-        self.up = onednn.pack_weight(layer.intermediate.dense.weight.detach())
-        self.up_bias = layer.intermediate.dense.bias.detach()
-        self.down = onednn.pack_weight(layer.output.dense.weight.detach())
-        self.down_bias = layer.output.dense.bias.detach()
-        self.norm2 = (layer.output.LayerNorm.weight.detach(), layer.output.LayerNorm.bias.detach())
+    hidden: int
+    heads: int
+    layers: int
+    eps: float
+
+    @classmethod
+    def read(cls, get: Callable[[str, Any], Any]) -> "BertShape":
+        return cls(int(get("hidden_size", 0)), int(get("num_attention_heads", 0)),
+                   int(get("num_hidden_layers", 0)), float(get("layer_norm_eps", 1e-12)))
+
+    def parameter_shapes(self, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """Every weight the forward reads, under transformers' BertModel state-dict names."""
+        width, inner = self.hidden, int(config.get("intermediate_size", 4 * self.hidden))
+        shapes: dict[str, tuple[int, ...]] = {
+            "embeddings.word_embeddings.weight": (int(config.get("vocab_size", 0)), width),
+            "embeddings.position_embeddings.weight": (int(config.get("max_position_embeddings", 512)), width),
+            "embeddings.token_type_embeddings.weight": (int(config.get("type_vocab_size", 2)), width),
+            "embeddings.LayerNorm.weight": (width,), "embeddings.LayerNorm.bias": (width,),
+        }
+        for i in range(self.layers):
+            p = f"encoder.layer.{i}."
+            for name in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
+                shapes[p + name + ".weight"], shapes[p + name + ".bias"] = (width, width), (width,)
+            shapes[p + "intermediate.dense.weight"], shapes[p + "intermediate.dense.bias"] = (inner, width), (inner,)
+            shapes[p + "output.dense.weight"], shapes[p + "output.dense.bias"] = (width, inner), (width,)
+            for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+                shapes[p + norm + ".weight"], shapes[p + norm + ".bias"] = (width,), (width,)
+        return shapes
+
+
+class _Layer:
+    """One encoder layer's weights: fused QKV, products (packed when oneDNN is there), norms."""
+
+    def __init__(self, params: dict[str, torch.Tensor], i: int, pack: bool) -> None:
+        p = {name[len(f"encoder.layer.{i}."):]: t.detach() for name, t in params.items()
+             if name.startswith(f"encoder.layer.{i}.")}
+        qkv = ("attention.self.query", "attention.self.key", "attention.self.value")
+        self.qkv = torch.cat([p[n + ".weight"] for n in qkv])
+        self.qkv_bias = torch.cat([p[n + ".bias"] for n in qkv])
+        self.out, self.out_bias = p["attention.output.dense.weight"], p["attention.output.dense.bias"]
+        self.norm1 = (p["attention.output.LayerNorm.weight"], p["attention.output.LayerNorm.bias"])
+        self.up, self.up_bias = p["intermediate.dense.weight"], p["intermediate.dense.bias"]
+        self.down, self.down_bias = p["output.dense.weight"], p["output.dense.bias"]
+        self.norm2 = (p["output.LayerNorm.weight"], p["output.LayerNorm.bias"])
+        self.packed = tuple(onednn.pack_weight(w) for w in (self.qkv, self.out, self.up, self.down)) if pack else None
 
 
 class LeanBert:
-    """Inference-only forward of a BertModel on few rows; the model keeps its own weights.
+    """Inference-only BERT forward over a set of weights named as in transformers' state dict.
 
-    The packed copies are rebuilt when a parameter changes in place or moves (a training
-    step, ``load_state_dict``, ``to``), checked on every call. A model with forward hooks on
-    any of its modules takes its own forward, so the hooks run.
+    The fused and packed copies are rebuilt when a weight changes in place or moves (a
+    training step, ``load_state_dict``, ``to``), checked on every call. Bound to a model
+    (:meth:`of_model`), a model with forward hooks on any module takes its own forward, so
+    the hooks run.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, params: dict[str, torch.Tensor], shape: BertShape, model: torch.nn.Module | None = None) -> None:
+        self.shape = shape
+        self.model = model
+        self._params = params
+        self._modules = list(model.modules()) if model is not None else []
+        self._built: tuple[tuple, list[_Layer]] | None = None  # (weights key, layers), swapped as one
+
+    @classmethod
+    def of_model(cls, model: torch.nn.Module) -> "LeanBert":
+        """Serve a transformers BertModel's few-row inference; it keeps its own weights."""
         if not supports(model):
             raise ValueError(f"{type(model).__name__} is not a BertModel the lean pass reproduces")
-        self.model = model
         config = model.config
-        self.hidden = int(config.hidden_size)
-        self.heads = int(config.num_attention_heads)
-        self.eps = float(config.layer_norm_eps)
-        self._params = list(model.parameters())
-        self._modules = list(model.modules())
-        self._built: tuple[tuple, list[_Layer]] | None = None  # (parameter key, layers), swapped as one
+        return cls(dict(model.named_parameters()), BertShape.read(lambda k, d: getattr(config, k, d)), model)
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], config: dict[str, Any]) -> "LeanBert":
+        """Run a checkpoint's state dict (BertModel names) under a config.json dict, on the CPU."""
+        if not plain_bert_config(config.get):
+            raise ValueError("the config is not a plain BERT encoder the lean pass reproduces")
+        shape = BertShape.read(config.get)
+        params = {}
+        for name, expected in shape.parameter_shapes(config).items():
+            tensor = state.get(name)
+            if tensor is None or tuple(tensor.shape) != expected:
+                found = "missing" if tensor is None else f"shape {tuple(tensor.shape)}"
+                raise ValueError(f"weight {name} is {found}, the config needs {expected}")
+            params[name] = tensor.detach().float()
+        return cls(params, shape)
 
     def handles(self, input_ids: torch.Tensor) -> bool:
-        """Whether this input goes through the lean pass (few rows, float32 weights on the CPU,
-        no gradients, eval mode, no hooks, oneDNN switched on)."""
-        weight = self._params[0]
-        return (input_ids.numel() <= LEAN_MAX_ROWS and input_ids.device.type == "cpu"
-                and weight.dtype is torch.float32 and weight.device.type == "cpu"
-                and not torch.is_grad_enabled() and not self.model.training and torch.backends.mkldnn.enabled
+        """Whether this input goes through the lean pass. Bound to a model: few rows, float32
+        weights on the CPU, no gradients, eval mode, no hooks, oneDNN switched on. From a state
+        dict: any CPU input without gradients."""
+        if input_ids.device.type != "cpu" or torch.is_grad_enabled():
+            return False
+        if self.model is None:
+            return True
+        weight = next(iter(self._params.values()))
+        return (input_ids.numel() <= LEAN_MAX_ROWS and weight.dtype is torch.float32 and weight.device.type == "cpu"
+                and not self.model.training and torch.backends.mkldnn.enabled
                 and not any(m._forward_hooks or m._forward_pre_hooks for m in self._modules))
 
-    def _weights(self) -> list[_Layer]:
-        key = tuple((p.data_ptr(), p._version) for p in self._params)
+    def _layers(self) -> list[_Layer]:
+        key = tuple((p.data_ptr(), p._version) for p in self._params.values())
         built = self._built
         if built is None or built[0] != key:
-            built = (key, [_Layer(layer) for layer in self.model.encoder.layer])
+            pack = onednn.available()
+            built = (key, [_Layer(self._params, i, pack) for i in range(self.shape.layers)])
             self._built = built
         return built[1]
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Last hidden states [batch, length, hidden], as ``model(...).last_hidden_state``."""
-        layers = self._weights()
-        emb = self.model.embeddings
+        layers = self._layers()
+        p, (width, heads, eps) = self._params, (self.shape.hidden, self.shape.heads, self.shape.eps)
         batch, length = input_ids.shape
-        width, heads = self.hidden, self.heads
-        x = (emb.word_embeddings.weight[input_ids] + emb.position_embeddings.weight[:length]
-             + emb.token_type_embeddings.weight[0])
-        x = F.layer_norm(x, (width,), emb.LayerNorm.weight, emb.LayerNorm.bias, self.eps).view(batch * length, width)
+        x = (p["embeddings.word_embeddings.weight"][input_ids] + p["embeddings.position_embeddings.weight"][:length]
+             + p["embeddings.token_type_embeddings.weight"][0])
+        x = F.layer_norm(x, (width,), p["embeddings.LayerNorm.weight"], p["embeddings.LayerNorm.bias"], eps)
+        x = x.reshape(batch * length, width)
         # padded keys are masked out; an unpadded batch needs no mask
         mask = None if bool(attention_mask.all()) else attention_mask.bool()[:, None, None, :]
+        packed = input_ids.numel() <= LEAN_MAX_ROWS and torch.backends.mkldnn.enabled
         for layer in layers:
-            qkv = onednn.packed_linear(x, layer.qkv, layer.qkv_bias)
+            if packed and layer.packed is not None:
+                qkv_w, out_w, up_w, down_w = layer.packed
+                linear = onednn.packed_linear
+            else:
+                qkv_w, out_w, up_w, down_w = layer.qkv, layer.out, layer.up, layer.down
+                linear = F.linear
+            qkv = linear(x, qkv_w, layer.qkv_bias)
             q, k, v = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
             att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(batch * length, width)
-            x = F.layer_norm(onednn.packed_linear(att, layer.out, layer.out_bias) + x, (width,), *layer.norm1, self.eps)
-            up = F.gelu(onednn.packed_linear(x, layer.up, layer.up_bias))
-            x = F.layer_norm(onednn.packed_linear(up, layer.down, layer.down_bias) + x, (width,), *layer.norm2, self.eps)
+            x = F.layer_norm(linear(att, out_w, layer.out_bias) + x, (width,), *layer.norm1, eps)
+            up = F.gelu(linear(x, up_w, layer.up_bias))
+            x = F.layer_norm(linear(up, down_w, layer.down_bias) + x, (width,), *layer.norm2, eps)
         return x.view(batch, length, width)

@@ -30,7 +30,7 @@ def _inputs(lengths, width=None):
 @pytest.mark.parametrize("lengths", [[7], [1], [9, 4, 6], [5, 5]])
 def test_same_hidden_states_as_transformers(lengths):
     model = _bert()
-    lean = lean_bert.LeanBert(model)
+    lean = lean_bert.LeanBert.of_model(model)
     ids, mask = _inputs(lengths)
     with torch.inference_mode():
         assert lean.handles(ids)
@@ -43,7 +43,7 @@ def test_same_hidden_states_as_transformers(lengths):
 
 def test_rebuilds_after_weight_changes():
     model = _bert()
-    lean = lean_bert.LeanBert(model)
+    lean = lean_bert.LeanBert.of_model(model)
     ids, mask = _inputs([6])
     with torch.inference_mode():
         lean(ids, mask)
@@ -56,7 +56,7 @@ def test_rebuilds_after_weight_changes():
 
 def test_hands_back_what_it_must_not_take():
     model = _bert()
-    lean = lean_bert.LeanBert(model)
+    lean = lean_bert.LeanBert.of_model(model)
     few, _ = _inputs([8])
     many, _ = _inputs([lean_bert.LEAN_MAX_ROWS // 2 + 1] * 2)
     with torch.inference_mode():
@@ -89,7 +89,7 @@ def test_supports_only_plain_bert():
     assert not lean_bert.supports(_bert(is_decoder=True))
     assert not lean_bert.supports(torch.nn.Linear(4, 4))
     with pytest.raises(ValueError, match="not a BertModel"):
-        lean_bert.LeanBert(torch.nn.Linear(4, 4))
+        lean_bert.LeanBert.of_model(torch.nn.Linear(4, 4))
 
 
 def test_encoder_vectors_unchanged_by_the_lean_pass(pylate_folder):
@@ -100,6 +100,7 @@ def test_encoder_vectors_unchanged_by_the_lean_pass(pylate_folder):
     queries = ["what is late interaction", "the cat sat on the mat", "dog"]
     lean_single = [enc.encode_queries([q])[0] for q in queries]
     lean_batch = enc.encode_queries(queries)
+    enc.backbone  # transformers' model, then its own forward only
     enc.lean = None
     plain = enc.encode_queries(queries)
     for a, b, c in zip(lean_single, lean_batch, plain):
@@ -111,7 +112,7 @@ def test_threads_share_one_lean_pass():
     from concurrent.futures import ThreadPoolExecutor
 
     model = _bert()
-    lean = lean_bert.LeanBert(model)
+    lean = lean_bert.LeanBert.of_model(model)
     inputs = [_inputs([n]) for n in range(1, 13)]
 
     def run(pair):
