@@ -33,8 +33,8 @@ from xtrieve.eval.peers import peak_rss_mb
 log = logging.getLogger(__name__)
 
 GRIDS: dict[str, list[tuple[int, int]]] = {
-    "small": [(16, 32), (32, 32), (64, 64), (128, 128)],
-    "full": list(itertools.product((16, 32, 64, 128), (16, 32, 64, 128))),
+    "small": [(16, 32), (32, 32), (64, 64), (96, 64), (128, 128)],
+    "full": list(itertools.product((16, 32, 64, 96, 128), (16, 32, 64, 128))),
 }
 BENCH_INDEX_CONFIG = IndexConfig(store_text=False)
 DEFAULT_K = 100

@@ -157,7 +157,9 @@ class IndexConfig(ConfigBase):
 class SearchConfig(ConfigBase):
     """Fast-path search settings (token retrieval, XTR scoring, MaxSim rerank)."""
 
-    k_prime: int = 64
+    # 96 tokens per query token: top-10 agreement with exhaustive MaxSim 92.0 -> 93.8% (scifact)
+    # and 95.0 -> 96.0% (nfcorpus) over 64, for ~3% more search time
+    k_prime: int = 96
     n_rerank: int = 64
     nprobe: int = 8
     selective_filter_fraction: float = 0.05

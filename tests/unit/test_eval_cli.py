@@ -115,7 +115,7 @@ def test_bench_table_max_queries(toy, fake_encoder):
 
 def test_grid_configs():
     cfgs = bench.grid_configs("full", xtrieve.SearchConfig(nprobe=4))
-    assert len(cfgs) == 16 and all(c.nprobe == 4 for c in cfgs)
+    assert len(cfgs) == len(bench.GRIDS["full"]) == 20 and all(c.nprobe == 4 for c in cfgs)
     assert {(c.k_prime, c.n_rerank) for c in bench.grid_configs([(8, 9)])} == {(8, 9)}
     with pytest.raises(xtrieve.InputError):
         bench.grid_configs("huge")

@@ -60,4 +60,4 @@ def test_short_queries_search_wider():
     c = SearchConfig(k_prime=64, nprobe=8, short_query_tokens=8)
     assert c.widened(40) == (64, 8) and c.widened(8) == (64, 8)
     assert c.widened(4) == (256, 32) and c.widened(1) == (4096, 512) and c.widened(6) == (113, 14)
-    assert SearchConfig(short_query_tokens=0).widened(1) == (64, 8)
+    assert SearchConfig(k_prime=64, short_query_tokens=0).widened(1) == (64, 8)
