@@ -1,4 +1,5 @@
-"""Open a plain BERT backbone folder with safetensors and ``tokenizers`` alone.
+"""Open a plain BERT backbone folder without transformers: weights via ``loaders.read_weights``
+(safetensors, or a weights-only ``torch.load``), the tokenizer via ``tokenizers``.
 
 Importing transformers and building its model costs ~2.8 s per process, more than half of a
 one-query CLI search. For the folders whose meaning is settled (a BERT config the lean pass
@@ -17,6 +18,8 @@ from typing import Any
 import torch
 
 from xtrieve.encode.lean_bert import BertShape, plain_bert_config
+from xtrieve.encode.loaders import read_weights
+from xtrieve.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +82,13 @@ def _token_text(value: Any) -> str | None:
 
 def _tokenizer(folder: Path, settings: dict[str, Any]) -> FileTokenizer | str:
     """The folder's tokenizer, or why transformers must build it."""
-    spec = _json(folder / "tokenizer.json")
-    if spec is None:
+    try:
+        text = (folder / "tokenizer.json").read_text()
+        spec = json.loads(text)
+    except (OSError, ValueError):
         return "no readable tokenizer.json"
+    if not isinstance(spec, dict):
+        return "tokenizer.json is not a JSON object"
     if settings.get("tokenizer_class") not in ("BertTokenizer", "BertTokenizerFast"):
         return f"tokenizer class {settings.get('tokenizer_class')!r}"
     for key, default in UNMODELLED.items():
@@ -111,7 +118,7 @@ def _tokenizer(folder: Path, settings: dict[str, Any]) -> FileTokenizer | str:
     from tokenizers import Tokenizer
 
     try:
-        backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        backend = Tokenizer.from_str(text)
     except Exception as exc:  # the Rust parser raises a plain Exception on a malformed file
         return f"tokenizer.json does not load: {exc}"
     if any(t is None or backend.token_to_id(t) is None for t in [*specials.values(), *extra]):
@@ -124,14 +131,14 @@ def _weights(folder: Path, config: dict[str, Any], state: dict[str, torch.Tensor
     """The weights the lean pass reads (overlay applied), or why transformers must load them."""
     needed = BertShape.read(config.get).parameter_shapes(config)
     if state is None:
-        if not (folder / "model.safetensors").exists():
-            return "no model.safetensors"
-        from safetensors.torch import load_file
+        from safetensors import SafetensorError
 
         try:
-            state = load_file(str(folder / "model.safetensors"))
-        except (OSError, RuntimeError, ValueError) as exc:
-            return f"model.safetensors does not load: {exc}"
+            state = read_weights(folder)
+        except ModelLoadError as exc:
+            return str(exc)
+        except (SafetensorError, OSError) as exc:  # a truncated or corrupt safetensors file
+            return f"the weights do not load: {exc}"
         if "bert." + next(iter(needed)) in state:  # a checkpoint of a model built around a BertModel
             state = {k[len("bert."):]: v for k, v in state.items() if k.startswith("bert.")}
     elif any(k not in needed and k not in UNREAD_WEIGHTS for k in state):

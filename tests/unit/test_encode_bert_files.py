@@ -76,7 +76,9 @@ def test_falls_back_to_transformers_when_files_disagree(pylate_folder):
     (folder / "config.json").write_text(json.dumps(config))
     assert bert_files.read(folder, overlay={"encoder.layer.9.output.dense.weight": torch.zeros(1)}) is None
     assert bert_files.read(folder, state={"cls.predictions.bias": torch.zeros(1)}) is None
-    (folder / "model.safetensors").rename(folder / "elsewhere.safetensors")
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    assert bert_files.read(folder) is None
+    (folder / "model.safetensors").unlink()
     assert bert_files.read(folder) is None
 
 
