@@ -129,7 +129,8 @@ def _tokenizer(folder: Path, settings: dict[str, Any]) -> FileTokenizer | str:
 def _weights(folder: Path, config: dict[str, Any], state: dict[str, torch.Tensor] | None,
              overlay: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | str:
     """The weights the lean pass reads (overlay applied), or why transformers must load them."""
-    needed = BertShape.read(config.get).parameter_shapes(config)
+    shape = BertShape.read(config.get)
+    needed = shape.parameter_shapes(config)
     if state is None:
         from safetensors import SafetensorError
 
@@ -147,10 +148,7 @@ def _weights(folder: Path, config: dict[str, Any], state: dict[str, torch.Tensor
         if any(k not in needed for k in overlay):
             return "the overlay names weights a BertModel does not have"
         state = {**state, **overlay}
-    for name, shape in needed.items():
-        if name not in state or tuple(state[name].shape) != shape:
-            return f"weight {name} is missing or has another shape"
-    return {name: state[name] for name in needed}
+    return shape.wrong_weight(state, config) or {name: state[name] for name in needed}
 
 
 def read(folder: Path, state: dict[str, torch.Tensor] | None = None,

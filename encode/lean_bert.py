@@ -84,6 +84,15 @@ class BertShape:
                 shapes[p + norm + ".weight"], shapes[p + norm + ".bias"] = (width,), (width,)
         return shapes
 
+    def wrong_weight(self, state: dict[str, torch.Tensor], config: dict[str, Any]) -> str | None:
+        """Why ``state`` cannot run under ``config`` (a weight missing or of another shape), or None."""
+        for name, expected in self.parameter_shapes(config).items():
+            tensor = state.get(name)
+            if tensor is None or tuple(tensor.shape) != expected:
+                found = "missing" if tensor is None else f"shape {tuple(tensor.shape)}"
+                return f"weight {name} is {found}, the config needs {expected}"
+        return None
+
 
 class _Layer:
     """One encoder layer's weights: fused QKV, products (packed when oneDNN is there), norms."""
@@ -132,14 +141,10 @@ class LeanBert:
         if not plain_bert_config(config.get):
             raise ValueError("the config is not a plain BERT encoder the lean pass reproduces")
         shape = BertShape.read(config.get)
-        params = {}
-        for name, expected in shape.parameter_shapes(config).items():
-            tensor = state.get(name)
-            if tensor is None or tuple(tensor.shape) != expected:
-                found = "missing" if tensor is None else f"shape {tuple(tensor.shape)}"
-                raise ValueError(f"weight {name} is {found}, the config needs {expected}")
-            params[name] = tensor.detach().float()
-        return cls(params, shape)
+        wrong = shape.wrong_weight(state, config)
+        if wrong is not None:
+            raise ValueError(wrong)
+        return cls({name: state[name].detach().float() for name in shape.parameter_shapes(config)}, shape)
 
     def handles(self, input_ids: torch.Tensor) -> bool:
         """Whether this input goes through the lean pass. Bound to a model: few rows, float32
