@@ -1,7 +1,8 @@
-"""NumPy views of Arrow arrays without ``to_numpy``.
+"""NumPy <-> Arrow without ``to_numpy`` or ``pa.array``.
 
-pyarrow's ``to_numpy`` imports pandas the first time it runs (~0.25 s, a tenth of a
-one-query CLI search); reading the buffers directly costs nothing and copies nothing.
+pyarrow's ``to_numpy``, and ``pa.array`` / ``take`` on a NumPy array, import pandas the
+first time they run (~0.15-0.25 s, a tenth of a one-query CLI search); reading or wrapping
+the buffers directly costs nothing and copies nothing.
 """
 from __future__ import annotations
 
@@ -27,3 +28,9 @@ def as_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if n == 0:
         return np.zeros(0, dtype=dtype)
     return np.frombuffer(buffer, dtype=dtype, count=n, offset=offset * dtype.itemsize)
+
+
+def arrow_indices(indices: np.ndarray) -> pa.Array:
+    """Row numbers as an Arrow int64 array for ``take``, wrapping (not copying) their buffer."""
+    values = np.ascontiguousarray(indices, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])

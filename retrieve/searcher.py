@@ -11,7 +11,7 @@ import torch
 from xtrieve.config import SearchConfig
 from xtrieve.errors import InputError
 from xtrieve.faiss_loader import load_faiss
-from xtrieve.index.arrow_numpy import as_numpy
+from xtrieve.index.arrow_numpy import arrow_indices, as_numpy
 from xtrieve.retrieve.filters import allowed_rows, as_expression
 from xtrieve.retrieve.maxsim import SegmentVectors, scores_across
 from xtrieve.retrieve.probe import Coarse, TokenProbe
@@ -276,7 +276,7 @@ class Searcher:
             if table.num_columns == 0:
                 continue
             where = np.nonzero(seg_nos == no)[0]
-            for i, row in zip(where.tolist(), table.take(local[where]).to_pylist()):
+            for i, row in zip(where.tolist(), table.take(arrow_indices(local[where])).to_pylist()):
                 metadata[i] = row
         doc_ids = [seg.doc_ids for seg in self.segments]
         return make_hits([doc_ids[s][d] for s, d in zip(seg_nos.tolist(), local.tolist())], scores[top].tolist(), metadata)

@@ -1,9 +1,13 @@
-"""index.arrow_numpy: NumPy views of Arrow arrays, equal to pyarrow's to_numpy."""
+"""index.arrow_numpy: NumPy views of Arrow arrays, equal to pyarrow's to_numpy; row numbers
+for take; a search that never imports pandas."""
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from xtrieve.index.arrow_numpy import as_numpy
+from xtrieve.index.arrow_numpy import arrow_indices, as_numpy
 
 
 @pytest.mark.parametrize("array", [
@@ -32,3 +36,26 @@ def test_refuses_nulls_and_other_types():
         as_numpy(pa.array([1, None, 3]))
     with pytest.raises(TypeError, match="string"):
         as_numpy(pa.array(["a", "b"]))
+
+
+def test_arrow_indices_take_like_numpy():
+    table = pa.table({"n": np.arange(10) * 3, "s": [f"r{i}" for i in range(10)]})
+    rows = np.array([7, 0, 7, 2], dtype=np.int32)[::2]  # strided, another dtype
+    assert table.take(arrow_indices(rows)).to_pylist() == table.take(pa.array(rows)).to_pylist()
+    assert len(arrow_indices(np.zeros(0, dtype=np.int64))) == 0
+
+
+def test_open_and_search_without_importing_pandas(tmp_path):
+    import xtrieve
+
+    rng = np.random.default_rng(0)
+    vecs = [rng.standard_normal((5, 16)).astype(np.float32) for _ in range(30)]
+    xtrieve.Index.build_from_embeddings(tmp_path / "idx", [f"d{i}" for i in range(30)], vecs,
+                                        metadata=[{"year": 2000 + i} for i in range(30)])
+    code = ("import sys, numpy as np, xtrieve; idx = xtrieve.Index.open(sys.argv[1]); "
+            "hits = idx.search(np.ones((3, 16), dtype=np.float32), k=5); "
+            "assert len(hits) == 5 and 'year' in hits[0].metadata; "
+            "assert idx.search(np.ones((3, 16), dtype=np.float32), k=50, exhaustive=True)[0] == hits[0]; "
+            "print('pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "idx")], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
