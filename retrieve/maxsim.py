@@ -32,13 +32,18 @@ class Gathered:
     int4: bool = False
 
     def widened(self) -> "Gathered":
-        """The same vectors with float32 codes (from stored float16, int8 or packed int4)."""
+        """The same vectors with float32 codes (from stored float16, int8 or packed int4).
+
+        Packed int4 (low nibble: dimension j, high nibble: j + dim/2) widens *folded*: the
+        first half holds each whole byte (low + 16 x high), the second the high nibble, which
+        skips masking the low nibbles out (a third of the widening). :func:`fold_query` turns
+        a query into the one whose products with folded codes equal the plain ones."""
         if self.codes.dtype is torch.float32:
             return self
-        if self.int4:  # low nibbles: the first dim/2 dimensions, high nibbles: the rest
+        if self.int4:
             half = self.codes.shape[1]
             codes = torch.empty(self.codes.shape[0], 2 * half)
-            codes[:, :half] = self.codes & 0x0F
+            codes[:, :half] = self.codes
             codes[:, half:] = self.codes >> 4
         else:
             codes = self.codes.float()
@@ -165,10 +170,22 @@ def scores_across(query: torch.Tensor, parts: list[tuple[SegmentVectors, np.ndar
 WIDE_QUERY_TOKENS = 10
 
 
+def fold_query(query: torch.Tensor) -> torch.Tensor:
+    """The query [n_q, dim] whose products with folded int4 codes (see :meth:`Gathered.widened`)
+    equal its products with the nibbles: with byte b = low + 16 high, q_low.low + q_high.high =
+    q_low.b + (q_high - 16 q_low).high."""
+    half = query.shape[1] // 2
+    low = query[:, :half]
+    return torch.cat([low, query[:, half:] - 16 * low], dim=1)
+
+
 def chunk_maxsim(query: torch.Tensor, g: Gathered, base_sims: torch.Tensor | None = None) -> np.ndarray:
-    """MaxSim of one query against gathered vectors; ``base_sims``: bases @ query.T [nlist, n_q]
-    when the codes are int4 residuals against IVF centroids."""
-    offset = INT4_CENTER * query.sum(dim=1) if g.int4 else None
+    """MaxSim of one query against gathered vectors (widened); ``base_sims``: bases @ query.T
+    [nlist, n_q] when the codes are int4 residuals against IVF centroids."""
+    offset = None
+    if g.int4:
+        offset = INT4_CENTER * query.sum(dim=1)
+        query = fold_query(query)
     if query.shape[0] >= WIDE_QUERY_TOKENS:
         sims = query @ g.codes.T  # [n_q, rows]
         if offset is not None:
