@@ -79,3 +79,52 @@ def colbert_folder(tmp_path):
         "query_token_id": "[unused0]", "doc_token_id": "[unused1]",
     }))
     return folder, weight, model, tok
+
+
+@pytest.fixture
+def modernbert_pylate_folder(tmp_path):
+    """A PyLate-format model over a non-BERT backbone: tiny ModernBERT with a byte-level BPE
+    tokenizer (as GTE-ModernColBERT), [Q]/[D] added tokens, Dense(32->16)."""
+    import torch
+    from safetensors.torch import save_file
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import ModernBertConfig, ModernBertModel, PreTrainedTokenizerFast
+
+    folder = tmp_path / "modernbert"
+    folder.mkdir()
+    bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator([" ".join(VOCAB[7:])] * 10, trainer)
+    bpe.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", bpe.token_to_id("[CLS]")), ("[SEP]", bpe.token_to_id("[SEP]"))])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+                                  pad_token="[PAD]", mask_token="[MASK]")
+    tok.add_tokens(["[Q] ", "[D] "])
+    tok.save_pretrained(str(folder))
+    torch.manual_seed(0)
+    cfg = ModernBertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id,
+                           cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id,
+                           bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
+    model = ModernBertModel(cfg).eval()
+    model.save_pretrained(str(folder), safe_serialization=True)
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"},
+    ]))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 40, "do_lower_case": False}))
+    (folder / "config_sentence_transformers.json").write_text(json.dumps({
+        "query_prefix": "[Q] ", "document_prefix": "[D] ", "query_length": 12, "document_length": 40,
+        "attend_to_expansion_tokens": False, "skiplist_words": [".", ",", "!", "?"], "do_query_expansion": True,
+    }))
+    dense = folder / "1_Dense"
+    dense.mkdir()
+    (dense / "config.json").write_text(json.dumps({"in_features": 32, "out_features": 16, "bias": False,
+                                                  "activation_function": "torch.nn.modules.linear.Identity"}))
+    torch.manual_seed(1)
+    weight = torch.randn(16, 32)
+    save_file({"linear.weight": weight}, str(dense / "model.safetensors"))
+    return folder, weight, model, tok

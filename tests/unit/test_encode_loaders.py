@@ -176,3 +176,41 @@ def test_dense_activation_and_chain_checks(pylate_folder, tmp_path):
     _add_dense(folder, "3_Dense", torch.randn(8, 12))
     with pytest.raises(ModelLoadError, match="takes 12 features, the previous one gives 16"):
         Encoder.load(folder)
+
+
+def test_pylate_modernbert_folder_matches_reference_computation(modernbert_pylate_folder):
+    """A non-BERT backbone (ModernBERT, byte-level BPE) loads through transformers and encodes as
+    PyLate does: [CLS] [Q] ids [SEP] then [MASK] up to query_length, unattended; documents with
+    [D] and skiplisted punctuation dropped; projection, then L2 normalisation."""
+    folder, weight, model, tok = modernbert_pylate_folder
+    enc = Encoder.load(folder)
+    assert type(enc.backbone).__name__ == "ModernBertModel"
+
+    def reference(ids: list[int], attended: int, keep: list[int]) -> np.ndarray:
+        input_ids = torch.tensor([ids])
+        mask = torch.zeros_like(input_ids)
+        mask[0, :attended] = 1
+        with torch.no_grad():
+            hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state[0]
+        out = torch.nn.functional.normalize(hidden[keep] @ weight.T, dim=-1)
+        return out.numpy()
+
+    query = "the cat sat"
+    words = tok(query, add_special_tokens=False)["input_ids"]
+    assert len(words) <= 12 - 3  # room left for [MASK] expansion
+    q_ids = [tok.cls_token_id, tok.convert_tokens_to_ids("[Q] ")] + words + [tok.sep_token_id]
+    n = len(q_ids)
+    q_ids += [tok.mask_token_id] * (12 - n)
+    got = enc.encode_queries([query])[0]
+    assert got.shape == (12, 16)
+    assert np.allclose(got, reference(q_ids, n, list(range(12))), atol=1e-5)
+
+    doc = "the cat sat on the mat, a dog barked."
+    words = tok(doc, add_special_tokens=False)["input_ids"]
+    d_ids = [tok.cls_token_id, tok.convert_tokens_to_ids("[D] ")] + words + [tok.sep_token_id]
+    skip = {tok.convert_tokens_to_ids(p) for p in ".,!?"}
+    assert skip & set(words)  # the text has skiplisted tokens to drop
+    keep = [i for i, t in enumerate(d_ids) if t not in skip]
+    got = enc.encode_documents([doc])[0]
+    assert got.shape == (len(keep), 16)
+    assert np.allclose(got, reference(d_ids, len(d_ids), keep), atol=1e-5)
