@@ -32,15 +32,12 @@ def make_tiny_bert(folder: Path, extra_tokens: list[str] | None = None):
     return model, tok
 
 
-@pytest.fixture
-def pylate_folder(tmp_path):
-    """A PyLate-format model folder: Transformer + Dense(32->16), [Q]/[D] prefixes."""
+def write_pylate_modules(folder: Path):
+    """PyLate's files beside a saved 32-wide backbone: modules.json, [Q]/[D] prefixes, query
+    length 12 with [MASK] expansion, a punctuation skiplist and Dense(32->16); returns its weight."""
     import torch
     from safetensors.torch import save_file
 
-    folder = tmp_path / "pylate"
-    model, tok = make_tiny_bert(folder, extra_tokens=["[Q] ", "[D] "])
-    model.save_pretrained(str(folder), safe_serialization=True)
     (folder / "modules.json").write_text(json.dumps([
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"},
@@ -57,6 +54,16 @@ def pylate_folder(tmp_path):
     torch.manual_seed(1)
     weight = torch.randn(16, 32)
     save_file({"linear.weight": weight}, str(dense / "model.safetensors"))
+    return weight
+
+
+@pytest.fixture
+def pylate_folder(tmp_path):
+    """A PyLate-format model folder: Transformer + Dense(32->16), [Q]/[D] prefixes."""
+    folder = tmp_path / "pylate"
+    model, tok = make_tiny_bert(folder, extra_tokens=["[Q] ", "[D] "])
+    model.save_pretrained(str(folder), safe_serialization=True)
+    weight = write_pylate_modules(folder)
     return folder, weight
 
 
@@ -86,7 +93,6 @@ def modernbert_pylate_folder(tmp_path):
     """A PyLate-format model over a non-BERT backbone: tiny ModernBERT with a byte-level BPE
     tokenizer (as GTE-ModernColBERT), [Q]/[D] added tokens, Dense(32->16)."""
     import torch
-    from safetensors.torch import save_file
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import ModernBertConfig, ModernBertModel, PreTrainedTokenizerFast
 
@@ -111,20 +117,5 @@ def modernbert_pylate_folder(tmp_path):
                            bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
     model = ModernBertModel(cfg).eval()
     model.save_pretrained(str(folder), safe_serialization=True)
-    (folder / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"},
-    ]))
-    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 40, "do_lower_case": False}))
-    (folder / "config_sentence_transformers.json").write_text(json.dumps({
-        "query_prefix": "[Q] ", "document_prefix": "[D] ", "query_length": 12, "document_length": 40,
-        "attend_to_expansion_tokens": False, "skiplist_words": [".", ",", "!", "?"], "do_query_expansion": True,
-    }))
-    dense = folder / "1_Dense"
-    dense.mkdir()
-    (dense / "config.json").write_text(json.dumps({"in_features": 32, "out_features": 16, "bias": False,
-                                                  "activation_function": "torch.nn.modules.linear.Identity"}))
-    torch.manual_seed(1)
-    weight = torch.randn(16, 32)
-    save_file({"linear.weight": weight}, str(dense / "model.safetensors"))
+    weight = write_pylate_modules(folder)
     return folder, weight, model, tok
