@@ -59,6 +59,28 @@ def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | No
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
+def packed_linear_gelu(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``gelu(x @ weight.T + bias)`` (exact, erf GELU) with the GELU fused into oneDNN's product
+    when this torch does that right (one pass less: ~45 us of a ~200 us MiniLM up-projection on
+    one query), else as two steps."""
+    if _gelu_fuses():
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "gelu", [], "none")
+    return torch.nn.functional.gelu(packed_linear(x, packed, bias))
+
+
+@functools.lru_cache(maxsize=None)
+def _gelu_fuses() -> bool:
+    """Probed once: oneDNN's fused erf GELU gives torch's GELU up to float32 rounding."""
+    try:
+        x = torch.linspace(-6.0, 6.0, 97)[:, None]
+        packed = pack_weight(torch.ones(1, 1))
+        fused = torch.ops.mkldnn._linear_pointwise(x, packed, None, "gelu", [], "none")
+        return bool(torch.allclose(fused, torch.nn.functional.gelu(x), rtol=1e-6, atol=1e-6))
+    except (AttributeError, RuntimeError, NotImplementedError, TypeError) as exc:
+        log.debug("oneDNN cannot fuse GELU (%s): it runs as a separate step", exc)
+        return False
+
+
 class PackedLinear(torch.nn.Linear):
     """An ``nn.Linear`` that, for inference on few rows, runs oneDNN with its weight packed once.
 

@@ -65,3 +65,17 @@ def test_mkldnn_switched_off_takes_the_plain_path(monkeypatch):
         assert not onednn.available()
         want = torch.nn.functional.linear(x, model[0].weight, model[0].bias)
         assert torch.equal(model[0](x), want)
+
+
+@pytest.mark.skipif(not onednn.available(), reason="torch without oneDNN linear ops")
+@pytest.mark.parametrize("fuses", [True, False])
+def test_packed_linear_gelu_equals_gelu_of_linear(monkeypatch, fuses):
+    if fuses and not onednn._gelu_fuses():
+        pytest.skip("this torch's oneDNN does not fuse GELU")
+    monkeypatch.setattr(onednn, "_gelu_fuses", lambda: fuses)
+    torch.manual_seed(0)
+    weight, bias = torch.randn(48, 16), torch.randn(48)
+    x = torch.randn(21, 16) * 3
+    with torch.inference_mode():
+        got = onednn.packed_linear_gelu(x, onednn.pack_weight(weight), bias)
+    assert torch.allclose(got, torch.nn.functional.gelu(torch.nn.functional.linear(x, weight, bias)), atol=1e-5)
