@@ -24,6 +24,9 @@ KEY_SHIFT = 32
 FILTER_CACHE_SIZE = 16
 # batches with at most this many query tokens run FAISS and torch on one thread
 SMALL_BATCH_TOKENS = 256
+# a query whose token retrieval found fewer than k documents searches again with k' and nprobe
+# scaled by up to this much (then exactly, if it still falls short)
+MAX_WIDENING = 16
 
 
 def _key(segment_no: int, local: np.ndarray) -> np.ndarray:
@@ -217,6 +220,28 @@ class Searcher:
         for i, q in enumerate(qs):
             groups.setdefault(config.widened(len(q)), []).append(i)
         out: list[list[Hit]] = [[] for _ in qs]
+        self._fast_groups(groups, qs, qd, allowed, k, config, small, out)
+        # a large k can outnumber the documents token retrieval brings back: such queries search
+        # again with k' and nprobe widened to match, and exactly if that still falls short
+        want = min(k, sum(a.n_allowed for a in allowed))
+        short = [i for i, hits in enumerate(out) if len(hits) < want]
+        if short:
+            wider: dict[tuple[int, int], list[int]] = {}
+            for i in short:
+                factor = min(MAX_WIDENING, -(-2 * want // max(len(out[i]), 1)))
+                k_prime, nprobe = config.widened(len(qs[i]))
+                wider.setdefault((k_prime * factor, nprobe * factor), []).append(i)
+            self._fast_groups(wider, qs, qd, allowed, k, config, small, out)
+            for i in short:
+                if len(out[i]) < want:
+                    with small_work_threads(small):
+                        out[i] = self._exact(qs[i], qd[i], allowed, k)
+        return out
+
+    def _fast_groups(self, groups: dict[tuple[int, int], list[int]], qs: list[np.ndarray],
+                     qd: list[torch.Tensor | None], allowed: list[_Allowed], k: int, config: SearchConfig,
+                     small: bool, out: list[list[Hit]]) -> None:
+        """Search each group of queries with its (k', nprobe), writing their hits into ``out``."""
         for (k_prime, nprobe), members in groups.items():
             group = [qs[i] for i in members]
             with small_work_threads(small):
@@ -225,7 +250,6 @@ class Searcher:
                 reranked = self._rerank_all(group, [qd[i] for i in members], scores, keys, centroid_sims, k, config)
                 for i, hits in zip(members, reranked):
                     out[i] = hits
-        return out
 
     def _rerank_all(self, qs, qd, scores, keys, centroid_sims, k: int, config: SearchConfig) -> list[list[Hit]]:
         out, start = [], 0

@@ -205,6 +205,28 @@ def test_short_queries_search_wider_alone_and_in_a_batch(corpus):
         assert [h.doc_id for h in s.search([q], k=5, config=wide)[0]] == [h.doc_id for h in hits]
 
 
+def test_a_large_k_gets_k_hits_with_exact_scores(corpus, monkeypatch):
+    """Token retrieval that brings back fewer than k documents searches again wider, then
+    exactly; every hit keeps its exact MaxSim score."""
+    import xtrieve.retrieve.searcher as searcher_module
+
+    docs, _, queries = corpus
+    seg = MemorySegment("ivf", [f"d{i}" for i in range(400)], docs, {"year": [2000] * 400}, factory="IVF32,Flat")
+    s = Searcher(Snap([seg]))
+    narrow = SearchConfig(k_prime=2, n_rerank=8, nprobe=1)
+    truth = {f"d{i}": score for i, score in enumerate(brute(queries[0], docs))}
+    calls = []
+    exact = s._exact
+    monkeypatch.setattr(s, "_exact", lambda *a: calls.append(1) or exact(*a))
+    for k, max_widening in ((150, 16), (150, 1)):  # widened enough; not widened at all
+        monkeypatch.setattr(searcher_module, "MAX_WIDENING", max_widening)
+        hits = s.search([queries[0]], k=k, config=narrow)[0]
+        assert len(hits) == k and len({h.doc_id for h in hits}) == k
+        assert all(abs(h.score - truth[h.doc_id]) < 1e-3 for h in hits)
+    assert len(calls) == 1  # only the unwidened search fell back to scoring every document
+    assert [h.doc_id for h in hits] == [h.doc_id for h in s.search([queries[0]], k=k, exhaustive=True)[0]]
+
+
 def test_filters_and_deletes(corpus):
     docs, segs, queries = corpus
     segs = [MemorySegment(s.name, s.doc_ids, docs[:250] if s.name == "a" else docs[250:], {"year": s.table.column("year").to_pylist()}) for s in segs]
