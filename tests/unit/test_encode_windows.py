@@ -94,3 +94,19 @@ def test_index_built_with_windows_counts_every_window_and_reopens(pylate_folder,
     n_long = load(folder, doc_windows=10).encode([LONG], False).n_tokens[0]
     reopened.add([{"id": "long2", "text": LONG}])
     assert reopened.info().n_tokens == many.info().n_tokens + n_long
+
+
+def test_batches_stay_under_the_activation_budget_and_encode_the_same(pylate_folder, monkeypatch):
+    from xtrieve.encode import encoder as encoder_module
+
+    folder, _ = pylate_folder
+    enc = load(folder, doc_windows=4)
+    texts = [LONG, SHORT, LONG[:80], SHORT + " again", LONG[:40]] * 3
+    whole = enc.encode(texts, False, pool_factor=1)
+    # room for 24 padded tokens per batch: two 12-token windows, or more of the shorter rows
+    monkeypatch.setattr(encoder_module, "BATCH_ACTIVATION_BYTES", 24 * 4 * 4 * enc.hidden_size)
+    sizes = [(len(windows), batch.input_ids.shape[1]) for _, windows, batch in enc._batches(texts, False, 32, False, "t")]
+    assert sum(n for n, _ in sizes) == len(enc.processor.rows(texts, False).ids)
+    assert all(n * width <= 24 for n, width in sizes) and max(n for n, _ in sizes) > 2
+    split = enc.encode(texts, False, pool_factor=1)
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(whole.vectors, split.vectors))

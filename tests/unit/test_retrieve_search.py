@@ -84,6 +84,19 @@ def test_exhaustive_matches_brute_force(corpus):
         assert np.allclose([h.score for h in hits], np.sort(truth)[::-1][:10], atol=1e-3)
 
 
+def test_exhaustive_scores_are_the_same_in_small_chunks(corpus, monkeypatch):
+    from xtrieve.retrieve import maxsim
+
+    _, segs, queries = corpus
+    s = Searcher(Snap(segs))
+    whole = s.search(queries[:3], k=20, exhaustive=True)
+    monkeypatch.setattr(maxsim, "CHUNK_VECTORS", 50)  # a few documents per similarity matrix
+    chunked = s.search(queries[:3], k=20, exhaustive=True)
+    for a, b in zip(whole, chunked):
+        assert [h.doc_id for h in a] == [h.doc_id for h in b]
+        assert np.allclose([h.score for h in a], [h.score for h in b], rtol=1e-6)
+
+
 def test_exhaustive_matches_brute_force_for_long_queries(corpus):
     # queries of >= WIDE_QUERY_TOKENS tokens take the [n_q, rows] similarity layout
     docs, segs, _ = corpus
