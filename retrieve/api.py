@@ -40,6 +40,7 @@ class Index:
         check_encoder(self._snapshot.manifest, encoder, self.path)
         self._encoder = encoder
         self._searcher = None
+        self._reusable: list = []  # merged segment groups a refresh hands to the next searcher
 
     # -- construction ------------------------------------------------------------------
 
@@ -110,8 +111,12 @@ class Index:
         """Pick up the latest commit (including other writers')."""
         snap = self._store.snapshot()
         if snap.generation != self._snapshot.generation:
+            # the next searcher takes over the merged segment groups still wholly in the snapshot
+            live = {id(getattr(seg, "core", seg)) for seg in snap.segments}
+            held = self._searcher.merged_groups() if self._searcher is not None else self._reusable
+            self._reusable = [(cores, probe) for cores, probe in held if all(id(c) in live for c in cores)]
             self._searcher = None
-        self._snapshot = snap
+            self._snapshot = snap
         return self
 
     def warm_up(self) -> "Index":
@@ -234,7 +239,8 @@ class Index:
         from xtrieve.retrieve.searcher import Searcher
 
         if self._searcher is None or self._searcher.snapshot is not self._snapshot:
-            self._searcher = Searcher(self._snapshot, self._encoder)
+            self._searcher = Searcher(self._snapshot, self._encoder, reuse=self._reusable)
+            self._reusable = []
         return self._searcher
 
     def search_batch(self, queries: Sequence[Any], k: int = 10, filter: Any = None, exhaustive: bool = False,

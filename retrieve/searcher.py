@@ -15,6 +15,7 @@ from xtrieve.index.arrow_numpy import arrow_indices, as_numpy
 from xtrieve.retrieve.filters import allowed_rows, as_expression
 from xtrieve.retrieve.maxsim import SegmentVectors, scores_across
 from xtrieve.retrieve.probe import Coarse, TokenProbe
+from xtrieve.retrieve.segment_groups import SegmentGroup, form_groups
 from xtrieve.retrieve.threads import small_work_threads
 from xtrieve.retrieve.xtr import global_top, xtr_scores
 from xtrieve.types import Hit, make_hits
@@ -46,6 +47,14 @@ class _Allowed:
         if not self.all_allowed and self.n_allowed:
             self._bits = np.packbits(docs_mask[segment.vec_to_doc], bitorder="little")
             self.selector = faiss.IDSelectorBitmap(segment.n_vectors, faiss.swig_ptr(self._bits))
+
+
+class _AllowedList(list):
+    """One ``_Allowed`` per segment, plus the FAISS selectors of segment groups built for them."""
+
+    def __init__(self, items) -> None:
+        super().__init__(items)
+        self.group_selectors: dict[int, tuple] = {}
 
 
 def check_query(q: object, dim: int, i: int) -> np.ndarray:
@@ -83,7 +92,7 @@ class Searcher:
     queries given with one are MaxSim + dense_weight x n_q x cosine(dense embeddings).
     """
 
-    def __init__(self, snapshot, encoder=None) -> None:
+    def __init__(self, snapshot, encoder=None, reuse: list[tuple[tuple, TokenProbe]] | None = None) -> None:
         self.snapshot = snapshot
         self.segments = list(snapshot.segments)
         self.encoder = encoder
@@ -95,8 +104,10 @@ class Searcher:
         self.dense_dim = next((v.dense.shape[1] for v in self._vectors if v.dense is not None), 0)
         self._probes: list[TokenProbe | None] = [None] * len(self.segments)  # built on first use
         self._centroid_sets: list[torch.Tensor] = []  # the distinct IVF centroids of the probes
-        self._live = [_Allowed(s, ~np.asarray(s.deleted, dtype=bool)) for s in self.segments]
+        self._live = _AllowedList(_Allowed(s, ~np.asarray(s.deleted, dtype=bool)) for s in self.segments)
         self.n_live = sum(a.n_allowed for a in self._live)
+        self._groups: tuple[list[SegmentGroup], frozenset[int]] | None = None  # built on first use
+        self._reusable = list(reuse or [])  # an earlier snapshot's merged_groups()
         self.columns = self._metadata_columns()
         self._meta_tables = [s.table.select([c for c in s.table.column_names if c not in ("doc_id", "text")])
                              for s in self.segments]
@@ -105,6 +116,7 @@ class Searcher:
         """Load every segment's FAISS index and probe now rather than in the first search."""
         for no in range(len(self.segments)):
             self._probe(no)
+        self._segment_groups()
 
     def _probe(self, no: int) -> TokenProbe:
         """Segment ``no``'s probe, built on first use; probes with equal IVF centroids (one
@@ -122,6 +134,43 @@ class Searcher:
                         probe.centroids = same
             self._probes[no] = probe
         return probe
+
+    def _segment_groups(self) -> tuple[list[SegmentGroup], frozenset[int]]:
+        """Groups of small segments trained from one IVF template, each merged into one FAISS
+        index (``segment_groups.form_groups``), and the segment numbers they cover; built once."""
+        with self._lock:
+            built = self._groups
+        if built is not None:
+            return built
+        probes = [self._probe(no) for no in range(len(self.segments))]
+        cores = [getattr(seg, "core", seg) for seg in self.segments]
+        groups = [self._group(members, probe) for members, probe in form_groups(cores, probes, self._reusable)]
+        built = (groups, frozenset(no for g in groups for no in g.members))
+        with self._lock:
+            if self._groups is None:
+                self._groups = built
+                self._reusable = []
+            return self._groups
+
+    def _group(self, members: list[int], probe: TokenProbe) -> SegmentGroup:
+        keys = np.concatenate([_key(no, self.segments[no].vec_to_doc) for no in members])
+        return SegmentGroup(members, probe, keys, [getattr(self.segments[no], "core", self.segments[no]) for no in members])
+
+    def merged_groups(self) -> list[tuple[tuple, TokenProbe]]:
+        """The built groups as (their segments' cores, merged probe), for a later snapshot's
+        searcher (``reuse``), which keeps a group whose segments it all still has."""
+        with self._lock:
+            built = self._groups
+        return [] if built is None else [(tuple(g.cores), g.probe) for g in built[0]]
+
+    def _group_selector(self, gi: int, group: SegmentGroup, allowed: _AllowedList):
+        """(selector, any row allowed) of group ``gi`` under ``allowed``, cached with it."""
+        found = allowed.group_selectors.get(gi)
+        if found is None:
+            found = group.selector([allowed[no] for no in group.members],
+                                   [self.segments[no].vec_to_doc for no in group.members])
+            allowed.group_selectors[gi] = found
+        return found
 
     def _metadata_columns(self) -> set[str]:
         cols: set[str] = set()
@@ -141,7 +190,7 @@ class Searcher:
                 self._filter_cache.move_to_end(key)
                 return hit
         expr = as_expression(filter, self.columns)
-        out = []
+        out = _AllowedList([])
         for seg, live in zip(self.segments, self._live):
             mask = as_numpy(allowed_rows(seg.table, expr))
             out.append(_Allowed(seg, mask & live.docs_mask))
@@ -193,21 +242,35 @@ class Searcher:
         stacked = np.ascontiguousarray(np.concatenate(qs))
         all_scores, all_keys, centroid_sims = [], [], {}
         coarse_steps: dict[int, Coarse | None] = {}  # per centroid set: one coarse step for all its segments
-        for no, (seg, a) in enumerate(zip(self.segments, allowed)):
-            if a.n_allowed == 0:
-                continue
-            probe = self._probe(no)
+
+        def search(probe: TokenProbe, selector):
             key = id(probe.centroids)
             if key not in coarse_steps:
                 coarse_steps[key] = probe.coarse(stacked, nprobe)
             dist, ids, coarse = probe.search_with_centroid_scores(stacked, min(k_prime, probe.ntotal), nprobe,
-                                                                  a.selector, coarse_steps[key])
+                                                                  selector, coarse_steps[key])
+            all_scores.append(np.where(ids >= 0, dist, -np.inf).astype(np.float32))
+            return ids, coarse
+
+        groups, grouped = self._segment_groups() if len(self.segments) > 1 else ([], frozenset())
+        for gi, group in enumerate(groups):
+            selector, any_allowed = self._group_selector(gi, group, allowed)
+            if any_allowed:
+                ids, coarse = search(group.probe, None if selector is None else selector.faiss)
+                valid = ids >= 0
+                all_keys.append(np.where(valid, group.keys[np.where(valid, ids, 0)], -1))
+                for no in group.members:
+                    if coarse is not None:
+                        centroid_sims[no] = coarse
+        for no, (seg, a) in enumerate(zip(self.segments, allowed)):
+            if a.n_allowed == 0 or no in grouped:
+                continue
+            ids, coarse = search(self._probe(no), a.selector)
             if coarse is not None:
                 centroid_sims[no] = coarse
             valid = ids >= 0
             local = seg.vec_to_doc[np.where(valid, ids, 0)]
             all_keys.append(np.where(valid, _key(no, local), -1))
-            all_scores.append(np.where(valid, dist, -np.inf).astype(np.float32))
         scores = np.concatenate(all_scores, axis=1)
         keys = np.concatenate(all_keys, axis=1)
         return (*global_top(scores, keys, k_prime), centroid_sims)

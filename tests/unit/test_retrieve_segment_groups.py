@@ -1,0 +1,125 @@
+"""Small segments of one IVF template, searched through one merged FAISS index."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xtrieve
+from helpers import unit_token_docs
+from xtrieve.retrieve import segment_groups
+
+DIM = 32
+N_DOCS = 300
+CFG = {"flat_max_vectors": 800, "nlist": 16, "docs_per_segment": 100}
+SEARCH = {"k_prime": 200, "n_rerank": 100, "nprobe": 16}
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    rng = np.random.default_rng(11)
+    docs = unit_token_docs(rng, N_DOCS, DIM, 8, 12)
+    meta = [{"year": 2000 + i % 10} for i in range(N_DOCS)]
+    path = tmp_path_factory.mktemp("groups") / "ix"
+    idx = xtrieve.Index.build_from_embeddings(path, [f"d{i}" for i in range(N_DOCS)], docs, metadata=meta, config=CFG)
+    assert len(idx.snapshot.segments) == 3
+    return idx, docs
+
+
+def one_by_one(idx):
+    """A fresh searcher of the same snapshot that searches every segment alone."""
+    from xtrieve.retrieve.searcher import Searcher
+
+    s = Searcher(idx.snapshot)
+    s._groups = ([], frozenset())
+    return s
+
+
+def assert_same_hits(grouped, single):
+    assert grouped[0].doc_id == single[0].doc_id
+    got = {h.doc_id: h.score for h in grouped}
+    assert len(got.keys() & {h.doc_id for h in single}) >= len(single) - 1  # a tie at the k' boundary at most
+    for h in single:
+        if h.doc_id in got:
+            assert got[h.doc_id] == pytest.approx(h.score, rel=1e-6)
+
+
+def test_segments_of_one_template_are_searched_as_one_index_with_the_same_hits(index):
+    idx, docs = index
+    s = idx._get_searcher()
+    sizes = [p.ntotal for p in (s._probe(no) for no in range(3))]
+    groups, grouped = s._segment_groups()
+    assert [g.members for g in groups] == [[0, 1, 2]] and grouped == {0, 1, 2}
+    assert groups[0].probe.ntotal == sum(sizes) and groups[0].probe.centroids is s._probes[0].centroids
+    assert [p.ntotal for p in s._probes] == sizes  # the segments' own indexes keep their vectors
+    single = one_by_one(idx)
+    for i in (3, 120, 250, 299):
+        q = docs[i][:6]
+        hits = s.search([q], k=10, config=xtrieve.SearchConfig(**SEARCH))[0]
+        assert hits[0].doc_id == f"d{i}"
+        assert_same_hits(hits, single.search([q], k=10, config=xtrieve.SearchConfig(**SEARCH))[0])
+
+
+def test_a_group_honours_deletes_and_filters(index, tmp_path):
+    idx, docs = index
+    idx = xtrieve.Index.open(idx.path)
+    gone = ["d5", "d150", "d151", "d260"]
+    idx.delete(gone)
+    s = idx._get_searcher()
+    assert s._segment_groups()[0]
+    single = one_by_one(idx)
+    cfg = xtrieve.SearchConfig(**SEARCH)
+    for i in (5, 150, 260):
+        hits = idx.search(docs[i][:6], k=20, config=cfg)
+        assert not {h.doc_id for h in hits} & set(gone)
+        assert_same_hits(hits, single.search([docs[i][:6]], k=20, config=cfg)[0])
+        broad = idx.search(docs[i][:6], k=20, filter="year >= 2002", config=cfg)
+        assert broad and all(h.metadata["year"] >= 2002 for h in broad) and not {h.doc_id for h in broad} & set(gone)
+        assert_same_hits(broad, single.search([docs[i][:6]], k=20, filter="year >= 2002", config=cfg)[0])
+    idx.add_embeddings(["d5"], [docs[5]], metadata=[{"year": 2005}])  # back, in a new segment
+    assert idx.search(docs[5][:6], k=1, config=cfg)[0].doc_id == "d5"
+
+
+def test_large_segments_are_searched_alone(index, monkeypatch):
+    idx, docs = index
+    monkeypatch.setattr(segment_groups, "MAX_SEGMENT_VECTORS", 10)
+    s = one_by_one(idx)
+    s._groups = None
+    assert s._segment_groups() == ([], frozenset())
+    assert s.search([docs[42][:6]], k=5, config=xtrieve.SearchConfig(**SEARCH))[0][0].doc_id == "d42"
+
+
+def test_indexes_of_other_templates_do_not_merge():
+    import faiss
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2000, DIM)).astype(np.float32)
+    a = faiss.index_factory(DIM, "IVF8,PQ8x4fs", faiss.METRIC_INNER_PRODUCT)
+    b = faiss.index_factory(DIM, "IVF8,PQ8x4fs", faiss.METRIC_INNER_PRODUCT)
+    a.train(x)
+    b.train(x[::-1].copy())
+    assert segment_groups.trained_state(a) != segment_groups.trained_state(b)
+    assert segment_groups.trained_state(faiss.clone_index(a)) == segment_groups.trained_state(a)
+    assert segment_groups.trained_state(faiss.IndexFlatIP(DIM)) is None
+
+
+def test_a_refresh_keeps_the_groups_it_can_and_merges_only_new_segments(tmp_path):
+    rng = np.random.default_rng(12)
+    docs = unit_token_docs(rng, 320, DIM, 8, 12)
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"d{i}" for i in range(300)], docs[:300], config=CFG)
+    first = idx._get_searcher()
+    (group,), _ = first._segment_groups()
+    idx.delete(["d7"])
+    after_delete = idx._get_searcher()
+    assert after_delete is not first
+    (same,), _ = after_delete._segment_groups()
+    assert same.probe is group.probe and same.members == group.members  # no merge on a delete
+    assert "d7" not in {h.doc_id for h in idx.search(docs[7][:6], k=10)}
+    idx.add_embeddings(["n0"], [docs[300]])
+    groups, grouped = idx._get_searcher()._segment_groups()
+    assert [g.probe for g in groups] == [group.probe] and len(grouped) == 3  # the new segment alone
+    assert idx.search(docs[300][:6], k=1, config=SEARCH)[0].doc_id == "n0"
+    idx.add_embeddings(["n1"], [docs[301]])
+    groups, grouped = idx._get_searcher()._segment_groups()
+    assert groups[0].probe is group.probe and len(groups) == 2 and len(grouped) == 5  # the two new ones merged
+    for i, doc_id in ((300, "n0"), (301, "n1"), (42, "d42")):
+        assert idx.search(docs[i][:6], k=1, config=SEARCH)[0].doc_id == doc_id
