@@ -160,8 +160,8 @@ class Searcher:
         """The built groups as (their segments' cores, merged probe), for a later snapshot's
         searcher (``reuse``), which keeps a group whose segments it all still has."""
         with self._lock:
-            built = self._groups
-        return [] if built is None else [(tuple(g.cores), g.probe) for g in built[0]]
+            built, pending = self._groups, list(self._reusable)
+        return pending if built is None else [(tuple(g.cores), g.probe) for g in built[0]]
 
     def _group_selector(self, gi: int, group: SegmentGroup, allowed: _AllowedList):
         """(selector, any row allowed) of group ``gi`` under ``allowed``, cached with it."""

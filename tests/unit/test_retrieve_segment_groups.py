@@ -114,6 +114,10 @@ def test_a_refresh_keeps_the_groups_it_can_and_merges_only_new_segments(tmp_path
     (same,), _ = after_delete._segment_groups()
     assert same.probe is group.probe and same.members == group.members  # no merge on a delete
     assert "d7" not in {h.doc_id for h in idx.search(docs[7][:6], k=10)}
+    idx.delete(["d9"])
+    idx._get_searcher()  # a searcher that never searches hands the groups on as it got them
+    idx.delete(["d10"])
+    assert idx._get_searcher()._segment_groups()[0][0].probe is group.probe
     idx.add_embeddings(["n0"], [docs[300]])
     groups, grouped = idx._get_searcher()._segment_groups()
     assert [g.probe for g in groups] == [group.probe] and len(grouped) == 3  # the new segment alone
