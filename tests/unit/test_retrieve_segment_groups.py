@@ -60,8 +60,11 @@ def test_segments_of_one_template_are_searched_as_one_index_with_the_same_hits(i
 
 
 def test_a_group_honours_deletes_and_filters(index, tmp_path):
+    import shutil
+
     idx, docs = index
-    idx = xtrieve.Index.open(idx.path)
+    shutil.copytree(idx.path, tmp_path / "ix")  # the module's index stays as built
+    idx = xtrieve.Index.open(tmp_path / "ix")
     gone = ["d5", "d150", "d151", "d260"]
     idx.delete(gone)
     s = idx._get_searcher()
@@ -127,3 +130,28 @@ def test_a_refresh_keeps_the_groups_it_can_and_merges_only_new_segments(tmp_path
     assert groups[0].probe is group.probe and len(groups) == 2 and len(grouped) == 5  # the two new ones merged
     for i, doc_id in ((300, "n0"), (301, "n1"), (42, "d42")):
         assert idx.search(docs[i][:6], k=1, config=SEARCH)[0].doc_id == doc_id
+
+
+def test_threads_searching_a_fresh_snapshot_agree(index):
+    import threading
+
+    idx, docs = index
+    queries = [docs[i][:6] for i in range(0, N_DOCS, 25)]
+    want = [[h.doc_id for h in hits] for hits in one_by_one(idx).search(queries, k=5, config=xtrieve.SearchConfig(**SEARCH))]
+    fresh = xtrieve.Index.open(idx.path)  # groups get built by whichever thread searches first
+    got, errors = {}, []
+
+    def work(t):
+        try:
+            got[t] = [[h.doc_id for h in fresh.search(q, k=5, config=SEARCH)] for q in queries]
+        except Exception as exc:  # reported below: a thread's failure must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(got) == 4
+    for results in got.values():
+        assert [r[0] for r in results] == [w[0] for w in want]
