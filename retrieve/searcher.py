@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -10,12 +11,11 @@ import torch
 
 from xtrieve.config import SearchConfig
 from xtrieve.errors import InputError
-from xtrieve.faiss_loader import load_faiss
 from xtrieve.index.arrow_numpy import arrow_indices, as_numpy
 from xtrieve.retrieve.filters import allowed_rows, as_expression
 from xtrieve.retrieve.maxsim import SegmentVectors, scores_across
 from xtrieve.retrieve.probe import Coarse, TokenProbe
-from xtrieve.retrieve.segment_groups import SegmentGroup, form_groups
+from xtrieve.retrieve.segment_groups import SegmentGroup, form_groups, row_selector
 from xtrieve.retrieve.threads import small_work_threads
 from xtrieve.retrieve.xtr import global_top, xtr_scores
 from xtrieve.types import Hit, make_hits
@@ -35,18 +35,21 @@ def _key(segment_no: int, local: np.ndarray) -> np.ndarray:
 
 
 class _Allowed:
-    """Which docs of one segment may be returned, plus a FAISS selector over its vectors."""
+    """Which docs of one segment may be returned, plus (made when first asked for) a FAISS
+    selector over its vectors: grouped segments are searched with their group's instead."""
 
     def __init__(self, segment, docs_mask: np.ndarray) -> None:
-        faiss = load_faiss()
-
         self.docs_mask = docs_mask
         self.n_allowed = int(docs_mask.sum())
         self.all_allowed = self.n_allowed == segment.n_docs
-        self.selector = None
-        if not self.all_allowed and self.n_allowed:
-            self._bits = np.packbits(docs_mask[segment.vec_to_doc], bitorder="little")
-            self.selector = faiss.IDSelectorBitmap(segment.n_vectors, faiss.swig_ptr(self._bits))
+        self._segment = segment
+
+    @cached_property
+    def selector(self):
+        """None when every doc (or none) is allowed; two threads may both build it: equal ones."""
+        if self.all_allowed or not self.n_allowed:
+            return None
+        return row_selector(self.docs_mask[self._segment.vec_to_doc])
 
 
 class _AllowedList(list):
@@ -256,7 +259,7 @@ class Searcher:
         for gi, group in enumerate(groups):
             selector, any_allowed = self._group_selector(gi, group, allowed)
             if any_allowed:
-                ids, coarse = search(group.probe, None if selector is None else selector.faiss)
+                ids, coarse = search(group.probe, selector)
                 valid = ids >= 0
                 all_keys.append(np.where(valid, group.keys[np.where(valid, ids, 0)], -1))
                 for no in group.members:

@@ -46,18 +46,18 @@ class SegmentGroup:
             return None, True
         if not any(a.n_allowed for a in allowed):
             return None, False
-        rows = np.concatenate([a.docs_mask[v] for a, v in zip(allowed, vec_to_doc)])
-        return _Bitmap(rows), True
+        return row_selector(np.concatenate([a.docs_mask[v] for a, v in zip(allowed, vec_to_doc)])), True
 
 
-class _Bitmap:
-    """A FAISS IDSelectorBitmap that keeps its bits alive."""
+def row_selector(rows: np.ndarray):
+    """A FAISS IDSelectorBitmap passing the vector rows where ``rows`` (bool) is True; it holds
+    its own bits."""
+    faiss = load_faiss()
 
-    def __init__(self, rows: np.ndarray) -> None:
-        faiss = load_faiss()
-
-        self.bits = np.packbits(rows, bitorder="little")
-        self.faiss = faiss.IDSelectorBitmap(len(rows), faiss.swig_ptr(self.bits))
+    bits = np.packbits(rows, bitorder="little")
+    selector = faiss.IDSelectorBitmap(len(rows), faiss.swig_ptr(bits))
+    selector.referenced_objects = [bits]
+    return selector
 
 
 def trained_state(index) -> bytes | None:
