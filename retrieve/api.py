@@ -112,7 +112,9 @@ class Index:
         snap = self._store.snapshot()
         if snap.generation != self._snapshot.generation:
             # the next searcher takes over the merged segment groups still wholly in the snapshot
-            live = {id(getattr(seg, "core", seg)) for seg in snap.segments}
+            from xtrieve.retrieve.segment_groups import core_of
+
+            live = {id(core_of(seg)) for seg in snap.segments}
             held = self._searcher.merged_groups() if self._searcher is not None else self._reusable
             self._reusable = [(cores, probe) for cores, probe in held if all(id(c) in live for c in cores)]
             self._searcher = None

@@ -15,7 +15,7 @@ from xtrieve.index.arrow_numpy import arrow_indices, as_numpy
 from xtrieve.retrieve.filters import allowed_rows, as_expression
 from xtrieve.retrieve.maxsim import SegmentVectors, scores_across
 from xtrieve.retrieve.probe import Coarse, TokenProbe
-from xtrieve.retrieve.segment_groups import SegmentGroup, form_groups, row_selector
+from xtrieve.retrieve.segment_groups import SegmentGroup, core_of, form_groups, row_selector
 from xtrieve.retrieve.threads import small_work_threads
 from xtrieve.retrieve.xtr import global_top, xtr_scores
 from xtrieve.types import Hit, make_hits
@@ -146,7 +146,7 @@ class Searcher:
         if built is not None:
             return built
         probes = [self._probe(no) for no in range(len(self.segments))]
-        cores = [getattr(seg, "core", seg) for seg in self.segments]
+        cores = [core_of(seg) for seg in self.segments]
         groups = [self._group(members, probe) for members, probe in form_groups(cores, probes, self._reusable)]
         built = (groups, frozenset(no for g in groups for no in g.members))
         with self._lock:
@@ -157,7 +157,7 @@ class Searcher:
 
     def _group(self, members: list[int], probe: TokenProbe) -> SegmentGroup:
         keys = np.concatenate([_key(no, self.segments[no].vec_to_doc) for no in members])
-        return SegmentGroup(members, probe, keys, [getattr(self.segments[no], "core", self.segments[no]) for no in members])
+        return SegmentGroup(members, probe, keys, [core_of(self.segments[no]) for no in members])
 
     def merged_groups(self) -> list[tuple[tuple, TokenProbe]]:
         """The built groups as (their segments' cores, merged probe), for a later snapshot's

@@ -60,6 +60,12 @@ def row_selector(rows: np.ndarray):
     return selector
 
 
+def core_of(segment):
+    """What the readers of one segment in every snapshot share: its SegmentCore (the segment
+    itself for readers without one)."""
+    return getattr(segment, "core", segment)
+
+
 def trained_state(index) -> bytes | None:
     """What, beyond the IVF centroids, an index was trained on (its PQ codebooks or scalar
     quantizer ranges), as bytes to compare; None for index types this module does not merge."""
