@@ -157,14 +157,16 @@ class Searcher:
 
     def _group(self, members: list[int], probe: TokenProbe) -> SegmentGroup:
         keys = np.concatenate([_key(no, self.segments[no].vec_to_doc) for no in members])
-        return SegmentGroup(members, probe, keys, [core_of(self.segments[no]) for no in members])
+        return SegmentGroup(members, probe, keys)
 
     def merged_groups(self) -> list[tuple[tuple, TokenProbe]]:
         """The built groups as (their segments' cores, merged probe), for a later snapshot's
         searcher (``reuse``), which keeps a group whose segments it all still has."""
         with self._lock:
             built, pending = self._groups, list(self._reusable)
-        return pending if built is None else [(tuple(g.cores), g.probe) for g in built[0]]
+        if built is None:
+            return pending
+        return [(tuple(core_of(self.segments[no]) for no in g.members), g.probe) for g in built[0]]
 
     def _group_selector(self, gi: int, group: SegmentGroup, allowed: _AllowedList):
         """(selector, any row allowed) of group ``gi`` under ``allowed``, cached with it."""
@@ -262,9 +264,8 @@ class Searcher:
                 ids, coarse = search(group.probe, selector)
                 valid = ids >= 0
                 all_keys.append(np.where(valid, group.keys[np.where(valid, ids, 0)], -1))
-                for no in group.members:
-                    if coarse is not None:
-                        centroid_sims[no] = coarse
+                if coarse is not None:
+                    centroid_sims.update(dict.fromkeys(group.members, coarse))
         for no, (seg, a) in enumerate(zip(self.segments, allowed)):
             if a.n_allowed == 0 or no in grouped:
                 continue

@@ -30,14 +30,12 @@ MAX_GROUP_VECTORS = 1 << 21
 
 class SegmentGroup:
     """Several segments' token indexes merged into one: ``members`` (segment numbers, in row
-    order) and their ``cores`` (what a later snapshot's reader of the same segment shares),
-    the merged ``probe``, and ``keys[r]``, the document key of merged row r."""
+    order), the merged ``probe``, and ``keys[r]``, the document key of merged row r."""
 
-    def __init__(self, members: list[int], probe: TokenProbe, keys: np.ndarray, cores: list) -> None:
+    def __init__(self, members: list[int], probe: TokenProbe, keys: np.ndarray) -> None:
         self.members = members
         self.probe = probe
         self.keys = keys
-        self.cores = cores
 
     def selector(self, allowed: list, vec_to_doc: list[np.ndarray]):
         """(FAISS selector or None for every row, and whether any row is allowed) for the
