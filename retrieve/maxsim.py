@@ -107,21 +107,42 @@ class SegmentVectors:
         lists = None if self.lists is None else torch.from_numpy(self.lists[rows_np].astype(np.int64))
         return Gathered(self.codes.index_select(0, rows), scales, lists, bounds, self.int4)
 
+    def _chunks(self, docs: np.ndarray):
+        """(start, stop) runs of ``docs`` holding around CHUNK_VECTORS vectors each."""
+        lengths = self.offsets[docs + 1] - self.offsets[docs]
+        ends = np.cumsum(lengths)
+        if len(docs) and ends[-1] <= CHUNK_VECTORS:
+            yield 0, len(docs)
+            return
+        start = 0
+        while start < len(docs):
+            stop = start + max(1, int(np.searchsorted(ends[start:] - (ends[start - 1] if start else 0), CHUNK_VECTORS)))
+            yield start, stop
+            start = stop
+
+    def _base_sims(self, query: torch.Tensor, centroid_sims: torch.Tensor | None) -> torch.Tensor | None:
+        if self.lists is None:
+            return None
+        return centroid_sims if centroid_sims is not None else self.bases @ query.T
+
     def maxsim(self, query: torch.Tensor, docs: np.ndarray, centroid_sims: torch.Tensor | None = None) -> np.ndarray:
         """Exact MaxSim of one query [n_q, dim] against the given local docs. ``centroid_sims``:
         this segment's IVF centroids @ query.T [nlist, n_q], if the caller has them."""
         scores = np.empty(len(docs), dtype=np.float32)
-        lengths = self.offsets[docs + 1] - self.offsets[docs]
-        base_sims = None
-        if self.lists is not None:  # int4 residuals against the IVF centroids
-            base_sims = centroid_sims if centroid_sims is not None else self.bases @ query.T
-        start = 0
-        while start < len(docs):
-            # chunk the docs so one similarity matrix stays around CHUNK_VECTORS columns
-            stop = start + max(1, int(np.searchsorted(np.cumsum(lengths[start:]), CHUNK_VECTORS)))
+        base_sims = self._base_sims(query, centroid_sims)
+        for start, stop in self._chunks(docs):
             scores[start:stop] = chunk_maxsim(query, self.gather(docs[start:stop]), base_sims)
-            start = stop
         return scores
+
+    def token_maxima(self, query: torch.Tensor, docs: np.ndarray,
+                     centroid_sims: torch.Tensor | None = None) -> np.ndarray:
+        """Each query token's best similarity in each of the given docs [n_q, n_docs] (MaxSim
+        before the sum over query tokens; -inf for a doc without vectors)."""
+        out = np.empty((query.shape[0], len(docs)), dtype=np.float32)
+        base_sims = self._base_sims(query, centroid_sims)
+        for start, stop in self._chunks(docs):
+            out[:, start:stop] = chunk_maxsim(query, self.gather(docs[start:stop]), base_sims, per_token=True)
+        return out
 
     def scores(self, query: torch.Tensor, docs: np.ndarray, dense_query: torch.Tensor | None,
                dense_weight: float, centroid_sims: torch.Tensor | None = None) -> np.ndarray:
@@ -143,11 +164,10 @@ class SegmentVectors:
         return self.int4, self.scales is not None, self.lists is not None
 
 
-def scores_across(query: torch.Tensor, parts: list[tuple[SegmentVectors, np.ndarray]],
-                  dense_query: torch.Tensor | None, dense_weight: float,
-                  centroid_sims: torch.Tensor | None = None) -> list[np.ndarray] | None:
-    """``SegmentVectors.scores`` of several segments' docs through one similarity matrix (one
-    matmul and one max-reduce instead of one per segment), or None when it does not apply:
+def token_maxima_across(query: torch.Tensor, parts: list[tuple[SegmentVectors, np.ndarray]],
+                        centroid_sims: torch.Tensor | None = None) -> list[np.ndarray] | None:
+    """``SegmentVectors.token_maxima`` of several segments' docs through one similarity matrix
+    (one matmul and one max-reduce instead of one per segment), or None when it does not apply:
     the segments store their vectors differently, int4 residuals lack one shared set of centroid
     scores, or the docs hold more than CHUNK_VECTORS vectors."""
     codecs = {vectors.codec() for vectors, _ in parts}
@@ -159,11 +179,8 @@ def scores_across(query: torch.Tensor, parts: list[tuple[SegmentVectors, np.ndar
     if n_rows > CHUNK_VECTORS:
         return None
     joint = Gathered.joined([vectors.gather_stored(docs) for vectors, docs in parts]).widened()
-    out = chunk_maxsim(query, joint, centroid_sims)
-    pieces = np.split(out, np.cumsum([len(d) for _, d in parts])[:-1])
-    for (vectors, docs), piece in zip(parts, pieces):
-        vectors.add_dense(piece, query, docs, dense_query, dense_weight)
-    return pieces
+    out = chunk_maxsim(query, joint, centroid_sims, per_token=True)
+    return np.split(out, np.cumsum([len(d) for _, d in parts])[:-1], axis=1)
 
 
 # a query with at least this many tokens gets its similarities as [n_q, rows]; shorter ones
@@ -182,9 +199,11 @@ def fold_query(query: torch.Tensor) -> torch.Tensor:
     return torch.cat([low, query[:, half:] - 16 * low], dim=1)
 
 
-def chunk_maxsim(query: torch.Tensor, g: Gathered, base_sims: torch.Tensor | None = None) -> np.ndarray:
-    """MaxSim of one query against gathered vectors (widened); ``base_sims``: bases @ query.T
-    [nlist, n_q] when the codes are int4 residuals against IVF centroids."""
+def chunk_maxsim(query: torch.Tensor, g: Gathered, base_sims: torch.Tensor | None = None,
+                 per_token: bool = False) -> np.ndarray:
+    """MaxSim of one query against gathered vectors (widened), or with ``per_token`` each query
+    token's best similarity per doc [n_q, n_docs]; ``base_sims``: bases @ query.T [nlist, n_q]
+    when the codes are int4 residuals against IVF centroids."""
     offset = None
     if g.int4:
         offset = INT4_CENTER * query.sum(dim=1)
@@ -197,7 +216,8 @@ def chunk_maxsim(query: torch.Tensor, g: Gathered, base_sims: torch.Tensor | Non
             sims *= g.scales[None, :]
         if g.lists is not None:  # gathered as [n_q, rows]: adding a transposed [rows, n_q] is 2x slower
             sims += base_sims.T.contiguous().index_select(1, g.lists)
-        return maxsim_from_sims(sims.numpy(), g.bounds, axis=1)
+        best = token_maxima_from_sims(sims.numpy(), g.bounds, axis=1)
+        return best if per_token else best.sum(axis=0)
     sims = g.codes @ query.T  # [rows, n_q]
     if offset is not None:
         sims -= offset[None, :]
@@ -205,16 +225,22 @@ def chunk_maxsim(query: torch.Tensor, g: Gathered, base_sims: torch.Tensor | Non
         sims *= g.scales[:, None]
     if g.lists is not None:
         sims += base_sims.index_select(0, g.lists)
-    return maxsim_from_sims(sims.numpy(), g.bounds, axis=0)
+    best = token_maxima_from_sims(sims.numpy(), g.bounds, axis=0)
+    return best if per_token else best.sum(axis=0)
 
 
-def maxsim_from_sims(sims: np.ndarray, bounds: np.ndarray, axis: int = 0) -> np.ndarray:
+def token_maxima_from_sims(sims: np.ndarray, bounds: np.ndarray, axis: int = 0) -> np.ndarray:
     """Similarities between query tokens and stored rows ([n_rows, n_q] for axis 0, [n_q,
-    n_rows] for axis 1) + doc boundaries -> MaxSim score per doc (-inf if empty)."""
+    n_rows] for axis 1) + doc boundaries -> each query token's best per doc [n_q, n_docs]
+    (-inf for an empty doc)."""
     n_docs = len(bounds) - 1
-    scores = np.full(n_docs, -np.inf, dtype=np.float32)
+    n_q = sims.shape[1 - axis]
     nonempty = bounds[1:] > bounds[:-1]
+    if nonempty.all():
+        best = np.maximum.reduceat(sims, bounds[:-1], axis=axis)
+        return best if axis == 1 else best.T
+    out = np.full((n_q, n_docs), -np.inf, dtype=np.float32)
     if nonempty.any():
         best = np.maximum.reduceat(sims, bounds[:-1][nonempty], axis=axis)
-        scores[nonempty] = best.sum(axis=1 - axis)
-    return scores
+        out[:, nonempty] = best if axis == 1 else best.T
+    return out

@@ -13,11 +13,11 @@ from xtrieve.config import SearchConfig
 from xtrieve.errors import InputError
 from xtrieve.index.arrow_numpy import arrow_indices, as_numpy
 from xtrieve.retrieve.filters import allowed_rows, as_expression
-from xtrieve.retrieve.maxsim import SegmentVectors, scores_across
+from xtrieve.retrieve.maxsim import SegmentVectors, token_maxima_across
 from xtrieve.retrieve.probe import Coarse, TokenProbe
 from xtrieve.retrieve.segment_groups import SegmentGroup, core_of, form_groups, row_selector
 from xtrieve.retrieve.threads import small_work_threads
-from xtrieve.retrieve.xtr import global_top, xtr_scores
+from xtrieve.retrieve.xtr import RetrievedTable, global_top, top_indices
 from xtrieve.types import Hit, make_hits
 
 
@@ -28,6 +28,9 @@ SMALL_BATCH_TOKENS = 256
 # a query whose token retrieval found fewer than k documents searches again with k' and nprobe
 # scaled by up to this much (then exactly, if it still falls short)
 MAX_WIDENING = 16
+# the share of the candidates to rerank that is picked before the missing similarities' gap is
+# measured (on those candidates)
+MEASURED_FRACTION = 0.25
 
 
 def _key(segment_no: int, local: np.ndarray) -> np.ndarray:
@@ -322,36 +325,64 @@ class Searcher:
         out, start = [], 0
         for q, d in zip(qs, qd):
             stop = start + q.shape[0]
-            cand, approx = xtr_scores(scores[start:stop], keys[start:stop])
             views: dict[int, torch.Tensor] = {}  # segments sharing centroids keep sharing one view
             own = {no: views.setdefault(id(sims), sims[:, start:stop]) for no, sims in centroid_sims.items()}
+            out.append(self._rerank(q, d, scores[start:stop], keys[start:stop], own, k, config))
             start = stop
-            n = min(len(cand), max(config.n_rerank, k))
-            if n < len(cand):
-                top = np.argpartition(-approx, n - 1)[:n]
-                cand = cand[top]
-            out.append(self._rerank(q, d, cand, k, own))
         return out
 
-    def _rerank(self, q: np.ndarray, qd: torch.Tensor | None, cand: np.ndarray, k: int,
-                centroid_sims: dict[int, torch.Tensor]) -> list[Hit]:
+    def _rerank(self, q: np.ndarray, qd: torch.Tensor | None, scores: np.ndarray, keys: np.ndarray,
+                centroid_sims: dict[int, torch.Tensor], k: int, config: SearchConfig) -> list[Hit]:
+        """XTR-score one query's retrieved tokens, then MaxSim the best candidates exactly.
+
+        With ``imputation="measured"`` the first quarter of the candidates to rerank is picked
+        with XTR's imputation; their exact per-token similarities show how far below the floor
+        the missing ones lie, and the rest are picked with that gap imputed."""
+        table = RetrievedTable(scores, keys)
+        cand = table.cand
+        n = min(len(cand), max(config.n_rerank, k))
+        if n == len(cand):
+            return self._top(cand, self._exact_scores(q, qd, cand, centroid_sims)[0], k)
+        n_first = max(1, int(n * MEASURED_FRACTION)) if config.imputation == "measured" else n
+        first = top_indices(table.scores(), n_first)
+        exact, maxima = self._exact_scores(q, qd, cand[first], centroid_sims)
+        if n_first == n:
+            return self._top(cand[first], exact, k)
+        approx = table.scores(table.missing_gap(first, maxima))
+        approx[first] = -np.inf
+        second = top_indices(approx, n - n_first)
+        exact_second, _ = self._exact_scores(q, qd, cand[second], centroid_sims)
+        return self._top(np.concatenate([cand[first], cand[second]]), np.concatenate([exact, exact_second]), k)
+
+    def _exact_scores(self, q: np.ndarray, qd: torch.Tensor | None, cand: np.ndarray,
+                      centroid_sims: dict[int, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores of candidate keys (MaxSim, plus the dense term where it applies) and
+        their per-token similarities [n_q, n_cand]."""
         seg_nos = cand >> KEY_SHIFT
-        exact = np.empty(len(cand), dtype=np.float32)
         qt = torch.from_numpy(q)
-        groups = []  # (segment number, candidates in it, their local doc numbers)
-        for no in np.unique(seg_nos).tolist():
-            sel = seg_nos == no
-            groups.append((no, sel, (cand[sel] & ((1 << KEY_SHIFT) - 1)).astype(np.int64)))
+        local = (cand & ((1 << KEY_SHIFT) - 1)).astype(np.int64)
+        if len(cand) and seg_nos.min() == seg_nos.max():  # one segment: no regrouping
+            no = int(seg_nos[0])
+            maxima = self._vectors[no].token_maxima(qt, local, centroid_sims.get(no))
+            exact = maxima.sum(axis=0)
+            self._vectors[no].add_dense(exact, qt, local, qd, self.dense_weight)
+            return exact, maxima
+        maxima = np.empty((q.shape[0], len(cand)), dtype=np.float32)
+        groups = [(no, seg_nos == no) for no in np.unique(seg_nos).tolist()]  # (segment number, its candidates)
         joint = None
         if len(groups) > 1:  # one similarity matrix over all the segments, where it applies
-            sims = {id(centroid_sims.get(no)) for no, _, _ in groups}
+            sims = {id(centroid_sims.get(no)) for no, _ in groups}
             shared = centroid_sims.get(groups[0][0]) if len(sims) == 1 else None
-            joint = scores_across(qt, [(self._vectors[no], local) for no, _, local in groups], qd,
-                                  self.dense_weight, shared)
-        for i, (no, sel, local) in enumerate(groups):
-            exact[sel] = joint[i] if joint is not None else \
-                self._vectors[no].scores(qt, local, qd, self.dense_weight, centroid_sims.get(no))
-        return self._top(cand, exact, k)
+            joint = token_maxima_across(qt, [(self._vectors[no], local[sel]) for no, sel in groups], shared)
+        for i, (no, sel) in enumerate(groups):
+            maxima[:, sel] = joint[i] if joint is not None else \
+                self._vectors[no].token_maxima(qt, local[sel], centroid_sims.get(no))
+        exact = maxima.sum(axis=0)
+        for no, sel in groups:
+            part = exact[sel]
+            self._vectors[no].add_dense(part, qt, local[sel], qd, self.dense_weight)
+            exact[sel] = part
+        return exact, maxima
 
     def _top(self, keys: np.ndarray, scores: np.ndarray, k: int) -> list[Hit]:
         if len(keys) == 0:

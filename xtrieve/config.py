@@ -153,6 +153,9 @@ class IndexConfig(ConfigBase):
         _check(self.nlist is None or (isinstance(self.nlist, int) and self.nlist >= 1), "nlist must be None or an int >= 1")
 
 
+IMPUTATIONS = ("measured", "floor")
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchConfig(ConfigBase):
     """Fast-path search settings (token retrieval, XTR scoring, MaxSim rerank)."""
@@ -166,9 +169,16 @@ class SearchConfig(ConfigBase):
     # a query with n_q < this many vectors scales nprobe and k_prime by (this / n_q) ** 2: with
     # few tokens, one token's best match outside its probed lists decides the ranking
     short_query_tokens: int = 8
+    # a missing similarity in XTR scoring: "floor" imputes the query token's lowest retrieved
+    # similarity (the XTR paper); "measured" imputes that minus the gap measured on the first
+    # quarter of the candidates the rerank scores exactly. On scifact (k = 10) measured keeps
+    # 95.2% of exhaustive MaxSim's top 10 against 90.5%, at 13% more search time (nfcorpus: 96.9
+    # against 95.8% at 16% more); the gain grows with the collection (README: imputation)
+    imputation: str = "floor"
 
     def validate(self) -> None:
         _check(isinstance(self.k_prime, int) and self.k_prime >= 1, "k_prime must be an int >= 1")
+        _check(self.imputation in IMPUTATIONS, f"imputation must be one of {', '.join(IMPUTATIONS)}")
         _check(isinstance(self.n_rerank, int) and self.n_rerank >= 1, "n_rerank must be an int >= 1")
         _check(isinstance(self.nprobe, int) and self.nprobe >= 1, "nprobe must be an int >= 1")
         _check(0.0 <= float(self.selective_filter_fraction) <= 1.0, "selective_filter_fraction must be in [0, 1]")

@@ -155,18 +155,19 @@ def test_warm_up_loads_every_probe_and_changes_no_result(corpus):
     assert warm.search(queries, k=5) == cold.search(queries, k=5)
 
 
-def test_scores_across_segments_equal_per_segment_scores(corpus, monkeypatch):
+def test_token_maxima_across_segments_equal_per_segment_ones(corpus, monkeypatch):
     from xtrieve.retrieve import maxsim
 
     _, segs, queries = corpus
     s = Searcher(Snap(segs))
     q = torch.from_numpy(queries[0])
     parts = [(s._vectors[0], np.array([3, 17, 200])), (s._vectors[1], np.array([0, 5, 149, 60]))]
-    joint = maxsim.scores_across(q, parts, None, 0.0)
+    joint = maxsim.token_maxima_across(q, parts)
     for (vectors, docs), got in zip(parts, joint):
-        np.testing.assert_allclose(got, vectors.scores(q, docs, None, 0.0), rtol=1e-5)
+        np.testing.assert_allclose(got, vectors.token_maxima(q, docs), rtol=1e-5)
+        np.testing.assert_allclose(got.sum(axis=0), vectors.scores(q, docs, None, 0.0), rtol=1e-5)
     monkeypatch.setattr(maxsim, "CHUNK_VECTORS", 20)  # too many vectors for one matrix: per segment
-    assert maxsim.scores_across(q, parts, None, 0.0) is None
+    assert maxsim.token_maxima_across(q, parts) is None
 
 
 @pytest.mark.parametrize("storage", ["int8", "int4"])
@@ -180,8 +181,8 @@ def test_segments_of_one_template_share_one_coarse_step_and_one_rerank(tmp_path,
     idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"d{i}" for i in range(300)], docs, config=cfg)
     assert len(idx.snapshot.segments) == 3
     joint = []
-    real = searcher_module.scores_across
-    monkeypatch.setattr(searcher_module, "scores_across", lambda *a, **kw: joint.append(real(*a, **kw)) or joint[-1])
+    real = searcher_module.token_maxima_across
+    monkeypatch.setattr(searcher_module, "token_maxima_across", lambda *a, **kw: joint.append(real(*a, **kw)) or joint[-1])
     for i, n_q in ((7, 5), (142, 5), (251, 5), (42, WIDE_QUERY_TOKENS + 2)):  # both similarity layouts
         q = np.concatenate([docs[i], docs[i]])[:n_q]
         fast = idx.search(q, k=10, config={"k_prime": 200, "n_rerank": 100, "nprobe": 16})
