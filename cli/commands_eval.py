@@ -10,10 +10,11 @@ import click
 DATA_DIR = click.Path(file_okay=False, path_type=Path)
 
 
-def _search_config(k_prime, n_rerank, nprobe):
+def _search_config(k_prime, n_rerank, nprobe, imputation=None):
     from xtrieve.config import SearchConfig
 
-    changes = {k: v for k, v in (("k_prime", k_prime), ("n_rerank", n_rerank), ("nprobe", nprobe)) if v is not None}
+    changes = {k: v for k, v in (("k_prime", k_prime), ("n_rerank", n_rerank), ("nprobe", nprobe),
+                                 ("imputation", imputation)) if v is not None}
     return SearchConfig().replace(**changes)
 
 
@@ -46,21 +47,23 @@ def _pct(x) -> str:
 @click.option("--k-prime", type=click.IntRange(min=1), default=None, help="Tokens retrieved per query token.")
 @click.option("--n-rerank", type=click.IntRange(min=1), default=None, help="Candidates reranked with exact MaxSim.")
 @click.option("--nprobe", type=click.IntRange(min=1), default=None, help="IVF lists probed per query token.")
+@click.option("--imputation", type=click.Choice(["floor", "measured"]), default=None,
+              help="A missing similarity in XTR scoring: the lowest retrieved (floor) or that minus a measured gap.")
 @click.option("--exhaustive", is_flag=True, help="Score every document exactly (slow, ground truth).")
 @click.option("--max-queries", type=click.IntRange(min=1), default=None, help="Evaluate only the first N queries.")
 @click.option("--keep-identical-ids", is_flag=True,
               help="Keep a query's own document in its results (BEIR drops it by default).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where --dataset downloads go (default $XTRIEVE_CACHE/beir or ~/.cache/xtrieve/beir).")
-def eval_command(data_dir, dataset, split, model, index_dir, run_file, fmt, k, k_prime, n_rerank, nprobe, exhaustive,
-                 max_queries, keep_identical_ids, cache_dir):
+def eval_command(data_dir, dataset, split, model, index_dir, run_file, fmt, k, k_prime, n_rerank, nprobe, imputation,
+                 exhaustive, max_queries, keep_identical_ids, cache_dir):
     """Evaluate retrieval on a BEIR dataset: nDCG@10, Recall@100, MAP@100, MRR@10, latency."""
     from xtrieve.eval.evaluate import run_eval
 
     if data_dir is None and dataset is None:
         raise click.UsageError("give --data-dir DIR (a local BEIR folder) or --dataset NAME")
     report = run_eval(data_dir=data_dir, dataset=dataset, split=split, model=model, index_dir=index_dir, k=k,
-                      search_config=_search_config(k_prime, n_rerank, nprobe), exhaustive=exhaustive,
+                      search_config=_search_config(k_prime, n_rerank, nprobe, imputation), exhaustive=exhaustive,
                       run_file=run_file, cache=cache_dir, max_queries=max_queries,
                       ignore_identical_ids=not keep_identical_ids)
     s = report.summary()
@@ -68,7 +71,8 @@ def eval_command(data_dir, dataset, split, model, index_dir, run_file, fmt, k, k
         click.echo(json.dumps(_json_safe(s)))
         return
     cfg = s["search_config"]
-    mode = "exhaustive MaxSim" if s["exhaustive"] else f"k'={cfg['k_prime']} n_rerank={cfg['n_rerank']} nprobe={cfg['nprobe']}"
+    mode = "exhaustive MaxSim" if s["exhaustive"] else \
+        f"k'={cfg['k_prime']} n_rerank={cfg['n_rerank']} nprobe={cfg['nprobe']} imputation={cfg['imputation']}"
     build = "reused" if s["build_s"] is None else f"{s['build_s']:.1f} s"
     lines = [
         f"dataset     {s['dataset']} ({s['split']}): {s['n_queries']} queries, {s['n_docs']} documents"

@@ -61,14 +61,17 @@ def format_hits(qid: str, query: str, hits, fmt: str) -> str:
 @click.option("--k-prime", type=int, default=None, help="Tokens retrieved per query token.")
 @click.option("--n-rerank", type=int, default=None, help="Candidates reranked with exact MaxSim.")
 @click.option("--nprobe", type=int, default=None, help="IVF lists probed per query token.")
-def search_command(index, query, k, filter_, fmt, queries_file, exhaustive, k_prime, n_rerank, nprobe):
+@click.option("--imputation", type=click.Choice(["floor", "measured"]), default=None,
+              help="A missing similarity in XTR scoring: the lowest retrieved (floor) or that minus a measured gap.")
+def search_command(index, query, k, filter_, fmt, queries_file, exhaustive, k_prime, n_rerank, nprobe, imputation):
     """Search INDEX for QUERY (or every query in --queries)."""
     import xtrieve
     from xtrieve.config import SearchConfig
 
     if (query is None) == (queries_file is None):
         raise click.UsageError("give either QUERY or --queries FILE")
-    changes = {k_: v for k_, v in (("k_prime", k_prime), ("n_rerank", n_rerank), ("nprobe", nprobe)) if v is not None}
+    changes = {k_: v for k_, v in (("k_prime", k_prime), ("n_rerank", n_rerank), ("nprobe", nprobe),
+                                   ("imputation", imputation)) if v is not None}
     config = SearchConfig().replace(**changes)
     idx = xtrieve.Index.open(index)
     pairs = [("q1", query)] if query is not None else read_queries(queries_file)

@@ -3,9 +3,8 @@ missing one imputed from that query token's lowest retrieved similarity.
 
 XTR imputes the lowest retrieved similarity itself, an upper bound on the missing one. The
 rerank can measure how far below it missing similarities really lie
-(:meth:`RetrievedTable.missing_gap`):
-the first documents it scores exactly show them, and imputing that much lower ranks the rest
-of the candidates closer to their MaxSim order.
+(:meth:`RetrievedTable.missing_gap`): the first documents it scores exactly show them, and
+imputing that much lower ranks the rest of the candidates closer to their MaxSim order.
 """
 from __future__ import annotations
 

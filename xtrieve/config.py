@@ -153,7 +153,7 @@ class IndexConfig(ConfigBase):
         _check(self.nlist is None or (isinstance(self.nlist, int) and self.nlist >= 1), "nlist must be None or an int >= 1")
 
 
-IMPUTATIONS = ("measured", "floor")
+IMPUTATIONS = ("floor", "measured")
 
 
 @dataclasses.dataclass(frozen=True)

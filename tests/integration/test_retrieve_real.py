@@ -101,5 +101,10 @@ def test_search_cli_formats_and_query_files(index, tmp_path):
     assert out.exit_code == 0, out.output
     assert out.stdout.split() == ["qa", "Q0", "bio-3", "1", out.stdout.split()[4], "xtrieve",
                                   "qb", "Q0", "hist-4", "1", out.stdout.split()[10], "xtrieve"]
+    measured = runner.invoke(main, ["search", str(index.path), "how do vaccines protect us?", "-k", "2",
+                                    "--format", "json", "--imputation", "measured", "--n-rerank", "4"])
+    assert measured.exit_code == 0, measured.output
+    assert json.loads(measured.stdout.splitlines()[0])["hits"][0]["doc_id"] == "bio-3"
+    assert runner.invoke(main, ["search", str(index.path), "vaccines", "--imputation", "zero"]).exit_code == 2
     bad = runner.invoke(main, ["search", str(index.path), "vaccines", "--filter", "colour == 1"])
     assert bad.exit_code == 1 and "unknown column" in bad.output and "Traceback" not in bad.output
