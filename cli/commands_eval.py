@@ -7,15 +7,9 @@ from pathlib import Path
 
 import click
 
+from xtrieve.cli.search_options import search_config, search_config_options
+
 DATA_DIR = click.Path(file_okay=False, path_type=Path)
-
-
-def _search_config(k_prime, n_rerank, nprobe, imputation=None):
-    from xtrieve.config import SearchConfig
-
-    changes = {k: v for k, v in (("k_prime", k_prime), ("n_rerank", n_rerank), ("nprobe", nprobe),
-                                 ("imputation", imputation)) if v is not None}
-    return SearchConfig().replace(**changes)
 
 
 def _json_safe(obj):
@@ -44,11 +38,7 @@ def _pct(x) -> str:
               help="Write the run in TREC format (qid Q0 docid rank score tag).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("-k", "k", type=click.IntRange(min=1), default=100, show_default=True, help="Hits per query.")
-@click.option("--k-prime", type=click.IntRange(min=1), default=None, help="Tokens retrieved per query token.")
-@click.option("--n-rerank", type=click.IntRange(min=1), default=None, help="Candidates reranked with exact MaxSim.")
-@click.option("--nprobe", type=click.IntRange(min=1), default=None, help="IVF lists probed per query token.")
-@click.option("--imputation", type=click.Choice(["floor", "measured"]), default=None,
-              help="A missing similarity in XTR scoring: the lowest retrieved (floor) or that minus a measured gap.")
+@search_config_options
 @click.option("--exhaustive", is_flag=True, help="Score every document exactly (slow, ground truth).")
 @click.option("--max-queries", type=click.IntRange(min=1), default=None, help="Evaluate only the first N queries.")
 @click.option("--keep-identical-ids", is_flag=True,
@@ -63,7 +53,7 @@ def eval_command(data_dir, dataset, split, model, index_dir, run_file, fmt, k, k
     if data_dir is None and dataset is None:
         raise click.UsageError("give --data-dir DIR (a local BEIR folder) or --dataset NAME")
     report = run_eval(data_dir=data_dir, dataset=dataset, split=split, model=model, index_dir=index_dir, k=k,
-                      search_config=_search_config(k_prime, n_rerank, nprobe, imputation), exhaustive=exhaustive,
+                      search_config=search_config(k_prime, n_rerank, nprobe, imputation), exhaustive=exhaustive,
                       run_file=run_file, cache=cache_dir, max_queries=max_queries,
                       ignore_identical_ids=not keep_identical_ids)
     s = report.summary()
@@ -121,7 +111,7 @@ def bench_command(data_dir, dataset, split, model, fmt, out, grid, max_queries, 
     if data_dir is None and dataset is None:
         raise click.UsageError("give --data-dir DIR (a local BEIR folder) or --dataset NAME")
     report = run_bench(data_dir=data_dir, dataset=dataset, split=split, model=model, grid=grid,
-                       max_queries=max_queries, k=k, base_config=_search_config(None, None, nprobe),
+                       max_queries=max_queries, k=k, base_config=search_config(None, None, nprobe, None),
                        peers=() if no_peers else PEERS, cache=cache_dir, peers_python=peers_python)
     report = _json_safe(report)
     written = write_outputs(report, out) if out is not None else None

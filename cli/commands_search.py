@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from xtrieve.cli.search_options import search_config, search_config_options
 from xtrieve.errors import InputError
 
 
@@ -58,21 +59,14 @@ def format_hits(qid: str, query: str, hits, fmt: str) -> str:
 @click.option("--queries", "queries_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSONL or TSV file of queries (instead of QUERY).")
 @click.option("--exhaustive", is_flag=True, help="Score every document exactly (slow, ground truth).")
-@click.option("--k-prime", type=int, default=None, help="Tokens retrieved per query token.")
-@click.option("--n-rerank", type=int, default=None, help="Candidates reranked with exact MaxSim.")
-@click.option("--nprobe", type=int, default=None, help="IVF lists probed per query token.")
-@click.option("--imputation", type=click.Choice(["floor", "measured"]), default=None,
-              help="A missing similarity in XTR scoring: the lowest retrieved (floor) or that minus a measured gap.")
+@search_config_options
 def search_command(index, query, k, filter_, fmt, queries_file, exhaustive, k_prime, n_rerank, nprobe, imputation):
     """Search INDEX for QUERY (or every query in --queries)."""
     import xtrieve
-    from xtrieve.config import SearchConfig
 
     if (query is None) == (queries_file is None):
         raise click.UsageError("give either QUERY or --queries FILE")
-    changes = {k_: v for k_, v in (("k_prime", k_prime), ("n_rerank", n_rerank), ("nprobe", nprobe),
-                                   ("imputation", imputation)) if v is not None}
-    config = SearchConfig().replace(**changes)
+    config = search_config(k_prime, n_rerank, nprobe, imputation)
     idx = xtrieve.Index.open(index)
     pairs = [("q1", query)] if query is not None else read_queries(queries_file)
     idx.warm_up()  # load FAISS and the model and run it once before timing the search
