@@ -112,6 +112,7 @@ class Searcher:
         self._centroid_sets: list[torch.Tensor] = []  # the distinct IVF centroids of the probes
         self._live = _AllowedList(_Allowed(s, ~np.asarray(s.deleted, dtype=bool)) for s in self.segments)
         self.n_live = sum(a.n_allowed for a in self._live)
+        self.n_vectors = sum(int(v.offsets[-1]) for v in self._vectors)
         self._groups: tuple[list[SegmentGroup], frozenset[int]] | None = None  # built on first use
         self._reusable = list(reuse or [])  # an earlier snapshot's merged_groups()
         self.columns = self._metadata_columns()
@@ -249,14 +250,15 @@ class Searcher:
         and per segment number the IVF centroid similarities [nlist, n_tokens] if computed."""
         stacked = np.ascontiguousarray(np.concatenate(qs))
         all_scores, all_keys, centroid_sims = [], [], {}
-        coarse_steps: dict[int, Coarse | None] = {}  # per centroid set: one coarse step for all its segments
+        coarse_steps: dict[tuple[int, int], Coarse | None] = {}  # per centroid set and nprobe: one coarse step
 
         def search(probe: TokenProbe, selector):
-            key = id(probe.centroids)
+            k = min(k_prime, probe.ntotal)
+            probed = probe.nprobe_for(k, nprobe)
+            key = (id(probe.centroids), probed)
             if key not in coarse_steps:
-                coarse_steps[key] = probe.coarse(stacked, nprobe)
-            dist, ids, coarse = probe.search_with_centroid_scores(stacked, min(k_prime, probe.ntotal), nprobe,
-                                                                  selector, coarse_steps[key])
+                coarse_steps[key] = probe.coarse(stacked, probed)
+            dist, ids, coarse = probe.search_with_centroid_scores(stacked, k, probed, selector, coarse_steps[key])
             all_scores.append(np.where(ids >= 0, dist, -np.inf).astype(np.float32))
             return ids, coarse
 
@@ -288,7 +290,7 @@ class Searcher:
         # queries search wider, and a batch should not make every token as wide as its widest
         groups: dict[tuple[int, int], list[int]] = {}
         for i, q in enumerate(qs):
-            groups.setdefault(config.widened(len(q)), []).append(i)
+            groups.setdefault(config.widened(len(q), self.n_vectors), []).append(i)
         out: list[list[Hit]] = [[] for _ in qs]
         self._fast_groups(groups, qs, qd, allowed, k, config, small, out)
         # a large k can outnumber the documents token retrieval brings back: such queries search
@@ -299,7 +301,7 @@ class Searcher:
             wider: dict[tuple[int, int], list[int]] = {}
             for i in short:
                 factor = min(MAX_WIDENING, -(-2 * want // max(len(out[i]), 1)))
-                k_prime, nprobe = config.widened(len(qs[i]))
+                k_prime, nprobe = config.widened(len(qs[i]), self.n_vectors)
                 wider.setdefault((k_prime * factor, nprobe * factor), []).append(i)
             self._fast_groups(wider, qs, qd, allowed, k, config, small, out)
             for i in short:

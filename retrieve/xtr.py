@@ -20,41 +20,69 @@ def global_top(scores: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray
 
 
 class RetrievedTable:
-    """One query's token retrieval as a table: the candidate doc keys ``cand``, each query
-    token's best retrieved similarity per candidate ``best`` [n_q, n_cand] (-inf where none of
-    the doc's tokens was retrieved) and each query token's lowest retrieved similarity
-    ``floor`` [n_q] (0 for a token that retrieved nothing).
+    """One query's token retrieval as a table: the candidate doc keys ``cand`` (sorted), each
+    query token's lowest retrieved similarity ``floor`` [n_q] (0 for a token that retrieved
+    nothing) and, per (query token, candidate) pair that retrieval reached, the best similarity
+    among that doc's retrieved tokens. :attr:`best` shows the pairs as a dense [n_q, n_cand]
+    matrix (-inf where none of the doc's tokens was retrieved).
 
     scores, doc_keys: [n_q, k'] retrieved similarities and the global doc key of each
     retrieved token (-1 / -inf where nothing was retrieved).
+
+    The table is kept as its n_q x k' entries, not as the dense matrix: one sort groups them
+    by (doc, query token), and an XTR score is a sum over a doc's entries plus its imputed
+    rest, so building and scoring cost O(n_q k' log) whatever the number of candidates.
     """
 
     def __init__(self, scores: np.ndarray, doc_keys: np.ndarray) -> None:
         n_q = scores.shape[0]
+        self.n_q = n_q
         valid = doc_keys >= 0
         floor = np.where(valid, scores, np.inf).min(axis=1) if scores.shape[1] else np.full(n_q, np.inf)
         self.floor = np.where(np.isfinite(floor), floor, 0.0).astype(np.float32)
-        self.cand, inverse = np.unique(doc_keys[valid], return_inverse=True)
-        self.best = np.full((n_q, len(self.cand)), -np.inf, dtype=np.float32)
-        np.maximum.at(self.best, (np.nonzero(valid)[0], inverse), scores[valid].astype(np.float32))
-        self.missing = ~np.isfinite(self.best)
-        # XTR score = retrieved sum + imputed sum; the latter is linear in the imputed gap
-        self._retrieved = np.where(self.missing, np.float32(0), self.best).sum(axis=0)
-        self._floors = self.floor @ self.missing
-        self._n_missing = self.missing.sum(axis=0)
+        rows = np.nonzero(valid)[0]
+        keys = doc_keys[valid].astype(np.int64)
+        # one sort by (doc, query token): each pair's entries, then each doc's pairs, are runs
+        order = np.argsort(keys * n_q + rows)
+        pair_key = keys[order] * n_q + rows[order]
+        starts = np.flatnonzero(np.diff(pair_key, prepend=-1))
+        pair_docs = keys[order][starts]
+        self.rows = rows[order][starts]
+        self.values = np.maximum.reduceat(scores[valid].astype(np.float32)[order], starts) if len(starts) \
+            else np.empty(0, dtype=np.float32)
+        new_doc = np.diff(pair_docs, prepend=-1) != 0
+        self.cand = pair_docs[new_doc]
+        self.cols = np.cumsum(new_doc) - 1  # each pair's candidate column
+        # XTR score = sum of the floors + what retrieval adds over them - the gap per missed token
+        self._over_floor = np.bincount(self.cols, weights=self.values - self.floor[self.rows],
+                                       minlength=len(self.cand)).astype(np.float32)
+        self._n_missing = (n_q - np.bincount(self.cols, minlength=len(self.cand))).astype(np.float32)
+        self._floor_sum = np.float32(self.floor.sum())
 
     def __len__(self) -> int:
         return len(self.cand)
 
+    @property
+    def best(self) -> np.ndarray:
+        """Each query token's best retrieved similarity per candidate [n_q, n_cand] (-inf where missing)."""
+        out = np.full((self.n_q, len(self.cand)), -np.inf, dtype=np.float32)
+        out[self.rows, self.cols] = self.values
+        return out
+
     def scores(self, gap: float = 0.0) -> np.ndarray:
         """XTR score per candidate: retrieved similarities, and ``floor - gap`` where missing."""
-        return self._retrieved + self._floors - np.float32(gap) * self._n_missing
+        return self._floor_sum + self._over_floor - np.float32(gap) * self._n_missing
 
     def missing_gap(self, cols: np.ndarray, exact: np.ndarray) -> float:
         """How far below the floor missing similarities lie: the median of floor - exact over the
         entries of candidates ``cols`` that token retrieval missed, given those candidates' exact
         per-token similarities ``exact`` [n_q, len(cols)]; 0 when none was missed (never negative)."""
-        missing = self.missing[:, cols] & np.isfinite(exact)
+        where = np.full(len(self.cand), -1, dtype=np.int64)
+        where[cols] = np.arange(len(cols))
+        picked = where[self.cols]
+        hit = picked >= 0
+        missing = np.isfinite(exact)
+        missing[self.rows[hit], picked[hit]] = False
         if not missing.any():
             return 0.0
         return max(0.0, float(np.median((self.floor[:, None] - exact)[missing])))

@@ -61,3 +61,29 @@ def test_short_queries_search_wider():
     assert c.widened(40) == (64, 8) and c.widened(8) == (64, 8)
     assert c.widened(4) == (256, 32) and c.widened(1) == (4096, 512) and c.widened(6) == (113, 14)
     assert SearchConfig(k_prime=64, short_query_tokens=0).widened(1) == (64, 8)
+
+
+def test_k_prime_grows_with_the_collection_past_its_reference():
+    from xtrieve.config import SearchConfig
+    from xtrieve.errors import ConfigError
+
+    c = SearchConfig(k_prime=64, k_prime_reference_vectors=1000)
+    assert c.scaled_k_prime(0) == 64 and c.scaled_k_prime(1000) == 64
+    assert c.scaled_k_prime(2000) == 128 and c.scaled_k_prime(1001) == 65  # rounded up
+    assert c.widened(40, 3000) == (192, 8) and c.widened(4, 3000) == (768, 32)
+    assert SearchConfig(k_prime=64, k_prime_reference_vectors=0).scaled_k_prime(10 ** 9) == 64
+    with pytest.raises(ConfigError, match="k_prime_reference_vectors"):
+        SearchConfig(k_prime_reference_vectors=-1)
+
+
+def test_nprobe_rises_when_k_would_exhaust_the_probed_lists():
+    from xtrieve.retrieve.probe import PROBED_PER_RETRIEVED
+
+    index, q, _ = _index("IVF32,Flat")  # 3,000 vectors: ~94 per list
+    probe = TokenProbe(index)
+    assert probe.nprobe_for(10, 4) == 4
+    mean_list = index.ntotal / 32
+    wanted = probe.nprobe_for(400, 4)
+    assert wanted * mean_list >= PROBED_PER_RETRIEVED * 400 > (wanted - 1) * mean_list
+    assert probe.nprobe_for(10 ** 6, 4) == 32  # never past every list
+    assert TokenProbe(faiss.index_factory(DIM, "Flat", faiss.METRIC_INNER_PRODUCT)).nprobe_for(400, 4) == 4

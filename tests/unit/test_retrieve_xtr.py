@@ -115,3 +115,25 @@ def test_measured_imputation_agrees_with_exhaustive_at_least_as_well_as_the_floo
     # random tokens: a hard case for token retrieval (k' 16 of ~13,000 vectors)
     assert agree["measured"] >= agree["floor"] - 0.05 and top1["measured"] >= top1["floor"] - 0.1
     assert top1["measured"] >= 0.8
+
+
+def test_a_collection_past_the_reference_size_retrieves_a_larger_k_prime(ivf_corpus, monkeypatch):
+    s, queries = ivf_corpus
+    seen = []
+    real = s._retrieve
+    monkeypatch.setattr(s, "_retrieve", lambda qs, allowed, k_prime, nprobe: seen.append((k_prime, nprobe))
+                        or real(qs, allowed, k_prime, nprobe))
+    fixed = SearchConfig(k_prime=16, nprobe=4, short_query_tokens=0, k_prime_reference_vectors=0)
+    scaled = fixed.replace(k_prime_reference_vectors=s.n_vectors // 4)
+    agree = {}
+    for name, cfg in (("fixed", fixed), ("scaled", scaled)):
+        seen.clear()
+        overlap = []
+        for q in queries:
+            fast = [h.doc_id for h in s.search([q], k=10, config=cfg)[0]]
+            exact = [h.doc_id for h in s.search([q], k=10, exhaustive=True)[0]]
+            overlap.append(len(set(fast) & set(exact)) / 10)
+        agree[name] = np.mean(overlap)
+        assert {k for k, _ in seen} == {cfg.scaled_k_prime(s.n_vectors)}
+    assert scaled.scaled_k_prime(s.n_vectors) >= 4 * 16
+    assert agree["scaled"] >= agree["fixed"]
