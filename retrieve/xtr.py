@@ -43,11 +43,12 @@ class RetrievedTable:
         rows = np.nonzero(valid)[0]
         keys = doc_keys[valid].astype(np.int64)
         # one sort by (doc, query token): each pair's entries, then each doc's pairs, are runs
-        order = np.argsort(keys * n_q + rows)
-        pair_key = keys[order] * n_q + rows[order]
-        starts = np.flatnonzero(np.diff(pair_key, prepend=-1))
-        pair_docs = keys[order][starts]
-        self.rows = rows[order][starts]
+        pair_keys = keys * n_q + rows
+        order = np.argsort(pair_keys)
+        starts = np.flatnonzero(np.diff(pair_keys[order], prepend=-1))
+        firsts = order[starts]
+        pair_docs = keys[firsts]
+        self.rows = rows[firsts]
         self.values = np.maximum.reduceat(scores[valid].astype(np.float32)[order], starts) if len(starts) \
             else np.empty(0, dtype=np.float32)
         new_doc = np.diff(pair_docs, prepend=-1) != 0
