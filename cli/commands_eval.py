@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from xtrieve.cli.search_options import search_config, search_config_options
+from xtrieve.config import SearchConfig
 
 DATA_DIR = click.Path(file_okay=False, path_type=Path)
 
@@ -61,8 +62,9 @@ def eval_command(data_dir, dataset, split, model, index_dir, run_file, fmt, k, k
         click.echo(json.dumps(_json_safe(s)))
         return
     cfg = s["search_config"]
+    k_prime = SearchConfig.from_dict(cfg).scaled_k_prime(s["n_vectors"])
     mode = "exhaustive MaxSim" if s["exhaustive"] else \
-        f"k'={cfg['k_prime']} n_rerank={cfg['n_rerank']} nprobe={cfg['nprobe']} imputation={cfg['imputation']}"
+        f"k'={k_prime} n_rerank={cfg['n_rerank']} nprobe={cfg['nprobe']} imputation={cfg['imputation']}"
     build = "reused" if s["build_s"] is None else f"{s['build_s']:.1f} s"
     lines = [
         f"dataset     {s['dataset']} ({s['split']}): {s['n_queries']} queries, {s['n_docs']} documents"
