@@ -2,7 +2,8 @@
 
 Stored vectors (float16, int8 with a per-vector scale, or int4 residuals: see
 ``xtrieve.index.codecs``) are gathered and widened with torch, whose half/int8 conversions
-and small matmuls are much faster than numpy's. Scales, the int4 level offset and the int4
+and small matmuls are much faster than numpy's; int8 codes skip the widening on CPUs with
+integer dot-product units (``xtrieve.retrieve.int8_products``). Scales, the int4 level offset and the int4
 bases (IVF centroids) are applied to the [n_q, rows] similarities, never to the wider codes:
 q.v = q.base + scale * (q.n - 7.5 * sum(q)).
 """
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from xtrieve.index.codecs import INT4_CENTER
+from xtrieve.retrieve import int8_products
 
 # rows per similarity matrix: a chunk's float32 copy of its codes (8 MiB at 128-d) stays under
 # glibc's 32 MiB mmap ceiling, so it is reused from the heap; 1 << 16 rows were mapped afresh for
@@ -91,10 +93,6 @@ class SegmentVectors:
             self._bases = torch.from_numpy(self.segment.bases)
         return self._bases
 
-    def gather(self, docs: np.ndarray) -> Gathered:
-        """The stored vectors of the given local docs."""
-        return self.gather_stored(docs).widened()
-
     def gather_stored(self, docs: np.ndarray) -> Gathered:
         """The given local docs' vectors as stored (``codes`` not yet widened to float32)."""
         starts, ends = self.offsets[docs], self.offsets[docs + 1]
@@ -131,7 +129,7 @@ class SegmentVectors:
         scores = np.empty(len(docs), dtype=np.float32)
         base_sims = self._base_sims(query, centroid_sims)
         for start, stop in self._chunks(docs):
-            scores[start:stop] = chunk_maxsim(query, self.gather(docs[start:stop]), base_sims)
+            scores[start:stop] = chunk_maxsim(query, self.gather_stored(docs[start:stop]), base_sims)
         return scores
 
     def token_maxima(self, query: torch.Tensor, docs: np.ndarray,
@@ -141,7 +139,7 @@ class SegmentVectors:
         out = np.empty((query.shape[0], len(docs)), dtype=np.float32)
         base_sims = self._base_sims(query, centroid_sims)
         for start, stop in self._chunks(docs):
-            out[:, start:stop] = chunk_maxsim(query, self.gather(docs[start:stop]), base_sims, per_token=True)
+            out[:, start:stop] = chunk_maxsim(query, self.gather_stored(docs[start:stop]), base_sims, per_token=True)
         return out
 
     def scores(self, query: torch.Tensor, docs: np.ndarray, dense_query: torch.Tensor | None,
@@ -178,7 +176,7 @@ def token_maxima_across(query: torch.Tensor, parts: list[tuple[SegmentVectors, n
     n_rows = sum(int((v.offsets[d + 1] - v.offsets[d]).sum()) for v, d in parts)
     if n_rows > CHUNK_VECTORS:
         return None
-    joint = Gathered.joined([vectors.gather_stored(docs) for vectors, docs in parts]).widened()
+    joint = Gathered.joined([vectors.gather_stored(docs) for vectors, docs in parts])
     out = chunk_maxsim(query, joint, centroid_sims, per_token=True)
     return np.split(out, np.cumsum([len(d) for _, d in parts])[:-1], axis=1)
 
@@ -201,14 +199,31 @@ def fold_query(query: torch.Tensor) -> torch.Tensor:
 
 def chunk_maxsim(query: torch.Tensor, g: Gathered, base_sims: torch.Tensor | None = None,
                  per_token: bool = False) -> np.ndarray:
-    """MaxSim of one query against gathered vectors (widened), or with ``per_token`` each query
-    token's best similarity per doc [n_q, n_docs]; ``base_sims``: bases @ query.T [nlist, n_q]
-    when the codes are int4 residuals against IVF centroids."""
+    """MaxSim of one query against gathered vectors (as stored or widened), or with
+    ``per_token`` each query token's best similarity per doc [n_q, n_docs]; ``base_sims``:
+    bases @ query.T [nlist, n_q] when the codes are int4 residuals against IVF centroids.
+    int8 codes are multiplied on the CPU's integer units where it has them (``int8_products``)."""
+    rows_first = query.shape[0] < WIDE_QUERY_TOKENS
+    axis = 0 if rows_first else 1
+    if g.codes.dtype is torch.int8 and g.scales is not None and int8_products.available(g.codes.shape[1]):
+        digits = int8_products.QueryDigits(query)
+        sims = digits.scaled_products(g.codes, g.scales, rows_first)
+        best = token_maxima_from_sims(sims.numpy(), g.bounds, axis=axis) * digits.token_scale[:, None]
+        return best if per_token else best.sum(axis=0)
+    g = g.widened()
     offset = None
     if g.int4:
         offset = INT4_CENTER * query.sum(dim=1)
         query = fold_query(query)
-    if query.shape[0] >= WIDE_QUERY_TOKENS:
+    if rows_first:
+        sims = g.codes @ query.T  # [rows, n_q]
+        if offset is not None:
+            sims -= offset[None, :]
+        if g.scales is not None:
+            sims *= g.scales[:, None]
+        if g.lists is not None:
+            sims += base_sims.index_select(0, g.lists)
+    else:
         sims = query @ g.codes.T  # [n_q, rows]
         if offset is not None:
             sims -= offset[:, None]
@@ -216,16 +231,7 @@ def chunk_maxsim(query: torch.Tensor, g: Gathered, base_sims: torch.Tensor | Non
             sims *= g.scales[None, :]
         if g.lists is not None:  # gathered as [n_q, rows]: adding a transposed [rows, n_q] is 2x slower
             sims += base_sims.T.contiguous().index_select(1, g.lists)
-        best = token_maxima_from_sims(sims.numpy(), g.bounds, axis=1)
-        return best if per_token else best.sum(axis=0)
-    sims = g.codes @ query.T  # [rows, n_q]
-    if offset is not None:
-        sims -= offset[None, :]
-    if g.scales is not None:
-        sims *= g.scales[:, None]
-    if g.lists is not None:
-        sims += base_sims.index_select(0, g.lists)
-    best = token_maxima_from_sims(sims.numpy(), g.bounds, axis=0)
+    best = token_maxima_from_sims(sims.numpy(), g.bounds, axis=axis)
     return best if per_token else best.sum(axis=0)
 
 
