@@ -10,7 +10,9 @@ MaxSim scores of scifact's top 100 within 5e-5 of float32's).
 
 Measured on 2 Intel Xeon (Sapphire Rapids) cores, k = 100, one process switching paths per
 round: fast-path p50 2.58 -> 2.50 ms (scifact), 2.29 -> 1.97 ms (nfcorpus's short queries);
-exhaustive 45 -> 35 ms and 25 -> 19 ms. Without VNNI, torch may run int8 products as a
+exhaustive 45 -> 35 ms and 25 -> 19 ms. int4 residuals unpack to their levels 0..15 as int8
+(:func:`int4_levels`) and take the same products: scifact p50 3.26 -> 3.03 ms, exhaustive
+69 -> 52 ms. Without VNNI, torch may run int8 products as a
 generic loop, so :func:`available` says no there and the float32 path stays.
 """
 from __future__ import annotations
@@ -65,17 +67,35 @@ class QueryDigits:
         digits[:self.n_q] = np.clip(first, -127, 127)
         digits[self.n_q:] = np.clip(np.rint((x - first) * BASE), -127, 127)
         self.digits = torch.from_numpy(digits)  # [2 x n_q, dim]
+        # each token's BASE x digit 0 + digit 1 summed over dimensions: the products of a
+        # constant code, consistent with :meth:`products` (int4's level offset needs them)
+        wide = digits.astype(np.int64)
+        self.digit_sums = (BASE * wide[:self.n_q].sum(axis=1) + wide[self.n_q:].sum(axis=1)).astype(np.float32)
         # the factor each query token's products take after :meth:`scaled_products`
         self.token_scale = (unit / BASE).astype(np.float32)
 
-    def scaled_products(self, codes: torch.Tensor, scales: torch.Tensor, rows_first: bool) -> torch.Tensor:
-        """float32 products with int8 codes [rows, dim] times their per-row ``scales``, [rows,
-        n_q] when ``rows_first``, else [n_q, rows]; each query token's column (row) is still to be
-        multiplied by its ``token_scale`` (positive, so it can wait until after a max)."""
+    def products(self, codes: torch.Tensor, rows_first: bool) -> torch.Tensor:
+        """int32 products of BASE x digit 0 + digit 1 with int8 codes [rows, dim]: [rows, n_q]
+        when ``rows_first``, else [n_q, rows]; times ``token_scale`` they are the query's."""
         n = self.n_q
         if rows_first:
             out = torch._int_mm(codes, self.digits.T)  # [rows, 2 x n_q]
-            combined = torch.add(out[:, n:], out[:, :n], alpha=BASE)  # exact in int32 (MAX_DIM)
-            return torch.mul(combined, scales[:, None])
+            return torch.add(out[:, n:], out[:, :n], alpha=BASE)  # exact in int32 (MAX_DIM)
         out = torch._int_mm(self.digits, codes.T)  # [2 x n_q, rows]
-        return torch.mul(torch.add(out[n:], out[:n], alpha=BASE), scales[None, :])
+        return torch.add(out[n:], out[:n], alpha=BASE)
+
+    def scaled_products(self, codes: torch.Tensor, scales: torch.Tensor, rows_first: bool) -> torch.Tensor:
+        """float32 :meth:`products` times the codes' per-row ``scales``; each query token's column
+        (row) is still to be multiplied by its ``token_scale`` (positive, so it can wait until
+        after a max)."""
+        return torch.mul(self.products(codes, rows_first), scales[:, None] if rows_first else scales[None, :])
+
+
+def int4_levels(packed: torch.Tensor) -> torch.Tensor:
+    """Packed 4-bit codes [rows, dim/2] (uint8; low nibble: dimension j, high: j + dim/2) ->
+    their levels 0..15 as int8 [rows, dim]."""
+    half = packed.shape[1]
+    levels = torch.empty(packed.shape[0], 2 * half, dtype=torch.uint8)
+    torch.bitwise_and(packed, 15, out=levels[:, :half])
+    torch.bitwise_right_shift(packed, 4, out=levels[:, half:])
+    return levels.view(torch.int8)

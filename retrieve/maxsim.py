@@ -210,6 +210,8 @@ def chunk_maxsim(query: torch.Tensor, g: Gathered, base_sims: torch.Tensor | Non
         sims = digits.scaled_products(g.codes, g.scales, rows_first)
         best = token_maxima_from_sims(sims.numpy(), g.bounds, axis=axis) * digits.token_scale[:, None]
         return best if per_token else best.sum(axis=0)
+    if g.int4 and g.codes.dtype is torch.uint8 and int8_products.available(2 * g.codes.shape[1]):
+        return _int4_maxsim(query, g, base_sims, rows_first, per_token)
     g = g.widened()
     offset = None
     if g.int4:
@@ -232,6 +234,32 @@ def chunk_maxsim(query: torch.Tensor, g: Gathered, base_sims: torch.Tensor | Non
         if g.lists is not None:  # gathered as [n_q, rows]: adding a transposed [rows, n_q] is 2x slower
             sims += base_sims.T.contiguous().index_select(1, g.lists)
     best = token_maxima_from_sims(sims.numpy(), g.bounds, axis=axis)
+    return best if per_token else best.sum(axis=0)
+
+
+def _int4_maxsim(query: torch.Tensor, g: Gathered, base_sims: torch.Tensor | None, rows_first: bool,
+                 per_token: bool) -> np.ndarray:
+    """:func:`chunk_maxsim` of int4 residuals on the integer units: q.v = q.base + scale x (q.n -
+    7.5 sum(q)), with q.n and sum(q) both from the query's int8 digits (the digits' rounding
+    then meets the centred levels n - 7.5, as small as int8's). Everything before the max is
+    kept in units of each query token's ``token_scale`` (bases divided by it), so one
+    multiplication of the [n_q, n_docs] maxima restores them."""
+    digits = int8_products.QueryDigits(query)
+    unit = torch.from_numpy(digits.token_scale)
+    products = digits.products(int8_products.int4_levels(g.codes), rows_first)
+    offset = torch.from_numpy(INT4_CENTER * digits.digit_sums)
+    bases = None if g.lists is None else base_sims / unit[None, :]  # [nlist, n_q]
+    if rows_first:
+        sims = torch.sub(products, offset[None, :])
+        sims *= g.scales[:, None]
+        if bases is not None:
+            sims += bases.index_select(0, g.lists)
+    else:
+        sims = torch.sub(products, offset[:, None])
+        sims *= g.scales[None, :]
+        if bases is not None:
+            sims += bases.T.contiguous().index_select(1, g.lists)
+    best = token_maxima_from_sims(sims.numpy(), g.bounds, axis=0 if rows_first else 1) * digits.token_scale[:, None]
     return best if per_token else best.sum(axis=0)
 
 

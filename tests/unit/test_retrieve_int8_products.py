@@ -66,3 +66,29 @@ def test_int8_maxsim_matches_the_widened_codes_for_short_and_long_queries(monkey
         assert np.allclose(got[keep], want[keep], rtol=0, atol=5e-5)
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
     assert not int8_products.available(128)
+
+
+@needs_int8
+@pytest.mark.parametrize("with_bases", [True, False])
+def test_int4_maxsim_on_the_integer_units_matches_the_widened_residuals(with_bases):
+    from xtrieve.index.codecs import quantize_int4
+
+    rng = np.random.default_rng(3)
+    lengths = np.array([5, 0, 9, 1, 30])
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    rows = int(bounds[-1])
+    vectors = rng.standard_normal((rows, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    centroids = rng.standard_normal((6, 64)).astype(np.float32) * 0.3
+    lists = rng.integers(0, 6, rows)
+    packed, scales = quantize_int4(vectors, centroids[lists] if with_bases else None)
+    stored = Gathered(torch.from_numpy(packed), torch.from_numpy(scales),
+                      torch.from_numpy(lists.astype(np.int64)) if with_bases else None, bounds, int4=True)
+    for n_q in (WIDE_QUERY_TOKENS - 1, WIDE_QUERY_TOKENS + 5):
+        q = torch.nn.functional.normalize(torch.from_numpy(rng.standard_normal((n_q, 64)).astype(np.float32)), dim=1)
+        base_sims = torch.from_numpy(centroids) @ q.T if with_bases else None
+        got = chunk_maxsim(q, stored, base_sims, per_token=True)
+        want = chunk_maxsim(q, stored.widened(), base_sims, per_token=True)  # float32 codes: the widening path
+        assert np.all(np.isneginf(got[:, 1]))
+        keep = np.isfinite(want)
+        assert np.allclose(got[keep], want[keep], rtol=0, atol=5e-5)
