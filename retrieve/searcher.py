@@ -65,6 +65,8 @@ class _AllowedList(list):
 
 def check_query(q: object, dim: int, i: int) -> np.ndarray:
     """A query as a C-contiguous float32 [n_q, dim] array, or a clear InputError."""
+    if q is None or isinstance(q, (bytes, dict, bool, int, float)):
+        raise InputError(f"query {i}: expected a text or a [n_tokens, {dim}] array, got {type(q).__name__}")
     try:
         arr = np.ascontiguousarray(q, dtype=np.float32)
     except (TypeError, ValueError):

@@ -271,6 +271,9 @@ def test_bad_queries(corpus):
         s.search([queries[0]], k=0)
     with pytest.raises(InputError, match="NaN"):
         s.search([np.full((2, DIM), np.nan, np.float32)])
+    for wrong in (None, 3.5, b"bytes"):
+        with pytest.raises(InputError, match=f"expected a text or a .*got {type(wrong).__name__}"):
+            s.search([wrong])
 
 
 def test_threads_share_a_searcher(corpus):
