@@ -61,18 +61,19 @@ class QueryDigits:
         self.n_q = len(values)
         unit = np.abs(values).max(axis=1) / 127.0
         unit[unit == 0] = 1.0
-        x = values / unit[:, None]
+        x = values / unit[:, None]  # within [-127, 127], so both digits are too
         first = np.rint(x)
-        digits = np.empty((2 * self.n_q, values.shape[1]), dtype=np.int8)
-        digits[:self.n_q] = np.clip(first, -127, 127)
-        digits[self.n_q:] = np.clip(np.rint((x - first) * BASE), -127, 127)
-        self.digits = torch.from_numpy(digits)  # [2 x n_q, dim]
-        # each token's BASE x digit 0 + digit 1 summed over dimensions: the products of a
-        # constant code, consistent with :meth:`products` (int4's level offset needs them)
-        wide = digits.astype(np.int64)
-        self.digit_sums = (BASE * wide[:self.n_q].sum(axis=1) + wide[self.n_q:].sum(axis=1)).astype(np.float32)
+        self._digits = np.concatenate([first, np.rint((x - first) * BASE)]).astype(np.int8)
+        self.digits = torch.from_numpy(self._digits)  # [2 x n_q, dim]
         # the factor each query token's products take after :meth:`scaled_products`
         self.token_scale = (unit / BASE).astype(np.float32)
+
+    @functools.cached_property
+    def digit_sums(self) -> np.ndarray:
+        """Each token's BASE x digit 0 + digit 1 summed over dimensions [n_q]: the products of a
+        code of ones, consistent with :meth:`products` (int4's level offset needs them)."""
+        wide = self._digits.astype(np.int64)
+        return (BASE * wide[:self.n_q].sum(axis=1) + wide[self.n_q:].sum(axis=1)).astype(np.float32)
 
     def products(self, codes: torch.Tensor, rows_first: bool) -> torch.Tensor:
         """int32 products of BASE x digit 0 + digit 1 with int8 codes [rows, dim]: [rows, n_q]
