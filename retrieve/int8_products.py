@@ -12,8 +12,8 @@ Measured on 2 Intel Xeon (Sapphire Rapids) cores, k = 100, one process switching
 round: fast-path p50 2.58 -> 2.50 ms (scifact), 2.29 -> 1.97 ms (nfcorpus's short queries);
 exhaustive 45 -> 35 ms and 25 -> 19 ms. int4 residuals unpack to their levels 0..15 as int8
 (:func:`int4_levels`) and take the same products: scifact p50 3.26 -> 3.03 ms, exhaustive
-69 -> 52 ms. Without VNNI, torch may run int8 products as a
-generic loop, so :func:`available` says no there and the float32 path stays.
+69 -> 52 ms. Without AVX-512 VNNI torch may run int8 products as a generic loop, so
+:func:`available` says no there and the float32 path stays.
 """
 from __future__ import annotations
 

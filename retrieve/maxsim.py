@@ -2,10 +2,10 @@
 
 Stored vectors (float16, int8 with a per-vector scale, or int4 residuals: see
 ``xtrieve.index.codecs``) are gathered and widened with torch, whose half/int8 conversions
-and small matmuls are much faster than numpy's; int8 codes skip the widening on CPUs with
-integer dot-product units (``xtrieve.retrieve.int8_products``). Scales, the int4 level offset and the int4
-bases (IVF centroids) are applied to the [n_q, rows] similarities, never to the wider codes:
-q.v = q.base + scale * (q.n - 7.5 * sum(q)).
+and small matmuls are much faster than numpy's; int8 and int4 codes skip the widening on CPUs
+with integer dot-product units (``xtrieve.retrieve.int8_products``). Scales, the int4 level
+offset and the int4 bases (IVF centroids) are applied to the [n_q, rows] similarities, never
+to the wider codes: q.v = q.base + scale * (q.n - 7.5 * sum(q)).
 """
 from __future__ import annotations
 
@@ -202,7 +202,8 @@ def chunk_maxsim(query: torch.Tensor, g: Gathered, base_sims: torch.Tensor | Non
     """MaxSim of one query against gathered vectors (as stored or widened), or with
     ``per_token`` each query token's best similarity per doc [n_q, n_docs]; ``base_sims``:
     bases @ query.T [nlist, n_q] when the codes are int4 residuals against IVF centroids.
-    int8 codes are multiplied on the CPU's integer units where it has them (``int8_products``)."""
+    int8 and int4 codes are multiplied on the CPU's integer units where it has them
+    (``int8_products``)."""
     rows_first = query.shape[0] < WIDE_QUERY_TOKENS
     axis = 0 if rows_first else 1
     if g.codes.dtype is torch.int8 and g.scales is not None and int8_products.available(g.codes.shape[1]):
