@@ -126,20 +126,23 @@ class SegmentVectors:
     def maxsim(self, query: torch.Tensor, docs: np.ndarray, centroid_sims: torch.Tensor | None = None) -> np.ndarray:
         """Exact MaxSim of one query [n_q, dim] against the given local docs. ``centroid_sims``:
         this segment's IVF centroids @ query.T [nlist, n_q], if the caller has them."""
-        scores = np.empty(len(docs), dtype=np.float32)
-        base_sims = self._base_sims(query, centroid_sims)
-        for start, stop in self._chunks(docs):
-            scores[start:stop] = chunk_maxsim(query, self.gather_stored(docs[start:stop]), base_sims)
-        return scores
+        return self._chunked(query, docs, centroid_sims, per_token=False)
 
     def token_maxima(self, query: torch.Tensor, docs: np.ndarray,
                      centroid_sims: torch.Tensor | None = None) -> np.ndarray:
         """Each query token's best similarity in each of the given docs [n_q, n_docs] (MaxSim
         before the sum over query tokens; -inf for a doc without vectors)."""
-        out = np.empty((query.shape[0], len(docs)), dtype=np.float32)
+        return self._chunked(query, docs, centroid_sims, per_token=True)
+
+    def _chunked(self, query: torch.Tensor, docs: np.ndarray, centroid_sims: torch.Tensor | None,
+                 per_token: bool) -> np.ndarray:
+        """:func:`chunk_maxsim` over the docs, CHUNK_VECTORS rows at a time; the query's int8
+        digits, where the codes take them, are made once for all the chunks."""
+        out = np.empty((query.shape[0], len(docs)) if per_token else len(docs), dtype=np.float32)
         base_sims = self._base_sims(query, centroid_sims)
+        digits = int8_products.QueryDigits(query) if takes_integer_products(self.codes, self.int4) else None
         for start, stop in self._chunks(docs):
-            out[:, start:stop] = chunk_maxsim(query, self.gather_stored(docs[start:stop]), base_sims, per_token=True)
+            out[..., start:stop] = chunk_maxsim(query, self.gather_stored(docs[start:stop]), base_sims, per_token, digits)
         return out
 
     def scores(self, query: torch.Tensor, docs: np.ndarray, dense_query: torch.Tensor | None,
@@ -197,22 +200,30 @@ def fold_query(query: torch.Tensor) -> torch.Tensor:
     return torch.cat([low, query[:, half:] - 16 * low], dim=1)
 
 
+def takes_integer_products(codes: torch.Tensor, int4: bool) -> bool:
+    """Whether stored codes (int8 with scales, or packed int4) are multiplied on the CPU's
+    integer units (``int8_products``) rather than widened to float32."""
+    if int4:
+        return codes.dtype is torch.uint8 and int8_products.available(2 * codes.shape[1])
+    return codes.dtype is torch.int8 and int8_products.available(codes.shape[1])
+
+
 def chunk_maxsim(query: torch.Tensor, g: Gathered, base_sims: torch.Tensor | None = None,
-                 per_token: bool = False) -> np.ndarray:
+                 per_token: bool = False, digits: int8_products.QueryDigits | None = None) -> np.ndarray:
     """MaxSim of one query against gathered vectors (as stored or widened), or with
     ``per_token`` each query token's best similarity per doc [n_q, n_docs]; ``base_sims``:
     bases @ query.T [nlist, n_q] when the codes are int4 residuals against IVF centroids.
-    int8 and int4 codes are multiplied on the CPU's integer units where it has them
-    (``int8_products``)."""
+    int8 and int4 codes are multiplied on the CPU's integer units where it has them, with the
+    query's ``digits`` (made here if not given)."""
     rows_first = query.shape[0] < WIDE_QUERY_TOKENS
     axis = 0 if rows_first else 1
-    if g.codes.dtype is torch.int8 and g.scales is not None and int8_products.available(g.codes.shape[1]):
-        digits = int8_products.QueryDigits(query)
+    if takes_integer_products(g.codes, g.int4):
+        digits = digits if digits is not None else int8_products.QueryDigits(query)
+        if g.int4:
+            return _int4_maxsim(query, g, base_sims, rows_first, per_token, digits)
         sims = digits.scaled_products(g.codes, g.scales, rows_first)
         best = token_maxima_from_sims(sims.numpy(), g.bounds, axis=axis) * digits.token_scale[:, None]
         return best if per_token else best.sum(axis=0)
-    if g.int4 and g.codes.dtype is torch.uint8 and int8_products.available(2 * g.codes.shape[1]):
-        return _int4_maxsim(query, g, base_sims, rows_first, per_token)
     g = g.widened()
     offset = None
     if g.int4:
@@ -239,13 +250,12 @@ def chunk_maxsim(query: torch.Tensor, g: Gathered, base_sims: torch.Tensor | Non
 
 
 def _int4_maxsim(query: torch.Tensor, g: Gathered, base_sims: torch.Tensor | None, rows_first: bool,
-                 per_token: bool) -> np.ndarray:
+                 per_token: bool, digits: int8_products.QueryDigits) -> np.ndarray:
     """:func:`chunk_maxsim` of int4 residuals on the integer units: q.v = q.base + scale x (q.n -
     7.5 sum(q)), with q.n and sum(q) both from the query's int8 digits (the digits' rounding
     then meets the centred levels n - 7.5, as small as int8's). Everything before the max is
     kept in units of each query token's ``token_scale`` (bases divided by it), so one
     multiplication of the [n_q, n_docs] maxima restores them."""
-    digits = int8_products.QueryDigits(query)
     unit = torch.from_numpy(digits.token_scale)
     products = digits.products(int8_products.int4_levels(g.codes), rows_first)
     offset = torch.from_numpy(INT4_CENTER * digits.digit_sums)
