@@ -1,4 +1,4 @@
-"""The fast-path search options that `xtrieve search` and `xtrieve eval` share."""
+"""The fast-path search options that `xtrieve search`, `eval` and `bench` share."""
 from __future__ import annotations
 
 from typing import Callable
