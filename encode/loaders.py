@@ -43,10 +43,37 @@ class ModelSpec:
     backbone_overlay: dict[str, torch.Tensor] | None = None  # some trained blocks over the pretrained backbone
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path, kind: type = dict) -> Any:
+    """A JSON file's value, which must be a ``kind`` (an object unless told), or ModelLoadError."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, kind):
+        want = "an object" if kind is dict else f"a {kind.__name__}"
+        raise ModelLoadError(f"{path}: expected {want} in JSON, got {type(data).__name__}")
+    return data
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file, or ModelLoadError naming a truncated or corrupt one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from None
+
+
+def safetensors_keys(path: Path) -> set[str]:
+    """The tensor names a safetensors file holds (its header only)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return set(f.keys())
+    except (SafetensorError, OSError) as exc:
         raise ModelLoadError(f"cannot read {path}: {exc}") from None
 
 
@@ -54,9 +81,7 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     """Load a state dict from model.safetensors or pytorch_model.bin (weights only)."""
     st = folder / "model.safetensors"
     if st.exists():
-        from safetensors.torch import load_file
-
-        return load_file(str(st))
+        return read_safetensors(st)
     for name in ("pytorch_model.bin", "model.pt"):
         pt = folder / name
         if pt.exists():
@@ -102,23 +127,17 @@ def load_xtrieve(folder: Path) -> ModelSpec:
     ref = meta.get("backbone") or {}
     weight = bias = None
     if (folder / HEAD_FILE).exists():
-        from safetensors.torch import load_file
-
-        head = load_file(str(folder / HEAD_FILE))
+        head = read_safetensors(folder / HEAD_FILE)
         weight, bias = head.get("weight"), head.get("bias")
         head_extra = {k: v for k, v in head.items() if k not in ("weight", "bias")} or None
     else:
         head_extra = None
     backbone_state = None
     if (folder / "backbone_weights.safetensors").exists():
-        from safetensors.torch import load_file
-
-        backbone_state = load_file(str(folder / "backbone_weights.safetensors"))
+        backbone_state = read_safetensors(folder / "backbone_weights.safetensors")
     overlay = None
     if (folder / OVERLAY_FILE).exists():
-        from safetensors.torch import load_file
-
-        overlay = load_file(str(folder / OVERLAY_FILE))
+        overlay = read_safetensors(folder / OVERLAY_FILE)
     return ModelSpec(
         name=str(meta.get("name") or folder.name), backbone_dir=resolve_backbone(ref, folder),
         backbone_ref=ref, config=config, head_weight=weight, head_bias=bias, backbone_state=backbone_state,
@@ -159,7 +178,7 @@ def read_dense_chain(dense_modules: list[tuple[Path, str]]) -> tuple[torch.Tenso
 
 def load_sentence_transformers(folder: Path) -> ModelSpec:
     """A sentence-transformers folder; PyLate's keys (prefixes, lengths, skiplist) honoured."""
-    modules = read_json(folder / "modules.json")
+    modules = read_json(folder / "modules.json", list)
     backbone_dir, dense_modules = None, []
     for m in modules:
         kind = str(m.get("type", ""))
@@ -218,10 +237,7 @@ def is_colbert_checkpoint(folder: Path) -> bool:
         return True
     st = folder / "model.safetensors"
     if st.exists():
-        from safetensors import safe_open
-
-        with safe_open(str(st), framework="pt") as f:
-            return "linear.weight" in f.keys()
+        return "linear.weight" in safetensors_keys(st)
     return False
 
 

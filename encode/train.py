@@ -38,7 +38,7 @@ from xtrieve.encode.train_data import (
     ATTENDED, BM25, DEFAULT_CACHE, OUTPUT, StateCache, TrainSet, chunked, load_train_set, pad_flags, pad_states,
     split_queries,
 )
-from xtrieve.errors import InputError
+from xtrieve.errors import InputError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -191,11 +191,16 @@ def save_checkpoint(folder: Path, model: TrainModel, opt: torch.optim.Optimizer,
 
 
 def load_checkpoint(folder: Path, model: TrainModel, opt: torch.optim.Optimizer) -> dict:
-    from safetensors.torch import load_file
+    """Restore a training checkpoint into ``model`` and ``opt``; ModelLoadError when it is
+    unreadable or was saved by a run with other trainable parts (--mlp-dim, --train-layers)."""
+    from xtrieve.encode.loaders import read_json, read_safetensors
 
-    state = json.loads((folder / "state.json").read_text())
-    model.load_state_dict(load_file(str(folder / "trainable.safetensors")))
-    tensors = load_file(str(folder / "optimizer.safetensors"))
+    state = read_json(folder / "state.json")
+    try:
+        model.load_state_dict(read_safetensors(folder / "trainable.safetensors"))
+    except RuntimeError as exc:
+        raise ModelLoadError(f"checkpoint {folder} does not fit this run's trainable parts: {exc}") from None
+    tensors = read_safetensors(folder / "optimizer.safetensors")
     per: dict[int, dict] = {}
     for key, value in tensors.items():
         pid, name = key.split(".", 1)

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import click
+
 from xtrieve.config import SearchConfig
 from xtrieve.eval.beir_data import load_beir
 from xtrieve.eval.evaluate import EVAL_INDEX_CONFIG
@@ -85,13 +87,15 @@ def main(argv: list[str] | None = None) -> None:
     rows = [r for d in args.data_dir for r in table_rows(d, models, args.cache_dir)]
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
-    print("| dataset | model | pool | nDCG@10 | R@100 | vectors | tokens / vectors | index MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    click.echo(markdown_table(rows))
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows of :func:`table_rows` as a Markdown table."""
+    lines = ["| dataset | model | pool | nDCG@10 | R@100 | vectors | tokens / vectors | index MB |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        print(f"| {r['dataset']} | {r['model']} | x{r['pool_factor']} | {100 * r['ndcg@10']:.2f} | "
-              f"{100 * r['recall@100']:.2f} | {r['n_vectors']:,} | {r['n_tokens'] / r['n_vectors']:.2f} | "
-              f"{r['index_bytes'] / 1e6:.1f} |")
-
-
-if __name__ == "__main__":
-    main()
+        lines.append(f"| {r['dataset']} | {r['model']} | x{r['pool_factor']} | {100 * r['ndcg@10']:.2f} | "
+                     f"{100 * r['recall@100']:.2f} | {r['n_vectors']:,} | {r['n_tokens'] / r['n_vectors']:.2f} | "
+                     f"{r['index_bytes'] / 1e6:.1f} |")
+    return "\n".join(lines)

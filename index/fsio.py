@@ -1,11 +1,15 @@
 """Small filesystem helpers: fsync, atomic replace, checksums, safe relative paths."""
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import os
 from pathlib import Path
 
 from xtrieve.errors import IndexFormatError
+
+log = logging.getLogger(__name__)
 
 HASH_CHUNK = 1 << 22
 
@@ -27,8 +31,9 @@ def fsync_dir(path: Path) -> None:
         return
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as exc:  # some file systems cannot fsync a folder (EINVAL); others failed to write
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            log.warning("fsync of folder %s failed (%s): its latest changes may not survive a crash", path, exc)
     finally:
         os.close(fd)
 

@@ -45,12 +45,29 @@ OWN_NAMES = (MANIFEST, LOCK_FILE, ENCODER_DIR)
 Batch = tuple[pa.Table, list[np.ndarray], list[int], "np.ndarray | None"]
 
 
-def same_model(a: dict | None, b: dict | None) -> bool:
-    """Two encoder identities name the same model (name and head checksum agree)."""
+# EncoderConfig fields that shape stored document vectors or exact scores: an encoder that
+# differs in one of them does not match an index (query-side fields such as query_maxlen may)
+DOCUMENT_SIDE_FIELDS = ("doc_maxlen", "doc_windows", "doc_window_overlap", "document_prefix", "skiplist_words",
+                        "keep_special_tokens", "normalize", "head_bias", "lowercase", "dense_weight")
+
+
+def model_difference(a: dict | None, b: dict | None) -> str | None:
+    """What makes two encoder identities different models (None when they are the same): name,
+    head checksum, dim, or a document-side config field (where both identities record one)."""
     if a is None or b is None:
-        return a is b
-    keys = ("name", "head_sha256", "dim")
-    return all(a.get(k) == b.get(k) for k in keys)
+        return None if a is b else "one side has no model"
+    for key in ("name", "head_sha256", "dim"):
+        if a.get(key) != b.get(key):
+            return key
+    ca, cb = a.get("config") or {}, b.get("config") or {}
+    for key in DOCUMENT_SIDE_FIELDS:
+        if key in ca and key in cb and _as_json(ca[key]) != _as_json(cb[key]):
+            return f"config {key} ({ca[key]!r} vs {cb[key]!r})"
+    return None
+
+
+def _as_json(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def check_encoder(manifest: Manifest, encoder: Any, root: Path) -> None:
@@ -62,10 +79,12 @@ def check_encoder(manifest: Manifest, encoder: Any, root: Path) -> None:
         if int(ident.get("dim", encoder.config.dim)) != manifest.dim:
             raise ModelMismatchError(f"encoder dim {ident.get('dim')} differs from index {root} dim {manifest.dim}")
         return
-    if not same_model(ident, manifest.encoder):
+    diff = model_difference(ident, manifest.encoder)
+    if diff is not None:
         raise ModelMismatchError(
             f"encoder {ident.get('name')!r} (head {str(ident.get('head_sha256'))[:12]}) differs from the model of "
-            f"index {root}: {manifest.encoder.get('name')!r} (head {str(manifest.encoder.get('head_sha256'))[:12]})")
+            f"index {root}: {manifest.encoder.get('name')!r} (head {str(manifest.encoder.get('head_sha256'))[:12]}); "
+            f"different {diff}")
 
 
 def collect_garbage(root: Path, manifest: Manifest) -> int:
@@ -258,6 +277,8 @@ class WriteSession:
         """Encode and add documents (str or dict); returns their ids."""
         if isinstance(docs, (str, bytes, dict)):
             raise InputError("docs must be an iterable of documents (str or dict), not a single " + type(docs).__name__)
+        if not isinstance(docs, Iterable):
+            raise InputError(f"docs must be an iterable of documents (str or dict), got {type(docs).__name__}")
         try:
             total = len(docs)  # type: ignore[arg-type]
         except TypeError:
@@ -267,8 +288,10 @@ class WriteSession:
         all_ids: list[str] = []
         encode_seconds = [0.0]
 
+        seen: set[str] = set()  # ids earlier in this input: an auto id skips them too
+
         def auto_id() -> str:
-            while str(counter[0]) in live:
+            while str(counter[0]) in live or str(counter[0]) in seen:
                 counter[0] += 1
             counter[0] += 1
             return str(counter[0] - 1)
@@ -279,6 +302,7 @@ class WriteSession:
                 ids, texts, rows = [], [], []
                 for doc in raw:
                     doc_id, text, row = normalize(doc, position, auto_id)
+                    seen.add(doc_id)
                     position += 1
                     ids.append(doc_id)
                     texts.append(text)
@@ -319,8 +343,10 @@ class WriteSession:
 
     def delete(self, ids: Iterable[Any]) -> int:
         """Tombstone documents by id; InputError (nothing changed) if any id is not live."""
-        if isinstance(ids, (str, bytes)):
+        if isinstance(ids, (str, bytes)) or (isinstance(ids, (int, np.integer)) and not isinstance(ids, bool)):
             ids = [ids]
+        if not isinstance(ids, Iterable):
+            raise InputError(f"ids must be an id or an iterable of ids, got {type(ids).__name__}")
         wanted = list(dict.fromkeys(str(i) for i in ids))
         if not wanted:
             raise InputError("no ids to delete")
@@ -439,21 +465,42 @@ def create_index(root: str | Path, dim: int, config: IndexConfig, encoder: Any =
                  overwrite: bool = False) -> Iterator[WriteSession]:
     """Create a new index folder; the first commit happens inside (session.ingest).
 
-    If the body raises, the folder is removed again.
+    If the body raises, the folder is removed again. Replacing an existing index
+    (``overwrite``) builds the new one in a hidden sibling folder, under the old index's
+    writer lock, and swaps the two only once the new one has committed: a failed build
+    leaves the old index as it was.
     """
     root = Path(root)
     if config.vector_storage == "int4" and dim % 2:
         raise ConfigError(f"vector_storage 'int4' packs two dimensions per byte: dim must be even, got {dim}")
+    replacing = False
     if root.exists():
         if not root.is_dir():
             raise InputError(f"cannot create an index at {root}: it is a file")
         entries = list(root.iterdir())
-        if (root / MANIFEST).exists() and not overwrite:
+        replacing = (root / MANIFEST).exists()
+        if replacing and not overwrite:
             raise InputError(f"an index already exists at {root} (use overwrite=True / --overwrite to replace it)")
         if entries and not all(_is_ours(e) for e in entries):
             raise InputError(f"cannot create an index at {root}: the folder is not empty")
-        if entries and not overwrite and not (root / MANIFEST).exists():
+        if entries and not replacing:
             log.info("removing the leftovers of an unfinished build in %s", root)
+    if replacing:
+        with WriterLock(root):
+            staging = root.parent / f".{root.name}.xtrieve-new-{os.getpid()}"
+            shutil.rmtree(staging, ignore_errors=True)
+            with _new_index_folder(staging, dim, config, encoder, pool_factor) as session:
+                yield session
+            _swap_in(staging, root)
+        return
+    with _new_index_folder(root, dim, config, encoder, pool_factor) as session:
+        yield session
+
+
+@contextlib.contextmanager
+def _new_index_folder(root: Path, dim: int, config: IndexConfig, encoder: Any,
+                      pool_factor: int) -> Iterator[WriteSession]:
+    """A locked, emptied folder with no commit yet; removed again if no manifest gets committed."""
     root.mkdir(parents=True, exist_ok=True)
     locked = False
     try:
@@ -472,6 +519,20 @@ def create_index(root: str | Path, dim: int, config: IndexConfig, encoder: Any =
     finally:
         if locked and not (root / MANIFEST).exists():
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _swap_in(staging: Path, root: Path) -> None:
+    """Put the committed index in ``staging`` at ``root``, then delete the index it replaces."""
+    old = root.parent / f".{root.name}.xtrieve-old-{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(root, old)
+    try:
+        os.replace(staging, root)
+    except OSError:
+        os.replace(old, root)
+        raise
+    fsync_dir(root.parent)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _save_encoder(encoder: Any, folder: Path) -> None:

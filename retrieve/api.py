@@ -8,7 +8,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from xtrieve.config import IndexConfig, SearchConfig
-from xtrieve.errors import InputError
+from xtrieve.errors import ConfigError, InputError
 from xtrieve.types import Hit, IndexInfo
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,32 @@ SMALL_QUERY_BATCH = 4
 def _config(config: IndexConfig | Mapping[str, Any] | None) -> IndexConfig:
     if config is None:
         return IndexConfig()
-    return config if isinstance(config, IndexConfig) else IndexConfig.from_dict(config)
+    if isinstance(config, IndexConfig):
+        return config
+    if isinstance(config, Mapping):
+        return IndexConfig.from_dict(config)
+    raise ConfigError(f"config must be an IndexConfig or a dict of its fields, got {type(config).__name__}")
+
+
+def _search_config(config: SearchConfig | Mapping[str, Any] | None) -> SearchConfig:
+    if config is None:
+        return SearchConfig()
+    if isinstance(config, SearchConfig):
+        return config
+    if isinstance(config, Mapping):
+        return SearchConfig.from_dict(config)
+    raise ConfigError(f"config must be a SearchConfig or a dict of its fields, got {type(config).__name__}")
+
+
+def _as_encoder(encoder: Any) -> Any:
+    """An encoder given as an object, or as a model folder or name (loaded); None stays None."""
+    if isinstance(encoder, (str, Path)):
+        from xtrieve.encode.encoder import Encoder
+
+        return Encoder.load(encoder)
+    if encoder is not None and not all(hasattr(encoder, a) for a in ("encode", "config", "identity")):
+        raise InputError(f"encoder must be an Encoder, a model folder or a model name, got {type(encoder).__name__}")
+    return encoder
 
 
 class Index:
@@ -35,6 +60,7 @@ class Index:
         from xtrieve.index.writer import check_encoder
 
         self.path = Path(path)
+        encoder = _as_encoder(encoder)
         self._store = IndexStore.open(self.path, verify=verify)
         self._snapshot = self._store.snapshot()
         check_encoder(self._snapshot.manifest, encoder, self.path)
@@ -52,6 +78,7 @@ class Index:
         from xtrieve.index.writer import create_index
 
         config = _config(config)
+        encoder = _as_encoder(encoder)
         if encoder is None:
             from xtrieve.encode.encoder import Encoder
 
@@ -104,7 +131,11 @@ class Index:
             from xtrieve.encode.encoder import Encoder
             from xtrieve.index.manifest import ENCODER_DIR
 
-            self._encoder = Encoder.load(self.path / ENCODER_DIR)
+            from xtrieve.index.writer import check_encoder
+
+            encoder = Encoder.load(self.path / ENCODER_DIR)
+            check_encoder(self._snapshot.manifest, encoder, self.path)  # a replaced or altered encoder/ folder
+            self._encoder = encoder
         return self._encoder
 
     def refresh(self) -> "Index":
@@ -143,6 +174,7 @@ class Index:
         """Encode and add documents; returns their ids (assigned ones for plain strings)."""
         from xtrieve.index.writer import check_encoder, open_writer
 
+        encoder = _as_encoder(encoder)
         if encoder is not None:
             check_encoder(self._snapshot.manifest, encoder, self.path)
             self._encoder = encoder
@@ -252,15 +284,16 @@ class Index:
         When the index's model adds a dense score, text queries get it; token vectors are
         scored by MaxSim alone. ``config``: a SearchConfig or a dict of its fields.
         """
-        if isinstance(config, Mapping):
-            config = SearchConfig.from_dict(config)
+        config = _search_config(config)
         if isinstance(queries, (str, np.ndarray)):
             raise InputError("search_batch expects a list of queries; use search() for one")
+        if not isinstance(queries, Iterable):
+            raise InputError(f"search_batch expects a list of queries, got {type(queries).__name__}")
         queries = list(queries)
         if not queries:
             return []
         arrays, dense = self._query_arrays(queries)
-        return self._get_searcher().search(arrays, k, filter, exhaustive, config or SearchConfig(), dense)
+        return self._get_searcher().search(arrays, k, filter, exhaustive, config, dense)
 
     def search(self, query: Any, k: int = 10, filter: Any = None, exhaustive: bool = False,
                config: SearchConfig | Mapping[str, Any] | None = None) -> list[Hit]:

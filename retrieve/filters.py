@@ -140,7 +140,10 @@ class _Parser:
             while self.accept("punct", ","):
                 values.append(self.literal())
             self.take("punct", ")")
-            out = field.isin(values)
+            try:
+                out = field.isin(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise self.fail(f"the values of 'in' must share one type ({exc})") from None
             return ~out if negate else out
         if negate:
             raise self.fail("'not' after a column name must be followed by 'in'")

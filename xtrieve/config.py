@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
@@ -76,6 +77,14 @@ def _check(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig(ConfigBase):
     """How text becomes token vectors; saved with every model and index.
@@ -107,16 +116,23 @@ class EncoderConfig(ConfigBase):
     dense_weight: float = 0.0
 
     def validate(self) -> None:
-        _check(isinstance(self.dim, int) and self.dim > 0, f"dim must be a positive int, got {self.dim!r}")
-        _check(isinstance(self.query_maxlen, int) and self.query_maxlen >= 4, "query_maxlen must be an int >= 4")
-        _check(isinstance(self.doc_maxlen, int) and self.doc_maxlen >= 4, "doc_maxlen must be an int >= 4")
-        _check(isinstance(self.doc_windows, int) and self.doc_windows >= 1, "doc_windows must be an int >= 1")
-        _check(isinstance(self.doc_window_overlap, int) and self.doc_window_overlap >= 0,
+        _check(_is_int(self.dim) and self.dim > 0, f"dim must be a positive int, got {self.dim!r}")
+        _check(_is_int(self.query_maxlen) and self.query_maxlen >= 4, "query_maxlen must be an int >= 4")
+        _check(_is_int(self.doc_maxlen) and self.doc_maxlen >= 4, "doc_maxlen must be an int >= 4")
+        _check(_is_int(self.doc_windows) and self.doc_windows >= 1, "doc_windows must be an int >= 1")
+        _check(_is_int(self.doc_window_overlap) and self.doc_window_overlap >= 0,
                "doc_window_overlap must be an int >= 0")
-        _check(isinstance(self.pool_factor, int) and self.pool_factor >= 1, "pool_factor must be an int >= 1")
-        _check(isinstance(self.dense_weight, (int, float)) and self.dense_weight >= 0,
-               f"dense_weight must be a number >= 0, got {self.dense_weight!r}")
-        _check(all(isinstance(w, str) for w in self.skiplist_words), "skiplist_words must be strings")
+        _check(_is_int(self.pool_factor) and self.pool_factor >= 1, "pool_factor must be an int >= 1")
+        _check(_is_number(self.dense_weight) and self.dense_weight >= 0,
+               f"dense_weight must be a finite number >= 0, got {self.dense_weight!r}")
+        _check(not isinstance(self.skiplist_words, str) and all(isinstance(w, str) for w in self.skiplist_words),
+               "skiplist_words must be a list of strings")
+        for name in ("query_prefix", "document_prefix"):
+            value = getattr(self, name)
+            _check(value is None or isinstance(value, str), f"{name} must be a string or None, got {value!r}")
+        for name in ("query_augmentation", "attend_to_expansion_tokens", "keep_special_tokens", "normalize",
+                     "head_bias", "lowercase"):
+            _check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
 
 
 # rerank vector codes (xtrieve.index.codecs): int8 per-vector scalar; int4 4-bit residuals
@@ -146,11 +162,14 @@ class IndexConfig(ConfigBase):
     def validate(self) -> None:
         _check(isinstance(self.faiss_factory, str) and self.faiss_factory.strip() != "", "faiss_factory must be a non-empty string")
         _check(self.vector_storage in VECTOR_STORAGES, f"vector_storage must be one of {', '.join(VECTOR_STORAGES)}, got {self.vector_storage!r}")
-        _check(self.pool_factor is None or (isinstance(self.pool_factor, int) and self.pool_factor >= 1), "pool_factor must be None or an int >= 1")
-        _check(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size must be an int >= 1")
-        _check(isinstance(self.docs_per_segment, int) and self.docs_per_segment >= 1, "docs_per_segment must be an int >= 1")
-        _check(isinstance(self.merge_factor, int) and self.merge_factor >= 2, "merge_factor must be an int >= 2")
-        _check(self.nlist is None or (isinstance(self.nlist, int) and self.nlist >= 1), "nlist must be None or an int >= 1")
+        _check(self.pool_factor is None or (_is_int(self.pool_factor) and self.pool_factor >= 1), "pool_factor must be None or an int >= 1")
+        _check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be an int >= 1")
+        _check(_is_int(self.docs_per_segment) and self.docs_per_segment >= 1, "docs_per_segment must be an int >= 1")
+        _check(_is_int(self.merge_factor) and self.merge_factor >= 2, "merge_factor must be an int >= 2")
+        _check(self.nlist is None or (_is_int(self.nlist) and self.nlist >= 1), "nlist must be None or an int >= 1")
+        _check(_is_int(self.flat_max_vectors) and self.flat_max_vectors >= 0, "flat_max_vectors must be an int >= 0")
+        _check(self.pq_bytes is None or (_is_int(self.pq_bytes) and self.pq_bytes >= 1), "pq_bytes must be None or an int >= 1")
+        _check(isinstance(self.store_text, bool), f"store_text must be true or false, got {self.store_text!r}")
 
 
 IMPUTATIONS = ("floor", "measured")
@@ -183,14 +202,15 @@ class SearchConfig(ConfigBase):
     imputation: str = "floor"
 
     def validate(self) -> None:
-        _check(isinstance(self.k_prime, int) and self.k_prime >= 1, "k_prime must be an int >= 1")
+        _check(_is_int(self.k_prime) and self.k_prime >= 1, "k_prime must be an int >= 1")
         _check(self.imputation in IMPUTATIONS, f"imputation must be one of {', '.join(IMPUTATIONS)}")
-        _check(isinstance(self.k_prime_reference_vectors, int) and self.k_prime_reference_vectors >= 0,
+        _check(_is_int(self.k_prime_reference_vectors) and self.k_prime_reference_vectors >= 0,
                "k_prime_reference_vectors must be an int >= 0 (0 = a fixed k')")
-        _check(isinstance(self.n_rerank, int) and self.n_rerank >= 1, "n_rerank must be an int >= 1")
-        _check(isinstance(self.nprobe, int) and self.nprobe >= 1, "nprobe must be an int >= 1")
-        _check(0.0 <= float(self.selective_filter_fraction) <= 1.0, "selective_filter_fraction must be in [0, 1]")
-        _check(isinstance(self.short_query_tokens, int) and self.short_query_tokens >= 0,
+        _check(_is_int(self.n_rerank) and self.n_rerank >= 1, "n_rerank must be an int >= 1")
+        _check(_is_int(self.nprobe) and self.nprobe >= 1, "nprobe must be an int >= 1")
+        _check(_is_number(self.selective_filter_fraction) and 0.0 <= self.selective_filter_fraction <= 1.0,
+               "selective_filter_fraction must be a number in [0, 1]")
+        _check(_is_int(self.short_query_tokens) and self.short_query_tokens >= 0,
                "short_query_tokens must be an int >= 0 (0 = no widening)")
 
     def scaled_k_prime(self, n_vectors: int) -> int:

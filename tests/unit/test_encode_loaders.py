@@ -130,6 +130,18 @@ def test_xtrieve_folder_with_bad_config(tmp_path, colbert_folder):
         Encoder.load(out)
 
 
+def test_corrupt_model_files_are_named(tmp_path, colbert_folder):
+    out = Encoder.load(colbert_folder[0]).save(tmp_path / "m")
+    (out / "xtrieve_model.json").write_text("[]")
+    with pytest.raises(ModelLoadError, match="expected an object in JSON"):
+        Encoder.load(out)
+    out = Encoder.load(colbert_folder[0]).save(tmp_path / "n")
+    head = next(p for p in out.glob("*.safetensors"))
+    head.write_bytes(head.read_bytes()[:40])  # truncated
+    with pytest.raises(ModelLoadError, match=f"cannot read .*{head.name}"):
+        Encoder.load(out)
+
+
 def _add_dense(folder, name: str, weight, bias=None, kind="pylate.models.Dense.Dense",
                act="torch.nn.modules.linear.Identity"):
     from safetensors.torch import save_file

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import xtrieve
-from xtrieve.config import EncoderConfig
+from xtrieve.config import EncoderConfig, IndexConfig
 from xtrieve.errors import ConfigError, IndexFormatError, InputError, ModelMismatchError
 from helpers import WordHashEncoder
 
@@ -109,6 +109,13 @@ def test_build_over_existing_index(tmp_path, idx):
     assert len(again) == 1
 
 
+def test_failed_overwrite_keeps_the_old_index(tmp_path, idx):
+    with pytest.raises(InputError, match="empty"):
+        xtrieve.Index.build(tmp_path / "ix", ["fine", "   "], encoder=FakeEncoder(), overwrite=True)
+    assert len(xtrieve.Index.open(tmp_path / "ix", encoder=FakeEncoder())) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]  # no staging folder left behind
+
+
 def test_model_mismatch(tmp_path, idx):
     other = FakeEncoder(name="other", head="1" * 64)
     with pytest.raises(ModelMismatchError, match="differs"):
@@ -125,6 +132,29 @@ def test_model_mismatch(tmp_path, idx):
         emb.search("a string query")
 
 
+def test_model_mismatch_in_a_document_side_setting(tmp_path, idx):
+    fused = WordHashEncoder(DIM, "fake", "0" * 64, dense_weight=0.5)  # same name and head, other scores
+    with pytest.raises(ModelMismatchError, match="dense_weight"):
+        xtrieve.Index.open(tmp_path / "ix", encoder=fused)
+    with pytest.raises(ModelMismatchError, match="dense_weight"):
+        idx.add(["more"], encoder=fused)
+    assert generation(tmp_path / "ix") == 1
+
+
+def test_wrong_types_of_encoder_config_and_queries(tmp_path, idx):
+    with pytest.raises(InputError, match="encoder must be"):
+        xtrieve.Index.open(tmp_path / "ix", encoder=42)
+    with pytest.raises(InputError, match="encoder must be"):
+        xtrieve.Index.build(tmp_path / "new", ["a"], encoder=object())
+    with pytest.raises(ConfigError, match="IndexConfig or a dict"):
+        xtrieve.Index.build(tmp_path / "new", ["a"], encoder=FakeEncoder(), config="fast")
+    with pytest.raises(ConfigError, match="SearchConfig or a dict"):
+        idx.search("a", config=IndexConfig())
+    with pytest.raises(InputError, match="list of queries"):
+        idx.search_batch(None)
+    assert not (tmp_path / "new").exists()
+
+
 def test_not_an_index(tmp_path):
     with pytest.raises(IndexFormatError, match="not an xtrieve index: no manifest.json in"):
         xtrieve.Index.open(tmp_path)
@@ -138,3 +168,20 @@ def test_search_input_checks(idx):
     with pytest.raises(InputError, match="list of queries"):
         idx.search_batch("one string")
     assert idx.search_batch([]) == []
+
+
+def test_docs_and_ids_of_the_wrong_type(tmp_path, idx):
+    with pytest.raises(InputError, match="iterable of documents"):
+        xtrieve.Index.build(tmp_path / "new", None, encoder=FakeEncoder())
+    with pytest.raises(InputError, match="iterable of documents"):
+        idx.add(42)
+    with pytest.raises(InputError, match="iterable of ids"):
+        idx.delete(None)
+    with pytest.raises(InputError, match="not in the index"):
+        idx.delete(12345)  # an int is one id, as auto ids are
+    assert generation(tmp_path / "ix") == 1 and not (tmp_path / "new").exists()
+
+
+def test_auto_ids_skip_ids_given_earlier_in_the_input(tmp_path):
+    built = xtrieve.Index.build(tmp_path / "auto", [{"id": "0", "text": "given"}, "auto"], encoder=FakeEncoder())
+    assert sorted(built.snapshot.segments[0].doc_ids) == ["0", "1"]

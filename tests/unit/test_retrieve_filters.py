@@ -29,6 +29,7 @@ def test_filters_evaluate(text, want):
     ("year >= 2020 lang", "unexpected"),
     ("", "empty filter"),
     ("year ~ 3", "cannot parse"),
+    ("year in (2020, 'x')", "share one type"),
 ])
 def test_bad_filters(text, message):
     with pytest.raises(FilterError, match=message):

@@ -1,0 +1,33 @@
+"""Configs reject values of the wrong type or range with a ConfigError naming the field."""
+from __future__ import annotations
+
+import pytest
+
+from xtrieve.config import EncoderConfig, IndexConfig, SearchConfig
+from xtrieve.errors import ConfigError
+
+
+@pytest.mark.parametrize("cls, values, field", [
+    (IndexConfig, {"flat_max_vectors": -5}, "flat_max_vectors"),
+    (IndexConfig, {"pq_bytes": "x"}, "pq_bytes"),
+    (IndexConfig, {"store_text": "no"}, "store_text"),
+    (IndexConfig, {"batch_size": True}, "batch_size"),
+    (SearchConfig, {"selective_filter_fraction": "x"}, "selective_filter_fraction"),
+    (SearchConfig, {"selective_filter_fraction": 1.5}, "selective_filter_fraction"),
+    (SearchConfig, {"n_rerank": 64.0}, "n_rerank"),
+    (EncoderConfig, {"query_prefix": 5}, "query_prefix"),
+    (EncoderConfig, {"query_augmentation": "no"}, "query_augmentation"),
+    (EncoderConfig, {"dim": True}, "dim"),
+    (EncoderConfig, {"dense_weight": float("inf")}, "dense_weight"),
+    (EncoderConfig, {"skiplist_words": "abc"}, "skiplist_words"),
+])
+def test_wrong_values_name_their_field(cls, values, field):
+    with pytest.raises(ConfigError, match=field):
+        cls.from_dict(values)
+
+
+def test_good_values_still_load():
+    assert IndexConfig.from_dict({"pq_bytes": 32, "store_text": False, "flat_max_vectors": 0}).pq_bytes == 32
+    assert SearchConfig.from_dict({"selective_filter_fraction": 0}).selective_filter_fraction == 0
+    cfg = EncoderConfig.from_dict({"query_prefix": "[Q] ", "skiplist_words": [".", ","], "dense_weight": 1})
+    assert cfg.skiplist_words == (".", ",")
