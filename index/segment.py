@@ -190,7 +190,9 @@ class SegmentWriter:
 def _open_ipc(path: Path) -> pa.Table:
     try:
         return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
-    except pa.ArrowInvalid as exc:
+    except FileNotFoundError:
+        raise  # a writer may have replaced the snapshot: the store retries
+    except (pa.ArrowInvalid, OSError) as exc:  # a truncated footer reads out of bounds (OSError)
         raise IndexFormatError(f"corrupt segment file {path}: {exc}") from None
 
 
@@ -243,7 +245,10 @@ class SegmentCore:
     def faiss_index(self):
         with self._lock:
             if self._faiss is None:
-                self._faiss = faiss_build.read_index_from(self._faiss_file)
+                try:
+                    self._faiss = faiss_build.read_index_from(self._faiss_file)
+                except RuntimeError as exc:  # FAISS's own error for an unreadable index
+                    raise IndexFormatError(f"corrupt token index of segment {self.name}: {exc}") from None
             return self._faiss
 
     @cached_property

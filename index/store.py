@@ -99,6 +99,17 @@ class IndexStore:
                 log.debug("manifest changed while opening; retrying")
         raise IndexFormatError(f"index {self.path}: could not open a stable snapshot (writers too busy)")
 
+    def verify_files(self, files: dict[str, str]) -> None:
+        """IndexFormatError unless each file (relative path -> sha256) is present and intact,
+        whatever this store's ``verify`` setting (writers check what they are about to rewrite)."""
+        for rel, sha in files.items():
+            path = safe_join(self.path, rel, "file")
+            if not path.exists():
+                raise IndexFormatError(f"index {self.path}: file {rel} named by the manifest is missing")
+            if (rel, sha) not in self._verified and sha256_file(path) != sha:
+                raise IndexFormatError(f"checksum mismatch for {path}: the file is corrupt or was modified")
+            self._verified.add((rel, sha))
+
     def _check(self, rel: str, sha: str) -> None:
         if not self.verify or (rel, sha) in self._verified:
             return

@@ -171,6 +171,7 @@ class WriteSession:
             return self._template_index[1]
         meta = self._pending_template or self.manifest.template
         if meta is not None and meta["factory"] == factory:
+            IndexStore(self.root, verify=False).verify_files({meta["file"]: meta["sha256"]})
             index = faiss.read_index(str(self.root / meta["file"]))
         else:
             index = faiss_build.train_template(factory, self.manifest.dim, n, rows)
@@ -389,6 +390,9 @@ class WriteSession:
 
     def merge(self, picks: list[int]) -> None:
         """Merge the given segments (dropping deleted docs) into new ones and commit."""
+        # a merge rewrites these files under fresh checksums: never carry a corrupt one over
+        IndexStore(self.root, verify=False).verify_files(
+            {rel: sha for i in picks for rel, sha in self.manifest.segments[i].all_files().items()})
         snap = self.snapshot()
         readers = [snap.segments[i] for i in picks]
         entries, next_segment = self._write_segments(self._merge_batches(readers))

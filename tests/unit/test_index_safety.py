@@ -149,6 +149,24 @@ def test_checksum_mismatch_names_the_file(path):
     xtrieve.Index.open(path, verify=False)  # opt out
 
 
+def test_compact_does_not_carry_a_corrupt_file_over(path):
+    idx = xtrieve.Index.open(path)
+    idx.add_embeddings(["extra"], rand(1, 3))  # two segments: compact merges them
+    target = next(path.glob("seg-*/tokens.faiss"))
+    target.write_bytes(target.read_bytes() + b"\0")  # still readable, no longer what was committed
+    generation = idx.info().generation
+    with pytest.raises(IndexFormatError, match="checksum mismatch"):
+        xtrieve.Index.open(path, verify=False).compact()
+    assert xtrieve.Index.open(path, verify=False).info().generation == generation  # nothing committed
+
+
+def test_unreadable_segment_file_is_named_without_verification(path):
+    target = next(path.glob("seg-*/vectors.arrow"))
+    target.write_bytes(target.read_bytes()[:-20])  # the footer cut off
+    with pytest.raises(IndexFormatError, match="corrupt segment file .*vectors.arrow"):
+        xtrieve.Index.open(path, verify=False)
+
+
 def test_missing_file_is_named(path):
     next(path.glob("seg-*/tokens.faiss")).unlink()
     with pytest.raises(IndexFormatError, match="tokens.faiss"):
