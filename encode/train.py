@@ -18,6 +18,7 @@ scalars, config). Batches depend only on (seed, step), so ``resume`` continues e
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from xtrieve.encode.crisp import crisp_pool, maxsim
 from xtrieve.encode.heads import ResidualMLP
 from xtrieve.encode.train_data import (
-    ATTENDED, BM25, DEFAULT_CACHE, OUTPUT, StateCache, TrainSet, chunked, load_train_set, pad_flags, pad_states,
+    ATTENDED, BM25, OUTPUT, StateCache, TrainSet, chunked, default_cache, load_train_set, pad_flags, pad_states,
     split_queries,
 )
 from xtrieve.errors import InputError, ModelLoadError
@@ -243,15 +244,16 @@ def batch_plan(n_per_set: list[int], batch_size: int, seed: int, epoch: int) -> 
     return plan
 
 
-def batches_for(step: int, n_per_set: list[int], batch_size: int, seed: int, _memo: dict = {}) -> tuple[int, list[int]]:
+def batches_for(step: int, n_per_set: list[int], batch_size: int, seed: int) -> tuple[int, list[int]]:
     """The batch of a global step (0-based), independent of how training got there."""
-    per_epoch = len(batch_plan(n_per_set, batch_size, seed, 0))
+    per_epoch = len(_epoch_plan(tuple(n_per_set), batch_size, seed, 0))
     epoch, pos = divmod(step, max(per_epoch, 1))
-    key = (tuple(n_per_set), batch_size, seed, epoch)
-    if key not in _memo:
-        _memo.clear()
-        _memo[key] = batch_plan(n_per_set, batch_size, seed, epoch)
-    return _memo[key][pos]
+    return _epoch_plan(tuple(n_per_set), batch_size, seed, epoch)[pos]
+
+
+@functools.lru_cache(maxsize=2)  # the current epoch's plan (and epoch 0's, which sizes an epoch)
+def _epoch_plan(n_per_set: tuple[int, ...], batch_size: int, seed: int, epoch: int) -> list[tuple[int, list[int]]]:
+    return batch_plan(list(n_per_set), batch_size, seed, epoch)
 
 
 @torch.no_grad()
@@ -471,7 +473,7 @@ def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
     except ValueError as exc:
         raise InputError(str(exc)) from None
     first = base_model.top.first if base_model.top is not None else None
-    cache = StateCache(cfg.cache_dir or DEFAULT_CACHE, enc, layer=first)
+    cache = StateCache(cfg.cache_dir or default_cache(), enc, layer=first)
     t0 = time.time()
     prep = prepare(cfg, enc, cache, base_model, out)
     log.info("data ready in %.0fs: %s", time.time() - t0,

@@ -32,7 +32,9 @@ from xtrieve.errors import InputError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE = Path(os.environ.get("XTRIEVE_CACHE", Path.home() / ".cache" / "xtrieve")) / "train-states"
+def default_cache() -> Path:
+    """Where cached backbone states go: $XTRIEVE_CACHE/train-states (~/.cache/xtrieve by default)."""
+    return Path(os.environ.get("XTRIEVE_CACHE", Path.home() / ".cache" / "xtrieve")) / "train-states"
 
 
 # -- data -----------------------------------------------------------------------------------

@@ -288,14 +288,12 @@ def markdown_report(report: dict[str, Any]) -> str:
 
 def plot(report: dict[str, Any], path: str | Path) -> Path | None:
     """Quality (nDCG@10) vs p50 latency scatter; None when matplotlib is not importable."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:  # a Figure of its own: pyplot's process-wide backend and figure list stay untouched
+        from matplotlib.figure import Figure
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     groups: dict[str, list[dict]] = {}
     for row in report["rows"]:
         groups.setdefault(row["system"], []).append(row)
@@ -315,7 +313,6 @@ def plot(report: dict[str, Any], path: str | Path) -> Path | None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)
 
 

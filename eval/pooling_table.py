@@ -35,7 +35,7 @@ def table_rows(data_dir: str | Path, models: list[tuple[str, str, list[int]]], c
     """One row per (label, model folder, pool factor)."""
     import xtrieve
     from xtrieve.encode.train import TrainModel
-    from xtrieve.encode.train_data import DEFAULT_CACHE, StateCache
+    from xtrieve.encode.train_data import StateCache, default_cache
     from xtrieve.encode.train_eval import cached_vectors
 
     ds = load_beir(data_dir, split)
@@ -45,7 +45,7 @@ def table_rows(data_dir: str | Path, models: list[tuple[str, str, list[int]]], c
     rows = []
     for label, folder, factors in models:
         enc = xtrieve.Encoder.load(folder)
-        cache = StateCache(cache_dir or DEFAULT_CACHE, enc)
+        cache = StateCache(cache_dir or default_cache(), enc)
         cache.ensure(texts, False)
         cache.ensure(queries, True, progress=False)
         model = TrainModel(enc).eval()
