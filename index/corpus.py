@@ -72,6 +72,8 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 yield _row(obj, f"{path}:{n}")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except (OSError, EOFError) as exc:  # unreadable, or a bad or truncated .gz
+        raise InputError(f"{path}: cannot read ({exc})") from None
 
 
 def _json(path: Path) -> Iterator[dict[str, Any]]:
@@ -79,6 +81,8 @@ def _json(path: Path) -> Iterator[dict[str, Any]]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from None
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a JSON list of documents")
     for n, obj in enumerate(data):

@@ -98,6 +98,7 @@ def test_parquet_and_txt_folder(tmp_path):
     ('{"_id": "a"}\n', "notext.jsonl", "missing 'text'"),
     ('{"_id": "a", "text": \n', "broken.jsonl", "not valid JSON"),
     ("x", "corpus.xml", "unknown corpus format"),
+    ("not gzip data", "corpus.jsonl.gz", "cannot read"),
 ])
 def test_bad_corpus(tmp_path, content, name, message):
     f = tmp_path / name
