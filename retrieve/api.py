@@ -8,32 +8,12 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from xtrieve.config import IndexConfig, SearchConfig
-from xtrieve.errors import ConfigError, InputError
+from xtrieve.errors import InputError
 from xtrieve.types import Hit, IndexInfo
 
 log = logging.getLogger(__name__)
 
 SMALL_QUERY_BATCH = 4
-
-
-def _config(config: IndexConfig | Mapping[str, Any] | None) -> IndexConfig:
-    if config is None:
-        return IndexConfig()
-    if isinstance(config, IndexConfig):
-        return config
-    if isinstance(config, Mapping):
-        return IndexConfig.from_dict(config)
-    raise ConfigError(f"config must be an IndexConfig or a dict of its fields, got {type(config).__name__}")
-
-
-def _search_config(config: SearchConfig | Mapping[str, Any] | None) -> SearchConfig:
-    if config is None:
-        return SearchConfig()
-    if isinstance(config, SearchConfig):
-        return config
-    if isinstance(config, Mapping):
-        return SearchConfig.from_dict(config)
-    raise ConfigError(f"config must be a SearchConfig or a dict of its fields, got {type(config).__name__}")
 
 
 def _as_encoder(encoder: Any) -> Any:
@@ -77,7 +57,7 @@ class Index:
         """Encode ``docs`` (str or {"id"/"_id", "text", "title"?, **metadata}) into a new index."""
         from xtrieve.index.writer import create_index
 
-        config = _config(config)
+        config = IndexConfig.of(config)
         encoder = _as_encoder(encoder)
         if encoder is None:
             from xtrieve.encode.encoder import Encoder
@@ -97,7 +77,7 @@ class Index:
         from xtrieve.index.docs import check_embedding
         from xtrieve.index.writer import check_embedding_input, create_index
 
-        config = _config(config)
+        config = IndexConfig.of(config)
         ids, embeddings, metadata = check_embedding_input(ids, embeddings, metadata)
         dim = check_embedding(embeddings[0], None, f"document {ids[0]!r}").shape[1]
         with create_index(path, dim, config, None, 1, overwrite) as session:
@@ -284,7 +264,7 @@ class Index:
         When the index's model adds a dense score, text queries get it; token vectors are
         scored by MaxSim alone. ``config``: a SearchConfig or a dict of its fields.
         """
-        config = _search_config(config)
+        config = SearchConfig.of(config)
         if isinstance(queries, (str, np.ndarray)):
             raise InputError("search_batch expects a list of queries; use search() for one")
         if not isinstance(queries, Iterable):

@@ -49,6 +49,18 @@ class ConfigBase:
         except TypeError as exc:
             raise ConfigError(f"invalid {cls.__name__}: {exc}") from None
 
+    @classmethod
+    def of(cls: type[C], value: "C | Mapping[str, Any] | None") -> C:
+        """``value`` as this config: None gives the defaults, a mapping goes through
+        :meth:`from_dict`; anything else is a :class:`ConfigError`."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping):
+            return cls.from_dict(value)
+        raise ConfigError(f"config must be a {cls.__name__} or a dict of its fields, got {type(value).__name__}")
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
