@@ -99,3 +99,7 @@ def markdown_table(rows: list[dict]) -> str:
                      f"{100 * r['recall@100']:.2f} | {r['n_vectors']:,} | {r['n_tokens'] / r['n_vectors']:.2f} | "
                      f"{r['index_bytes'] / 1e6:.1f} |")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

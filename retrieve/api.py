@@ -110,7 +110,6 @@ class Index:
         if self._encoder is None and self._snapshot.encoder_identity is not None:
             from xtrieve.encode.encoder import Encoder
             from xtrieve.index.manifest import ENCODER_DIR
-
             from xtrieve.index.writer import check_encoder
 
             encoder = Encoder.load(self.path / ENCODER_DIR)
