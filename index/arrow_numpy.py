@@ -1,8 +1,8 @@
-"""NumPy <-> Arrow without ``to_numpy`` or ``pa.array``.
+"""NumPy and Python values <-> Arrow without ``to_numpy``, ``pa.array`` or ``pa.scalar``.
 
-pyarrow's ``to_numpy``, and ``pa.array`` / ``take`` on a NumPy array, import pandas the
-first time they run (~0.15-0.25 s, a tenth of a one-query CLI search); reading or wrapping
-the buffers directly costs nothing and copies nothing.
+pyarrow's ``to_numpy``, ``pa.array`` and ``pa.scalar`` (from NumPy or Python values) import
+pandas the first time they run (~0.15-0.25 s, a tenth of a one-query CLI search); reading or
+wrapping the buffers directly costs nothing and copies nothing.
 """
 from __future__ import annotations
 
@@ -34,3 +34,32 @@ def arrow_indices(indices: np.ndarray) -> pa.Array:
     """Row numbers as an Arrow int64 array for ``take``, wrapping (not copying) their buffer."""
     values = np.ascontiguousarray(indices, dtype=np.int64)
     return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+
+
+def arrow_literals(values: list) -> pa.Array:
+    """Python literals of one kind (bools, numbers, or strings) as an Arrow array built from
+    buffers: bool, int64, float64 (ints mixed with floats become floats) or string; TypeError
+    for a mix of kinds or an int beyond int64."""
+    kinds = {type(v) if isinstance(v, bool) or not isinstance(v, (int, float, str)) else
+             int if isinstance(v, int) else float if isinstance(v, float) else str for v in values}
+    if not kinds:
+        raise TypeError("no values")
+    if kinds == {bool}:
+        bits = np.packbits(np.array(values, dtype=bool), bitorder="little")
+        return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
+    if kinds == {int}:
+        try:
+            data = np.array(values, dtype=np.int64)
+        except OverflowError:
+            raise TypeError("an integer beyond 64 bits") from None
+        return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(data)])
+    if kinds in ({float}, {int, float}):
+        data = np.array(values, dtype=np.float64)
+        return pa.Array.from_buffers(pa.float64(), len(values), [None, pa.py_buffer(data)])
+    if kinds == {str}:
+        encoded = [v.encode("utf-8") for v in values]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+        np.cumsum([len(b) for b in encoded], out=offsets[1:])
+        return pa.Array.from_buffers(pa.string(), len(values),
+                                     [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
+    raise TypeError(f"values of different kinds: {', '.join(sorted(k.__name__ for k in kinds))}")

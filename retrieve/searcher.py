@@ -12,7 +12,7 @@ import torch
 from xtrieve.config import SearchConfig
 from xtrieve.errors import InputError
 from xtrieve.index.arrow_numpy import arrow_indices, as_numpy
-from xtrieve.retrieve.filters import allowed_rows, as_expression
+from xtrieve.retrieve.filters import allowed_rows, as_condition
 from xtrieve.retrieve.maxsim import SegmentVectors, token_maxima_across
 from xtrieve.retrieve.probe import Coarse, TokenProbe
 from xtrieve.retrieve.segment_groups import SegmentGroup, core_of, form_groups, row_selector
@@ -200,10 +200,10 @@ class Searcher:
             if hit is not None:
                 self._filter_cache.move_to_end(key)
                 return hit
-        expr = as_expression(filter, self.columns)
+        condition = as_condition(filter, self.columns)
         out = _AllowedList([])
         for seg, live in zip(self.segments, self._live):
-            mask = as_numpy(allowed_rows(seg.table, expr))
+            mask = as_numpy(allowed_rows(seg.table, condition))
             out.append(_Allowed(seg, mask & live.docs_mask))
         with self._lock:
             self._filter_cache[key] = out

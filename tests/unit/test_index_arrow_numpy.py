@@ -1,5 +1,5 @@
 """index.arrow_numpy: NumPy views of Arrow arrays, equal to pyarrow's to_numpy; row numbers
-for take; a search that never imports pandas."""
+for take; filter literals; a search, filtered too, that never imports pandas."""
 import subprocess
 import sys
 
@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from xtrieve.index.arrow_numpy import arrow_indices, as_numpy
+from xtrieve.index.arrow_numpy import arrow_indices, arrow_literals, as_numpy
 
 
 @pytest.mark.parametrize("array", [
@@ -38,6 +38,19 @@ def test_refuses_nulls_and_other_types():
         as_numpy(pa.array(["a", "b"]))
 
 
+@pytest.mark.parametrize("values", [[True, False, True], [3, -2**63, 2**63 - 1], [1.5, -0.0], [2020, 2021.5],
+                                    ["en", "", "ünï"]])
+def test_arrow_literals_equal_pa_array(values):
+    built = arrow_literals(values)
+    assert built.to_pylist() == values and built.equals(pa.array(values, type=built.type))
+
+
+@pytest.mark.parametrize("values", [["a", 1], [True, 1], [2**64], [None], []])
+def test_arrow_literals_refuse_a_mix_or_the_unrepresentable(values):
+    with pytest.raises(TypeError):
+        arrow_literals(values)
+
+
 def test_arrow_indices_take_like_numpy():
     table = pa.table({"n": np.arange(10) * 3, "s": [f"r{i}" for i in range(10)]})
     rows = np.array([7, 0, 7, 2], dtype=np.int32)[::2]  # strided, another dtype
@@ -45,7 +58,7 @@ def test_arrow_indices_take_like_numpy():
     assert len(arrow_indices(np.zeros(0, dtype=np.int64))) == 0
 
 
-def test_open_and_search_without_importing_pandas(tmp_path):
+def test_open_and_search_with_a_filter_without_importing_pandas(tmp_path):
     import xtrieve
 
     rng = np.random.default_rng(0)
@@ -56,6 +69,8 @@ def test_open_and_search_without_importing_pandas(tmp_path):
             "hits = idx.search(np.ones((3, 16), dtype=np.float32), k=5); "
             "assert len(hits) == 5 and 'year' in hits[0].metadata; "
             "assert idx.search(np.ones((3, 16), dtype=np.float32), k=50, exhaustive=True)[0] == hits[0]; "
+            "kept = idx.search(np.ones((3, 16), dtype=np.float32), k=50, filter=\"year >= 2020 or year in (2001, 2002)\"); "
+            "assert sorted(h.metadata['year'] for h in kept) == [2001, 2002] + list(range(2020, 2030)); "
             "print('pandas' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "idx")], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

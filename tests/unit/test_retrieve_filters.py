@@ -1,9 +1,9 @@
-"""Filter strings parse into pyarrow expressions safely."""
+"""Filter strings parse safely into a pyarrow Expression and into direct compute calls that agree."""
 import pyarrow as pa
 import pytest
 
 from xtrieve.errors import FilterError
-from xtrieve.retrieve.filters import allowed_rows, parse_filter
+from xtrieve.retrieve.filters import allowed_rows, compile_filter, parse_filter
 
 TABLE = pa.table({"year": [2000, 2020, 2021, None], "lang": ["en", "fr", "en", "en"]})
 COLS = set(TABLE.column_names)
@@ -16,9 +16,20 @@ COLS = set(TABLE.column_names)
     ("year is null", [False, False, False, True]),
     ("year is not null and lang not in (\"en\")", [False, True, False, False]),
     ("year = 2021", [False, False, True, False]),
+    ("not (year > 2000 or lang == 'fr')", [True, False, False, False]),
+    ("year in (2020, 2021.0)", [False, True, True, False]),
+    ("year > 2020.5 or year is null", [False, False, True, True]),
+    ("lang != 'en' or not (year < 2021)", [False, True, True, False]),
 ])
 def test_filters_evaluate(text, want):
-    assert allowed_rows(TABLE, parse_filter(text, COLS)).to_pylist() == want
+    assert allowed_rows(TABLE, parse_filter(text, COLS)).to_pylist() == want  # the Expression
+    assert allowed_rows(TABLE, compile_filter(text, COLS)).to_pylist() == want  # direct compute calls
+
+
+def test_a_type_clash_is_a_filter_error_on_both_paths():
+    for condition in (parse_filter("lang > 3", COLS), compile_filter("lang > 3", COLS)):
+        with pytest.raises(FilterError, match="cannot be applied"):
+            allowed_rows(TABLE, condition)
 
 
 @pytest.mark.parametrize("text, message", [
