@@ -132,23 +132,30 @@ def _weights(folder: Path, config: dict[str, Any], state: dict[str, torch.Tensor
     shape = BertShape.read(config.get)
     needed = shape.parameter_shapes(config)
     if state is None:
-        from safetensors import SafetensorError
-
         try:
-            state = read_weights(folder)
-        except ModelLoadError as exc:
+            state = _legacy_names_renamed(read_weights(folder))
+        except ModelLoadError as exc:  # also a truncated or corrupt weights file
             return str(exc)
-        except (SafetensorError, OSError) as exc:  # a truncated or corrupt safetensors file
-            return f"the weights do not load: {exc}"
         if "bert." + next(iter(needed)) in state:  # a checkpoint of a model built around a BertModel
             state = {k[len("bert."):]: v for k, v in state.items() if k.startswith("bert.")}
-    elif any(k not in needed and k not in UNREAD_WEIGHTS for k in state):
-        return "the checkpoint names weights a BertModel does not have"
+    else:
+        state = _legacy_names_renamed(state)
+        if any(k not in needed and k not in UNREAD_WEIGHTS for k in state):
+            return "the checkpoint names weights a BertModel does not have"
     if overlay:
         if any(k not in needed for k in overlay):
             return "the overlay names weights a BertModel does not have"
         state = {**state, **overlay}
     return shape.wrong_weight(state, config) or {name: state[name] for name in needed}
+
+
+def _legacy_names_renamed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """LayerNorm ``gamma``/``beta`` as ``weight``/``bias``, as transformers reads them (folders
+    saved by some transformers versions, e.g. through PyLate 1.6, name them the old way)."""
+    if not any(k.endswith(("LayerNorm.gamma", "LayerNorm.beta")) for k in state):
+        return state
+    return {k[:-len("gamma")] + "weight" if k.endswith("LayerNorm.gamma") else
+            k[:-len("beta")] + "bias" if k.endswith("LayerNorm.beta") else k: v for k, v in state.items()}
 
 
 def read(folder: Path, state: dict[str, torch.Tensor] | None = None,

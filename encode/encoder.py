@@ -14,6 +14,7 @@ import torch
 from xtrieve.config import EncoderConfig
 from xtrieve.encode import loaders
 from xtrieve.encode import bert_files, lean_bert
+from xtrieve.encode.heads import activate
 from xtrieve.encode.pooling import pool_documents
 from xtrieve.encode.tokenize import TextProcessor, check_texts
 from xtrieve.errors import ModelLoadError
@@ -294,7 +295,7 @@ class Encoder:
 
     def project(self, states: torch.Tensor) -> torch.Tensor:
         """Apply the head and (optionally) L2-normalise."""
-        x = self.head(states if self.mlp is None else self.mlp(states))
+        x = activate(self.head(states if self.mlp is None else self.mlp(states)), self.config.head_activation)
         return torch.nn.functional.normalize(x, dim=-1) if self.config.normalize else x
 
     @property

@@ -1,7 +1,11 @@
-"""Optional head parts beyond the linear projection (loaded from head.safetensors keys)."""
+"""Optional head parts beyond the linear projection (loaded from head.safetensors keys), and
+the activation a head may apply after it (``EncoderConfig.head_activation``)."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+_ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu, "gelu": F.gelu, "sigmoid": torch.sigmoid, "silu": F.silu}
 
 MLP_PREFIX = "mlp."
 
@@ -35,3 +39,8 @@ class ResidualMLP(torch.nn.Module):
 
     def head_state(self) -> dict[str, torch.Tensor]:
         return {MLP_PREFIX + k: v.detach().cpu().float().contiguous() for k, v in self.state_dict().items()}
+
+
+def activate(x: torch.Tensor, name: str | None) -> torch.Tensor:
+    """``x`` through the named head activation (exact GELU, as torch.nn.GELU()); None: unchanged."""
+    return x if name is None else _ACTIVATIONS[name](x)

@@ -145,17 +145,36 @@ def load_xtrieve(folder: Path) -> ModelSpec:
     )
 
 
-def read_dense_chain(dense_modules: list[tuple[Path, str]]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Dense modules (folder, module type) applied in order, as one linear map (weight [out,
-    in], bias or None); None, None when there are none. A chain of linear maps is one matrix
-    product (equal up to float32 rounding). PyLate's Dense applies its linear map alone,
-    whatever activation its config names; sentence-transformers' must name Identity."""
+# torch.nn activation classes a Dense module may name, as EncoderConfig.head_activation values
+DENSE_ACTIVATIONS = {"Tanh": "tanh", "ReLU": "relu", "GELU": "gelu", "Sigmoid": "sigmoid", "SiLU": "silu"}
+
+
+@dataclasses.dataclass
+class DenseChain:
+    """Dense modules after the Transformer as one linear map (weight [out, in], bias or None)
+    followed by an element-wise ``activation`` (None: linear)."""
+
+    weight: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+    activation: str | None = None
+
+
+def read_dense_chain(dense_modules: list[tuple[Path, str]]) -> DenseChain:
+    """Dense modules (folder, module type) applied in order, as PyLate (>= 1.3.3) and
+    sentence-transformers apply them: each computes activation(W x + b), PyLate's plus a
+    residual (x itself, or its own linear map of x when the widths differ) when its config sets
+    ``use_residual``. Linear steps compose into one matrix product (equal up to float32
+    rounding); an activation is supported on the last module, without a residual there."""
+    chain = DenseChain()
     weight = bias = None
-    for dense_dir, kind in dense_modules:
+    for n, (dense_dir, kind) in enumerate(dense_modules):
+        if chain.activation is not None:
+            raise ModelLoadError(f"{dense_dir}: a Dense after one with activation {chain.activation} is not supported")
         dcfg = read_json(dense_dir / "config.json")
-        act = str(dcfg.get("activation_function", "torch.nn.modules.linear.Identity"))
-        if not act.endswith("Identity") and not kind.startswith("pylate."):
-            raise ModelLoadError(f"{dense_dir}: Dense activation {act} is not supported (only Identity)")
+        act = str(dcfg.get("activation_function", "torch.nn.modules.linear.Identity")).rsplit(".", 1)[-1]
+        if act != "Identity" and act not in DENSE_ACTIVATIONS:
+            raise ModelLoadError(f"{dense_dir}: Dense activation {act} is not supported "
+                                 f"(Identity, {', '.join(DENSE_ACTIVATIONS)})")
         state = read_weights(dense_dir)
         w = state.get("linear.weight")
         if w is None:
@@ -163,17 +182,25 @@ def read_dense_chain(dense_modules: list[tuple[Path, str]]) -> tuple[torch.Tenso
         w = w.double()
         b = state.get("linear.bias") if dcfg.get("bias", False) else None
         b = None if b is None else b.double()
+        if dcfg.get("use_residual", False) and kind.startswith("pylate."):
+            if act != "Identity":
+                raise ModelLoadError(f"{dense_dir}: a Dense with activation {act} and a residual is not supported")
+            residual = state.get("residual.weight")
+            if residual is None and w.shape[0] != w.shape[1]:
+                raise ModelLoadError(f"{dense_dir}: use_residual across widths needs 'residual.weight'")
+            w = w + (torch.eye(w.shape[1], dtype=torch.float64) if residual is None else residual.double())
+        if weight is not None and w.shape[1] != weight.shape[0]:
+            raise ModelLoadError(f"{dense_dir}: Dense takes {w.shape[1]} features, the previous one gives {weight.shape[0]}")
         if weight is None:
             weight, bias = w, b
-            continue
-        if w.shape[1] != weight.shape[0]:
-            raise ModelLoadError(f"{dense_dir}: Dense takes {w.shape[1]} features, the previous one gives {weight.shape[0]}")
-        bias = (w @ bias if bias is not None else None)
-        bias = b if bias is None else (bias if b is None else bias + b)
-        weight = w @ weight
-    if weight is None:
-        return None, None
-    return weight.float(), None if bias is None else bias.float()
+        else:
+            bias = (w @ bias if bias is not None else None)
+            bias = b if bias is None else (bias if b is None else bias + b)
+            weight = w @ weight
+        chain.activation = DENSE_ACTIVATIONS.get(act)
+    if weight is not None:
+        chain.weight, chain.bias = weight.float(), None if bias is None else bias.float()
+    return chain
 
 
 def load_sentence_transformers(folder: Path) -> ModelSpec:
@@ -190,26 +217,40 @@ def load_sentence_transformers(folder: Path) -> ModelSpec:
         raise ModelLoadError(f"{folder}/modules.json names no Transformer module")
     st_cfg = read_json(folder / "config_sentence_transformers.json") if (folder / "config_sentence_transformers.json").exists() else {}
     bert_cfg = read_json(backbone_dir / "sentence_bert_config.json") if (backbone_dir / "sentence_bert_config.json").exists() else {}
-    weight, bias = read_dense_chain(dense_modules)
+    chain = read_dense_chain(dense_modules)
+    weight, bias = chain.weight, chain.bias
     is_pylate = "query_prefix" in st_cfg or "query_length" in st_cfg or "document_length" in st_cfg
     hidden = read_json(backbone_dir / "config.json").get("hidden_size")
     dim = int(weight.shape[0]) if weight is not None else int(hidden or 0)
     doc_maxlen = int(st_cfg.get("document_length") or bert_cfg.get("max_seq_length") or 512)
+    common = dict(dim=dim, doc_maxlen=doc_maxlen, head_bias=bias is not None, head_activation=chain.activation,
+                  prompt=default_prompt(st_cfg, folder))
     if is_pylate:
         config = EncoderConfig(
-            dim=dim, query_maxlen=int(st_cfg.get("query_length", 32)), doc_maxlen=doc_maxlen,
+            query_maxlen=int(st_cfg.get("query_length", 32)),
             query_prefix=st_cfg.get("query_prefix", "[Q] "), document_prefix=st_cfg.get("document_prefix", "[D] "),
             query_augmentation=bool(st_cfg.get("do_query_expansion", True)),
             attend_to_expansion_tokens=bool(st_cfg.get("attend_to_expansion_tokens", False)),
             skiplist_words=tuple(st_cfg.get("skiplist_words", PUNCTUATION)),
-            keep_special_tokens=True, head_bias=bias is not None,
+            keep_special_tokens=True, **common,
         )
     else:
-        config = EncoderConfig(
-            dim=dim, query_maxlen=min(doc_maxlen, 64), doc_maxlen=doc_maxlen, head_bias=bias is not None,
-        )
+        config = EncoderConfig(query_maxlen=min(doc_maxlen, 64), **common)
     return ModelSpec(name=folder.name, backbone_dir=backbone_dir, backbone_ref={"path": str(backbone_dir)},
                      config=config, head_weight=weight, head_bias=bias)
+
+
+def default_prompt(st_cfg: dict[str, Any], folder: Path) -> str | None:
+    """The text sentence-transformers (and PyLate, for queries and documents alike) puts before
+    every input: ``prompts[default_prompt_name]``; None without a default prompt."""
+    name = st_cfg.get("default_prompt_name")
+    if not name:
+        return None
+    prompts = st_cfg.get("prompts") or {}
+    if name not in prompts or not isinstance(prompts[name], str):
+        raise ModelLoadError(f"{folder}/config_sentence_transformers.json: default_prompt_name {name!r} "
+                             f"names no prompt (prompts: {', '.join(map(str, prompts)) or 'none'})")
+    return prompts[name] or None
 
 
 def load_colbert(folder: Path) -> ModelSpec:

@@ -135,6 +135,8 @@ class TextProcessor:
         overlap = min(c.doc_window_overlap, budget // 2)
         stride = budget - overlap
         out = Rows([], [], [], [], 0)
+        if c.prompt:  # a sentence-transformers default prompt: part of the text, so of the budget
+            texts = [c.prompt + t for t in texts]
         for i, ids in enumerate(self.tok(texts, add_special_tokens=False, truncation=False)["input_ids"]):
             n_windows = 1 + -(-max(0, len(ids) - budget) // stride)
             if n_windows > max_windows:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from xtrieve.encode.crisp import crisp_pool, maxsim
-from xtrieve.encode.heads import ResidualMLP
+from xtrieve.encode.heads import ResidualMLP, activate
 from xtrieve.encode.train_data import (
     ATTENDED, BM25, OUTPUT, StateCache, TrainSet, chunked, default_cache, load_train_set, pad_flags, pad_states,
     split_queries,
@@ -112,11 +112,12 @@ class TrainModel(torch.nn.Module):
         else:
             self.mlp = None
         self.normalize = enc.config.normalize
+        self.activation = enc.config.head_activation
         self.backbone = enc.backbone if train_backbone else None
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         x = states if self.mlp is None else self.mlp(states)
-        x = self.linear(x)
+        x = activate(self.linear(x), self.activation)
         return F.normalize(x, dim=-1) if self.normalize else x
 
     def encode_cached(self, cache: StateCache, texts: list[str], is_query: bool) -> tuple[torch.Tensor, torch.Tensor]:

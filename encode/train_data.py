@@ -160,6 +160,8 @@ def encoder_cache_key(enc, layer: int | None = None) -> str:
     c = enc.config.to_dict()
     keep = {k: c[k] for k in ("query_maxlen", "doc_maxlen", "query_prefix", "document_prefix", "query_augmentation",
                               "attend_to_expansion_tokens", "skiplist_words", "keep_special_tokens", "lowercase")}
+    if c.get("prompt"):  # (likewise absent without one)
+        keep["prompt"] = c["prompt"]
     if c["doc_windows"] > 1:  # (absent otherwise, so caches made before windows existed stay valid)
         keep.update(doc_windows=c["doc_windows"], doc_window_overlap=c["doc_window_overlap"])
     h = hashlib.sha256(json.dumps({"backbone": enc.spec.backbone_ref, "dir": Path(enc.spec.backbone_dir).name,

@@ -48,7 +48,8 @@ Batch = tuple[pa.Table, list[np.ndarray], list[int], "np.ndarray | None"]
 # EncoderConfig fields that shape stored document vectors or exact scores: an encoder that
 # differs in one of them does not match an index (query-side fields such as query_maxlen may)
 DOCUMENT_SIDE_FIELDS = ("doc_maxlen", "doc_windows", "doc_window_overlap", "document_prefix", "skiplist_words",
-                        "keep_special_tokens", "normalize", "head_bias", "lowercase", "dense_weight")
+                        "keep_special_tokens", "normalize", "head_bias", "lowercase", "dense_weight",
+                        "head_activation", "prompt")
 
 
 def model_difference(a: dict | None, b: dict | None) -> str | None:

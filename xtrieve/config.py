@@ -97,6 +97,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+# element-wise functions a head may apply after its linear map (xtrieve.encode.heads.activate)
+HEAD_ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "silu")
+
+
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig(ConfigBase):
     """How text becomes token vectors; saved with every model and index.
@@ -126,6 +130,12 @@ class EncoderConfig(ConfigBase):
     head_bias: bool = False
     lowercase: bool = False
     dense_weight: float = 0.0
+    # applied to the head's output before normalising (a PyLate or sentence-transformers Dense
+    # with that activation); None = linear
+    head_activation: str | None = None
+    # text put before every query and document before tokenising (a sentence-transformers
+    # folder's default prompt, which PyLate prepends to both); None = none
+    prompt: str | None = None
 
     def validate(self) -> None:
         _check(_is_int(self.dim) and self.dim > 0, f"dim must be a positive int, got {self.dim!r}")
@@ -139,7 +149,9 @@ class EncoderConfig(ConfigBase):
                f"dense_weight must be a finite number >= 0, got {self.dense_weight!r}")
         _check(not isinstance(self.skiplist_words, str) and all(isinstance(w, str) for w in self.skiplist_words),
                "skiplist_words must be a list of strings")
-        for name in ("query_prefix", "document_prefix"):
+        _check(self.head_activation is None or self.head_activation in HEAD_ACTIVATIONS,
+               f"head_activation must be None or one of {', '.join(HEAD_ACTIVATIONS)}, got {self.head_activation!r}")
+        for name in ("query_prefix", "document_prefix", "prompt"):
             value = getattr(self, name)
             _check(value is None or isinstance(value, str), f"{name} must be a string or None, got {value!r}")
         for name in ("query_augmentation", "attend_to_expansion_tokens", "keep_special_tokens", "normalize",

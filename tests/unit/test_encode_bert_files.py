@@ -82,6 +82,23 @@ def test_falls_back_to_transformers_when_files_disagree(pylate_folder):
     assert bert_files.read(folder) is None
 
 
+def test_layernorm_gamma_beta_names_are_read(pylate_folder):
+    """Weights saved with LayerNorm gamma/beta names (as some transformers versions write them)
+    still take the file reader, with the same values as weight/bias."""
+    from safetensors.torch import load_file, save_file
+
+    folder = pylate_folder[0]
+    before = bert_files.read(folder).state
+    state = load_file(str(folder / "model.safetensors"))
+    renamed = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+               for k, v in state.items()}
+    assert renamed.keys() != state.keys()
+    save_file(renamed, str(folder / "model.safetensors"))
+    after = bert_files.read(folder)
+    assert after is not None and after.state.keys() == before.keys()
+    assert all(torch.equal(after.state[k], before[k]) for k in before)
+
+
 def test_unknown_overlay_weights_still_a_clear_error(pylate_folder):
     from xtrieve.encode import loaders
     from xtrieve.errors import ModelLoadError

@@ -143,18 +143,28 @@ def test_corrupt_model_files_are_named(tmp_path, colbert_folder):
 
 
 def _add_dense(folder, name: str, weight, bias=None, kind="pylate.models.Dense.Dense",
-               act="torch.nn.modules.linear.Identity"):
+               act="torch.nn.modules.linear.Identity", residual=None):
+    """A Dense module as PyLate (>= 1.3.3) saves one; ``residual``: True (x itself) or a weight."""
     from safetensors.torch import save_file
 
     (folder / name).mkdir()
     (folder / name / "config.json").write_text(json.dumps({
         "in_features": weight.shape[1], "out_features": weight.shape[0], "bias": bias is not None,
-        "activation_function": act}))
-    save_file({"linear.weight": weight, **({"linear.bias": bias} if bias is not None else {})},
-              str(folder / name / "model.safetensors"))
+        "activation_function": act, "use_residual": residual is not None}))
+    tensors = {"linear.weight": weight, **({"linear.bias": bias} if bias is not None else {})}
+    if isinstance(residual, torch.Tensor):
+        tensors["residual.weight"] = residual
+    save_file(tensors, str(folder / name / "model.safetensors"))
     modules = json.loads((folder / "modules.json").read_text())
     modules.append({"idx": len(modules), "name": str(len(modules)), "path": name, "type": kind})
     (folder / "modules.json").write_text(json.dumps(modules))
+
+
+def _query_states(enc, text):
+    """The backbone's last hidden states of one query, computed by transformers."""
+    batch = enc.processor.batch(enc.processor.encode_ids(text, True)[0], True)
+    with torch.inference_mode():
+        return enc.backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state[0]
 
 
 def test_chained_dense_modules_compose(pylate_folder):
@@ -167,26 +177,77 @@ def test_chained_dense_modules_compose(pylate_folder):
     enc = Encoder.load(folder)
     assert enc.config.dim == 8 and enc.config.head_bias
     text = ["the cat sat on the mat"]
-    batch = enc.processor.batch(enc.processor.encode_ids(text, True)[0], True)
-    with torch.inference_mode():
-        hidden = single.backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state[0]
-        expected = torch.nn.functional.normalize((hidden @ first.T) @ second.T + bias, dim=-1)
+    hidden = _query_states(single, text)
+    expected = torch.nn.functional.normalize((hidden @ first.T) @ second.T + bias, dim=-1)
     assert np.allclose(enc.encode_queries(text)[0], expected.numpy(), atol=1e-5)
 
 
-def test_dense_activation_and_chain_checks(pylate_folder, tmp_path):
+@pytest.mark.parametrize("act, fn", [("torch.nn.modules.activation.Tanh", torch.tanh),
+                                     ("torch.nn.modules.activation.GELU", torch.nn.functional.gelu)])
+def test_dense_activation_is_applied(pylate_folder, act, fn, tmp_path):
+    """PyLate (>= 1.3.3) and sentence-transformers apply a Dense module's activation after its
+    linear map; the activation survives a save and reload."""
+    folder, first = pylate_folder
+    hidden = _query_states(Encoder.load(folder), ["a query about cats"])
+    torch.manual_seed(4)
+    second = torch.randn(8, 16)
+    _add_dense(folder, "2_Dense", second, act=act)
+    enc = Encoder.load(folder)
+    expected = torch.nn.functional.normalize(fn((hidden @ first.T) @ second.T), dim=-1).numpy()
+    assert enc.config.head_activation == act.rsplit(".", 1)[-1].lower()
+    assert np.allclose(enc.encode_queries(["a query about cats"])[0], expected, atol=1e-5)
+    again = Encoder.load(enc.save(tmp_path / "saved"))
+    assert np.allclose(again.encode_queries(["a query about cats"])[0], expected, atol=1e-5)
+
+
+def test_dense_residual_composes(pylate_folder):
+    """use_residual adds x itself (equal widths) or the module's residual map of x."""
+    folder, first = pylate_folder
+    hidden = _query_states(Encoder.load(folder), ["residual check"])
+    torch.manual_seed(5)
+    square, wide, across = torch.randn(16, 16), torch.randn(8, 16), torch.randn(8, 16)
+    _add_dense(folder, "2_Dense", square, residual=True)
+    _add_dense(folder, "3_Dense", wide, residual=across)
+    x = hidden @ first.T
+    x = x @ square.T + x
+    expected = torch.nn.functional.normalize(x @ wide.T + x @ across.T, dim=-1).numpy()
+    assert np.allclose(Encoder.load(folder).encode_queries(["residual check"])[0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("denses, message", [
+    ([dict(act="torch.nn.modules.activation.Tanh", residual=True)], "activation Tanh and a residual"),
+    ([dict(act="torch.nn.modules.activation.Softplus")], "Softplus is not supported"),
+    ([dict(act="torch.nn.modules.activation.Tanh"), dict(shape=(4, 8))], "after one with activation tanh"),
+    ([dict(shape=(8, 12))], "takes 12 features, the previous one gives 16"),
+])
+def test_dense_chain_checks(pylate_folder, denses, message):
     folder, _ = pylate_folder
-    _add_dense(folder, "2_Dense", torch.randn(8, 16), act="torch.nn.modules.activation.Tanh")
-    assert Encoder.load(folder).config.dim == 8  # PyLate's Dense applies its linear map only
-    modules = json.loads((folder / "modules.json").read_text())
-    modules[-1]["type"] = "sentence_transformers.models.Dense"
-    (folder / "modules.json").write_text(json.dumps(modules))
-    with pytest.raises(ModelLoadError, match="Tanh is not supported"):
+    for n, d in enumerate(denses):
+        _add_dense(folder, f"{n + 2}_Dense", torch.randn(*d.pop("shape", (8, 16))), **d)
+    with pytest.raises(ModelLoadError, match=message):
         Encoder.load(folder)
-    modules.pop()
-    (folder / "modules.json").write_text(json.dumps(modules))
-    _add_dense(folder, "3_Dense", torch.randn(8, 12))
-    with pytest.raises(ModelLoadError, match="takes 12 features, the previous one gives 16"):
+
+
+def test_default_prompt_is_put_before_every_text(pylate_folder, tmp_path):
+    """A sentence-transformers default prompt goes before queries and documents alike, as
+    PyLate's encode puts it; it survives a save and reload."""
+    folder, _ = pylate_folder
+    plain = Encoder.load(folder)
+    cfg_file = folder / "config_sentence_transformers.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg.update(prompts={"search": "search query: ", "other": ""}, default_prompt_name="search")
+    cfg_file.write_text(json.dumps(cfg))
+    enc = Encoder.load(folder)
+    assert enc.config.prompt == "search query: "
+    for is_query in (True, False):
+        got = enc.encode(["the cat sat"], is_query).vectors[0]
+        want = plain.encode(["search query: the cat sat"], is_query).vectors[0]
+        assert got.shape == want.shape and np.allclose(got, want, atol=1e-6)
+    again = Encoder.load(enc.save(tmp_path / "saved"))
+    assert again.config.prompt == "search query: "
+    cfg["default_prompt_name"] = "missing"
+    cfg_file.write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match="names no prompt"):
         Encoder.load(folder)
 
 
