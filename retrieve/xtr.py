@@ -19,6 +19,15 @@ def global_top(scores: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray
     return np.take_along_axis(scores, part, axis=1), np.take_along_axis(keys, part, axis=1)
 
 
+def _run_starts(values: np.ndarray) -> np.ndarray:
+    """Where each run of equal values of a sorted array starts (a bool mask; np.diff's prepend
+    costs more than the comparison on a search's ~2,000 entries)."""
+    out = np.empty(len(values), dtype=bool)
+    out[:1] = True
+    np.not_equal(values[1:], values[:-1], out=out[1:])
+    return out
+
+
 class RetrievedTable:
     """One query's token retrieval as a table: the candidate doc keys ``cand`` (sorted), each
     query token's lowest retrieved similarity ``floor`` [n_q] (0 for a token that retrieved
@@ -35,23 +44,29 @@ class RetrievedTable:
     """
 
     def __init__(self, scores: np.ndarray, doc_keys: np.ndarray) -> None:
-        n_q = scores.shape[0]
+        n_q, width = scores.shape
         self.n_q = n_q
         valid = doc_keys >= 0
-        floor = np.where(valid, scores, np.inf).min(axis=1) if scores.shape[1] else np.full(n_q, np.inf)
-        self.floor = np.where(np.isfinite(floor), floor, 0.0).astype(np.float32)
-        rows = np.nonzero(valid)[0]
-        keys = doc_keys[valid].astype(np.int64)
+        if width and valid.all():  # the usual case: every query token retrieved k' tokens
+            self.floor = scores.min(axis=1).astype(np.float32)
+            rows = np.repeat(np.arange(n_q), width)
+            keys = doc_keys.reshape(-1).astype(np.int64, copy=False)
+            retrieved = scores.reshape(-1).astype(np.float32, copy=False)
+        else:
+            floor = np.where(valid, scores, np.inf).min(axis=1) if width else np.full(n_q, np.inf)
+            self.floor = np.where(np.isfinite(floor), floor, 0.0).astype(np.float32)
+            rows = np.nonzero(valid)[0]
+            keys = doc_keys[valid].astype(np.int64)
+            retrieved = scores[valid].astype(np.float32)
         # one sort by (doc, query token): each pair's entries, then each doc's pairs, are runs
         pair_keys = keys * n_q + rows
         order = np.argsort(pair_keys)
-        starts = np.flatnonzero(np.diff(pair_keys[order], prepend=-1))
+        starts = np.flatnonzero(_run_starts(pair_keys[order]))
         firsts = order[starts]
         pair_docs = keys[firsts]
         self.rows = rows[firsts]
-        self.values = np.maximum.reduceat(scores[valid].astype(np.float32)[order], starts) if len(starts) \
-            else np.empty(0, dtype=np.float32)
-        new_doc = np.diff(pair_docs, prepend=-1) != 0
+        self.values = np.maximum.reduceat(retrieved[order], starts) if len(starts) else np.empty(0, dtype=np.float32)
+        new_doc = _run_starts(pair_docs)
         self.cand = pair_docs[new_doc]
         self.cols = np.cumsum(new_doc) - 1  # each pair's candidate column
         # XTR score = sum of the floors + what retrieval adds over them - the gap per missed token

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from pathlib import Path
@@ -54,7 +55,7 @@ class ConfigBase:
         """``value`` as this config: None gives the defaults, a mapping goes through
         :meth:`from_dict`; anything else is a :class:`ConfigError`."""
         if value is None:
-            return cls()
+            return _defaults(cls)
         if isinstance(value, cls):
             return value
         if isinstance(value, Mapping):
@@ -82,6 +83,12 @@ class ConfigBase:
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"cannot read {cls.__name__} from {path}: {exc}") from None
         return cls.from_dict(data)
+
+
+@functools.lru_cache(maxsize=None)
+def _defaults(cls: type[C]) -> C:
+    """One shared default instance per config class (frozen, so safe to share)."""
+    return cls()
 
 
 def _check(cond: bool, message: str) -> None:
