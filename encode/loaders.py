@@ -167,7 +167,7 @@ def read_dense_chain(dense_modules: list[tuple[Path, str]]) -> DenseChain:
     rounding); an activation is supported on the last module, without a residual there."""
     chain = DenseChain()
     weight = bias = None
-    for n, (dense_dir, kind) in enumerate(dense_modules):
+    for dense_dir, kind in dense_modules:
         if chain.activation is not None:
             raise ModelLoadError(f"{dense_dir}: a Dense after one with activation {chain.activation} is not supported")
         dcfg = read_json(dense_dir / "config.json")

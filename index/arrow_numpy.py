@@ -40,8 +40,7 @@ def arrow_literals(values: list) -> pa.Array:
     """Python literals of one kind (bools, numbers, or strings) as an Arrow array built from
     buffers: bool, int64, float64 (ints mixed with floats become floats) or string; TypeError
     for a mix of kinds or an int beyond int64."""
-    kinds = {type(v) if isinstance(v, bool) or not isinstance(v, (int, float, str)) else
-             int if isinstance(v, int) else float if isinstance(v, float) else str for v in values}
+    kinds = {_literal_kind(v) for v in values}
     if not kinds:
         raise TypeError("no values")
     if kinds == {bool}:
@@ -63,3 +62,10 @@ def arrow_literals(values: list) -> pa.Array:
         return pa.Array.from_buffers(pa.string(), len(values),
                                      [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
     raise TypeError(f"values of different kinds: {', '.join(sorted(k.__name__ for k in kinds))}")
+
+
+def _literal_kind(value: object) -> type:
+    """bool, int, float or str for a literal of that kind (subclasses included); else its type."""
+    if isinstance(value, bool):
+        return bool
+    return next((kind for kind in (int, float, str) if isinstance(value, kind)), type(value))

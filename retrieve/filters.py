@@ -11,11 +11,11 @@ Grammar (case-insensitive keywords)::
     literal := number | 'text' | "text" | true | false
 
 No ``eval``: the string is tokenised and parsed by hand, into a :class:`Condition`: the
-pyarrow Expression (:func:`parse_filter`) and the same test as direct ``pyarrow.compute`` calls,
-which is how a search evaluates it. Evaluating an Expression needs ``pyarrow.dataset``, and literals made with
-``pa.scalar`` import pandas: together ~0.25 s of the first filtered search. Literals here are
-built from buffers (``arrow_literals``); an Expression passed in by the caller still goes
-through ``pyarrow.dataset``.
+pyarrow Expression (:func:`parse_filter`) and the same test as direct ``pyarrow.compute``
+calls, which is how a search evaluates it. Evaluating an Expression needs ``pyarrow.dataset``,
+and literals made with ``pa.scalar`` import pandas: together ~0.25 s of the first filtered
+search. Literals here are built from buffers (``arrow_literals``); an Expression passed in by
+the caller still goes through ``pyarrow.dataset``.
 """
 from __future__ import annotations
 
