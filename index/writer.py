@@ -38,6 +38,8 @@ ENCODE_BATCH = 32
 MERGE_CHUNK_DOCS = 4096
 TEMPLATE_PREFIX = "ivf_template"
 OWN_NAMES = (MANIFEST, LOCK_FILE, ENCODER_DIR)
+# the key of the manifest's encoder identity that lists INDEX/encoder's files with their sha256
+ENCODER_FILES = "files"
 
 # a batch of documents ready to store: rows (doc_id + stored columns), vectors, token counts,
 # dense embeddings [n_docs, hidden] (None unless the index's model fuses them); merges add a
@@ -517,7 +519,7 @@ def _new_index_folder(root: Path, dim: int, config: IndexConfig, encoder: Any,
             identity = None
             if encoder is not None:
                 identity = encoder.identity()
-                _save_encoder(encoder, root / ENCODER_DIR)
+                identity[ENCODER_FILES] = _save_encoder(encoder, root)
             manifest = Manifest(generation=0, dim=dim, config=config, encoder=identity, pool_factor=pool_factor,
                                 xtrieve_version=xtrieve.__version__)
             yield WriteSession(root, manifest)
@@ -540,10 +542,15 @@ def _swap_in(staging: Path, root: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _save_encoder(encoder: Any, folder: Path) -> None:
+def _save_encoder(encoder: Any, root: Path) -> dict[str, str]:
+    """Save the encoder under ``root``/encoder (fsynced); its files' sha256 by path from ``root``."""
+    folder = root / ENCODER_DIR
     encoder.save(folder)
+    checksums = {}
     for dirpath, _, files in os.walk(folder):
-        for f in files:
+        for f in sorted(files):
             fsync_file(Path(dirpath) / f)
+            checksums[(Path(dirpath) / f).relative_to(root).as_posix()] = sha256_file(Path(dirpath) / f)
         fsync_dir(Path(dirpath))
     fsync_dir(folder.parent)
+    return checksums

@@ -110,8 +110,10 @@ class Index:
         if self._encoder is None and self._snapshot.encoder_identity is not None:
             from xtrieve.encode.encoder import Encoder
             from xtrieve.index.manifest import ENCODER_DIR
-            from xtrieve.index.writer import check_encoder
+            from xtrieve.index.writer import ENCODER_FILES, check_encoder
 
+            if self._store.verify:  # indexes built before the encoder's files were listed list none
+                self._store.verify_files(self._snapshot.encoder_identity.get(ENCODER_FILES) or {})
             encoder = Encoder.load(self.path / ENCODER_DIR)
             check_encoder(self._snapshot.manifest, encoder, self.path)  # a replaced or altered encoder/ folder
             self._encoder = encoder

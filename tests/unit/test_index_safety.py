@@ -209,3 +209,19 @@ def test_unknown_format_version(path):
     rewrite_manifest(path, lambda b: b.update(format_version=99))
     with pytest.raises(IndexFormatError, match="format_version 99"):
         xtrieve.Index.open(path)
+
+
+def test_an_index_checks_its_stored_encoder_files(pylate_folder, tmp_path):
+    """The manifest lists INDEX/encoder's files with their checksums: an altered file (here the
+    backbone copy's config, which the head checksum does not cover) is named on first use."""
+    from xtrieve.encode.encoder import Encoder
+
+    xtrieve.Index.build(tmp_path / "ix", ["a first text", "a second one"], encoder=Encoder.load(pylate_folder[0]))
+    files = xtrieve.Index.open(tmp_path / "ix").snapshot.encoder_identity["files"]
+    assert "encoder/head.safetensors" in files and any(f.startswith("encoder/backbone/") for f in files)
+    assert xtrieve.Index.open(tmp_path / "ix").search("a text", k=1)[0].doc_id in ("0", "1")
+    config = tmp_path / "ix" / "encoder" / "backbone" / "config.json"
+    config.write_text(config.read_text().replace("{", '{"note": "edited", ', 1))
+    with pytest.raises(IndexFormatError, match="checksum mismatch .*config.json"):
+        xtrieve.Index.open(tmp_path / "ix").search("a text", k=1)
+    assert len(xtrieve.Index.open(tmp_path / "ix", verify=False).search("a text", k=1)) == 1  # opted out
