@@ -112,7 +112,7 @@ class Index:
             from xtrieve.index.manifest import ENCODER_DIR
             from xtrieve.index.writer import ENCODER_FILES, check_encoder
 
-            if self._store.verify:  # indexes built before the encoder's files were listed list none
+            if self._store.verify:  # (an index built before encoder files were listed has none to check)
                 self._store.verify_files(self._snapshot.encoder_identity.get(ENCODER_FILES) or {})
             encoder = Encoder.load(self.path / ENCODER_DIR)
             check_encoder(self._snapshot.manifest, encoder, self.path)  # a replaced or altered encoder/ folder

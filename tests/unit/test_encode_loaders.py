@@ -287,4 +287,3 @@ def test_pylate_modernbert_folder_matches_reference_computation(modernbert_pylat
     got = enc.encode_documents([doc])[0]
     assert got.shape == (len(keep), 16)
     assert np.allclose(got, reference(d_ids, len(d_ids), keep), atol=1e-5)
-
