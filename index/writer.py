@@ -496,6 +496,11 @@ def create_index(root: str | Path, dim: int, config: IndexConfig, encoder: Any =
         with WriterLock(root):
             staging = root.parent / f".{root.name}.xtrieve-new-{os.getpid()}"
             shutil.rmtree(staging, ignore_errors=True)
+            try:
+                staging.mkdir()
+            except OSError as exc:
+                raise InputError(f"cannot replace the index at {root}: the new one is built beside it first, "
+                                 f"and {staging} cannot be created ({exc})") from None
             with _new_index_folder(staging, dim, config, encoder, pool_factor) as session:
                 yield session
             _swap_in(staging, root)

@@ -116,6 +116,20 @@ def test_failed_overwrite_keeps_the_old_index(tmp_path, idx):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]  # no staging folder left behind
 
 
+def test_overwrite_needs_room_beside_the_index(tmp_path, idx, monkeypatch):
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if ".xtrieve-new-" in self.name:
+            raise PermissionError(13, "Permission denied")
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with pytest.raises(InputError, match="built beside it first"):
+        xtrieve.Index.build(tmp_path / "ix", ["new"], encoder=FakeEncoder(), overwrite=True)
+    assert len(xtrieve.Index.open(tmp_path / "ix", encoder=FakeEncoder())) == 2
+
+
 def test_model_mismatch(tmp_path, idx):
     other = FakeEncoder(name="other", head="1" * 64)
     with pytest.raises(ModelMismatchError, match="differs"):
