@@ -103,21 +103,25 @@ class IndexStore:
         """IndexFormatError unless each file (relative path -> sha256) is present and intact,
         whatever this store's ``verify`` setting (writers check what they are about to rewrite)."""
         for rel, sha in files.items():
-            path = safe_join(self.path, rel, "file")
-            if not path.exists():
-                raise IndexFormatError(f"index {self.path}: file {rel} named by the manifest is missing")
-            if (rel, sha) not in self._verified and sha256_file(path) != sha:
-                raise IndexFormatError(f"checksum mismatch for {path}: the file is corrupt or was modified")
-            self._verified.add((rel, sha))
+            try:
+                self._verify_file(rel, sha)
+            except FileNotFoundError:
+                raise IndexFormatError(f"index {self.path}: file {rel} named by the manifest is missing") from None
 
     def _check(self, rel: str, sha: str) -> None:
-        if not self.verify or (rel, sha) in self._verified:
+        """:meth:`_verify_file` when this store verifies (FileNotFoundError lets a snapshot retry)."""
+        if self.verify:
+            self._verify_file(rel, sha)
+
+    def _verify_file(self, rel: str, sha: str) -> None:
+        """FileNotFoundError when missing, IndexFormatError when its sha256 differs; a file once
+        found intact is not read again."""
+        if (rel, sha) in self._verified:
             return
         path = safe_join(self.path, rel, "file")
         if not path.exists():
             raise FileNotFoundError(2, "missing", str(path))
-        actual = sha256_file(path)
-        if actual != sha:
+        if sha256_file(path) != sha:
             raise IndexFormatError(f"checksum mismatch for {path}: the file is corrupt or was modified")
         self._verified.add((rel, sha))
 

@@ -229,24 +229,21 @@ def chunk_maxsim(query: torch.Tensor, g: Gathered, base_sims: torch.Tensor | Non
     if g.int4:
         offset = INT4_CENTER * query.sum(dim=1)
         query = fold_query(query)
-    if rows_first:
-        sims = g.codes @ query.T  # [rows, n_q]
-        if offset is not None:
-            sims -= offset[None, :]
-        if g.scales is not None:
-            sims *= g.scales[:, None]
-        if g.lists is not None:
-            sims += base_sims.index_select(0, g.lists)
-    else:
-        sims = query @ g.codes.T  # [n_q, rows]
-        if offset is not None:
-            sims -= offset[:, None]
-        if g.scales is not None:
-            sims *= g.scales[None, :]
-        if g.lists is not None:  # gathered as [n_q, rows]: adding a transposed [rows, n_q] is 2x slower
-            sims += base_sims.T.contiguous().index_select(1, g.lists)
-    best = token_maxima_from_sims(sims.numpy(), g.bounds, axis=axis)
+    sims = g.codes @ query.T if rows_first else query @ g.codes.T  # [rows, n_q] or [n_q, rows]
+    if offset is not None:
+        sims -= offset[None, :] if rows_first else offset[:, None]
+    best = token_maxima_from_sims(_scaled_with_bases(sims, g, base_sims, rows_first).numpy(), g.bounds, axis=axis)
     return best if per_token else best.sum(axis=0)
+
+
+def _scaled_with_bases(sims: torch.Tensor, g: Gathered, bases: torch.Tensor | None, rows_first: bool) -> torch.Tensor:
+    """``sims`` (float, [rows, n_q] when ``rows_first``, else [n_q, rows]) times the rows' scales,
+    plus each row's IVF base term from ``bases`` [nlist, n_q] for int4 residuals; in place."""
+    if g.scales is not None:
+        sims *= g.scales[:, None] if rows_first else g.scales[None, :]
+    if g.lists is not None:  # gathered as [n_q, rows]: adding a transposed [rows, n_q] is 2x slower
+        sims += bases.index_select(0, g.lists) if rows_first else bases.T.contiguous().index_select(1, g.lists)
+    return sims
 
 
 def _int4_maxsim(query: torch.Tensor, g: Gathered, base_sims: torch.Tensor | None, rows_first: bool,
@@ -260,16 +257,8 @@ def _int4_maxsim(query: torch.Tensor, g: Gathered, base_sims: torch.Tensor | Non
     products = digits.products(int8_products.int4_levels(g.codes), rows_first)
     offset = torch.from_numpy(INT4_CENTER * digits.digit_sums)
     bases = None if g.lists is None else base_sims / unit[None, :]  # [nlist, n_q]
-    if rows_first:
-        sims = torch.sub(products, offset[None, :])
-        sims *= g.scales[:, None]
-        if bases is not None:
-            sims += bases.index_select(0, g.lists)
-    else:
-        sims = torch.sub(products, offset[:, None])
-        sims *= g.scales[None, :]
-        if bases is not None:
-            sims += bases.T.contiguous().index_select(1, g.lists)
+    sims = torch.sub(products, offset[None, :] if rows_first else offset[:, None])  # float
+    sims = _scaled_with_bases(sims, g, bases, rows_first)
     best = token_maxima_from_sims(sims.numpy(), g.bounds, axis=0 if rows_first else 1) * digits.token_scale[:, None]
     return best if per_token else best.sum(axis=0)
 
