@@ -7,8 +7,12 @@ Grammar (case-insensitive keywords)::
     factor  := "not" factor | "(" expr ")" | compare
     compare := NAME OP literal | NAME ["not"] "in" "(" literal ("," literal)* ")"
              | NAME "is" ["not"] "null"
+    NAME    := letters (any script), digits, "_" and "." | `any name` in backticks
     OP      := == | = | != | < | <= | > | >=
     literal := number | 'text' | "text" | true | false
+
+In a quoted text (or a backticked name) a backslash escapes the quote and a backslash; any
+other backslash is kept as written (``path == 'C:\\data'``).
 
 No ``eval``: the string is tokenised and parsed by hand, into a :class:`Condition`: the
 pyarrow Expression (:func:`parse_filter`) and the same test as direct ``pyarrow.compute``
@@ -35,11 +39,19 @@ _TOKEN = re.compile(
       | (?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
       | (?P<op>==|!=|<=|>=|=|<|>)
       | (?P<punct>[(),])
-      | (?P<name>[A-Za-z_][A-Za-z0-9_.]*)
+      | (?P<name>[^\W\d][\w.]*)
+      | (?P<quoted>`(?:[^`\\]|\\.)*`)
     )""",
     re.VERBOSE,
 )
 _KEYWORDS = {"and", "or", "not", "in", "is", "null", "true", "false"}
+# parentheses nest at most this deep (deeper ones are a FilterError, not a RecursionError)
+MAX_DEPTH = 64
+
+
+def _unquote(text: str) -> str:
+    """A quoted token's content: ``\\`` and a backslashed quote lose their backslash."""
+    return re.sub(r"\\([\\'\"`])", r"\1", text[1:-1])
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
@@ -53,6 +65,8 @@ def _tokens(text: str) -> list[tuple[str, str]]:
         value = m.group(kind)
         if kind == "name" and value.lower() in _KEYWORDS:
             kind, value = "kw", value.lower()
+        elif kind == "quoted":
+            kind, value = "name", _unquote(value)
         out.append((kind, value))
         pos = m.end()
         while pos < len(text) and text[pos].isspace():
@@ -68,13 +82,31 @@ class Condition:
     expression: pc.Expression
     evaluate: Callable[[pa.Table], Any]
 
-    def __and__(self, other: "Condition") -> "Condition":
-        return Condition(self.expression & other.expression,
-                         lambda t: pc.and_kleene(self.evaluate(t), other.evaluate(t)))
+    @staticmethod
+    def all_of(parts: list["Condition"]) -> "Condition":
+        """The conditions joined by "and" (evaluated in one loop: a long chain recurses nowhere)."""
+        return Condition._joined(parts, pc.and_kleene)
 
-    def __or__(self, other: "Condition") -> "Condition":
-        return Condition(self.expression | other.expression,
-                         lambda t: pc.or_kleene(self.evaluate(t), other.evaluate(t)))
+    @staticmethod
+    def any_of(parts: list["Condition"]) -> "Condition":
+        """The conditions joined by "or"."""
+        return Condition._joined(parts, pc.or_kleene)
+
+    @staticmethod
+    def _joined(parts: list["Condition"], join) -> "Condition":
+        if len(parts) == 1:
+            return parts[0]
+        expression = parts[0].expression
+        for part in parts[1:]:
+            expression = join(expression, part.expression)
+
+        def evaluate(table: pa.Table):
+            out = parts[0].evaluate(table)
+            for part in parts[1:]:
+                out = join(out, part.evaluate(table))
+            return out
+
+        return Condition(expression, evaluate)
 
     def __invert__(self) -> "Condition":
         return Condition(~self.expression, lambda t: pc.invert(self.evaluate(t)))
@@ -130,33 +162,37 @@ class _Parser:
             raise self.fail(f"unexpected {self.peek()[1]!r}")
         return expr
 
-    def expr(self) -> Condition:
-        out = self.term()
+    def expr(self, depth: int = 0) -> Condition:
+        parts = [self.term(depth)]
         while self.accept("kw", "or"):
-            out = out | self.term()
-        return out
+            parts.append(self.term(depth))
+        return Condition.any_of(parts)
 
-    def term(self) -> Condition:
-        out = self.factor()
+    def term(self, depth: int) -> Condition:
+        parts = [self.factor(depth)]
         while self.accept("kw", "and"):
-            out = out & self.factor()
-        return out
+            parts.append(self.factor(depth))
+        return Condition.all_of(parts)
 
-    def factor(self) -> Condition:
-        if self.accept("kw", "not"):
-            return ~self.factor()
+    def factor(self, depth: int) -> Condition:
+        negate = False
+        while self.accept("kw", "not"):
+            negate = not negate
         if self.accept("punct", "("):
-            out = self.expr()
+            if depth >= MAX_DEPTH:
+                raise self.fail(f"parentheses nest deeper than {MAX_DEPTH}")
+            out = self.expr(depth + 1)
             self.take("punct", ")")
-            return out
-        return self.compare()
+        else:
+            out = self.compare()
+        return ~out if negate else out
 
     def literal(self) -> Any:
         kind, value = self.take()
         if kind == "num":
             return float(value) if any(c in value for c in ".eE") else int(value)
         if kind == "str":
-            return re.sub(r"\\(.)", r"\1", value[1:-1])
+            return _unquote(value)
         if kind == "kw" and value in ("true", "false"):
             return value == "true"
         raise self.fail(f"expected a value, got {value!r}")
@@ -226,5 +262,7 @@ def allowed_rows(table: pa.Table, condition: Condition | pc.Expression) -> "pa.B
         mask = condition.evaluate(table)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         raise FilterError(f"filter cannot be applied: {exc}") from None
+    if not pa.types.is_boolean(mask.type):
+        raise FilterError(f"a filter must be a true/false test, but this one gives {mask.type} values")
     mask = pc.fill_null(mask, arrow_literals([False])[0])
     return mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask

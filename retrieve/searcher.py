@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from functools import cached_property
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -106,7 +106,7 @@ class Searcher:
         self.encoder = encoder
         self.dim = int(snapshot.dim)
         self._lock = threading.Lock()
-        self._filter_cache: OrderedDict[tuple, list[_Allowed]] = OrderedDict()
+        self._filter_cache: OrderedDict[Any, tuple[Any, list[_Allowed]]] = OrderedDict()
         self._vectors = [SegmentVectors(s) for s in self.segments]
         self.dense_weight = float(snapshot.dense_weight)
         self.dense_dim = next((v.dense.shape[1] for v in self._vectors if v.dense is not None), 0)
@@ -194,19 +194,21 @@ class Searcher:
     def _allowed(self, filter) -> list[_Allowed]:
         if filter is None:
             return self._live
-        key = (filter if isinstance(filter, str) else str(filter),)
+        # an Expression's printed form abbreviates long value sets, so two different ones can
+        # print alike: a cached entry keeps its Expression and must equal the one asked for
+        key = filter if isinstance(filter, str) else ("expression", str(filter))
         with self._lock:
             hit = self._filter_cache.get(key)
-            if hit is not None:
+            if hit is not None and (isinstance(filter, str) or hit[0].equals(filter)):
                 self._filter_cache.move_to_end(key)
-                return hit
+                return hit[1]
         condition = as_condition(filter, self.columns)
         out = _AllowedList([])
         for seg, live in zip(self.segments, self._live):
             mask = as_numpy(allowed_rows(seg.table, condition))
             out.append(_Allowed(seg, mask & live.docs_mask))
         with self._lock:
-            self._filter_cache[key] = out
+            self._filter_cache[key] = (filter, out)
             while len(self._filter_cache) > FILTER_CACHE_SIZE:
                 self._filter_cache.popitem(last=False)
         return out

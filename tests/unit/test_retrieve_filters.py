@@ -45,3 +45,36 @@ def test_a_type_clash_is_a_filter_error_on_both_paths():
 def test_bad_filters(text, message):
     with pytest.raises(FilterError, match=message):
         parse_filter(text, COLS)
+
+
+def test_names_any_script_backticks_and_backslashes():
+    table = pa.table({"année": [2020, 2010], "my-col": [1, 2], "in": [5, 6], "path": ["C:\\data\\5", "it's"]})
+    cols = set(table.column_names)
+    for text, want in [("année >= 2015", [True, False]), ("`my-col` == 2", [False, True]),
+                       ("`in` == 5 or `in` > 5", [True, True]),
+                       ("path == 'C:\\data\\5'", [True, False]),  # a lone backslash stays as written
+                       ("path == 'C:\\\\data\\\\5'", [True, False]),  # an escaped one is one backslash
+                       ("path == 'it\\'s'", [False, True])]:
+        assert allowed_rows(table, compile_filter(text, cols)).to_pylist() == want, text
+        assert allowed_rows(table, parse_filter(text, cols)).to_pylist() == want, text
+
+
+def test_long_chains_and_deep_nesting():
+    ids = [str(i) for i in range(3000)]
+    table = pa.table({"doc_id": ids})
+    cols = {"doc_id"}
+    chain = " or ".join(f"doc_id == '{i}'" for i in range(0, 3000, 2))  # 1,500 terms: no recursion per term
+    assert sum(allowed_rows(table, compile_filter(chain, cols)).to_pylist()) == 1500
+    assert allowed_rows(TABLE, compile_filter("not " * 1001 + "year > 2000", COLS)).to_pylist() == \
+        [True, False, False, False]  # null stays null, and fails
+    with pytest.raises(FilterError, match="nest deeper"):
+        compile_filter("(" * 200 + "year > 1" + ")" * 200, COLS)
+    assert allowed_rows(TABLE, compile_filter("(" * 20 + "year > 2020" + ")" * 20, COLS)).to_pylist() == \
+        [False, False, True, False]
+
+
+def test_an_expression_that_is_not_a_test_is_a_filter_error():
+    import pyarrow.compute as pc
+
+    with pytest.raises(FilterError, match="true/false"):
+        allowed_rows(TABLE, pc.field("year"))

@@ -260,6 +260,19 @@ def test_filters_and_deletes(corpus):
         s.search([queries[0]], k=5, filter="colour == 'red'")
 
 
+def test_expression_filters_that_print_alike_are_not_confused(corpus):
+    import pyarrow.compute as pc
+
+    docs, segs, queries = corpus
+    s = Searcher(Snap(segs))
+    ids = [f"d{i}" for i in range(60)]
+    first, second = ids[:50], ids[:10] + ids[50:60] + ids[40:50]  # same first and last ten: print alike
+    for allow in (first, second):
+        expr = pc.field("doc_id").isin(allow)
+        hits = s.search([queries[0]], k=100, filter=expr, exhaustive=True)[0]
+        assert sorted(h.doc_id for h in hits) == sorted(allow)
+
+
 def test_bad_queries(corpus):
     _, segs, queries = corpus
     s = Searcher(Snap(segs))
