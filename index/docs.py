@@ -61,12 +61,16 @@ def normalize(doc: Any, position: int, auto_id: Callable[[], str]) -> tuple[str,
     if title is not None:
         stored["title"] = title
     for key, value in doc.items():
-        if key in ID_KEYS or key in ("text", "title"):
-            continue
-        if not isinstance(key, str) or not key or key == "doc_id" or key.startswith("__"):
-            raise InputError(f"document {doc_id!r}: metadata key {key!r} is reserved or invalid")
-        _flatten(key, value, stored)
+        if key not in ID_KEYS and key not in ("text", "title"):
+            add_metadata(stored, key, value, doc_id)
     return doc_id, full, stored
+
+
+def add_metadata(row: dict[str, Any], key: Any, value: Any, doc_id: str) -> None:
+    """Store one metadata field in ``row``; a dict value becomes columns ``key.sub`` (flattened)."""
+    if not isinstance(key, str) or not key or key == "doc_id" or key.startswith("__"):
+        raise InputError(f"document {doc_id!r}: metadata key {key!r} is reserved or invalid")
+    _flatten(key, value, row)
 
 
 def rows_table(ids: list[str], rows: list[dict[str, Any]], store_text: bool) -> pa.Table:
@@ -95,6 +99,23 @@ def unify(schema: pa.Schema | None, table: pa.Table) -> pa.Schema:
         return pa.unify_schemas([schema, table.schema], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise InputError(f"metadata types clash with the index: {exc}") from None
+
+
+def check_one_type_per_column(tables: list[pa.Table]) -> None:
+    """InputError naming the column when the tables' columns cannot take one type each: types
+    that unify (int with float, int with decimal) whose values do not all convert (2**60 + 1
+    as a float64, 1.25 in a decimal sized for ints)."""
+    schema = None
+    for table in tables:
+        schema = unify(schema, table)
+    for field in schema or []:
+        for table in tables:
+            if field.name in table.column_names and table.column(field.name).type != field.type:
+                try:
+                    table.column(field.name).cast(field.type)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+                    raise InputError(f"metadata column {field.name!r}: its values cannot all take one type "
+                                     f"({table.column(field.name).type} as {field.type}: {exc})") from None
 
 
 def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -51,6 +51,7 @@ class Manifest:
     next_segment: int = 1
     next_auto_id: int = 0
     xtrieve_version: str = ""
+    encoder_dir: str = ENCODER_DIR  # the folder holding the encoder (when there is one)
 
     @property
     def dense_weight(self) -> float:
@@ -70,7 +71,7 @@ class Manifest:
         body = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "xtrieve_version": self.xtrieve_version,
             "generation": self.generation, "dim": self.dim, "encoder": self.encoder,
-            "encoder_dir": ENCODER_DIR if self.encoder is not None else None,
+            "encoder_dir": self.encoder_dir if self.encoder is not None else None,
             "pool_factor": self.pool_factor, "index_config": self.config.to_dict(),
             "segments": [s.to_dict() for s in self.segments], "faiss_template": self.template,
             "next_segment": self.next_segment, "next_auto_id": self.next_auto_id,
@@ -138,6 +139,9 @@ def read_manifest(root: Path) -> Manifest:
         raise IndexFormatError(f"corrupt manifest {path}: {exc}") from None
     encoder = body.get("encoder")
     _need(encoder is None or isinstance(encoder, dict), path, "'encoder' must be an object or null")
+    encoder_dir = body.get("encoder_dir") or ENCODER_DIR
+    _need(isinstance(encoder_dir, str) and encoder_dir.startswith(ENCODER_DIR) and "/" not in encoder_dir,
+          path, f"bad 'encoder_dir' {encoder_dir!r}")
     segs_raw = body.get("segments")
     _need(isinstance(segs_raw, list), path, "'segments' must be a list")
     segments = []
@@ -169,5 +173,5 @@ def read_manifest(root: Path) -> Manifest:
         generation=_count(body, "generation", path, "index"), dim=dim, config=config, encoder=encoder,
         pool_factor=_count(body, "pool_factor", path, "index") or 1, segments=tuple(segments), template=template,
         next_segment=_count(body, "next_segment", path, "index"), next_auto_id=_count(body, "next_auto_id", path, "index"),
-        xtrieve_version=str(body.get("xtrieve_version", "")),
+        xtrieve_version=str(body.get("xtrieve_version", "")), encoder_dir=encoder_dir,
     )

@@ -196,6 +196,12 @@ def _open_ipc(path: Path) -> pa.Table:
         raise IndexFormatError(f"corrupt segment file {path}: {exc}") from None
 
 
+def stored_columns(root: Path, name: str) -> pa.Table:
+    """A written segment's docs table without the internal columns (doc_id, text, metadata)."""
+    docs = _open_ipc(root / name / DOCS)
+    return docs.drop_columns([c for c in INTERNAL if c in docs.column_names])
+
+
 class SegmentCore:
     """The immutable part of a segment, opened once and shared by snapshots."""
 

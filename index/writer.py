@@ -20,15 +20,16 @@ import pyarrow as pa
 
 import xtrieve
 from xtrieve.config import IndexConfig
-from xtrieve.errors import ConfigError, InputError, ModelMismatchError
+from xtrieve.errors import ConfigError, IndexFormatError, InputError, ModelMismatchError, XtrieveError
 from xtrieve.faiss_loader import load_faiss
 from xtrieve.index import faiss_build
-from xtrieve.index.docs import batched, check_embedding, check_id, normalize, rows_table, short_list, unify
+from xtrieve.index.docs import (add_metadata, batched, check_embedding, check_id, check_one_type_per_column, normalize,
+                                rows_table, short_list, unify)
 from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
 from xtrieve.index.lock import LOCK_FILE, WriterLock
 from xtrieve.index.manifest import ENCODER_DIR, MANIFEST, Manifest, SegmentEntry, read_manifest, write_manifest
 from xtrieve.index.merge_policy import plan_merge
-from xtrieve.index.segment import SegmentReader, SegmentWriter
+from xtrieve.index.segment import SegmentReader, SegmentWriter, stored_columns
 from xtrieve.index.store import IndexStore, Snapshot
 from xtrieve.index.tombstones import tombstone_name, write_tombstones
 
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 ENCODE_BATCH = 32
 MERGE_CHUNK_DOCS = 4096
 TEMPLATE_PREFIX = "ivf_template"
-OWN_NAMES = (MANIFEST, LOCK_FILE, ENCODER_DIR)
+OWN_NAMES = (MANIFEST, LOCK_FILE)
 # the key of the manifest's encoder identity that lists INDEX/encoder's files with their sha256
 ENCODER_FILES = "files"
 
@@ -109,6 +110,9 @@ def collect_garbage(root: Path, manifest: Manifest) -> int:
         elif (name.startswith(TEMPLATE_PREFIX) and name not in named) or name.startswith(f"{MANIFEST}.tmp"):
             entry.unlink(missing_ok=True)
             removed += 1
+        elif name.startswith(ENCODER_DIR) and entry.is_dir() and (manifest.encoder is None or name != manifest.encoder_dir):
+            shutil.rmtree(entry, ignore_errors=True)  # a replaced index's encoder, or an unfinished one's
+            removed += 1
     if removed:
         log.info("removed %d unreferenced file(s) from %s", removed, root)
     return removed
@@ -150,6 +154,7 @@ class WriteSession:
             encoder=self.manifest.encoder, pool_factor=self.manifest.pool_factor, segments=tuple(segments),
             template=template, next_segment=changes.get("next_segment", self.manifest.next_segment),
             next_auto_id=changes.get("next_auto_id", self.manifest.next_auto_id), xtrieve_version=xtrieve.__version__,
+            encoder_dir=self.manifest.encoder_dir,
         )
         write_manifest(self.root, new)
         self.manifest, self._pending_template = new, None
@@ -189,8 +194,10 @@ class WriteSession:
 
     # -- writing segments --------------------------------------------------------------
 
-    def _write_segments(self, batches: Iterable[Batch], on_batch: Callable[[int], None] | None = None) -> tuple[list[SegmentEntry], int]:
-        """Stream batches into new segments of at most docs_per_segment docs."""
+    def _write_segments(self, batches: Iterable[Batch], on_batch: Callable[[int], None] | None = None,
+                        check_types: bool = False) -> tuple[list[SegmentEntry], int]:
+        """Stream batches into new segments of at most docs_per_segment docs; with ``check_types``,
+        check that their metadata and the index's take one type per column."""
         per_segment = self.config.docs_per_segment
         next_segment = self.manifest.next_segment
         entries: list[SegmentEntry] = []
@@ -218,6 +225,9 @@ class WriteSession:
             if writer is not None:
                 entries.append(writer.finish(self._build_faiss))
                 writer = None
+            if check_types and entries:
+                old = [seg.table for seg in self.snapshot().segments] if self.manifest.segments else []
+                check_one_type_per_column(old + [stored_columns(self.root, e.name) for e in entries])
         except BaseException:
             if writer is not None:
                 writer.abort()
@@ -259,8 +269,10 @@ class WriteSession:
             schema = unify(schema, table)
             yield table, vectors, n_tokens, dense if fused else None
 
-    def ingest(self, batches: Iterable[Batch], total: int | None, show_progress: bool | None, **changes: Any) -> int:
-        """Write all batches as new segments and commit them together; returns docs added."""
+    def ingest(self, batches: Iterable[Batch], total: int | None, show_progress: bool | None,
+               next_auto_id: Callable[[], int] | None = None) -> int:
+        """Write all batches as new segments and commit them together; returns docs added.
+        ``next_auto_id``: the auto-id counter to commit, read once the batches are consumed."""
         added = 0
         with _progress(total, show_progress, "indexing") as bar:
             def tick(n: int) -> None:
@@ -268,9 +280,10 @@ class WriteSession:
                 added += n
                 bar.update(n)
 
-            entries, next_segment = self._write_segments(self._checked(batches), tick)
+            entries, next_segment = self._write_segments(self._checked(batches), tick, check_types=True)
         if not entries:
             raise InputError("no documents to add (empty input)")
+        changes = {} if next_auto_id is None else {"next_auto_id": next_auto_id()}
         self.commit(list(self.manifest.segments) + entries, next_segment=next_segment, **changes)
         self._live = None
         return added
@@ -321,7 +334,7 @@ class WriteSession:
                 yield rows_table(ids, rows, self.config.store_text), vectors, list(encoded.n_tokens), encoded.dense
 
         started = time.perf_counter()
-        self.ingest(batches(), total, show_progress, next_auto_id=counter[0])
+        self.ingest(batches(), total, show_progress, next_auto_id=lambda: counter[0])
         elapsed = time.perf_counter() - started
         log.info("added %d docs in %.1f s: encoding (with pooling) %.1f s, indexing %.1f s",
                  len(all_ids), elapsed, encode_seconds[0], elapsed - encode_seconds[0])
@@ -413,6 +426,15 @@ class WriteSession:
             self.merge(picks)
             done += 1
 
+    def merge_after_commit(self) -> None:
+        """:meth:`maybe_merge` after a commit it must not undo: a failed merge (a full disk, say)
+        leaves the committed segments as they are, is logged, and the next write merges."""
+        try:
+            self.maybe_merge()
+        except (OSError, RuntimeError, XtrieveError) as exc:
+            log.warning("merging segments of %s failed; the commit stands and a later write merges (%s)",
+                        self.root, exc)
+
     def compact(self) -> None:
         """Merge every segment into as few as possible (<= docs_per_segment docs each)."""
         segs = self.manifest.segments
@@ -428,9 +450,7 @@ def _meta_row(meta: Any, doc_id: str) -> dict[str, Any]:
         raise InputError(f"document {doc_id!r}: metadata must be a dict, got {type(meta).__name__}")
     row: dict[str, Any] = {}
     for k, v in meta.items():
-        if not isinstance(k, str) or not k or k == "doc_id" or k.startswith("__"):
-            raise InputError(f"document {doc_id!r}: metadata key {k!r} is reserved or invalid")
-        row[k] = v
+        add_metadata(row, k, v, doc_id)
     return row
 
 
@@ -464,92 +484,99 @@ def open_writer(root: str | Path, encoder: Any = None) -> Iterator[WriteSession]
 
 def _is_ours(entry: Path) -> bool:
     name = entry.name
-    return name in OWN_NAMES or name.startswith(("seg-", TEMPLATE_PREFIX, f"{MANIFEST}.tmp"))
+    return name in OWN_NAMES or name.startswith(("seg-", TEMPLATE_PREFIX, f"{MANIFEST}.tmp", ENCODER_DIR))
 
 
 @contextlib.contextmanager
 def create_index(root: str | Path, dim: int, config: IndexConfig, encoder: Any = None, pool_factor: int = 1,
                  overwrite: bool = False) -> Iterator[WriteSession]:
-    """Create a new index folder; the first commit happens inside (session.ingest).
+    """Create a new index; the first commit happens inside (session.ingest).
 
-    If the body raises, the folder is removed again. Replacing an existing index
-    (``overwrite``) builds the new one in a hidden sibling folder, under the old index's
-    writer lock, and swaps the two only once the new one has committed: a failed build
-    leaves the old index as it was.
+    Replacing an existing index (``overwrite``) happens in its own folder, under its writer lock:
+    the new segments (and encoder) are written under fresh names and one manifest commit swaps
+    the whole index, so a crash or a failed build at any point leaves the old index as it was
+    and open readers see the new one as a later generation. Without a commit, a new folder is
+    removed again and a replaced one keeps its old commit.
     """
     root = Path(root)
     if config.vector_storage == "int4" and dim % 2:
         raise ConfigError(f"vector_storage 'int4' packs two dimensions per byte: dim must be even, got {dim}")
-    replacing = False
-    if root.exists():
-        if not root.is_dir():
-            raise InputError(f"cannot create an index at {root}: it is a file")
-        entries = list(root.iterdir())
-        replacing = (root / MANIFEST).exists()
-        if replacing and not overwrite:
-            raise InputError(f"an index already exists at {root} (use overwrite=True / --overwrite to replace it)")
-        if entries and not all(_is_ours(e) for e in entries):
-            raise InputError(f"cannot create an index at {root}: the folder is not empty")
-        if entries and not replacing:
-            log.info("removing the leftovers of an unfinished build in %s", root)
-    if replacing:
-        with WriterLock(root):
-            staging = root.parent / f".{root.name}.xtrieve-new-{os.getpid()}"
-            shutil.rmtree(staging, ignore_errors=True)
-            try:
-                staging.mkdir()
-            except OSError as exc:
-                raise InputError(f"cannot replace the index at {root}: the new one is built beside it first, "
-                                 f"and {staging} cannot be created ({exc})") from None
-            with _new_index_folder(staging, dim, config, encoder, pool_factor) as session:
-                yield session
-            _swap_in(staging, root)
-        return
-    with _new_index_folder(root, dim, config, encoder, pool_factor) as session:
-        yield session
-
-
-@contextlib.contextmanager
-def _new_index_folder(root: Path, dim: int, config: IndexConfig, encoder: Any,
-                      pool_factor: int) -> Iterator[WriteSession]:
-    """A locked, emptied folder with no commit yet; removed again if no manifest gets committed."""
+    if root.exists() and not root.is_dir():
+        raise InputError(f"cannot create an index at {root}: it is a file")
+    _check_only_ours(root)
+    created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
-    locked = False
+    committed = False
     try:
         with WriterLock(root):
-            locked = True
-            for e in root.iterdir():
-                if e.name != LOCK_FILE:
-                    shutil.rmtree(e) if e.is_dir() else e.unlink()
-            identity = None
-            if encoder is not None:
-                identity = encoder.identity()
-                identity[ENCODER_FILES] = _save_encoder(encoder, root)
-            manifest = Manifest(generation=0, dim=dim, config=config, encoder=identity, pool_factor=pool_factor,
-                                xtrieve_version=xtrieve.__version__)
-            yield WriteSession(root, manifest)
+            _check_only_ours(root)  # checked again under the lock: another writer may have built here
+            old = _replaced_manifest(root, overwrite)
+            if old is None:
+                _empty(root)
+            session = _fresh_session(root, old, dim, config, encoder, pool_factor)
+            base = session.manifest.generation
+            try:
+                yield session
+            finally:
+                committed = session.manifest.generation > base
+                if committed:
+                    collect_garbage(root, session.manifest)  # the replaced index's files
+                elif old is not None:
+                    collect_garbage(root, old)  # the unfinished new files
     finally:
-        if locked and not (root / MANIFEST).exists():
+        if created and not committed and not (root / MANIFEST).exists():
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _swap_in(staging: Path, root: Path) -> None:
-    """Put the committed index in ``staging`` at ``root``, then delete the index it replaces."""
-    old = root.parent / f".{root.name}.xtrieve-old-{os.getpid()}"
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(root, old)
+def _check_only_ours(root: Path) -> None:
+    if root.is_dir() and not all(_is_ours(e) for e in root.iterdir()):
+        raise InputError(f"cannot create an index at {root}: the folder is not empty")
+
+
+def _replaced_manifest(root: Path, overwrite: bool) -> Manifest | None:
+    """The commit an overwrite replaces (None when there is none to keep: no manifest yet, or
+    one so damaged that nothing in the folder can be read)."""
+    if not (root / MANIFEST).exists():
+        if any(e.name != LOCK_FILE for e in root.iterdir()):
+            log.info("removing the leftovers of an unfinished build in %s", root)
+        return None
+    if not overwrite:
+        raise InputError(f"an index already exists at {root} (use overwrite=True / --overwrite to replace it)")
     try:
-        os.replace(staging, root)
-    except OSError:
-        os.replace(old, root)
-        raise
-    fsync_dir(root.parent)
-    shutil.rmtree(old, ignore_errors=True)
+        return read_manifest(root)
+    except IndexFormatError as exc:
+        log.warning("replacing an index that cannot be read (%s)", exc)
+        return None
 
 
-def _save_encoder(encoder: Any, root: Path) -> dict[str, str]:
-    """Save the encoder under ``root``/encoder (fsynced); its files' sha256 by path from ``root``."""
-    folder = root / ENCODER_DIR
+def _empty(root: Path) -> None:
+    for e in root.iterdir():
+        if e.name != LOCK_FILE:
+            shutil.rmtree(e) if e.is_dir() else e.unlink()
+
+
+def _fresh_session(root: Path, old: Manifest | None, dim: int, config: IndexConfig, encoder: Any,
+                   pool_factor: int) -> WriteSession:
+    """A session whose first commit holds only new segments: generation, segment names and
+    encoder folder follow on from the replaced commit ``old`` (if any), so nothing of it is
+    overwritten before that commit."""
+    generation = old.generation if old else 0
+    encoder_dir = ENCODER_DIR if old is None or old.encoder is None or old.encoder_dir != ENCODER_DIR \
+        else f"{ENCODER_DIR}-g{generation + 1:06d}"
+    identity = None
+    if encoder is not None:
+        shutil.rmtree(root / encoder_dir, ignore_errors=True)  # an unfinished build's leftover, never committed
+        identity = encoder.identity()
+        identity[ENCODER_FILES] = _save_encoder(encoder, root, encoder_dir)
+    manifest = Manifest(generation=generation, dim=dim, config=config, encoder=identity, pool_factor=pool_factor,
+                        next_segment=old.next_segment if old else 1, xtrieve_version=xtrieve.__version__,
+                        encoder_dir=encoder_dir)
+    return WriteSession(root, manifest)
+
+
+def _save_encoder(encoder: Any, root: Path, name: str) -> dict[str, str]:
+    """Save the encoder in ``root``/``name`` (fsynced); its files' sha256 by path from ``root``."""
+    folder = root / name
     encoder.save(folder)
     checksums = {}
     for dirpath, _, files in os.walk(folder):

@@ -109,12 +109,11 @@ class Index:
         """The index's encoder, loaded from INDEX/encoder on first use (None without one)."""
         if self._encoder is None and self._snapshot.encoder_identity is not None:
             from xtrieve.encode.encoder import Encoder
-            from xtrieve.index.manifest import ENCODER_DIR
             from xtrieve.index.writer import ENCODER_FILES, check_encoder
 
             if self._store.verify:  # (an index built before encoder files were listed has none to check)
                 self._store.verify_files(self._snapshot.encoder_identity.get(ENCODER_FILES) or {})
-            encoder = Encoder.load(self.path / ENCODER_DIR)
+            encoder = Encoder.load(self.path / self._snapshot.manifest.encoder_dir)
             check_encoder(self._snapshot.manifest, encoder, self.path)  # a replaced or altered encoder/ folder
             self._encoder = encoder
         return self._encoder
@@ -122,7 +121,9 @@ class Index:
     def refresh(self) -> "Index":
         """Pick up the latest commit (including other writers')."""
         snap = self._store.snapshot()
-        if snap.generation != self._snapshot.generation:
+        if snap.manifest != self._snapshot.manifest:  # (a replaced index may reach the same generation)
+            if snap.encoder_identity != self._snapshot.encoder_identity:
+                self._encoder = None  # the index was rebuilt with another model: load that one
             # the next searcher takes over the merged segment groups still wholly in the snapshot
             from xtrieve.retrieve.segment_groups import core_of
 
@@ -164,7 +165,7 @@ class Index:
             raise InputError(f"index {self.path} has no encoder (built from embeddings): use add_embeddings")
         with open_writer(self.path, enc) as session:
             ids = session.add_documents(docs, enc, show_progress)
-            session.maybe_merge()
+            session.merge_after_commit()
         self.refresh()
         return ids
 
@@ -175,7 +176,7 @@ class Index:
 
         with open_writer(self.path) as session:
             out = session.add_embeddings(ids, embeddings, metadata, show_progress)
-            session.maybe_merge()
+            session.merge_after_commit()
         self.refresh()
         return out
 

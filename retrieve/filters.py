@@ -222,7 +222,11 @@ class _Parser:
                 value_set = arrow_literals(values)
             except TypeError as exc:
                 raise self.fail(f"the values of 'in' must share one type ({exc})") from None
-            out = Condition(field.isin(value_set), lambda t: pc.is_in(t.column(name), value_set=value_set))
+            # null where the value is null, as ==, != and SQL's IN: "x not in (...)" keeps no null x
+            null = pa.nulls(1, pa.bool_())[0]
+            out = Condition(pc.if_else(field.is_valid(), field.isin(value_set), null),
+                            lambda t: pc.if_else(pc.is_valid(t.column(name)),
+                                                 pc.is_in(t.column(name), value_set=value_set), null))
             return ~out if negate else out
         if negate:
             raise self.fail("'not' after a column name must be followed by 'in'")

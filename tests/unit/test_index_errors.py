@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import zlib
 from pathlib import Path
 
@@ -116,18 +117,89 @@ def test_failed_overwrite_keeps_the_old_index(tmp_path, idx):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]  # no staging folder left behind
 
 
-def test_overwrite_needs_room_beside_the_index(tmp_path, idx, monkeypatch):
-    real_mkdir = Path.mkdir
+def test_overwrite_commits_in_place_as_a_later_generation(tmp_path, idx):
+    ix = tmp_path / "ix"
+    before = generation(ix)
+    reader = xtrieve.Index.open(ix, encoder=FakeEncoder())
+    other = FakeEncoder(name="other", head="1" * 64)
+    xtrieve.Index.build(ix, [{"id": "n1", "text": "new words"}], encoder=other, overwrite=True)
+    assert generation(ix) == before + 1  # one commit swapped the whole index
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]  # nothing built beside it
+    names = sorted(p.name for p in ix.iterdir())
+    assert [n for n in names if n.startswith("encoder")] == ["encoder-g000002"]  # the old encoder/ is gone
+    assert len([n for n in names if n.startswith("seg-")]) == 1
+    assert reader.refresh().get("a") is None and reader.get("n1") is not None
+    assert reader.snapshot.encoder_identity["name"] == "other"
+    assert [h.doc_id for h in reader.search(other.encode(["new"], True).vectors[0], k=1)] == ["n1"]
+    reader.add(["more text"], encoder=other)  # a write through the refreshed reader lands on the new index
+    assert len(xtrieve.Index.open(ix)) == 2
 
-    def mkdir(self, *args, **kwargs):
-        if ".xtrieve-new-" in self.name:
-            raise PermissionError(13, "Permission denied")
-        return real_mkdir(self, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "mkdir", mkdir)
-    with pytest.raises(InputError, match="built beside it first"):
-        xtrieve.Index.build(tmp_path / "ix", ["new"], encoder=FakeEncoder(), overwrite=True)
-    assert len(xtrieve.Index.open(tmp_path / "ix", encoder=FakeEncoder())) == 2
+def test_refresh_sees_an_index_replaced_at_the_same_generation(tmp_path):
+    ix = tmp_path / "ix"
+    xtrieve.Index.build_from_embeddings(ix, ["old1", "old2"], rand(2))
+    stale = xtrieve.Index.open(ix)
+    stale.add_embeddings(["old3"], rand(1, seed=1))  # generation 2
+    (ix / "manifest.json").unlink()  # replaced by other means: generations start again
+    for p in ix.iterdir():
+        if p.is_dir():
+            shutil.rmtree(p)
+    xtrieve.Index.build_from_embeddings(ix, ["new1"], rand(1, seed=2))
+    xtrieve.Index.open(ix).add_embeddings(["new2"], rand(1, seed=3))  # generation 2 again
+    assert stale.refresh().get("old1") is None and stale.get("new2") is not None
+
+
+def test_a_crash_before_the_overwrite_commits_keeps_the_old_index(tmp_path, idx, monkeypatch):
+    import xtrieve.index.writer as writer
+
+    def crash(root, manifest):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer, "write_manifest", crash)
+    with pytest.raises(OSError):
+        xtrieve.Index.build(tmp_path / "ix", ["new"], encoder=FakeEncoder(name="other", head="1" * 64), overwrite=True)
+    monkeypatch.undo()
+    again = xtrieve.Index.open(tmp_path / "ix")
+    assert all(again.get(i) is not None for i in ("a", "b")) and len(again) == 2
+    assert again.snapshot.encoder_identity["name"] == "fake"
+    assert sorted(p.name for p in (tmp_path / "ix").iterdir() if p.name.startswith(("seg-", "encoder"))) == \
+        ["encoder", "seg-000001"]  # the unfinished new segment and encoder were removed
+
+
+def test_auto_ids_are_never_handed_out_twice(tmp_path):
+    idx = xtrieve.Index.build(tmp_path / "ix", ["one", "two"], encoder=FakeEncoder())
+    assert idx.get("0") is not None and idx.get("1") is not None
+    idx.delete(["0", "1"])
+    assert idx.add(["three"]) == ["2"]
+
+
+def test_a_failed_merge_does_not_undo_a_committed_add(tmp_path, idx, monkeypatch, caplog):
+    import xtrieve.index.writer as writer
+
+    def full_disk(self):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer.WriteSession, "maybe_merge", full_disk)
+    assert idx.add([{"id": "c", "text": "delta"}]) == ["c"]
+    assert len(xtrieve.Index.open(tmp_path / "ix")) == 3 and "merging segments" in caplog.text
+
+
+@pytest.mark.parametrize("first, second", [(5, __import__("decimal").Decimal("1.25")), (2**60 + 1, 0.5)])
+def test_metadata_types_that_unify_but_do_not_convert(tmp_path, first, second):
+    ix = tmp_path / "ix"
+    idx = xtrieve.Index.build_from_embeddings(ix, ["a"], rand(1), metadata=[{"n": first}])
+    with pytest.raises(InputError, match="metadata column 'n'"):
+        idx.add_embeddings(["b"], rand(1, seed=1), metadata=[{"n": second}])
+    again = xtrieve.Index.open(ix)  # nothing committed: it opens, searches and takes writes
+    assert len(again) == 1 and generation(ix) == 1
+    again.add_embeddings(["c"], rand(1, seed=2), metadata=[{"n": first}])
+    assert sorted(h.doc_id for h in again.search(rand(1)[0], k=5, filter=f"n == {first}")) == ["a", "c"]
+
+
+def test_nested_metadata_is_flattened_on_every_add_path(tmp_path):
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["a", "b"], rand(2),
+                                              metadata=[{"meta": {"x": 1}}, {"meta": {"x": 2}}])
+    assert [h.doc_id for h in idx.search(rand(1)[0], k=5, filter="meta.x == 2")] == ["b"]
 
 
 def test_model_mismatch(tmp_path, idx):
