@@ -67,10 +67,15 @@ def check_query(q: object, dim: int, i: int) -> np.ndarray:
     """A query as a C-contiguous float32 [n_q, dim] array, or a clear InputError."""
     if q is None or isinstance(q, (bytes, dict, bool, int, float)):
         raise InputError(f"query {i}: expected a text or a [n_tokens, {dim}] array, got {type(q).__name__}")
+    if isinstance(q, torch.Tensor):
+        q = q.detach().cpu()
     try:
-        arr = np.ascontiguousarray(q, dtype=np.float32)
+        raw = np.asarray(q)
+        arr = None if raw.dtype.kind == "c" else np.ascontiguousarray(raw, dtype=np.float32)
     except (TypeError, ValueError):
         raise InputError(f"query {i}: not an array of numbers") from None
+    if arr is None:
+        raise InputError(f"query {i}: complex numbers, not real vectors")
     if arr.ndim != 2 or arr.shape[0] == 0:
         raise InputError(f"query {i}: expected a [n_tokens, {dim}] array, got shape {arr.shape}")
     if arr.shape[1] != dim:

@@ -271,3 +271,13 @@ def test_docs_and_ids_of_the_wrong_type(tmp_path, idx):
 def test_auto_ids_skip_ids_given_earlier_in_the_input(tmp_path):
     built = xtrieve.Index.build(tmp_path / "auto", [{"id": "0", "text": "given"}, "auto"], encoder=FakeEncoder())
     assert sorted(built.snapshot.segments[0].doc_ids) == ["0", "1"]
+
+
+def test_search_batch_takes_arrays_of_queries(tmp_path):
+    idx = xtrieve.Index.build(tmp_path / "ix", ["alpha beta", "gamma delta"], encoder=FakeEncoder())
+    texts = np.array(["alpha", "gamma"])
+    assert idx.search_batch(texts, k=1) == idx.search_batch(list(texts), k=1)
+    stacked = np.stack(rand(2, rows=3))  # [n_queries, n_tokens, dim]
+    assert idx.search_batch(stacked, k=1) == idx.search_batch(list(stacked), k=1)
+    with pytest.raises(InputError, match="use search"):
+        idx.search_batch(stacked[0])

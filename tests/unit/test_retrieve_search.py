@@ -284,6 +284,10 @@ def test_bad_queries(corpus):
         s.search([queries[0]], k=0)
     with pytest.raises(InputError, match="NaN"):
         s.search([np.full((2, DIM), np.nan, np.float32)])
+    with pytest.raises(InputError, match="complex"):
+        s.search([queries[0].astype(np.complex64)])
+    grad = torch.from_numpy(queries[0]).requires_grad_()  # a tensor from a model: used as its values
+    assert s.search([grad], k=3)[0] == s.search([queries[0]], k=3)[0]
     for wrong in (None, 3.5, b"bytes"):
         with pytest.raises(InputError, match=f"expected a text or a .*got {type(wrong).__name__}"):
             s.search([wrong])
