@@ -9,7 +9,7 @@ Grammar (case-insensitive keywords)::
              | NAME "is" ["not"] "null"
     NAME    := letters (any script), digits, "_" and "." | `any name` in backticks
     OP      := == | = | != | < | <= | > | >=
-    literal := number | 'text' | "text" | true | false
+    literal := number | 'text' | "text" | true | false   (text against a date/time column: a date/time)
 
 In a quoted text (or a backticked name) a backslash escapes the quote and a backslash; any
 other backslash is kept as written (``path == 'C:\\data'``).
@@ -226,7 +226,8 @@ class _Parser:
             null = pa.nulls(1, pa.bool_())[0]
             out = Condition(pc.if_else(field.is_valid(), field.isin(value_set), null),
                             lambda t: pc.if_else(pc.is_valid(t.column(name)),
-                                                 pc.is_in(t.column(name), value_set=value_set), null))
+                                                 pc.is_in(t.column(name), value_set=_as_type_of(t.column(name), value_set)),
+                                                 null))
             return ~out if negate else out
         if negate:
             raise self.fail("'not' after a column name must be followed by 'in'")
@@ -236,7 +237,18 @@ class _Parser:
         except TypeError as exc:
             raise self.fail(str(exc)) from None
         compare = _COMPARE[op]
-        return Condition(compare(field, value), lambda t: compare(t.column(name), value))
+        return Condition(compare(field, value), lambda t: compare(t.column(name), _as_type_of(t.column(name), value)))
+
+
+def _as_type_of(column, value):
+    """A text literal compared with a date or time column, read as one (``day >= '2020-01-31'``,
+    ``at < '2021-06-01T12:00'``); anything else as it is."""
+    if pa.types.is_temporal(column.type) and pa.types.is_string(value.type):
+        try:
+            return value.cast(column.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise FilterError(f"{value.as_py()!r} is not a {column.type} ({exc})") from None
+    return value
 
 
 def parse_filter(text: str, columns: set[str]) -> pc.Expression:

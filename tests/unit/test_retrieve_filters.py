@@ -78,3 +78,17 @@ def test_an_expression_that_is_not_a_test_is_a_filter_error():
 
     with pytest.raises(FilterError, match="true/false"):
         allowed_rows(TABLE, pc.field("year"))
+
+
+def test_dates_and_times_compare_with_text_literals():
+    import datetime as dt
+
+    table = pa.table({"day": pa.array([dt.date(2020, 1, 1), dt.date(2021, 6, 1), None]),
+                      "at": pa.array([dt.datetime(2020, 1, 1, 5), dt.datetime(2021, 6, 1, 13), dt.datetime(2019, 1, 1)])})
+    cols = set(table.column_names)
+    for text, want in [("day >= '2021-01-01'", [False, True, False]),
+                       ("day in ('2020-01-01', '2022-01-01')", [True, False, False]),
+                       ("at < '2021-06-01T12:00:00' and at >= '2020-01-01'", [True, False, False])]:
+        assert allowed_rows(table, compile_filter(text, cols)).to_pylist() == want, text
+    with pytest.raises(FilterError, match="'soon' is not a date32"):
+        allowed_rows(table, compile_filter("day > 'soon'", cols))
