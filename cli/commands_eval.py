@@ -1,26 +1,15 @@
 """`xtrieve eval` and `xtrieve bench`: argument parsing and printing only."""
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import click
 
+from xtrieve.cli.formats import json_safe, to_json
 from xtrieve.cli.search_options import search_config, search_config_options
 from xtrieve.config import SearchConfig
 
 DATA_DIR = click.Path(file_okay=False, path_type=Path)
-
-
-def _json_safe(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def _pct(x) -> str:
@@ -59,7 +48,7 @@ def eval_command(data_dir, dataset, split, model, index_dir, run_file, fmt, k, k
                       ignore_identical_ids=not keep_identical_ids)
     s = report.summary()
     if fmt == "json":
-        click.echo(json.dumps(_json_safe(s)))
+        click.echo(to_json(s))
         return
     cfg = s["search_config"]
     k_prime = SearchConfig.from_dict(cfg).scaled_k_prime(s["n_vectors"])
@@ -115,10 +104,10 @@ def bench_command(data_dir, dataset, split, model, fmt, out, grid, max_queries, 
     report = run_bench(data_dir=data_dir, dataset=dataset, split=split, model=model, grid=grid,
                        max_queries=max_queries, k=k, base_config=search_config(None, None, nprobe, None),
                        peers=() if no_peers else PEERS, cache=cache_dir, peers_python=peers_python)
-    report = _json_safe(report)
+    report = json_safe(report)
     written = write_outputs(report, out) if out is not None else None
     if fmt == "json":
-        click.echo(json.dumps(report))
+        click.echo(to_json(report))
         return
     t = report["timings"]
     click.echo(f"{report['dataset']} ({report['split']}): {report['n_docs']} documents, {report['n_vectors']} vectors, "

@@ -17,7 +17,7 @@ def _read_ids(ids: tuple[str, ...], ids_file: Path | None) -> list[str]:
     out = list(ids)
     if ids_file is not None:
         try:
-            out += [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+            out += [line.strip() for line in ids_file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read ids file {ids_file}: {exc}") from None
     if not out:

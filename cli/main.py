@@ -24,17 +24,32 @@ COMMAND_MODULES = (
 
 
 class XtrieveGroup(click.Group):
-    """A group that prints any XtrieveError as one ``error: ...`` line and exits 1."""
+    """A group that prints any XtrieveError as one ``error: ...`` line and exits 1; output cut
+    short by its reader (``| head``) ends the command quietly, with status 0."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            _discard_stdout()
+            ctx.exit(0)
         except XtrieveError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
         except OSError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing what is left at exit raises nothing."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (tests capture output)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 @click.group(cls=XtrieveGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -9,6 +9,7 @@ from xtrieve.errors import InputError
 
 TEXT_COLUMNS = ("id", "_id", "text", "title")
 CSV_BLOCK = 1 << 24
+ENCODING = "utf-8-sig"  # UTF-8; a byte-order mark at the start is dropped
 
 
 def read_corpus(path: str | Path) -> Iterator[dict[str, Any]]:
@@ -44,8 +45,8 @@ def _open_text(path: Path):
     if path.suffix.lower() == ".gz":
         import gzip
 
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rt", encoding=ENCODING)
+    return open(path, encoding=ENCODING)
 
 
 def _row(obj: Any, where: str) -> dict[str, Any]:
@@ -60,6 +61,12 @@ def _row(obj: Any, where: str) -> dict[str, Any]:
 
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """JSON objects of a JSONL file (blank lines skipped; "_id" read as "id"), clear errors."""
+    for _, obj in iter_jsonl_lines(path):
+        yield obj
+
+
+def iter_jsonl_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each JSON object of a JSONL file, as :func:`iter_jsonl`."""
     try:
         with _open_text(path) as f:
             for n, line in enumerate(f, 1):
@@ -69,7 +76,7 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise InputError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-                yield _row(obj, f"{path}:{n}")
+                yield n, _row(obj, f"{path}:{n}")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError) as exc:  # unreadable, or a bad or truncated .gz
@@ -78,7 +85,7 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 def _json(path: Path) -> Iterator[dict[str, Any]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding=ENCODING))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
     except OSError as exc:
@@ -95,11 +102,13 @@ def _csv(path: Path) -> Iterator[dict[str, Any]]:
 
     if path.stat().st_size == 0:
         return
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    if path.suffix.lower() == ".tsv":  # one line, one record: a '"' is text, not quoting
+        parse = pcsv.ParseOptions(delimiter="\t", quote_char=False, newlines_in_values=False)
+    else:
+        parse = pcsv.ParseOptions(delimiter=",", newlines_in_values=True)
     try:
         reader = pcsv.open_csv(
-            str(path), read_options=pcsv.ReadOptions(block_size=CSV_BLOCK),
-            parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            str(path), read_options=pcsv.ReadOptions(block_size=CSV_BLOCK), parse_options=parse,
             convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in TEXT_COLUMNS}, strings_can_be_null=False),
         )
         for batch in reader:
@@ -126,7 +135,7 @@ def _txt_folder(path: Path) -> Iterator[dict[str, Any]]:
     files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".txt" and p.is_file())
     for p in files:
         try:
-            text = p.read_text(encoding="utf-8")
+            text = p.read_text(encoding=ENCODING)
         except UnicodeDecodeError as exc:
             raise InputError(f"{p}: not UTF-8 text ({exc.reason})") from None
         yield {"id": p.stem, "text": text}

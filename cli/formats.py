@@ -1,0 +1,59 @@
+"""How the CLI writes hits: a table, JSON lines or a TREC run."""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Sequence
+
+from xtrieve.errors import InputError
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float (in nested dicts, lists, tuples) as None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def to_json(obj: Any) -> str:
+    """One line of valid JSON: non-finite floats as null, unknown types as their str()."""
+    return json.dumps(json_safe(obj), default=str, allow_nan=False)
+
+
+def check_trec_id(kind: str, value: str) -> None:
+    """InputError unless ``value`` is one non-empty field without whitespace, as a TREC run needs."""
+    if value.split() != [value]:
+        raise InputError(f"{kind} id {value!r} cannot be written in TREC format (it is empty or contains whitespace)")
+
+
+def check_trec_query_ids(qids: Sequence[str]) -> None:
+    """Check every query id for a TREC run (before searching)."""
+    for qid in qids:
+        check_trec_id("query", qid)
+
+
+def check_trec_doc_ids(results: Sequence[Sequence[Any]]) -> None:
+    """Check every hit's doc id for a TREC run (before any line is written)."""
+    for hits in results:
+        for h in hits:
+            check_trec_id("doc", str(h.doc_id))
+
+
+def format_hits(qid: str, query: str, hits: Sequence[Any], fmt: str) -> str:
+    """One query's hits as ``fmt`` (table, json or trec); a TREC query without hits is ''."""
+    if fmt == "json":
+        return to_json({"query_id": qid, "query": query, "hits": [
+            {"rank": r, "doc_id": h.doc_id, "score": round(h.score, 6), "metadata": h.metadata}
+            for r, h in enumerate(hits, 1)]})
+    if fmt == "trec":
+        return "\n".join(f"{qid} Q0 {h.doc_id} {r} {h.score:.6f} xtrieve" for r, h in enumerate(hits, 1))
+    lines = [f"query: {query}"] if query else []
+    lines.append(f"{'rank':>4}  {'score':>8}  {'doc_id':<20}  title")
+    for r, h in enumerate(hits, 1):
+        title = str(h.metadata.get("title") or "")[:60]
+        lines.append(f"{r:>4}  {h.score:>8.3f}  {h.doc_id:<20}  {title}")
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""`xtrieve search --queries FILE`: JSONL ({"_id"|"id", "text"}) or TSV (id<TAB>text) queries."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from xtrieve.errors import InputError
+
+TSV_HEADERS = (["id", "text"], ["query-id", "text"], ["_id", "text"])
+Row = tuple[int, Optional[str], str]  # line number, id (None: not given), text
+
+
+def read_queries(path: Path) -> list[tuple[str, str]]:
+    """(id, text) pairs; errors name the file and line. A query without an id gets its line
+    number, made unique against every id in the file; a repeated id is an error."""
+    jsonl = path.suffix.lower() in (".jsonl", ".json")
+    rows = list(_jsonl_rows(path) if jsonl else _tsv_rows(path))
+    if not rows:
+        raise InputError(f"{path}: no queries in the file")
+    return _with_ids(rows, path)
+
+
+def _jsonl_rows(path: Path) -> Iterator[Row]:
+    from xtrieve.index.corpus import iter_jsonl_lines
+
+    for n, row in iter_jsonl_lines(path):
+        where = f"{path}:{n}"
+        if "text" not in row:
+            raise InputError(f"{where}: query has no 'text' field")
+        yield n, _json_id(row, where), _text(row["text"], where)
+
+
+def _json_id(row: dict[str, Any], where: str) -> str | None:
+    if "id" not in row:  # (BEIR's "_id" reads as "id")
+        return None
+    qid = row["id"]
+    if qid is None:
+        raise InputError(f"{where}: query id is null")
+    if isinstance(qid, bool) or not isinstance(qid, (str, int)):
+        raise InputError(f"{where}: query id must be a string or an integer, got {type(qid).__name__}")
+    return str(qid)
+
+
+def _tsv_rows(path: Path) -> Iterator[Row]:
+    from xtrieve.index.corpus import ENCODING
+
+    try:
+        with open(path, encoding=ENCODING, newline="\n") as f:  # a line is a record: no quoting
+            for n, line in enumerate(f, 1):
+                cells = line.rstrip("\r\n").split("\t")
+                if not line.strip() or (n == 1 and [c.strip().lower() for c in cells[:2]] in TSV_HEADERS):
+                    continue
+                if len(cells) < 2:
+                    raise InputError(f"{path}:{n}: expected 'id<TAB>text'")
+                yield n, cells[0], _text(cells[1], f"{path}:{n}")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"{where}: query text must be a string, got {'null' if value is None else type(value).__name__}")
+    if not value.strip():
+        raise InputError(f"{where}: empty query text")
+    return value
+
+
+def _with_ids(rows: list[Row], path: Path) -> list[tuple[str, str]]:
+    taken: dict[str, int] = {}
+    for n, qid, _ in rows:
+        if qid is not None:
+            if qid in taken:
+                raise InputError(f"{path}:{n}: duplicate query id {qid!r} (also on line {taken[qid]})")
+            taken[qid] = n
+    out = []
+    for n, qid, text in rows:
+        if qid is None:
+            qid = _free_id(str(n), taken)
+            taken[qid] = n
+        out.append((qid, text))
+    return out
+
+
+def _free_id(base: str, taken: dict[str, int]) -> str:
+    qid, i = base, 0
+    while qid in taken:
+        i += 1
+        qid = f"{base}-{i}"
+    return qid

@@ -1,0 +1,212 @@
+"""Query files, corpus text files and the search output formats of the CLI (fake encoder)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from helpers import WordHashEncoder
+from xtrieve.cli.formats import check_trec_id, format_hits, to_json
+from xtrieve.cli.main import main
+from xtrieve.cli.query_files import read_queries
+from xtrieve.errors import InputError
+from xtrieve.index.corpus import read_corpus
+from xtrieve.types import Hit
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.fixture(autouse=True)
+def fake_model(monkeypatch):
+    from xtrieve.encode.encoder import Encoder
+
+    monkeypatch.setattr(Encoder, "load", classmethod(lambda cls, name=None, **kw: WordHashEncoder(8)))
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert "Traceback" not in result.output
+    return result
+
+
+def write(path, data: bytes | str):
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return path
+
+
+def last_line(result) -> str:
+    return result.output.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def index(tmp_path):
+    """Documents with ids TREC cannot hold, NaN/inf metadata, and plain ones."""
+    rows = ['{"_id": "a", "text": "moon tides", "w": NaN, "v": [1.5, Infinity, -Infinity]}',
+            '{"_id": "b", "text": "vaccines immunity", "w": 2.5}',
+            '{"_id": "doc one", "text": "glaciers valleys"}']
+    corpus = write(tmp_path / "corpus.jsonl", "\n".join(rows) + "\n")
+    assert run("build", tmp_path / "ix", "--corpus", corpus).exit_code == 0
+    return tmp_path / "ix"
+
+
+# -- 1. TSV: a line is a record, '"' is text ---------------------------------------------------
+
+def test_tsv_queries_have_no_quoting(tmp_path):
+    f = write(tmp_path / "q.tsv", '1\t"moon" landing\n2\t"tides\n3\tvaccines\n4\tglaciers\n')
+    assert read_queries(f) == [("1", '"moon" landing'), ("2", '"tides'), ("3", "vaccines"), ("4", "glaciers")]
+
+
+def test_tsv_corpus_has_no_quoting_csv_keeps_it(tmp_path):
+    tsv = write(tmp_path / "c.tsv", 'id\ttext\n1\t"Moon" landing\n2\t"tides\n3\tvaccines\n')
+    assert [(d["id"], d["text"]) for d in read_corpus(tsv)] == [("1", '"Moon" landing'), ("2", '"tides'),
+                                                                 ("3", "vaccines")]
+    csv = write(tmp_path / "c.csv", 'id,text\n1,"a ""quoted"", text\nover two lines"\n')
+    assert [d["text"] for d in read_corpus(csv)] == ['a "quoted", text\nover two lines']
+
+
+# -- 2. and 3. encodings -------------------------------------------------------------------------
+
+def test_non_utf8_tsv_queries_is_a_clean_error(tmp_path, index):
+    f = write(tmp_path / "q.tsv", b"1\tcaf\xe9 moon\n")
+    r = run("search", index, "--queries", f)
+    assert r.exit_code == 1 and last_line(r) == f"error: {f}: not UTF-8 text (invalid continuation byte)"
+
+
+def test_bom_is_dropped(tmp_path):
+    tsv = write(tmp_path / "q.tsv", BOM + b"id\ttext\r\n7\tvaccines\r\n8\tmoon\r\n")
+    assert read_queries(tsv) == [("7", "vaccines"), ("8", "moon")]
+    jsonl = write(tmp_path / "q.jsonl", BOM + b'{"_id": "A1", "text": "vaccines"}\r\n')
+    assert read_queries(jsonl) == [("A1", "vaccines")]
+    corpus = write(tmp_path / "c.jsonl", BOM + b'{"_id": "a", "text": "hello"}\r\n{"_id": "b", "text": "moon"}\r\n')
+    assert [d["id"] for d in read_corpus(corpus)] == ["a", "b"]
+    assert [d["id"] for d in read_corpus(write(tmp_path / "c.json", BOM + b'[{"_id": "j", "text": "x"}]'))] == ["j"]
+    assert [d["id"] for d in read_corpus(write(tmp_path / "c.tsv", BOM + b"id\ttext\r\nt\tx\r\n"))] == ["t"]
+    (tmp_path / "txt").mkdir()
+    write(tmp_path / "txt" / "one.txt", BOM + b"some text")
+    assert list(read_corpus(tmp_path / "txt")) == [{"id": "one", "text": "some text"}]
+
+
+def test_bom_corpus_builds(tmp_path):
+    corpus = write(tmp_path / "c.jsonl", BOM + b'{"_id": "a", "text": "hello world"}\n')
+    assert run("build", tmp_path / "ix", "--corpus", corpus).exit_code == 0
+
+
+def test_bom_ids_file(tmp_path, index):
+    ids = write(tmp_path / "ids.txt", BOM + b"b\n")
+    assert run("delete", index, "--ids-file", ids).exit_code == 0
+
+
+# -- 4. JSON output ----------------------------------------------------------------------------
+
+def test_json_output_has_null_for_non_finite_floats(index):
+    r = run("search", index, "moon tides", "--format", "json", "-k", "3")
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.output, parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))["hits"]
+    meta = {h["doc_id"]: h["metadata"] for h in hits}
+    assert meta["a"] == {"w": None, "v": [1.5, None, None]} and meta["b"]["w"] == 2.5
+
+
+def test_to_json_nested():
+    assert to_json({"a": [float("nan"), (1.0, float("-inf"))], "b": {"c": float("inf")}}) == \
+        '{"a": [null, [1.0, null]], "b": {"c": null}}'
+
+
+# -- 5. TREC runs and query ids ----------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["", "q 2", "two\nlines", " x", "tab\there"])
+def test_trec_id_check(value):
+    with pytest.raises(InputError, match="cannot be written in TREC format") as exc:
+        check_trec_id("query", value)
+    assert repr(value) in str(exc.value)
+
+
+def test_trec_bad_query_id_is_an_error(tmp_path, index):
+    f = write(tmp_path / "q.jsonl", '{"id": "ok", "text": "moon"}\n{"id": "q 2", "text": "vaccines"}\n')
+    r = run("search", index, "--queries", f, "--format", "trec")
+    assert r.exit_code == 1 and last_line(r) == \
+        "error: query id 'q 2' cannot be written in TREC format (it is empty or contains whitespace)"
+    assert "Q0" not in r.output
+    f = write(tmp_path / "q.tsv", "\tvaccines\n")
+    r = run("search", index, "--queries", f, "--format", "trec")
+    assert r.exit_code == 1 and "query id '' cannot" in last_line(r)
+    assert run("search", index, "--queries", f, "--format", "json").exit_code == 0  # JSON can hold it
+
+
+def test_trec_bad_doc_id_is_an_error_before_any_line(tmp_path, index):
+    f = write(tmp_path / "q.tsv", "1\tvaccines\n2\tglaciers\n")
+    r = run("search", index, "--queries", f, "--format", "trec", "-k", "3")
+    assert r.exit_code == 1 and "doc id 'doc one' cannot be written in TREC format" in last_line(r)
+    assert "Q0" not in r.output
+
+
+def test_trec_no_hits_writes_no_line(index):
+    r = run("search", index, "moon", "--format", "trec", "--filter", "doc_id == 'none'")
+    assert r.exit_code == 0 and r.output == ""
+    r = run("search", index, "moon", "--format", "trec", "--filter", "doc_id == 'a'")
+    assert r.output.splitlines() == [r.output.strip()] and r.output.startswith("q1 Q0 a 1 ")
+    assert format_hits("q", "", [], "trec") == ""
+    assert format_hits("q", "", [Hit("d", 1.0)], "trec") == "q Q0 d 1 1.000000 xtrieve"
+
+
+def test_null_query_id_is_an_error(tmp_path):
+    f = write(tmp_path / "q.jsonl", '{"id": "1", "text": "moon"}\n{"id": null, "text": "glacier"}\n')
+    with pytest.raises(InputError, match=r"q\.jsonl:2: query id is null"):
+        read_queries(f)
+
+
+def test_automatic_ids_never_collide(tmp_path):
+    lines = ['{"text": "moon"}', '{"id": "1", "text": "tides"}', '{"id": "1-1", "text": "x"}', "",
+             '{"text": "glacier"}', '{"_id": 5, "text": "y"}', '{"text": "z"}']
+    pairs = read_queries(write(tmp_path / "q.jsonl", "\n".join(lines) + "\n"))
+    assert [qid for qid, _ in pairs] == ["1-2", "1", "1-1", "5-1", "5", "7"]
+
+
+def test_duplicate_query_ids_are_an_error(tmp_path):
+    f = write(tmp_path / "q.jsonl", '{"_id": "A1", "text": "a"}\n\n{"id": "A1", "text": "b"}\n')
+    with pytest.raises(InputError, match=r"q\.jsonl:3: duplicate query id 'A1' \(also on line 1\)"):
+        read_queries(f)
+    with pytest.raises(InputError, match=r"q\.tsv:2: duplicate query id '7'"):
+        read_queries(write(tmp_path / "q.tsv", "7\ta\n7\tb\n"))
+
+
+# -- 6. errors name the file and line -----------------------------------------------------------
+
+@pytest.mark.parametrize("name, content, message", [
+    ("q.jsonl", '{"_id": "A1", "text": "ok"}\n\n{"_id": "A2", "text": null}\n', "q.jsonl:3: query text must be a string, got null"),
+    ("q.jsonl", '{"_id": "A1", "text": ""}\n', "q.jsonl:1: empty query text"),
+    ("q.jsonl", '{"_id": "A1", "text": 5}\n', "q.jsonl:1: query text must be a string, got int"),
+    ("q.jsonl", '{"_id": "A1"}\n', "q.jsonl:1: query has no 'text' field"),
+    ("q.jsonl", '{"_id": ["x"], "text": "a"}\n', "q.jsonl:1: query id must be a string or an integer, got list"),
+    ("q.tsv", "id\ttext\n7\tvaccines\n\n8\t  \n", "q.tsv:4: empty query text"),
+    ("q.tsv", "7\tvaccines\n8\n", "q.tsv:2: expected 'id<TAB>text'"),
+    ("q.tsv", "id\ttext\n", "q.tsv: no queries in the file"),
+])
+def test_query_file_errors_name_the_line(tmp_path, index, name, content, message):
+    f = write(tmp_path / name, content)
+    r = run("search", index, "--queries", f)
+    assert r.exit_code == 1 and last_line(r) == f"error: {tmp_path}/{message}"
+
+
+# -- 7. a closed pipe ---------------------------------------------------------------------------
+
+def test_broken_pipe_exits_quietly(index):
+    code = "import sys; from xtrieve.cli.main import main; sys.argv[0] = 'xtrieve'; main()"
+    proc = subprocess.Popen([sys.executable, "-c", code, "info", str(index), "--format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == ""
+
+
+def test_broken_pipe_in_runner(index, monkeypatch):
+    import click
+
+    def closed(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(click, "echo", closed)
+    r = CliRunner().invoke(main, ["search", str(index), "moon", "--format", "json"])
+    assert r.exit_code == 0 and r.output == ""
