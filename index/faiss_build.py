@@ -3,6 +3,9 @@
 Every segment's FAISS index holds its vectors in row order, so FAISS ids are vector row
 numbers. Factories that need training (IVF, PQ) are trained once, on the first segment
 that needs them, and the trained empty index is kept as the index-wide template.
+A factory is refused (ConfigError) unless its index scores by inner product, numbers vectors
+by row and, once filled, answers a search as the searcher makes it: top-k per query vector,
+nprobe for IVF, an ID selector over vector rows for deletes and filters (see ``search_params``).
 """
 from __future__ import annotations
 
@@ -10,9 +13,10 @@ import contextlib
 import logging
 import math
 import os
+import re
 import threading
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -26,6 +30,7 @@ SAMPLE_PER_CENTROID = 64
 KMEANS_ITERATIONS = 10
 ADD_CHUNK = 1 << 16
 THREADS_ENV = "XTRIEVE_FAISS_BUILD_THREADS"
+CHECK_K = 16  # results asked of the search that checks a freshly built index
 _THREADS_LOCK = threading.Lock()
 
 
@@ -77,14 +82,38 @@ def resolve_factory(config: IndexConfig, n_vectors: int, dim: int, template: dic
 
 
 def new_index(factory: str, dim: int):
-    """An empty inner-product FAISS index; ConfigError for a bad factory string."""
+    """An empty inner-product FAISS index; ConfigError for a bad factory string or one whose
+    index xtrieve cannot use (another metric, its own ids)."""
     faiss = load_faiss()
 
     try:
-        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "invalid"
-        raise ConfigError(f"invalid FAISS factory {factory!r}: {first}") from None
+        raise ConfigError(f"invalid FAISS factory {factory!r}: {_faiss_message(exc)}") from None
+    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        metric = next((m for m in dir(faiss) if m.startswith("METRIC_") and getattr(faiss, m) == index.metric_type),
+                      index.metric_type)
+        raise ConfigError(f"FAISS factory {factory!r} builds an index with metric {metric}: xtrieve ranks token "
+                          "vectors by inner product")
+    if isinstance(faiss.downcast_index(index), faiss.IndexIDMap):  # IndexIDMap2 derives from it
+        raise ConfigError(f"FAISS factory {factory!r} maps its own ids: xtrieve numbers FAISS vectors by "
+                          "their row, so IDMap is not supported (drop the 'IDMap,' prefix)")
+    return index
+
+
+def _faiss_message(exc: RuntimeError) -> str:
+    """The reason in a FAISS error, without the C++ function, location and failed condition."""
+    text = str(exc).strip()
+    line = re.sub(r"^Error in .*? at \S+:\d+: ", "", text.splitlines()[-1] if text else "invalid")
+    reason = line.rpartition("Error: ")[2]
+    return reason.partition(" failed: ")[2] or reason
+
+
+def _describe(index, factory: str | None) -> str:
+    """``factory`` for error messages, else the FAISS class of ``index``."""
+    if factory is not None:
+        return f"FAISS factory {factory!r}"
+    return f"FAISS index {type(load_faiss().downcast_index(index)).__name__}"
 
 
 def needs_training(factory: str, dim: int) -> bool:
@@ -108,20 +137,91 @@ def train_template(factory: str, dim: int, n_rows: int, rows: Callable[[np.ndarr
     if ivf is not None and len(sample) < ivf.nlist:
         raise ConfigError(f"FAISS factory {factory!r} needs at least {ivf.nlist} vectors to train, got {len(sample)}")
     log.info("training FAISS %s on %d vectors", factory, len(sample))
-    with build_threads():
-        index.train(sample)
+    try:
+        with build_threads():
+            index.train(sample)
+    except RuntimeError as exc:
+        raise ConfigError(f"FAISS factory {factory!r} failed to train on {len(sample)} vectors: "
+                          f"{_faiss_message(exc)}") from None
     return index
 
 
-def fill_index(empty, chunks: Iterable[np.ndarray]):
-    """Add vectors chunk by chunk (row order = ids) to a copy of a trained empty index."""
+def fill_index(empty, chunks: Iterable[np.ndarray], factory: str | None = None):
+    """Add vectors chunk by chunk (row order = ids) to a copy of a trained empty index, then
+    check that it answers xtrieve's searches (``check_searchable``); errors name ``factory``."""
     faiss = load_faiss()
 
     index = faiss.clone_index(empty)
-    with build_threads():
-        for chunk in chunks:
-            index.add(np.ascontiguousarray(chunk, dtype=np.float32))
+    first = None
+    try:
+        with build_threads():
+            for chunk in chunks:
+                chunk = np.ascontiguousarray(chunk, dtype=np.float32)
+                if first is None and len(chunk):
+                    first = chunk[:1].copy()
+                index.add(chunk)
+    except RuntimeError as exc:
+        raise ConfigError(f"{_describe(empty, factory)} cannot add vectors: {_faiss_message(exc)}") from None
+    if first is not None:
+        check_searchable(index, first, _describe(empty, factory))
     return index
+
+
+def search_params(index) -> Callable[[int, Any], Any]:
+    """For ``index``, the function (nprobe, selector or None) -> the SearchParameters to pass
+    to its search (None when it needs none): nprobe for IVF, under a refine index or a
+    transform too, and the selector for the innermost index that filters."""
+    faiss = load_faiss()
+
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexPreTransform):
+        return search_params(index.index)
+    if isinstance(index, faiss.IndexRefine):
+        base = search_params(index.base_index)
+
+        def refine(nprobe: int, selector):
+            params = faiss.IndexRefineSearchParameters(k_factor=index.k_factor)
+            inner = base(nprobe, selector)
+            if inner is not None:
+                params.base_index_params = inner
+            return params
+        return refine
+    if isinstance(index, faiss.IndexIVF):
+        def ivf(nprobe: int, selector):
+            if selector is None:
+                return faiss.SearchParametersIVF(nprobe=nprobe)
+            return faiss.SearchParametersIVF(nprobe=nprobe, sel=selector)
+        return ivf
+
+    def plain(nprobe: int, selector):
+        return None if selector is None else faiss.SearchParameters(sel=selector)
+    return plain
+
+
+def check_searchable(index, query: np.ndarray, name: str) -> None:
+    """ConfigError naming ``name`` unless ``index`` answers ``query`` [1, dim] (a stored vector,
+    row 0) as the searcher asks, with ``search_params``: plainly, and with a row selector that
+    leaves row 0 out, which must not come back. One top-16 search each: cheap next to the add."""
+    faiss = load_faiss()
+
+    n = int(index.ntotal)
+    k = min(n, CHECK_K)
+    bits = np.full((n + 7) // 8, 0xFF, dtype=np.uint8)
+    bits[0] = 0xFE  # every row but row 0
+    selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
+    selector.referenced_objects = [bits]
+    params = search_params(index)
+    for sel, fails in ((None, "cannot be searched with xtrieve's search parameters"),
+                       (selector, "cannot search with an ID selector, which xtrieve needs for deletes and broad filters")):
+        try:
+            with build_threads():
+                _, ids = index.search(query, k, params=params(1, sel))
+        except RuntimeError as exc:
+            raise ConfigError(f"{name} {fails} (FAISS: {_faiss_message(exc)})") from None
+        if ((ids < -1) | (ids >= n)).any():
+            raise ConfigError(f"{name} returns ids that are not vector row numbers")
+        if sel is not None and (ids == 0).any():
+            raise ConfigError(f"{name} ignores the ID selector xtrieve uses for deletes and filters")
 
 
 def write_index(index, path: Path) -> None:

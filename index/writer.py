@@ -170,7 +170,7 @@ class WriteSession:
         empty = faiss_build.new_index(factory, dim)
         if not empty.is_trained:
             empty = self._template(factory, n, rows)
-        return faiss_build.fill_index(empty, chunks()), factory
+        return faiss_build.fill_index(empty, chunks(), factory), factory
 
     def _template(self, factory: str, n: int, rows: Callable[[np.ndarray], np.ndarray]):
         faiss = load_faiss()

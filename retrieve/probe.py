@@ -4,8 +4,10 @@ For an inner-product IVF index the coarse step (query tokens against the list
 centroids) runs as one torch matmul and the lists are scanned with FAISS's
 ``search_preassigned``: for a single query's handful of tokens FAISS's own coarse search
 takes its non-BLAS path, which measured ~2x slower on 20 tokens x 2,048 centroids. The
-result is identical; other index types go through ``index.search``. Segments trained from
-one IVF template share their centroids, and the Searcher runs their coarse step once.
+result is identical; other index types go through ``index.search``, with the parameters
+``faiss_build.search_params`` picks for them (the ones it checks every new index with).
+Segments trained from one IVF template share their centroids, and the Searcher runs their
+coarse step once.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 from xtrieve.faiss_loader import load_faiss
+from xtrieve.index.faiss_build import search_params
 
 # the probed IVF lists hold at least this many stored vectors per vector retrieved (on average):
 # XTR imputes a missing similarity with the lowest one retrieved, which is only near the missing
@@ -48,6 +51,7 @@ class TokenProbe:
         self._faiss = faiss  # kept: search() is on the hot path
         self.index = index
         self.ivf = faiss.try_extract_index_ivf(index)
+        self._params = search_params(index)  # (nprobe, selector) -> this index's SearchParameters
         self.centroids: torch.Tensor | None = None
         if (self.ivf is not None and hasattr(index, "search_preassigned_c")
                 and self.ivf.metric_type == faiss.METRIC_INNER_PRODUCT
@@ -91,12 +95,9 @@ class TokenProbe:
         index's coarse step for these queries, already computed (by a probe with the same
         centroids)."""
         faiss = self._faiss
-        if self.ivf is None:
-            params = faiss.SearchParameters(sel=selector) if selector is not None else None
-            return (*self.index.search(queries, k, params=params), None)
-        nprobe = max(1, min(int(nprobe), int(self.ivf.nlist)))
-        params = faiss.SearchParametersIVF(nprobe=nprobe, sel=selector) if selector is not None \
-            else faiss.SearchParametersIVF(nprobe=nprobe)
+        if self.ivf is not None:
+            nprobe = max(1, min(int(nprobe), int(self.ivf.nlist)))
+        params = self._params(nprobe, selector)
         if self.centroids is None:
             return (*self.index.search(queries, k, params=params), None)
         if coarse is None:

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 MAX_SEGMENT_VECTORS = 1 << 19
 MAX_GROUP_VECTORS = 1 << 21
+# fast-scan IVF indexes with fewer PQ sub-quantizers are never merged: FAISS 1.15's merge_from
+# corrupts the heap for them (the process aborts: seen at 4, 8 and 12; 14 and up were fine)
+FAST_SCAN_MERGE_MIN_M = 16
 
 
 class SegmentGroup:
@@ -71,6 +74,8 @@ def trained_state(index) -> bytes | None:
 
     ivf = faiss.downcast_index(index)
     if not isinstance(ivf, faiss.IndexIVF):
+        return None
+    if isinstance(ivf, faiss.IndexIVFFastScan) and getattr(ivf, "M", 0) < FAST_SCAN_MERGE_MIN_M:
         return None
     parts = [type(ivf).__name__.encode(), str((ivf.code_size, ivf.metric_type, getattr(ivf, "by_residual", None))).encode()]
     for name, field in (("pq", "centroids"), ("sq", "trained")):

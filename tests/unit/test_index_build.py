@@ -12,6 +12,7 @@ import pytest
 import xtrieve
 from helpers import unit_token_docs
 from xtrieve.config import EncoderConfig, IndexConfig
+from xtrieve.errors import ConfigError
 from xtrieve.index.segment import DOCS, VECTORS
 from xtrieve.index.store import IndexStore
 from helpers import WordHashEncoder
@@ -175,3 +176,81 @@ def test_segments_share_one_schema(tmp_path):
     q = rand_docs(1, rng)[0]
     assert [h.doc_id for h in idx.search(q, k=5, filter="lang == 'en'", exhaustive=True)] == ["c"]
     assert sorted(h.doc_id for h in idx.search(q, k=5, filter="lang is null")) == ["a", "b"]
+
+
+# factories the searcher can use as it searches (top-k' per query token, nprobe, a row selector
+# for deletes and broad filters) and ones it cannot, refused at build before anything is written
+SEARCHABLE_FACTORIES = ["Flat", "IVF16,Flat", "IVF16,PQ8x4fs", "HNSW16", "IVF16,Flat,RFlat",
+                        "IVF16,PQ4x4,Refine(Flat)", "Flat,RFlat", "PCA8,IVF16,Flat"]
+
+
+def _factory_corpus(n=300, seed=11):
+    rng = np.random.default_rng(seed)
+    return [f"d{i}" for i in range(n)], rand_docs(n, rng, 5, 9), [{"g": i % 2} for i in range(n)]
+
+
+@pytest.mark.parametrize("factory", SEARCHABLE_FACTORIES)
+def test_forced_factories_search_with_deletes_and_filters(tmp_path, factory):
+    ids, docs, meta = _factory_corpus()
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ids, docs, meta, config={"faiss_factory": factory})
+    assert idx.info().faiss == [factory]
+    q = docs[42]
+    hits = idx.search(q, k=5)
+    assert len(hits) == 5
+    if "PCA" not in factory:  # a PCA to 8 of 16 dims may rank another document first
+        assert hits[0].doc_id == "d42"
+    # a filter allowing half the documents restricts FAISS with a row selector
+    assert all(h.metadata["g"] == 0 for h in idx.search(q, k=5, filter="g == 0"))
+    assert all(h.metadata["g"] == 1 for h in idx.search(q, k=5, filter="g == 1"))
+    idx.delete(["d42"])
+    hits = idx.search(q, k=5)
+    assert len(hits) == 5 and "d42" not in {h.doc_id for h in hits}
+
+
+@pytest.mark.parametrize("factory, reason", [
+    ("PQ4x4", "ID selector"),                  # IndexPQ takes no search parameters
+    ("PQ8x4fs", "ID selector"),
+    ("PQ4x4,RFlat", "ID selector"),            # a refine index over an IndexPQ
+    ("NSG16,Flat", "ID selector"),
+    ("IDMap,Flat", "IDMap is not supported"),  # its ids would not be vector rows
+    ("IDMap2,Flat", "IDMap is not supported"),
+    ("HNSW16_PQ4", "metric METRIC_L2"),        # the factory ignores the inner-product metric
+])
+def test_unsearchable_factories_rejected_at_build(tmp_path, factory, reason):
+    ids, docs, meta = _factory_corpus()
+    with pytest.raises(ConfigError, match=reason) as err:
+        xtrieve.Index.build_from_embeddings(tmp_path / "ix", ids, docs, meta, config={"faiss_factory": factory})
+    # the message names the factory (or, where the writer does not pass it on, its FAISS class)
+    assert "FAISS factory" in str(err.value) or "FAISS index Index" in str(err.value)
+    assert not (tmp_path / "ix").exists()
+
+
+def test_unsearchable_factory_leaves_replaced_index_as_it_was(tmp_path):
+    ids, docs, meta = _factory_corpus()
+    root = tmp_path / "ix"
+    xtrieve.Index.build_from_embeddings(root, ids, docs, meta)
+    before = sorted(p.name for p in root.iterdir())
+    with pytest.raises(ConfigError, match="ID selector"):
+        xtrieve.Index.build_from_embeddings(root, ids[:100], docs[:100], meta[:100], overwrite=True,
+                                            config={"faiss_factory": "PQ4x4"})
+    assert sorted(p.name for p in root.iterdir()) == before  # no template or segment left over
+    idx = xtrieve.Index.open(root)
+    assert len(idx) == 300 and idx.search(docs[7], k=1, filter="g == 1")[0].doc_id == "d7"
+
+
+def test_faiss_errors_while_training_become_config_errors(tmp_path):
+    # 8-bit PQ wants 256 training vectors; 20 documents hold far fewer
+    ids, docs, meta = _factory_corpus(20)
+    with pytest.raises(ConfigError, match=r"'PQ8' failed to train on \d+ vectors: Number of training points"):
+        xtrieve.Index.build_from_embeddings(tmp_path / "ix", ids, docs, meta, config={"faiss_factory": "PQ8"})
+    assert not (tmp_path / "ix").exists()
+
+
+def test_fill_index_names_the_factory_it_refuses():
+    from xtrieve.index import faiss_build
+
+    x = np.concatenate(rand_docs(100, np.random.default_rng(3), 5, 9))
+    empty = faiss_build.train_template("PQ4x4", DIM, len(x), lambda rows: x[rows])
+    with pytest.raises(ConfigError, match=r"FAISS factory 'PQ4x4' cannot search with an ID selector.*invalid search params"):
+        faiss_build.fill_index(empty, [x], factory="PQ4x4")
+    assert faiss_build.fill_index(faiss_build.new_index("Flat", DIM), [x], factory="Flat").ntotal == len(x)

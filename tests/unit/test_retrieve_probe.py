@@ -87,3 +87,31 @@ def test_nprobe_rises_when_k_would_exhaust_the_probed_lists():
     assert wanted * mean_list >= PROBED_PER_RETRIEVED * 400 > (wanted - 1) * mean_list
     assert probe.nprobe_for(10 ** 6, 4) == 32  # never past every list
     assert TokenProbe(faiss.index_factory(DIM, "Flat", faiss.METRIC_INNER_PRODUCT)).nprobe_for(400, 4) == 4
+
+
+def test_probe_searches_a_refine_index_with_nprobe_and_selector():
+    # a refine index takes IndexRefineSearchParameters, the IVF ones going to its base index
+    index, q, x = _index("IVF32,Flat,RFlat")
+    probe = TokenProbe(index)
+    assert probe.ivf is not None and probe.centroids is None
+    _, ids = probe.search(q, 5, nprobe=1000)  # every list: exact
+    want = np.argsort(-(q @ x.T), axis=1)[:, :5]
+    np.testing.assert_array_equal(np.sort(ids, axis=1), np.sort(want, axis=1))
+    allowed = np.zeros(index.ntotal, dtype=bool)
+    allowed[1::4] = True
+    bits = np.packbits(allowed, bitorder="little")
+    sel = faiss.IDSelectorBitmap(index.ntotal, faiss.swig_ptr(bits))
+    _, ids = probe.search(q, 10, nprobe=4, selector=sel)
+    assert (ids >= 0).all() and allowed[ids].all()
+    params = faiss.IndexRefineSearchParameters(base_index_params=faiss.SearchParametersIVF(nprobe=4, sel=sel))
+    np.testing.assert_array_equal(ids, index.search(q, 10, params=params)[1])
+
+
+@pytest.mark.parametrize("factory", ["PCA8,IVF32,Flat", "HNSW16", "Flat,RFlat"])
+def test_probe_passes_the_selector_through_other_wrappers(factory):
+    index, q, _ = _index(factory)
+    allowed = np.arange(index.ntotal) % 3 == 0
+    bits = np.packbits(allowed, bitorder="little")
+    sel = faiss.IDSelectorBitmap(index.ntotal, faiss.swig_ptr(bits))
+    _, ids = TokenProbe(index).search(q, 10, nprobe=8, selector=sel)
+    assert (ids >= 0).all() and allowed[ids].all()
