@@ -45,6 +45,7 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _KEYWORDS = {"and", "or", "not", "in", "is", "null", "true", "false"}
+QUOTE_HINT = "(a column name with spaces, '-' or a keyword goes in backticks: `pub-year`)"
 # parentheses nest at most this deep (deeper ones are a FilterError, not a RecursionError)
 MAX_DEPTH = 64
 
@@ -60,7 +61,8 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise FilterError(f"filter {text!r}: cannot parse near {text[pos:pos + 15]!r}")
+            hint = f" {QUOTE_HINT}" if out and out[-1][0] == "name" else ""
+            raise FilterError(f"filter {text!r}: cannot parse near {text[pos:pos + 15]!r}{hint}")
         kind = m.lastgroup
         value = m.group(kind)
         if kind == "name" and value.lower() in _KEYWORDS:
@@ -200,10 +202,10 @@ class _Parser:
     def compare(self) -> Condition:
         kind, name = self.take()
         if kind != "name":
-            raise self.fail(f"expected a column name, got {name!r}")
+            raise self.fail(f"expected a column name, got {name!r} {QUOTE_HINT}")
         if name not in self.columns:
             known = ", ".join(sorted(self.columns)) or "none"
-            raise self.fail(f"unknown column {name!r} (metadata columns: {known})")
+            raise self.fail(f"unknown column {name!r} (metadata columns: {known}) {QUOTE_HINT}")
         self.used.add(name)
         field = pc.field(name)
         if self.accept("kw", "is"):
