@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+POSITIVE = click.FloatRange(min=0.0, min_open=True)  # learning rates, temperatures
+
 
 @click.command("train")
 @click.option("--data-dir", "data_dirs", multiple=True, required=True,
@@ -20,8 +22,8 @@ import click
               help="Train only the head on cached backbone states (fast on CPU), or the whole model.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True, help="Queries per step.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Head learning rate.")
-@click.option("--backbone-lr", type=float, default=2e-5, show_default=True, help="Backbone learning rate (--no-freeze-backbone, --train-layers).")
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True, help="Head learning rate.")
+@click.option("--backbone-lr", type=POSITIVE, default=2e-5, show_default=True, help="Backbone learning rate (--no-freeze-backbone, --train-layers).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Where backbone token states are cached (default ~/.cache/xtrieve/train-states).")
@@ -32,9 +34,9 @@ import click
 @click.option("--mine-with", type=click.Choice(["maxsim", "dense"]), default="maxsim", show_default=True)
 @click.option("--cache-corpus", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
               help="Cache every document's states (mining over the whole corpus) or only what the steps need.")
-@click.option("--temperature", type=float, default=0.05, show_default=True,
+@click.option("--temperature", type=POSITIVE, default=0.05, show_default=True,
               help="Softmax temperature on length-normalised MaxSim scores.")
-@click.option("--distill", "distill_weight", type=float, default=0.0, show_default=True,
+@click.option("--distill", "distill_weight", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
               help="Weight of the KL term to the dense (mean-pooled backbone) teacher scores.")
 @click.option("--dense-weight", type=click.FloatRange(min=0.0), default=None,
               help="Score = MaxSim / n_q + this x cosine of the backbone's mean-pooled embeddings, in training "
@@ -48,7 +50,7 @@ import click
               help="Width of a residual MLP before the linear head (0 = linear head only).")
 @click.option("--train-layers", type=click.IntRange(min=0), default=0, show_default=True,
               help="With a frozen backbone, also train its top N transformer blocks on cached inputs (lr --backbone-lr).")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0.0), default=0.0, show_default=True)
 @click.option("--holdout", type=click.FloatRange(0.0, 0.9), default=0.0, show_default=True,
               help="Fraction of training queries held out; with --eval-every the best step is saved to OUT/best.")
 @click.option("--eval-every", type=click.IntRange(min=0), default=0, show_default=True)

@@ -14,11 +14,14 @@ With ``freeze_backbone=False`` the backbone is trained too, states computed live
 Checkpoints are pickle-free: ``checkpoint/`` holds ``trainable.safetensors`` (the trained
 parameters), ``optimizer.safetensors`` (AdamW moments) and ``state.json`` (step, optimizer
 scalars, config). Batches depend only on (seed, step), so ``resume`` continues exactly.
+``mined_negatives.json`` records per data set a key of what its negatives were mined from
+(base model, mining options, data): a new run re-mines on a mismatch, ``resume`` refuses it.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -36,10 +39,10 @@ import torch.nn.functional as F
 from xtrieve.encode.crisp import crisp_pool, maxsim
 from xtrieve.encode.heads import ResidualMLP, activate
 from xtrieve.encode.train_data import (
-    ATTENDED, BM25, OUTPUT, StateCache, TrainSet, chunked, default_cache, load_train_set, pad_flags, pad_states,
-    split_queries,
+    ATTENDED, BM25, OUTPUT, StateCache, TrainSet, chunked, default_cache, encoder_cache_key, load_train_set, pad_flags,
+    pad_states, split_queries,
 )
-from xtrieve.errors import InputError, ModelLoadError
+from xtrieve.errors import ConfigError, InputError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,53 @@ class TrainConfig:
     checkpoint_every: int = 50
     name: str | None = None
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """ConfigError naming the first option with an unusable value."""
+        def whole(name: str, low: int | None, allow_none: bool = False) -> None:
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, int) or (low is not None and v < low):
+                raise ConfigError(f"{name} must be a whole number{'' if low is None else f' >= {low}'}, got {v!r}")
+
+        def real(name: str, positive: bool, allow_none: bool = False) -> None:
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            if not number or v < 0 or (positive and v == 0):
+                raise ConfigError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
+
+        if not self.data:
+            raise ConfigError("no training data given")
+        whole("pool_factor", 1)
+        whole("max_steps", 0, allow_none=True)
+        whole("batch_size", 2)
+        whole("warmup_steps", 0)
+        whole("n_negatives", 0)
+        whole("mine_depth", 1)
+        whole("mine_skip", 0)
+        whole("mlp_dim", 0)
+        whole("train_layers", 0)
+        whole("eval_every", 0)
+        whole("checkpoint_every", 1)
+        whole("seed", None)
+        for name in ("lr", "backbone_lr", "temperature", "teacher_temperature"):
+            real(name, positive=True)
+        for name in ("weight_decay", "distill_weight"):
+            real(name, positive=False)
+        real("dense_weight", positive=False, allow_none=True)
+        real("holdout", positive=False)
+        if self.holdout >= 1:
+            raise ConfigError(f"holdout (the fraction of queries held out) must be < 1, got {self.holdout!r}")
+        for name, allowed in (("mine_with", ("maxsim", "dense")), ("cache_corpus", ("auto", "yes", "no")),
+                              ("cluster", ("ward", "kmeans"))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -248,8 +298,27 @@ def batch_plan(n_per_set: list[int], batch_size: int, seed: int, epoch: int) -> 
 def batches_for(step: int, n_per_set: list[int], batch_size: int, seed: int) -> tuple[int, list[int]]:
     """The batch of a global step (0-based), independent of how training got there."""
     per_epoch = len(_epoch_plan(tuple(n_per_set), batch_size, seed, 0))
-    epoch, pos = divmod(step, max(per_epoch, 1))
+    if per_epoch == 0:
+        raise InputError(f"no training batch can be formed from {sum(n_per_set)} queries: a batch needs at least "
+                         "2 queries of one data set")
+    epoch, pos = divmod(step, per_epoch)
     return _epoch_plan(tuple(n_per_set), batch_size, seed, epoch)[pos]
+
+
+def visited(n_per_set: list[int], batch_size: int, seed: int, steps: int) -> list[set[int]]:
+    """Per set, the query positions that steps 0 .. steps - 1 use (every epoch reshuffles)."""
+    used: list[set[int]] = [set() for _ in n_per_set]
+    per_epoch = len(_epoch_plan(tuple(n_per_set), batch_size, seed, 0))  # the same for every epoch
+    if per_epoch == 0:
+        return used
+    usable = [n if n >= 2 else 0 for n in n_per_set]  # a set of one query forms no batch
+    for epoch in range(math.ceil(steps / per_epoch)):
+        plan = _epoch_plan(tuple(n_per_set), batch_size, seed, epoch)
+        for si, pos in plan[: steps - epoch * per_epoch]:
+            used[si].update(pos)
+        if all(len(u) == n for u, n in zip(used, usable)):
+            break
+    return used
 
 
 @functools.lru_cache(maxsize=2)  # the current epoch's plan (and epoch 0's, which sizes an epoch)
@@ -327,7 +396,45 @@ def mine(cfg: TrainConfig, enc, cache: StateCache, data: TrainSet, qids: list[st
     return out
 
 
+MINED_FILE = "mined_negatives.json"
+MINED_FORMAT = "xtrieve-mined-negatives"
+
+
+def mining_key(cfg: TrainConfig, enc, data: TrainSet) -> str:
+    """What a set's mined negatives depend on: base model, mining options and the data."""
+    h = hashlib.sha256(json.dumps({
+        "states": encoder_cache_key(enc), "head": enc.head_sha256(), "config": enc.config.to_dict(),
+        "mining": [cfg.n_negatives, cfg.mine_depth, cfg.mine_skip, cfg.mine_with, cfg.cache_corpus],
+    }, sort_keys=True, default=str).encode())
+    h.update(data.fingerprint().encode())
+    return h.hexdigest()
+
+
+def read_mined(path: Path, resume: bool) -> dict[str, dict]:
+    """The per-set entries {"key", "negatives"} of a mined-negatives file ({} when there is none).
+
+    A file that cannot be read or that an older version wrote (no keys) is dropped, or is an
+    InputError when resuming: the checkpoint was trained on negatives that can't be checked.
+    """
+    if not path.exists():
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        ok = isinstance(raw, dict) and raw.get("format") == MINED_FORMAT and isinstance(raw.get("sets"), dict)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        ok = False
+    if ok and all(isinstance(e, dict) and isinstance(e.get("key"), str) and isinstance(e.get("negatives"), dict)
+                  for e in raw["sets"].values()):
+        return raw["sets"]
+    if resume:
+        raise InputError(f"{path} is unreadable or was written by an older xtrieve (it does not record what its "
+                         "negatives were mined from): train into a new --out, or without --resume")
+    log.info("ignoring %s: unreadable or from an older xtrieve; mining afresh", path)
+    return {}
+
+
 def prepare(cfg: TrainConfig, enc, cache: StateCache, base_head, out: Path) -> Prepared:
+    """Load the data, cache the states and mine the negatives of every query a step will use."""
     sets = [load_train_set(d, cfg.split) for d in cfg.data]
     train_qids, held_qids = [], []
     for s in sets:
@@ -337,21 +444,38 @@ def prepare(cfg: TrainConfig, enc, cache: StateCache, base_head, out: Path) -> P
         tr, ho = split_queries(qids, cfg.holdout, cfg.seed) if cfg.holdout > 0 else (qids, [])
         train_qids.append(tr)
         held_qids.append(ho)
-    # only the queries the steps will visit need states and negatives
     n_per_set = [len(t) for t in train_qids]
-    steps = cfg.max_steps if cfg.max_steps is not None else len(batch_plan(n_per_set, cfg.batch_size, cfg.seed, 0))
-    used: list[set[int]] = [set() for _ in sets]
     per_epoch = len(batch_plan(n_per_set, cfg.batch_size, cfg.seed, 0))
-    for step in range(min(steps, per_epoch)):
-        si, pos = batches_for(step, n_per_set, cfg.batch_size, cfg.seed)
-        used[si].update(pos)
-    mined_path = out / "mined_negatives.json"
-    mined_all = json.loads(mined_path.read_text()) if mined_path.exists() else {}
+    if per_epoch == 0:
+        counts = ", ".join(f"{s.name} {n}" for s, n in zip(sets, n_per_set))
+        held = f" after --holdout {cfg.holdout}" if cfg.holdout > 0 else ""
+        raise InputError(f"too few training queries to form a batch: usable queries (with a positive document in "
+                         f"the corpus){held}: {counts}; a batch needs at least 2 queries of one data set")
+    for s, n in zip(sets, n_per_set):
+        if n < 2:
+            log.warning("%s: only %d usable training query; it joins no batch (a batch needs 2 of one set)", s.name, n)
+    # only the queries the steps will visit need states and negatives
+    steps = cfg.max_steps if cfg.max_steps is not None else per_epoch
+    used = visited(n_per_set, cfg.batch_size, cfg.seed, steps)
+    mined_path = out / MINED_FILE
+    stored = read_mined(mined_path, cfg.resume) if cfg.n_negatives > 0 else {}
+    mined_all: dict[str, dict] = {}
     negatives = []
     for si, s in enumerate(sets):
         qids = [train_qids[si][i] for i in sorted(used[si])]
         cache.ensure([s.queries[q] for q in qids], True, progress=cfg.progress)
-        have = mined_all.get(s.name, {})
+        have: dict[str, list[str]] = {}
+        key = mining_key(cfg, enc, s) if cfg.n_negatives > 0 else ""
+        if cfg.n_negatives > 0:
+            entry = stored.get(s.name)
+            if entry is not None and entry["key"] != key:
+                if cfg.resume:
+                    raise InputError(f"{mined_path}: the negatives of {s.name} were mined from other data, another "
+                                     "base model or other mining options than this run's; resume with the data and "
+                                     "options of the run that wrote it, or train into a new --out")
+                log.info("%s: %s was mined from other data, model or options; mining afresh", s.name, mined_path)
+                entry = None
+            have = dict(entry["negatives"]) if entry is not None else {}
         need = [q for q in qids if q not in have]
         if need and cfg.n_negatives == 0:  # in-batch negatives only: nothing to mine
             have.update({q: [] for q in need})
@@ -364,11 +488,14 @@ def prepare(cfg: TrainConfig, enc, cache: StateCache, base_head, out: Path) -> P
             have[q] = given + have.get(q, [])
         docs_needed = {d for q in qids for d in list(s.positives[q]) + have[q][: cfg.mine_depth]}
         cache.ensure([s.corpus[d] for d in docs_needed], False, progress=cfg.progress)
-        mined_all[s.name] = have
+        if cfg.n_negatives > 0:
+            mined_all[s.name] = {"key": key, "negatives": have}
         negatives.append(have)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.n_negatives > 0:  # a run without negatives mined nothing worth keeping for a later one
-        mined_path.write_text(json.dumps(mined_all))
+        tmp = mined_path.with_name(mined_path.name + ".tmp")
+        tmp.write_text(json.dumps({"format": MINED_FORMAT, "version": 2, "sets": mined_all}))
+        os.replace(tmp, mined_path)
     return Prepared(sets, train_qids, held_qids, negatives)
 
 
@@ -457,6 +584,7 @@ def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
     """Train and write the model folder ``cfg.out`` (Encoder.load reads it); returns its path."""
     from xtrieve.encode.encoder import Encoder
 
+    cfg.validate()
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

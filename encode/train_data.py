@@ -12,6 +12,7 @@ Nothing here is pickled: chunks are .npy arrays plus a JSON index.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -53,6 +54,16 @@ class TrainSet:
 
     def query_ids(self) -> list[str]:
         return sorted(q for q in self.positives if q in self.queries and self.positives[q])
+
+    def fingerprint(self) -> str:
+        """sha256 of the name, corpus, queries, positives and given negatives."""
+        h = hashlib.sha256(json.dumps(self.name).encode())
+        for part in (self.corpus, self.queries):
+            h.update(b"\0")
+            for k in sorted(part):
+                h.update(json.dumps([k, part[k]]).encode())
+        h.update(json.dumps([self.positives, self.negatives], sort_keys=True).encode())
+        return h.hexdigest()
 
 
 def doc_text(row: dict) -> str:
@@ -155,26 +166,46 @@ def split_queries(qids: list[str], holdout: float, seed: int) -> tuple[list[str]
 # -- the state cache --------------------------------------------------------------------------
 
 
+# files of a backbone folder that decide its token states: weights, model config, tokenizer
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".model")
+_STATE_FILES = {"config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "merges.txt",
+                "special_tokens_map.json", "added_tokens.json"}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, remembered while its (path, size, mtime, ctime, inode) stay."""
+    st = path.stat()
+    return _sha256_of(str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def encoder_cache_key(enc, layer: int | None = None) -> str:
-    """Identifies the backbone, the cached layer and every setting that changes the cached states."""
+    """Identifies the backbone by content (weight, config and tokenizer files, weight overrides),
+    the cached layer and every setting that changes the cached states."""
     c = enc.config.to_dict()
     keep = {k: c[k] for k in ("query_maxlen", "doc_maxlen", "query_prefix", "document_prefix", "query_augmentation",
                               "attend_to_expansion_tokens", "skiplist_words", "keep_special_tokens", "lowercase")}
     if c.get("prompt"):  # (likewise absent without one)
         keep["prompt"] = c["prompt"]
-    if c["doc_windows"] > 1:  # (absent otherwise, so caches made before windows existed stay valid)
+    if c["doc_windows"] > 1:
         keep.update(doc_windows=c["doc_windows"], doc_window_overlap=c["doc_window_overlap"])
-    h = hashlib.sha256(json.dumps({"backbone": enc.spec.backbone_ref, "dir": Path(enc.spec.backbone_dir).name,
-                                   "cfg": keep}, sort_keys=True, default=str).encode())
-    for name in ("model.safetensors", "pytorch_model.bin", "config.json"):
-        f = Path(enc.spec.backbone_dir) / name
-        if f.exists():
-            st = f.stat()
-            h.update(f"{name}:{st.st_size}".encode())
-    for state in (enc.spec.backbone_state, enc.spec.backbone_overlay):
-        if state is not None:
-            for k in sorted(state)[:4]:
-                h.update(state[k].float().numpy().tobytes()[:4096])
+    h = hashlib.sha256(json.dumps({"format": 2, "cfg": keep}, sort_keys=True, default=str).encode())
+    folder = Path(enc.spec.backbone_dir)
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and (f.name in _STATE_FILES or f.suffix in _WEIGHT_SUFFIXES):
+            h.update(f"{f.name}:{file_sha256(f)}\n".encode())
+    for label, state in (("state", enc.spec.backbone_state), ("overlay", enc.spec.backbone_overlay)):
+        for k in sorted(state or {}):
+            h.update(f"{label}.{k}".encode())
+            h.update(state[k].detach().cpu().float().contiguous().numpy().tobytes())
     key = h.hexdigest()[:16]
     return key if layer is None else f"{key}-layer{layer}"
 

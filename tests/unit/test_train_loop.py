@@ -263,3 +263,140 @@ def test_dense_weight_enters_the_loss_and_the_saved_model(setup):
     assert got.dense.shape == (1, 32) and np.allclose(np.linalg.norm(got.dense, axis=1), 1, atol=1e-5)
     # the base model's weight is kept when none is given
     assert Encoder.load(train(_cfg(setup, "dw0", max_steps=1, n_negatives=0))).config.dense_weight == 0.0
+
+
+# -- multi-epoch runs, cache keys, reused negatives, bad inputs -------------------------------------
+
+
+def make_beir(folder, n_queries=5, n_docs=8, seed=2):
+    """A tiny BEIR folder: query i names three words of document i, its only positive."""
+    (folder / "qrels").mkdir(parents=True)
+    rng = random.Random(seed)
+    docs = {f"d{i}": " ".join(rng.sample(WORDS, 8)) for i in range(n_docs)}
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in docs.items()))
+    (folder / "queries.jsonl").write_text("".join(
+        json.dumps({"_id": f"q{i}", "text": " ".join(docs[f"d{i}"].split()[:3])}) + "\n" for i in range(n_queries)))
+    (folder / "qrels" / "train.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(n_queries)))
+    return folder
+
+
+def test_batches_of_later_epochs_use_only_prepared_queries():
+    from xtrieve.encode.train import batches_for, visited
+
+    n_per_set = [5, 3, 1]  # tails are dropped, and every epoch reshuffles
+    steps = 25
+    got = [set() for _ in n_per_set]
+    for step in range(steps):
+        si, pos = batches_for(step, n_per_set, 2, 0)
+        got[si].update(pos)
+    assert visited(n_per_set, 2, 0, steps) == got
+    assert got[0] == set(range(5)) and got[2] == set()  # a one-query set forms no batch
+
+
+def test_training_runs_over_several_epochs(setup, tmp_path):
+    beir = make_beir(tmp_path / "beir")  # 5 queries, batch 2: 2 batches an epoch, one query left over
+    cfg = _cfg(setup, "epochs", data=[str(beir)], batch_size=2, max_steps=9, n_negatives=1, checkpoint_every=4)
+    seen = []
+    out = train(cfg, callback=lambda step, loss, stats: seen.append(step))
+    assert seen == list(range(1, 10))
+    mined = json.loads((out / "mined_negatives.json").read_text())["sets"]["beir:train"]["negatives"]
+    assert sorted(mined) == [f"q{i}" for i in range(5)]
+    assert Encoder.load(out).config.pool_factor == 2
+
+
+def _perturbed_copy(src, dst, scale=0.5):
+    """A copy of model folder ``src`` whose backbone weights differ only in value (same file size)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    weights = dst / "backbone" / "model.safetensors"
+    state = load_file(str(weights))
+    name = sorted(k for k in state if k.endswith("output.dense.weight"))[-1]
+    state[name] = state[name] * scale
+    size = weights.stat().st_size
+    save_file(state, str(weights), metadata={"format": "pt"})
+    assert weights.stat().st_size == size
+    return dst
+
+
+def test_state_cache_key_follows_the_weight_values(setup, tmp_path):
+    import shutil
+
+    from xtrieve.encode.train_data import encoder_cache_key
+
+    model = setup[0]
+    same = shutil.copytree(model, tmp_path / "elsewhere" / "model")
+    other = _perturbed_copy(model, tmp_path / "other" / "model")
+    a, b, c = Encoder.load(model), Encoder.load(same), Encoder.load(other)
+    assert encoder_cache_key(a) == encoder_cache_key(b)  # content, not location
+    assert encoder_cache_key(a) != encoder_cache_key(c)
+    StateCache(tmp_path / "c", a).ensure(["w1 w2 w3"], False, progress=False)
+    assert not StateCache(tmp_path / "c", b).missing(["w1 w2 w3"], False)
+    assert StateCache(tmp_path / "c", c).missing(["w1 w2 w3"], False) == ["w1 w2 w3"]
+
+
+def test_a_new_run_into_the_same_folder_mines_afresh(setup, tmp_path):
+    beir = make_beir(tmp_path / "beir", n_queries=4, n_docs=8)
+    cfg = _cfg(setup, "again", data=[str(beir)], batch_size=2, max_steps=2, n_negatives=2)
+    mined_path = train(cfg) / "mined_negatives.json"
+    first = json.loads(mined_path.read_text())["sets"]["beir:train"]
+    # the corpus loses every mined negative: a second run (no --resume) must not reuse them
+    gone = {d for negs in first["negatives"].values() for d in negs}
+    rows = [json.loads(line) for line in (beir / "corpus.jsonl").read_text().splitlines()]
+    keep = {f"d{i}" for i in range(4)} | set(sorted({f"d{i}" for i in range(4, 8)} - gone)[:1])
+    (beir / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["_id"] in keep))
+    train(cfg)
+    second = json.loads(mined_path.read_text())["sets"]["beir:train"]
+    assert second["key"] != first["key"]
+    assert {d for negs in second["negatives"].values() for d in negs} <= keep
+    # resuming over negatives mined from other data is refused
+    (beir / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(InputError, match="mined from other data"):
+        train(dataclasses.replace(cfg, max_steps=3, resume=True))
+    # another base model gets its own negatives
+    from xtrieve.encode.train import mining_key
+
+    other = _perturbed_copy(setup[0], tmp_path / "other")
+    data = load_beir(beir)
+    assert mining_key(cfg, Encoder.load(cfg.base), data) != mining_key(cfg, Encoder.load(other), data)
+    # a file from an older xtrieve (no record of what it was mined from) is dropped, or refused on resume
+    mined_path.write_text(json.dumps({"beir:train": {"q0": ["d9"]}}))
+    with pytest.raises(InputError, match="older xtrieve"):
+        train(dataclasses.replace(cfg, max_steps=3, resume=True))
+    train(cfg)
+    assert json.loads(mined_path.read_text())["format"] == "xtrieve-mined-negatives"
+
+
+def test_one_usable_query_is_a_clear_error(setup, tmp_path):
+    beir = make_beir(tmp_path / "beir", n_queries=2, n_docs=3)
+    (beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t1\nq1\tdX\t1\n")
+    with pytest.raises(InputError, match=r"beir:train 1; a batch needs at least 2"):
+        train(_cfg(setup, "one", data=[str(beir)], max_steps=2))
+
+
+@pytest.mark.parametrize("option, value", [
+    ("temperature", 0.0), ("temperature", -0.05), ("temperature", float("nan")), ("teacher_temperature", 0.0),
+    ("lr", 0.0), ("lr", float("inf")), ("backbone_lr", -1e-5), ("batch_size", 1), ("max_steps", -1),
+    ("n_negatives", -1), ("mine_depth", 0), ("weight_decay", -0.1), ("distill_weight", -1.0), ("holdout", 1.0),
+    ("pool_factor", 0), ("checkpoint_every", 0), ("batch_size", 2.5), ("cluster", "single"),
+])
+def test_bad_training_options_are_config_errors(setup, option, value):
+    from xtrieve.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=option):
+        _cfg(setup, "bad", **{option: value})
+
+
+def test_cli_rejects_a_non_positive_temperature(setup, tmp_path):
+    from click.testing import CliRunner
+
+    from xtrieve.cli.main import main
+
+    args = ["train", "--data-dir", str(setup[1]), "--out", str(tmp_path / "o"), "--base", str(setup[0])]
+    res = CliRunner().invoke(main, args + ["--temperature", "0"])
+    assert res.exit_code == 2 and "--temperature" in res.output
+    res = CliRunner().invoke(main, args + ["--lr", "nan"])
+    assert res.exit_code == 1 and res.output.strip().splitlines() == ["error: lr must be a finite number > 0, got nan"]
