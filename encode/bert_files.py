@@ -5,7 +5,8 @@ Importing transformers and building its model costs ~2.8 s per process, more tha
 one-query CLI search. For the folders whose meaning is settled (a BERT config the lean pass
 reproduces, a ``tokenizer.json`` whose WordPiece setup agrees with ``tokenizer_config.json``,
 every weight present), the Encoder reads the files itself: the same token ids and the same
-weights, so the same vectors. Anything else returns None and goes through transformers.
+weights, so the same vectors. Anything else returns None and goes through transformers; a
+weights file that cannot be read, or that does not fit config.json, is a ModelLoadError.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 
 from xtrieve.encode.lean_bert import BertShape, plain_bert_config
-from xtrieve.encode.loaders import read_weights
+from xtrieve.encode.loaders import has_weights, read_weights
 from xtrieve.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 NAMED_SPECIALS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 # BertModel weights the forward does not read; any other unknown name means a different model
 UNREAD_WEIGHTS = ("pooler.dense.weight", "pooler.dense.bias", "embeddings.position_ids", "embeddings.token_type_ids")
+# top-level modules of a BertModel: an unknown weight under one of them means a config that does
+# not fit its weights (other names are task heads, e.g. BertForMaskedLM's ``cls.*``)
+BERT_MODULES = ("embeddings.", "encoder.", "pooler.")
 # tokenizer_config keys whose non-default value changes tokenization in ways this reader does not model
 UNMODELLED = {"split_special_tokens": False, "do_basic_tokenize": True, "never_split": None}
 
@@ -38,12 +42,16 @@ class FileTokenizer:
         backend.no_padding()
         self.backend = backend
         self.model_max_length = 1 << 30
+        self.vocab_size = backend.get_vocab_size(with_added_tokens=True)
         ids = {key: backend.token_to_id(token) for key, token in specials.items()}
         self.unk_token_id = ids.get("unk_token")
         self.pad_token_id = ids.get("pad_token")
         self.mask_token_id = ids.get("mask_token")
         self.all_special_ids = [i for i in ids.values() if i is not None]
         self.all_special_ids += [backend.token_to_id(t) for t in extra_specials]
+
+    def __len__(self) -> int:
+        return self.vocab_size
 
     def convert_tokens_to_ids(self, token: str) -> int | None:
         found = self.backend.token_to_id(token)
@@ -128,16 +136,25 @@ def _tokenizer(folder: Path, settings: dict[str, Any]) -> FileTokenizer | str:
 
 def _weights(folder: Path, config: dict[str, Any], state: dict[str, torch.Tensor] | None,
              overlay: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | str:
-    """The weights the lean pass reads (overlay applied), or why transformers must load them."""
-    shape = BertShape.read(config.get)
-    needed = shape.parameter_shapes(config)
+    """The weights the lean pass reads (overlay applied), or why transformers must load them.
+
+    A weights file that cannot be read, or one holding BertModel weights the config does not
+    have (e.g. more layers than num_hidden_layers), is a ModelLoadError."""
+    try:
+        shape = BertShape.read(config.get)
+        needed = shape.parameter_shapes(config)
+    except (TypeError, ValueError) as exc:
+        return f"config.json has a value that is not a number: {exc}"
     if state is None:
-        try:
-            state = _legacy_names_renamed(read_weights(folder))
-        except ModelLoadError as exc:  # also a truncated or corrupt weights file
-            return str(exc)
+        if not has_weights(folder):
+            return "no single weights file"  # e.g. sharded: transformers reads those
+        state = _legacy_names_renamed(read_weights(folder))
         if "bert." + next(iter(needed)) in state:  # a checkpoint of a model built around a BertModel
             state = {k[len("bert."):]: v for k, v in state.items() if k.startswith("bert.")}
+        extra = sorted(k for k in state if k.startswith(BERT_MODULES) and k not in needed and k not in UNREAD_WEIGHTS)
+        if extra:
+            raise ModelLoadError(f"{folder}: the weights hold {len(extra)} BertModel weights its config.json does not "
+                                 f"have (num_hidden_layers {shape.layers}): {', '.join(extra[:3])}")
     else:
         state = _legacy_names_renamed(state)
         if any(k not in needed and k not in UNREAD_WEIGHTS for k in state):
@@ -145,6 +162,10 @@ def _weights(folder: Path, config: dict[str, Any], state: dict[str, torch.Tensor
     if overlay:
         if any(k not in needed for k in overlay):
             return "the overlay names weights a BertModel does not have"
+        wrong = [k for k, v in overlay.items() if tuple(v.shape) != needed[k]]
+        if wrong:
+            raise ModelLoadError(f"the backbone overlay's {wrong[0]} has shape {tuple(overlay[wrong[0]].shape)}, "
+                                 f"the backbone's is {needed[wrong[0]]}")
         state = {**state, **overlay}
     return shape.wrong_weight(state, config) or {name: state[name] for name in needed}
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import numbers
+import pickle  # only for its exception: a pickled checkpoint, refused by weights_only loading
+import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -15,9 +19,9 @@ from xtrieve.config import EncoderConfig
 from xtrieve.encode import loaders
 from xtrieve.encode import bert_files, lean_bert
 from xtrieve.encode.heads import activate
-from xtrieve.encode.pooling import pool_documents
+from xtrieve.encode.pooling import check_pool_factor, pool_documents
 from xtrieve.encode.tokenize import TextProcessor, check_texts
-from xtrieve.errors import ModelLoadError
+from xtrieve.errors import ConfigError, InputError, ModelLoadError
 from xtrieve.onednn import pack_linears
 from xtrieve.types import Encoded
 
@@ -29,6 +33,41 @@ PROGRESS_MIN_TEXTS = 512
 # the kernel; batches kept under this size reuse the heap (MiniLM: 4,096 tokens, documents
 # encoded ~10% faster)
 BATCH_ACTIVATION_BYTES = 24 << 20
+# weights a checkpoint may lack, or hold beyond the model, without changing its hidden states:
+# the pooler (not read for token vectors) and position / token-type id buffers
+TOLERATED_WEIGHTS = re.compile(r"(^|\.)pooler\.|(^|\.)(position_ids|token_type_ids)$")
+# what loading a broken backbone folder raises inside transformers / torch / safetensors
+LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, KeyError, TypeError,
+                                                AttributeError, pickle.UnpicklingError)
+try:
+    from safetensors import SafetensorError
+    LOAD_ERRORS += (SafetensorError,)
+except ImportError:  # older safetensors raise built-in errors
+    pass
+try:  # a config.json that transformers' config classes refuse (huggingface_hub >= 1.0)
+    from huggingface_hub.errors import StrictDataclassError
+    LOAD_ERRORS += (StrictDataclassError,)
+except ImportError:
+    pass
+
+
+def weights_misfit(model: torch.nn.Module, missing: Iterable[str], unexpected: Iterable[str]) -> str | None:
+    """Why loaded weights do not make ``model`` (missing weights, or unknown ones under the model's
+    own modules), or None. Pooler and id buffers are tolerated either way, and unknown weights of
+    a task head (e.g. BertForMaskedLM's ``cls.*``) as transformers and sentence-transformers do."""
+    children = {name for name, _ in model.named_children()}
+    missing = sorted(k for k in missing if not TOLERATED_WEIGHTS.search(k))
+    unexpected = sorted(k for k in unexpected if not TOLERATED_WEIGHTS.search(k) and k.split(".", 1)[0] in children)
+    parts = [f"{len(found)} {what} ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''})"
+             for what, found in (("missing", missing), ("unexpected", unexpected)) if found]
+    return "; ".join(parts) or None
+
+
+def check_batch_size(batch_size: Any) -> int:
+    """``batch_size`` if it is an int >= 1 (not a bool), else InputError."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    return int(batch_size)
 
 
 class WindowJoin:
@@ -89,6 +128,7 @@ class Encoder:
             self._load_transformers()
             self.hidden_size = int(self.backbone.config.hidden_size)
             tokenizer = self.tokenizer
+        self._check_fit(files.config if files is not None else self.backbone.config, tokenizer)
         hidden = self.hidden_size
         self.head = torch.nn.Linear(hidden, self.config.dim, bias=self.config.head_bias)
         with torch.no_grad():
@@ -103,6 +143,9 @@ class Encoder:
                     )
                 self.head.weight.copy_(spec.head_weight.float())
             if self.head.bias is not None:
+                if spec.head_bias is not None and tuple(spec.head_bias.shape) != (self.config.dim,):
+                    raise ModelLoadError(
+                        f"{spec.name}: head bias has shape {tuple(spec.head_bias.shape)}, expected ({self.config.dim},)")
                 self.head.bias.copy_(spec.head_bias.float() if spec.head_bias is not None else torch.zeros(self.config.dim))
         self.head.eval().to(self.device)
         self.mlp = None  # optional residual MLP before the head (head.safetensors ``mlp.*`` keys)
@@ -115,8 +158,29 @@ class Encoder:
                 raise ModelLoadError(f"{spec.name}: head.safetensors has extra keys that are not a valid MLP: {exc}") from None
         self.processor = TextProcessor(tokenizer, self.config)
 
+    def _check_fit(self, config: Any, tokenizer: Any) -> None:
+        """ModelLoadError for a tokenizer far smaller than the model's vocabulary (missing or foreign
+        tokenizer files: most words would be [UNK]); ConfigError for a query_maxlen or doc_maxlen
+        longer than the backbone's positions (it would fail on the first long text)."""
+        get = config.get if isinstance(config, dict) else (lambda key, default=None: getattr(config, key, default))
+        vocab, n_tokens = get("vocab_size", None), len(tokenizer)
+        if isinstance(vocab, int) and n_tokens < vocab // 2:
+            raise ModelLoadError(
+                f"{self.spec.backbone_dir}: the tokenizer has {n_tokens} tokens but config.json's vocab_size is {vocab}: "
+                "the tokenizer files (tokenizer.json, vocab.txt) are missing or belong to another model")
+        limit = loaders.max_positions(config)
+        for field in ("query_maxlen", "doc_maxlen"):
+            value = getattr(self.config, field)
+            if limit is not None and value > limit:
+                raise ConfigError(f"{self.spec.name}: {field} {value} is longer than the {limit} positions the backbone "
+                                  f"has (max_position_embeddings in {self.spec.backbone_dir / 'config.json'}); "
+                                  f"use {field} <= {limit}")
+
     def _load_transformers(self) -> None:
-        """Build the backbone as a transformers model (training, hooks, GPUs, other architectures)."""
+        """Build the backbone as a transformers model (training, hooks, GPUs, other architectures).
+
+        Missing weights (left randomly initialised by transformers), weights the config has no
+        place for, and an overlay that does not fit are ModelLoadErrors."""
         from transformers import AutoModel
 
         spec = self.spec
@@ -126,16 +190,26 @@ class Encoder:
 
                 backbone = AutoModel.from_config(AutoConfig.from_pretrained(str(spec.backbone_dir)))
                 missing, unexpected = backbone.load_state_dict(spec.backbone_state, strict=False)
-                if unexpected or [m for m in missing if "position_ids" not in m]:
-                    raise ModelLoadError(f"backbone weights do not fit {spec.backbone_dir}: missing {missing[:3]}, unexpected {unexpected[:3]}")
             else:
-                backbone = AutoModel.from_pretrained(str(spec.backbone_dir))
+                backbone, info = AutoModel.from_pretrained(str(spec.backbone_dir), output_loading_info=True)
+                missing, unexpected = info.get("missing_keys", ()), info.get("unexpected_keys", ())
+            misfit = weights_misfit(backbone, missing, unexpected)
+            if misfit:
+                raise ModelLoadError(f"the backbone weights in {spec.backbone_dir} do not fit its config.json: {misfit}")
             if spec.backbone_overlay is not None:
-                missing, unexpected = backbone.load_state_dict(spec.backbone_overlay, strict=False)
-                if unexpected:
-                    raise ModelLoadError(f"{spec.name}: backbone overlay names weights {spec.backbone_dir} does not have: {unexpected[:3]}")
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"cannot load the backbone from {spec.backbone_dir}: {exc}") from None
+                own = backbone.state_dict()
+                unknown = [k for k in spec.backbone_overlay if k not in own]
+                if unknown:
+                    raise ModelLoadError(f"{spec.name}: backbone overlay names weights {spec.backbone_dir} does not have: {unknown[:3]}")
+                for key, value in spec.backbone_overlay.items():
+                    if value.shape != own[key].shape:
+                        raise ModelLoadError(f"{spec.name}: the backbone overlay's {key} has shape {tuple(value.shape)}, "
+                                             f"the backbone's is {tuple(own[key].shape)}")
+                backbone.load_state_dict(spec.backbone_overlay, strict=False)
+        except LOAD_ERRORS as exc:
+            message = str(exc).strip().splitlines()
+            raise ModelLoadError(f"cannot load the backbone from {spec.backbone_dir}: {type(exc).__name__}: "
+                                 f"{message[0] if message else ''}") from None
         # float32 whatever the checkpoint's dtype (transformers loads a bf16/fp16 one as such):
         # the upcast is exact, and CPUs without bf16/fp16 units run float32 faster and closer
         backbone.float().eval().to(self.device)
@@ -162,23 +236,33 @@ class Encoder:
 
             try:
                 self._tokenizer = AutoTokenizer.from_pretrained(str(self.spec.backbone_dir))
-            except (OSError, ValueError) as exc:
-                raise ModelLoadError(f"cannot load the tokenizer from {self.spec.backbone_dir}: {exc}") from None
+            except LOAD_ERRORS as exc:
+                raise ModelLoadError(f"cannot load the tokenizer from {self.spec.backbone_dir}: "
+                                     f"{type(exc).__name__}: {exc}") from None
         return self._tokenizer
 
     # -- loading and saving -------------------------------------------------------------
 
     @classmethod
     def load(cls, name_or_path: str | Path | None = None, *, device: str = "cpu",
-             config: EncoderConfig | dict | None = None) -> "Encoder":
+             config: Mapping[str, Any] | None = None) -> "Encoder":
         """Load the default offline model (None), a model folder, or a hub id.
 
-        ``config`` overrides fields of the model's own EncoderConfig (e.g. pool_factor).
+        ``config``: a dict of EncoderConfig fields to change in the model's own config, e.g.
+        ``{"pool_factor": 2}``; the other fields keep the model's values (its markers and lengths).
+        An EncoderConfig object is refused: it sets every field, so it cannot say which ones to
+        change; pass ``cfg.to_dict()`` to replace them all.
         """
+        if isinstance(config, EncoderConfig):
+            raise ConfigError("Encoder.load(config=...) takes a dict of the fields to change, e.g. "
+                              "config={'pool_factor': 2}; an EncoderConfig object would reset every other field "
+                              "of the model's own config (pass cfg.to_dict() to replace them all)")
+        if config is not None and not isinstance(config, Mapping):
+            raise ConfigError(f"Encoder.load(config=...) takes a dict of EncoderConfig fields, e.g. "
+                              f"config={{'pool_factor': 2}}, got {type(config).__name__} {config!r:.60}")
         spec = loaders.load_spec(name_or_path)
-        if config is not None:
-            changes = config.to_dict() if isinstance(config, EncoderConfig) else dict(config)
-            spec.config = EncoderConfig.from_dict({**spec.config.to_dict(), **changes})
+        if config:
+            spec.config = EncoderConfig.from_dict({**spec.config.to_dict(), **config})
         return cls(spec, device=device)
 
     def head_state(self) -> dict[str, torch.Tensor]:
@@ -284,6 +368,7 @@ class Encoder:
                      show_progress: bool | None = None) -> list[np.ndarray]:
         """Backbone hidden states at the output positions (before the head), float32."""
         texts = check_texts(texts, "queries" if is_query else "documents")
+        batch_size = check_batch_size(batch_size)
         join = WindowJoin(len(texts))
         with torch.inference_mode():
             for owners, windows, batch in self._batches(texts, is_query, batch_size, show_progress,
@@ -322,10 +407,12 @@ class Encoder:
         """Token vectors (documents pooled by ``pool_factor``, default the model's), token counts
         and, when the model fuses one, each text's dense embedding."""
         texts = check_texts(texts, "queries" if is_query else "documents")
+        batch_size = check_batch_size(batch_size)
+        pool_factor = self.config.pool_factor if pool_factor is None else check_pool_factor(pool_factor)
         vectors, dense = self._encode(texts, is_query, batch_size, show_progress, self.fuses_dense)
         counts = [int(v.shape[0]) for v in vectors]
         if not is_query:
-            vectors = pool_documents(vectors, self.config.pool_factor if pool_factor is None else int(pool_factor))
+            vectors = pool_documents(vectors, pool_factor)
         return Encoded(vectors=vectors, n_tokens=counts, dense=dense)
 
     def encode_queries(self, texts: list[str], batch_size: int = 32, show_progress: bool | None = None) -> list[np.ndarray]:

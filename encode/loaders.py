@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 
 from xtrieve.config import EncoderConfig
 from xtrieve.encode.top_layers import OVERLAY_FILE
-from xtrieve.errors import ConfigError, ModelLoadError
+from xtrieve.errors import ConfigError, InputError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +78,30 @@ def safetensors_keys(path: Path) -> set[str]:
         raise ModelLoadError(f"cannot read {path}: {exc}") from None
 
 
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pt")
+
+
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     """Load a state dict from model.safetensors or pytorch_model.bin (weights only)."""
     st = folder / "model.safetensors"
     if st.exists():
         return read_safetensors(st)
-    for name in ("pytorch_model.bin", "model.pt"):
+    for name in WEIGHT_FILES[1:]:
         pt = folder / name
         if pt.exists():
             try:
-                return torch.load(str(pt), map_location="cpu", weights_only=True)
+                state = torch.load(str(pt), map_location="cpu", weights_only=True)
             except Exception as exc:  # torch raises several types for unsafe/corrupt files
                 raise ModelLoadError(f"cannot load weights from {pt} safely: {exc}") from None
+            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                raise ModelLoadError(f"{pt} is not a state dict (names mapped to tensors)")
+            return state
     raise ModelLoadError(f"no model.safetensors or pytorch_model.bin in {folder}")
+
+
+def has_weights(folder: Path) -> bool:
+    """Whether ``folder`` holds a single weights file :func:`read_weights` reads."""
+    return any((folder / name).exists() for name in WEIGHT_FILES)
 
 
 def package_dir(package: str) -> Path:
@@ -105,7 +117,13 @@ def package_dir(package: str) -> Path:
     return path
 
 
-def resolve_backbone(ref: dict[str, Any], folder: Path) -> Path:
+def resolve_backbone(ref: Any, folder: Path) -> Path:
+    """The backbone folder an xtrieve model file names: ``{"package": NAME}`` or ``{"path": DIR}``."""
+    if not isinstance(ref, dict):
+        raise ModelLoadError(f"{folder / MODEL_FILE}: 'backbone' must be an object, got {type(ref).__name__}")
+    for key in ("package", "path"):
+        if key in ref and (not isinstance(ref[key], str) or not ref[key]):
+            raise ModelLoadError(f"{folder / MODEL_FILE}: backbone {key!r} must be a non-empty string, got {ref[key]!r}")
     if "package" in ref:
         return package_dir(ref["package"])
     if "path" in ref:
@@ -124,7 +142,7 @@ def load_xtrieve(folder: Path) -> ModelSpec:
         config = EncoderConfig.from_dict(meta.get("encoder_config", {}))
     except ConfigError as exc:
         raise ConfigError(f"{folder / MODEL_FILE}: {exc}") from None
-    ref = meta.get("backbone") or {}
+    ref = meta.get("backbone", {})
     weight = bias = None
     if (folder / HEAD_FILE).exists():
         head = read_safetensors(folder / HEAD_FILE)
@@ -179,15 +197,26 @@ def read_dense_chain(dense_modules: list[tuple[Path, str]]) -> DenseChain:
         w = state.get("linear.weight")
         if w is None:
             raise ModelLoadError(f"{dense_dir}: no 'linear.weight' in the Dense weights")
+        if w.ndim != 2:
+            raise ModelLoadError(f"{dense_dir}: 'linear.weight' has shape {tuple(w.shape)}, expected [out, in]")
         w = w.double()
-        b = state.get("linear.bias") if dcfg.get("bias", False) else None
-        b = None if b is None else b.double()
+        b = None
+        if dcfg.get("bias", "linear.bias" in state):
+            b = state.get("linear.bias")
+            if b is None:
+                raise ModelLoadError(f"{dense_dir}: config.json says bias: true but the weights have no 'linear.bias'")
+            if tuple(b.shape) != (w.shape[0],):
+                raise ModelLoadError(f"{dense_dir}: 'linear.bias' has shape {tuple(b.shape)}, expected ({w.shape[0]},)")
+            b = b.double()
         if dcfg.get("use_residual", False) and kind.startswith("pylate."):
             if act != "Identity":
                 raise ModelLoadError(f"{dense_dir}: a Dense with activation {act} and a residual is not supported")
             residual = state.get("residual.weight")
             if residual is None and w.shape[0] != w.shape[1]:
                 raise ModelLoadError(f"{dense_dir}: use_residual across widths needs 'residual.weight'")
+            if residual is not None and residual.shape != w.shape:
+                raise ModelLoadError(f"{dense_dir}: 'residual.weight' has shape {tuple(residual.shape)}, "
+                                     f"expected {tuple(w.shape)}")
             w = w + (torch.eye(w.shape[1], dtype=torch.float64) if residual is None else residual.double())
         if weight is not None and w.shape[1] != weight.shape[0]:
             raise ModelLoadError(f"{dense_dir}: Dense takes {w.shape[1]} features, the previous one gives {weight.shape[0]}")
@@ -203,16 +232,53 @@ def read_dense_chain(dense_modules: list[tuple[Path, str]]) -> DenseChain:
     return chain
 
 
-def load_sentence_transformers(folder: Path) -> ModelSpec:
-    """A sentence-transformers folder; PyLate's keys (prefixes, lengths, skiplist) honoured."""
+# sentence-transformers modules that leave the token embeddings alone (they read or write only
+# the sentence embedding; Normalize only that one unless its config says otherwise), by class name
+# under the ``sentence_transformers.`` package (``models.Pooling`` or, since v6, e.g.
+# ``sentence_transformer.modules.pooling.Pooling``)
+TOKEN_NEUTRAL_MODULES = ("Pooling", "Normalize", "Dropout", "LayerNorm")
+
+
+def _module_entries(folder: Path) -> list[tuple[str, str]]:
+    """modules.json as (type, path) pairs, or ModelLoadError naming the bad entry."""
     modules = read_json(folder / "modules.json", list)
+    entries = []
+    for i, m in enumerate(modules):
+        if not isinstance(m, dict):
+            raise ModelLoadError(f"{folder}/modules.json: entry {i} is {type(m).__name__}, expected an object")
+        kind, path = m.get("type"), m.get("path", "" if str(m.get("type", "")).endswith("Transformer") else None)
+        if not isinstance(kind, str) or not kind:
+            raise ModelLoadError(f"{folder}/modules.json: entry {i} has no module 'type'")
+        if not isinstance(path, str):
+            raise ModelLoadError(f"{folder}/modules.json: entry {i} ({kind}) needs a 'path' string, got {path!r}")
+        entries.append((kind, path))
+    return entries
+
+
+def _token_neutral(kind: str, module_dir: Path) -> bool:
+    """Whether a sentence-transformers module of this type leaves the token embeddings as they are."""
+    name = kind.rsplit(".", 1)[-1]
+    if not kind.startswith("sentence_transformers.") or name not in TOKEN_NEUTRAL_MODULES:
+        return False
+    if name == "Normalize" and (module_dir / "config.json").exists():
+        return read_json(module_dir / "config.json").get("module_input_name", "sentence_embedding") == "sentence_embedding"
+    return True
+
+
+def load_sentence_transformers(folder: Path) -> ModelSpec:
+    """A sentence-transformers folder; PyLate's keys (prefixes, lengths, skiplist) honoured.
+
+    Modules after the Transformer must be Dense ones (the head) or modules known to leave the
+    token embeddings alone (:data:`TOKEN_NEUTRAL_MODULES`); any other is a ModelLoadError."""
     backbone_dir, dense_modules = None, []
-    for m in modules:
-        kind = str(m.get("type", ""))
+    for kind, path in _module_entries(folder):
         if kind.endswith("Transformer"):
-            backbone_dir = (folder / m.get("path", "")).resolve()
+            backbone_dir = (folder / path).resolve()
         elif kind.endswith("Dense"):
-            dense_modules.append(((folder / m["path"]).resolve(), kind))
+            dense_modules.append(((folder / path).resolve(), kind))
+        elif not _token_neutral(kind, folder / path):
+            raise ModelLoadError(f"{folder}/modules.json: module type {kind} is not supported (xtrieve reads a "
+                                 f"Transformer, Dense modules and {', '.join(TOKEN_NEUTRAL_MODULES)})")
     if backbone_dir is None:
         raise ModelLoadError(f"{folder}/modules.json names no Transformer module")
     st_cfg = read_json(folder / "config_sentence_transformers.json") if (folder / "config_sentence_transformers.json").exists() else {}
@@ -220,24 +286,79 @@ def load_sentence_transformers(folder: Path) -> ModelSpec:
     chain = read_dense_chain(dense_modules)
     weight, bias = chain.weight, chain.bias
     is_pylate = "query_prefix" in st_cfg or "query_length" in st_cfg or "document_length" in st_cfg
-    hidden = read_json(backbone_dir / "config.json").get("hidden_size")
-    dim = int(weight.shape[0]) if weight is not None else int(hidden or 0)
-    doc_maxlen = int(st_cfg.get("document_length") or bert_cfg.get("max_seq_length") or 512)
+    backbone_cfg = read_json(backbone_dir / "config.json")
+    dim = int(weight.shape[0]) if weight is not None else int_setting(backbone_cfg, "hidden_size", 0, backbone_dir / "config.json")
+    st_file, bert_file = folder / "config_sentence_transformers.json", backbone_dir / "sentence_bert_config.json"
+    doc_maxlen = (int_setting(st_cfg, "document_length", None, st_file)
+                  or int_setting(bert_cfg, "max_seq_length", None, bert_file)
+                  or default_max_seq_length(backbone_dir, backbone_cfg))
     common = dict(dim=dim, doc_maxlen=doc_maxlen, head_bias=bias is not None, head_activation=chain.activation,
                   prompt=default_prompt(st_cfg, folder))
     if is_pylate:
-        config = EncoderConfig(
-            query_maxlen=int(st_cfg.get("query_length", 32)),
+        skiplist = st_cfg.get("skiplist_words", PUNCTUATION)
+        if not isinstance(skiplist, (list, tuple)):
+            raise ConfigError(f"{st_file}: skiplist_words must be a list of strings, got {skiplist!r}")
+        config = encoder_config(
+            st_file, query_maxlen=int_setting(st_cfg, "query_length", 32, st_file),
             query_prefix=st_cfg.get("query_prefix", "[Q] "), document_prefix=st_cfg.get("document_prefix", "[D] "),
             query_augmentation=bool(st_cfg.get("do_query_expansion", True)),
             attend_to_expansion_tokens=bool(st_cfg.get("attend_to_expansion_tokens", False)),
-            skiplist_words=tuple(st_cfg.get("skiplist_words", PUNCTUATION)),
-            keep_special_tokens=True, **common,
+            skiplist_words=tuple(skiplist), keep_special_tokens=True, **common,
         )
     else:
-        config = EncoderConfig(query_maxlen=min(doc_maxlen, 64), **common)
+        config = encoder_config(folder, query_maxlen=min(doc_maxlen, 64), **common)
     return ModelSpec(name=folder.name, backbone_dir=backbone_dir, backbone_ref={"path": str(backbone_dir)},
                      config=config, head_weight=weight, head_bias=bias)
+
+
+def encoder_config(source: Path, **values: Any) -> EncoderConfig:
+    """EncoderConfig(**values), or a ConfigError that names the file the values came from."""
+    try:
+        return EncoderConfig(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def int_setting(settings: dict[str, Any], key: str, default: int | None, path: Path) -> int | None:
+    """``settings[key]`` as an int (``default`` when absent or null), or ConfigError naming the file."""
+    value = settings.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ConfigError(f"{path}: {key} must be an integer, got {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{path}: {key} must be an integer, got {value!r}") from None
+
+
+# model types whose position ids start after the padding index (RoBERTa's scheme): pad_token_id
+# + 1 of their max_position_embeddings never hold a token
+OFFSET_POSITION_MODELS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm",
+                          "data2vec-text", "longformer", "mpnet")
+
+
+def max_positions(config: Any) -> int | None:
+    """How many tokens one row of a backbone with this config (a dict, or a transformers config)
+    may hold: max_position_embeddings, less RoBERTa's padding offset; None when not stated."""
+    get = config.get if isinstance(config, dict) else (lambda key, default=None: getattr(config, key, default))
+    limit = get("max_position_embeddings", None)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        return None
+    pad = get("pad_token_id", None)
+    if get("model_type", None) in OFFSET_POSITION_MODELS and isinstance(pad, int) and limit > pad + 1:
+        limit -= pad + 1
+    return limit
+
+
+def default_max_seq_length(backbone_dir: Path, backbone_cfg: dict[str, Any]) -> int:
+    """sentence-transformers' length for a Transformer without max_seq_length: the smaller of the
+    positions the model has and the tokenizer's model_max_length (512 when neither is stated)."""
+    settings = backbone_dir / "tokenizer_config.json"
+    tok_max = read_json(settings).get("model_max_length") if settings.exists() else None
+    limits = [n for n in (max_positions(backbone_cfg), tok_max)
+              if isinstance(n, int) and not isinstance(n, bool) and 4 <= n < 1 << 30]
+    return min(limits) if limits else 512
 
 
 def default_prompt(st_cfg: dict[str, Any], folder: Path) -> str | None:
@@ -262,9 +383,10 @@ def load_colbert(folder: Path) -> ModelSpec:
     meta = read_json(folder / "artifact.metadata") if (folder / "artifact.metadata").exists() else {}
     prefix = "bert." if any(k.startswith("bert.") for k in state) else ""
     base = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and not k.startswith("linear.")}
-    config = EncoderConfig(
-        dim=int(weight.shape[0]), query_maxlen=int(meta.get("query_maxlen", 32)),
-        doc_maxlen=int(meta.get("doc_maxlen", 180)),
+    meta_file = folder / "artifact.metadata"
+    config = encoder_config(
+        meta_file, dim=int(weight.shape[0]), query_maxlen=int_setting(meta, "query_maxlen", 32, meta_file),
+        doc_maxlen=int_setting(meta, "doc_maxlen", 180, meta_file),
         query_prefix=str(meta.get("query_token_id", "[unused0]")), document_prefix=str(meta.get("doc_token_id", "[unused1]")),
         query_augmentation=True, attend_to_expansion_tokens=bool(meta.get("attend_to_mask_tokens", False)),
         skiplist_words=PUNCTUATION if meta.get("mask_punctuation", True) else (), keep_special_tokens=True,
@@ -286,6 +408,8 @@ def load_spec(name_or_path: str | Path | None) -> ModelSpec:
     """Resolve a model name or folder into a :class:`ModelSpec`."""
     if name_or_path is None:
         return load_xtrieve(DEFAULT_MODEL_DIR)
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
+        raise InputError(f"a model is a folder path or hub name (a non-empty str or Path), got {name_or_path!r}")
     folder = Path(name_or_path).expanduser()
     if not folder.exists():
         if isinstance(name_or_path, str) and name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):

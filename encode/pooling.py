@@ -2,8 +2,19 @@
 from __future__ import annotations
 
 import math
+import numbers
+from typing import Any
 
 import numpy as np
+
+from xtrieve.errors import InputError
+
+
+def check_pool_factor(pool_factor: Any) -> int:
+    """``pool_factor`` if it is an int >= 1 (not a bool; 1 = no pooling), else InputError."""
+    if isinstance(pool_factor, bool) or not isinstance(pool_factor, numbers.Integral) or pool_factor < 1:
+        raise InputError(f"pool_factor must be an int >= 1 (1 = no pooling), got {pool_factor!r}")
+    return int(pool_factor)
 
 
 def pool_document(vectors: np.ndarray, pool_factor: int) -> np.ndarray:
@@ -12,8 +23,9 @@ def pool_document(vectors: np.ndarray, pool_factor: int) -> np.ndarray:
     pool_factor 1 returns the input unchanged. Clustering is Ward agglomerative
     clustering, so near-duplicate tokens merge first.
     """
+    pool_factor = check_pool_factor(pool_factor)
     n = int(vectors.shape[0])
-    if pool_factor <= 1 or n <= 1:
+    if pool_factor == 1 or n <= 1:
         return vectors
     k = max(1, math.ceil(n / pool_factor))
     if k >= n:
@@ -31,6 +43,6 @@ def pool_document(vectors: np.ndarray, pool_factor: int) -> np.ndarray:
 
 def pool_documents(docs: list[np.ndarray], pool_factor: int) -> list[np.ndarray]:
     """Apply :func:`pool_document` to every document."""
-    if pool_factor <= 1:
+    if check_pool_factor(pool_factor) == 1:
         return docs
     return [pool_document(d, pool_factor) for d in docs]

@@ -21,7 +21,8 @@ from typing import Any
 import click
 
 from xtrieve.config import SearchConfig
-from xtrieve.eval.beir_data import load_beir
+from xtrieve.errors import XtrieveError
+from xtrieve.eval.beir_data import find_beir_folder, load_beir
 from xtrieve.eval.evaluate import EVAL_INDEX_CONFIG
 from xtrieve.eval.metrics import evaluate, hits_to_results
 
@@ -71,7 +72,13 @@ def _model_arg(text: str) -> tuple[str, str, list[int]]:
     folder, _, factors = rest.rpartition(":")
     if not label or not folder or not factors:
         raise argparse.ArgumentTypeError(f"--model wants NAME=FOLDER:1,2,3, got {text!r}")
-    return label, folder, [int(x) for x in factors.split(",")]
+    try:
+        pool_factors = [int(x) for x in factors.split(",")]
+    except ValueError:
+        pool_factors = []
+    if not pool_factors or min(pool_factors) < 1:
+        raise argparse.ArgumentTypeError(f"--model {text!r}: pool factors must be integers >= 1 (1 = no pooling)")
+    return label, folder, pool_factors
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,7 +91,19 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     models = [(label, None if folder == "default" else folder, pfs) for label, folder, pfs in args.model]
-    rows = [r for d in args.data_dir for r in table_rows(d, models, args.cache_dir)]
+    from xtrieve.encode.loaders import load_spec
+
+    try:  # usage errors before any encoding: every data folder and model must be there
+        for d in args.data_dir:
+            find_beir_folder(d)
+        for label, folder, _ in models:
+            load_spec(folder)
+    except XtrieveError as exc:
+        p.error(str(exc))
+    try:
+        rows = [r for d in args.data_dir for r in table_rows(d, models, args.cache_dir)]
+    except XtrieveError as exc:
+        p.exit(1, f"{p.prog}: error: {exc}\n")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     click.echo(markdown_table(rows))

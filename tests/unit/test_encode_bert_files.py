@@ -76,10 +76,17 @@ def test_falls_back_to_transformers_when_files_disagree(pylate_folder):
     (folder / "config.json").write_text(json.dumps(config))
     assert bert_files.read(folder, overlay={"encoder.layer.9.output.dense.weight": torch.zeros(1)}) is None
     assert bert_files.read(folder, state={"cls.predictions.bias": torch.zeros(1)}) is None
-    (folder / "model.safetensors").write_bytes(b"not safetensors")
-    assert bert_files.read(folder) is None
     (folder / "model.safetensors").unlink()
-    assert bert_files.read(folder) is None
+    assert bert_files.read(folder) is None  # no single weights file: transformers may read others
+
+
+def test_unreadable_weights_file_is_an_error_not_a_fallback(pylate_folder):
+    from xtrieve.errors import ModelLoadError
+
+    folder = pylate_folder[0]
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ModelLoadError, match="cannot read .*model.safetensors"):
+        bert_files.read(folder)
 
 
 def test_layernorm_gamma_beta_names_are_read(pylate_folder):

@@ -24,3 +24,40 @@ def test_duplicates_merge_first():
     out = pool_document(x, 2)
     assert out.shape == (4, 4)
     assert np.allclose(np.sort(np.abs(out).max(axis=1)), 1, atol=1e-2)
+
+
+@pytest.mark.parametrize("factor", [0, -2, True, 2.5, "3", float("nan"), None])
+def test_pool_factor_must_be_a_positive_int(factor):
+    from xtrieve.encode.pooling import pool_documents
+    from xtrieve.errors import InputError
+
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    with pytest.raises(InputError, match="pool_factor must be an int >= 1"):
+        pool_document(x, factor)
+    with pytest.raises(InputError, match="pool_factor must be an int >= 1"):
+        pool_documents([x], factor)
+    assert pool_document(x, np.int64(2)).shape == (2, 8)
+
+
+@pytest.mark.parametrize("spec", ["a=default:0", "a=default:1,-2", "a=default:x", "a=default:"])
+def test_pooling_table_refuses_bad_pool_factors(spec, capsys):
+    from xtrieve.eval.pooling_table import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data-dir", "unused", "--model", spec])
+    assert exit_info.value.code == 2
+    assert "--model" in capsys.readouterr().err
+
+
+def test_pooling_table_missing_folders_are_usage_errors(tmp_path, capsys):
+    from xtrieve.eval.pooling_table import main
+
+    data = tmp_path / "beir"
+    data.mkdir()
+    (data / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n')
+    for args, message in ((["--data-dir", str(tmp_path / "none"), "--model", "a=default:1"], "no such folder"),
+                          (["--data-dir", str(data), "--model", f"a={tmp_path / 'no_model'}:1"], "does not exist")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and "Traceback" not in err
