@@ -101,14 +101,16 @@ def unify(schema: pa.Schema | None, table: pa.Table) -> pa.Schema:
         raise InputError(f"metadata types clash with the index: {exc}") from None
 
 
-def check_one_type_per_column(tables: list[pa.Table]) -> None:
-    """InputError naming the column when the tables' columns cannot take one type each: types
-    that unify (int with float, int with decimal) whose values do not all convert (2**60 + 1
-    as a float64, 1.25 in a decimal sized for ints)."""
+def check_one_type_per_column(tables: list[pa.Table], columns: set[str] | None = None) -> None:
+    """InputError naming the column when the tables' columns (or those of them in ``columns``)
+    cannot take one type each: types that unify (int with float, int with decimal) whose values
+    do not all convert (2**60 + 1 as a float64, 1.25 in a decimal sized for ints)."""
     schema = None
     for table in tables:
         schema = unify(schema, table)
     for field in schema or []:
+        if columns is not None and field.name not in columns:
+            continue
         for table in tables:
             if field.name in table.column_names and table.column(field.name).type != field.type:
                 try:

@@ -26,6 +26,7 @@ from xtrieve.errors import IndexFormatError
 from xtrieve.index import faiss_build
 from xtrieve.index.arrow_numpy import as_numpy
 from xtrieve.index.codecs import check_int4_dim, decode_int4, list_dtype, quantize_int4, quantize_int8
+from xtrieve.index.docs import check_one_type_per_column
 from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
 from xtrieve.index.manifest import SegmentEntry
 
@@ -168,6 +169,7 @@ class SegmentWriter:
         codes_path.unlink()
 
     def _write_docs(self) -> None:
+        check_one_type_per_column(self._tables)  # InputError naming a column whose values clash
         try:
             table = pa.concat_tables(self._tables, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -312,15 +314,25 @@ def _read_vectors(vectors: pa.Table, name: str, dim: int, n: int):
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` with ``schema``'s columns: promoted types, missing columns as nulls."""
-    columns = []
+    """``table`` with ``schema``'s columns: promoted types, missing columns as nulls. A column
+    whose values do not convert (an index written before adds checked that) keeps its own type,
+    logged: filters still evaluate it per segment."""
+    columns, fields = [], []
     for f in schema:
         if f.name in table.column_names:
             col = table.column(f.name)
-            columns.append(col if col.type == f.type else col.cast(f.type))
+            if col.type != f.type:
+                try:
+                    col = col.cast(f.type)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+                    log.warning("metadata column %r keeps its type %s in a segment (not %s: %s)", f.name, col.type,
+                                f.type, exc)
+            columns.append(col)
+            fields.append(pa.field(f.name, col.type))
         else:
             columns.append(pa.nulls(table.num_rows, f.type))
-    return pa.Table.from_arrays(columns, schema=schema)
+            fields.append(f)
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
 class SegmentReader:

@@ -146,14 +146,7 @@ class IndexStore:
             for key in list(self._cores):  # forget segments this commit no longer names
                 if key not in live_keys:
                     del self._cores[key]
-            tables = [None] * len(readers)
-            if schema is not None:
-                try:
-                    tables = [core.conformed(schema) for core, _ in readers]
-                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-                    log.warning("segments' metadata columns cannot take one type each (%s); filters may fail on some",
-                                exc)
-            segments = [SegmentReader(core, deleted, table) for (core, deleted), table in zip(readers, tables)]
+            segments = [SegmentReader(core, deleted, core.conformed(schema) if schema else None) for core, deleted in readers]
             return Snapshot(path=self.path, manifest=manifest, segments=segments)
 
 

@@ -227,7 +227,8 @@ class WriteSession:
                 writer = None
             if check_types and entries:
                 old = [seg.table for seg in self.snapshot().segments] if self.manifest.segments else []
-                check_one_type_per_column(old + [stored_columns(self.root, e.name) for e in entries])
+                new = [stored_columns(self.root, e.name) for e in entries]
+                check_one_type_per_column(old + new, {name for t in new for name in t.column_names})
         except BaseException:
             if writer is not None:
                 writer.abort()
@@ -506,26 +507,22 @@ def create_index(root: str | Path, dim: int, config: IndexConfig, encoder: Any =
     _check_only_ours(root)
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
-    committed = False
-    try:
-        with WriterLock(root):
-            _check_only_ours(root)  # checked again under the lock: another writer may have built here
-            old = _replaced_manifest(root, overwrite)
-            if old is None:
-                _empty(root)
+    with WriterLock(root):  # (a builder that does not get the lock leaves the folder alone)
+        _check_only_ours(root)  # checked again under the lock: another writer may have built here
+        old = _replaced_manifest(root, overwrite)
+        if old is None:
+            _empty(root)
+        session = None
+        try:
             session = _fresh_session(root, old, dim, config, encoder, pool_factor)
-            base = session.manifest.generation
-            try:
-                yield session
-            finally:
-                committed = session.manifest.generation > base
-                if committed:
-                    collect_garbage(root, session.manifest)  # the replaced index's files
-                elif old is not None:
-                    collect_garbage(root, old)  # the unfinished new files
-    finally:
-        if created and not committed and not (root / MANIFEST).exists():
-            shutil.rmtree(root, ignore_errors=True)
+            yield session
+        finally:
+            if session is not None and session.manifest.generation > (old.generation if old else 0):
+                collect_garbage(root, session.manifest)  # the replaced index's files
+            elif old is not None:
+                collect_garbage(root, old)  # the unfinished new files
+            elif created:
+                shutil.rmtree(root, ignore_errors=True)  # still under the lock: nobody else built here
 
 
 def _check_only_ours(root: Path) -> None:

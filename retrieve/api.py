@@ -122,7 +122,9 @@ class Index:
         """Pick up the latest commit (including other writers')."""
         snap = self._store.snapshot()
         if snap.manifest != self._snapshot.manifest:  # (a replaced index may reach the same generation)
-            if snap.encoder_identity != self._snapshot.encoder_identity:
+            from xtrieve.index.writer import model_difference
+
+            if model_difference(snap.encoder_identity, self._snapshot.encoder_identity) is not None:
                 self._encoder = None  # the index was rebuilt with another model: load that one
             # the next searcher takes over the merged segment groups still wholly in the snapshot
             from xtrieve.retrieve.segment_groups import core_of

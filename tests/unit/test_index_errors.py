@@ -11,7 +11,7 @@ import pytest
 
 import xtrieve
 from xtrieve.config import EncoderConfig, IndexConfig
-from xtrieve.errors import ConfigError, IndexFormatError, InputError, ModelMismatchError
+from xtrieve.errors import ConfigError, FilterError, IndexFormatError, InputError, ModelMismatchError
 from helpers import WordHashEncoder
 
 DIM = 8
@@ -281,3 +281,57 @@ def test_search_batch_takes_arrays_of_queries(tmp_path):
     assert idx.search_batch(stacked, k=1) == idx.search_batch(list(stacked), k=1)
     with pytest.raises(InputError, match="use search"):
         idx.search_batch(stacked[0])
+
+
+def test_a_builder_that_does_not_get_the_lock_leaves_the_folder_alone(tmp_path, monkeypatch):
+    import contextlib
+
+    import xtrieve.index.writer as writer
+    from xtrieve.errors import IndexLockedError
+
+    ix = tmp_path / "ix"
+
+    @contextlib.contextmanager
+    def taken(root):  # another builder created the folder first and holds its lock
+        (root / "seg-000001").mkdir()
+        raise IndexLockedError(f"{root} is locked")
+        yield
+
+    monkeypatch.setattr(writer, "WriterLock", taken)
+    with pytest.raises(IndexLockedError):
+        xtrieve.Index.build_from_embeddings(ix, ["a"], rand(1))
+    assert (ix / "seg-000001").is_dir()  # the other builder's work is still there
+
+
+def test_metadata_of_an_older_index_that_does_not_convert_still_opens_and_filters(tmp_path, monkeypatch):
+    import xtrieve.index.segment as segment
+    import xtrieve.index.writer as writer
+
+    ix = tmp_path / "ix"
+    for module in (writer, segment):  # as an index written before adds checked this
+        monkeypatch.setattr(module, "check_one_type_per_column", lambda *a, **k: None)
+    idx = xtrieve.Index.build_from_embeddings(ix, ["a"], rand(1), metadata=[{"n": 2**60 + 1, "m": 1}])
+    idx.add_embeddings(["b"], rand(1, seed=1), metadata=[{"n": 0.5}])
+    monkeypatch.undo()
+    again = xtrieve.Index.open(ix)
+    q = rand(1)[0]
+    assert [h.doc_id for h in again.search(q, k=5, filter="m == 1")] == ["a"]
+    assert sorted(h.doc_id for h in again.search(q, k=5, filter="n is not null")) == ["a", "b"]
+    with pytest.raises(FilterError, match="cannot be applied"):  # 2**60 + 1 has no float64 to compare
+        again.search(q, k=5, filter="n == 0.5")
+    again.add_embeddings(["c"], rand(1, seed=2), metadata=[{"m": 2}])  # columns it does not hold are not re-checked
+    assert len(again) == 3
+
+
+def test_refresh_keeps_a_given_encoder_when_the_model_stays(tmp_path, idx):
+    enc = FakeEncoder()
+    reader = xtrieve.Index.open(tmp_path / "ix", encoder=enc)
+    xtrieve.Index.build(tmp_path / "ix", ["new words"], encoder=FakeEncoder(), overwrite=True)
+    assert reader.refresh().encoder is enc and len(reader) == 1
+
+
+def test_values_that_clash_within_one_segment_are_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="metadata column 'n'"):
+        xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["a", "b"], rand(2), config={"batch_size": 1},
+                                            metadata=[{"n": 2**60 + 1}, {"n": 0.5}])
+    assert not (tmp_path / "ix").exists()

@@ -90,5 +90,13 @@ def test_dates_and_times_compare_with_text_literals():
                        ("day in ('2020-01-01', '2022-01-01')", [True, False, False]),
                        ("at < '2021-06-01T12:00:00' and at >= '2020-01-01'", [True, False, False])]:
         assert allowed_rows(table, compile_filter(text, cols)).to_pylist() == want, text
-    with pytest.raises(FilterError, match="'soon' is not a date32"):
+    with pytest.raises(FilterError, match="'soon': not all date32"):
         allowed_rows(table, compile_filter("day > 'soon'", cols))
+
+
+def test_a_bad_date_in_a_list_is_a_filter_error():
+    import datetime as dt
+
+    table = pa.table({"day": pa.array([dt.date(2020, 1, 1)])})
+    with pytest.raises(FilterError, match="not all date32"):
+        allowed_rows(table, compile_filter("day in ('2021-06-01', 'nope')", {"day"}))
