@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ FORMAT = "xtrieve-index"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ENCODER_DIR = "encoder"
+# the folders an index keeps its encoder in: encoder/, or encoder-gNNNNNN/ after an overwrite
+ENCODER_DIR_NAME = re.compile(rf"{ENCODER_DIR}(-g\d{{6}})?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +143,7 @@ def read_manifest(root: Path) -> Manifest:
     encoder = body.get("encoder")
     _need(encoder is None or isinstance(encoder, dict), path, "'encoder' must be an object or null")
     encoder_dir = body.get("encoder_dir") or ENCODER_DIR
-    _need(isinstance(encoder_dir, str) and encoder_dir.startswith(ENCODER_DIR) and "/" not in encoder_dir,
+    _need(isinstance(encoder_dir, str) and ENCODER_DIR_NAME.fullmatch(encoder_dir) is not None,
           path, f"bad 'encoder_dir' {encoder_dir!r}")
     segs_raw = body.get("segments")
     _need(isinstance(segs_raw, list), path, "'segments' must be a list")

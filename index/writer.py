@@ -27,7 +27,7 @@ from xtrieve.index.docs import (add_metadata, batched, check_embedding, check_id
                                 rows_table, short_list, unify)
 from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
 from xtrieve.index.lock import LOCK_FILE, WriterLock
-from xtrieve.index.manifest import ENCODER_DIR, MANIFEST, Manifest, SegmentEntry, read_manifest, write_manifest
+from xtrieve.index.manifest import ENCODER_DIR, ENCODER_DIR_NAME, MANIFEST, Manifest, SegmentEntry, read_manifest, write_manifest
 from xtrieve.index.merge_policy import plan_merge
 from xtrieve.index.segment import SegmentReader, SegmentWriter, stored_columns
 from xtrieve.index.store import IndexStore, Snapshot
@@ -110,7 +110,7 @@ def collect_garbage(root: Path, manifest: Manifest) -> int:
         elif (name.startswith(TEMPLATE_PREFIX) and name not in named) or name.startswith(f"{MANIFEST}.tmp"):
             entry.unlink(missing_ok=True)
             removed += 1
-        elif name.startswith(ENCODER_DIR) and entry.is_dir() and (manifest.encoder is None or name != manifest.encoder_dir):
+        elif _is_encoder_dir(entry) and (manifest.encoder is None or name != manifest.encoder_dir):
             shutil.rmtree(entry, ignore_errors=True)  # a replaced index's encoder, or an unfinished one's
             removed += 1
     if removed:
@@ -485,7 +485,11 @@ def open_writer(root: str | Path, encoder: Any = None) -> Iterator[WriteSession]
 
 def _is_ours(entry: Path) -> bool:
     name = entry.name
-    return name in OWN_NAMES or name.startswith(("seg-", TEMPLATE_PREFIX, f"{MANIFEST}.tmp", ENCODER_DIR))
+    return name in OWN_NAMES or name.startswith(("seg-", TEMPLATE_PREFIX, f"{MANIFEST}.tmp")) or _is_encoder_dir(entry)
+
+
+def _is_encoder_dir(entry: Path) -> bool:
+    return ENCODER_DIR_NAME.fullmatch(entry.name) is not None and entry.is_dir()
 
 
 @contextlib.contextmanager
@@ -526,8 +530,9 @@ def create_index(root: str | Path, dim: int, config: IndexConfig, encoder: Any =
 
 
 def _check_only_ours(root: Path) -> None:
-    if root.is_dir() and not all(_is_ours(e) for e in root.iterdir()):
-        raise InputError(f"cannot create an index at {root}: the folder is not empty")
+    foreign = sorted(e.name for e in root.iterdir() if not _is_ours(e)) if root.is_dir() else []
+    if foreign:
+        raise InputError(f"cannot create an index at {root}: the folder is not empty (it holds {short_list(foreign)})")
 
 
 def _replaced_manifest(root: Path, overwrite: bool) -> Manifest | None:

@@ -335,3 +335,16 @@ def test_values_that_clash_within_one_segment_are_an_input_error(tmp_path):
         xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["a", "b"], rand(2), config={"batch_size": 1},
                                             metadata=[{"n": 2**60 + 1}, {"n": 0.5}])
     assert not (tmp_path / "ix").exists()
+
+
+def test_only_the_index_own_encoder_folders_are_its_files(tmp_path, idx):
+    ix = tmp_path / "ix"
+    (ix / "encoder.bak").mkdir()
+    (ix / "encoders-notes").mkdir()
+    idx.delete(["b"])  # a writer collects garbage: names it did not make stay
+    assert (ix / "encoder.bak").is_dir() and (ix / "encoders-notes").is_dir()
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "encoder.pt").write_text("mine")
+    with pytest.raises(InputError, match="not empty.*encoder.pt"):
+        xtrieve.Index.build(tmp_path / "new", ["text"], encoder=FakeEncoder())
+    assert (tmp_path / "new" / "encoder.pt").exists()
