@@ -26,9 +26,6 @@ log = logging.getLogger(__name__)
 
 MAX_SEGMENT_VECTORS = 1 << 19
 MAX_GROUP_VECTORS = 1 << 21
-# fast-scan IVF indexes with fewer PQ sub-quantizers are never merged: FAISS 1.15's merge_from
-# corrupts the heap for them (the process aborts: seen at 4, 8 and 12; 14 and up were fine)
-FAST_SCAN_MERGE_MIN_M = 16
 
 
 class SegmentGroup:
@@ -75,8 +72,6 @@ def trained_state(index) -> bytes | None:
     ivf = faiss.downcast_index(index)
     if not isinstance(ivf, faiss.IndexIVF):
         return None
-    if isinstance(ivf, faiss.IndexIVFFastScan) and getattr(ivf, "M", 0) < FAST_SCAN_MERGE_MIN_M:
-        return None
     parts = [type(ivf).__name__.encode(), str((ivf.code_size, ivf.metric_type, getattr(ivf, "by_residual", None))).encode()]
     for name, field in (("pq", "centroids"), ("sq", "trained")):
         quantizer = getattr(ivf, name, None)
@@ -110,11 +105,42 @@ def form_groups(cores: list, probes: list[TokenProbe],
     for members in buckets.values():
         sizes = np.cumsum([probes[no].ntotal for no in members])
         members = members[:int(np.searchsorted(sizes, MAX_GROUP_VECTORS, side="right"))]
+        members = safe_to_merge([probes[no].index for no in members], members)
         merged = merged_probe([probes[no].index for no in members], probes[members[0]].centroids) \
             if len(members) > 1 else None
         if merged is not None:
             groups.append((members, merged))
     return groups
+
+
+def safe_to_merge(indexes: list, members: list[int]) -> list[int]:
+    """The ``members`` (with their ``indexes``) that merge safely, in order; the rest are searched
+    alone. FAISS (up to 1.15 at least) appends a block-packed inverted list (fast-scan IVF) to one
+    whose length is a non-zero multiple of its block's size in bytes by copying as many bytes as
+    the whole merged list needs, past the end of both buffers: the heap is corrupted and the
+    process aborts, or worse. A segment is left out when appending it would meet that case."""
+    faiss = load_faiss()
+
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(indexes[0]).invlists)
+    if not isinstance(lists, faiss.BlockInvertedLists):
+        return members
+    block = int(lists.block_size)
+    chosen, total = [], None
+    for no, index in zip(members, indexes):
+        sizes = list_sizes(index)
+        if total is not None and np.any((total > 0) & (total % block == 0) & (sizes > 0)):
+            continue
+        chosen.append(no)
+        total = sizes if total is None else total + sizes
+    return chosen
+
+
+def list_sizes(index) -> np.ndarray:
+    """The length of each inverted list of an IVF index [nlist]."""
+    faiss = load_faiss()
+
+    ivf = faiss.extract_index_ivf(index)
+    return np.array([ivf.invlists.list_size(i) for i in range(ivf.nlist)], dtype=np.int64)
 
 
 def merged_probe(indexes: list, centroids) -> TokenProbe | None:

@@ -103,9 +103,32 @@ def test_indexes_of_other_templates_do_not_merge():
     assert segment_groups.trained_state(a) != segment_groups.trained_state(b)
     assert segment_groups.trained_state(faiss.clone_index(a)) == segment_groups.trained_state(a)
     assert segment_groups.trained_state(faiss.IndexFlatIP(DIM)) is None
-    few = faiss.index_factory(DIM, "IVF8,PQ8x4fs", faiss.METRIC_INNER_PRODUCT)  # FAISS's merge_from breaks these
-    few.train(x)
-    assert segment_groups.trained_state(few) is None
+
+
+def test_segments_whose_merge_would_overrun_faiss_buffers_are_left_out():
+    import faiss
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3000, DIM)).astype(np.float32)
+    template = faiss.index_factory(DIM, "IVF16,PQ8x4fs", faiss.METRIC_INNER_PRODUCT)
+    template.train(x[:1000])
+    parts = []
+    for start in range(0, 3000, 650):
+        part = faiss.clone_index(template)
+        part.add(x[start:start + 650])
+        parts.append(part)
+    block = faiss.downcast_InvertedLists(faiss.extract_index_ivf(parts[0]).invlists).block_size
+    chosen = segment_groups.safe_to_merge(parts, list(range(len(parts))))
+    assert chosen[0] == 0 and len(chosen) < len(parts)  # this data has lists that would overrun
+    total = np.zeros(16, dtype=np.int64)
+    for no in chosen:  # no append lands on a list whose length is a non-zero multiple of the block
+        sizes = segment_groups.list_sizes(parts[no])
+        assert not np.any((total > 0) & (total % block == 0) & (sizes > 0))
+        total += sizes
+    merged = segment_groups.merged_probe([parts[no] for no in chosen], None)
+    assert merged is None or merged.ntotal == int(total.sum())
+    plain = faiss.index_factory(DIM, "IVF4,Flat", faiss.METRIC_INNER_PRODUCT)
+    assert segment_groups.safe_to_merge([plain, plain], [3, 5]) == [3, 5]  # plain inverted lists: no such case
 
 
 def test_a_refresh_keeps_the_groups_it_can_and_merges_only_new_segments(tmp_path):
