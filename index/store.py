@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from xtrieve.errors import IndexFormatError
+from xtrieve.errors import IndexFormatError, IndexLockedError
 from xtrieve.index.fsio import sha256_file, safe_join
 from xtrieve.index.manifest import Manifest, read_manifest
 from xtrieve.index.segment import SegmentCore, SegmentReader
@@ -17,7 +18,11 @@ from xtrieve.index.tombstones import read_tombstones
 
 log = logging.getLogger(__name__)
 
-OPEN_RETRIES = 5
+# how long opening a snapshot keeps retrying while writers replace the commit under it, and the
+# longest pause between tries (opening verifies new files' checksums: a busy writer can commit
+# several times during one try)
+OPEN_PATIENCE_S = 30.0
+OPEN_MAX_PAUSE_S = 0.05
 
 
 @dataclass
@@ -88,16 +93,21 @@ class IndexStore:
 
     def snapshot(self) -> Snapshot:
         """Open the current commit; retries if a writer replaced it while opening."""
-        for _ in range(OPEN_RETRIES):
+        deadline, pause = time.monotonic() + OPEN_PATIENCE_S, 0.001
+        while True:
             manifest = read_manifest(self.path)
             try:
                 return self._open(manifest)
             except FileNotFoundError as exc:
-                if read_manifest(self.path).generation == manifest.generation:
+                if read_manifest(self.path) == manifest:
                     raise IndexFormatError(
                         f"index {self.path}: file {exc.filename} named by the manifest is missing") from None
-                log.debug("manifest changed while opening; retrying")
-        raise IndexFormatError(f"index {self.path}: could not open a stable snapshot (writers too busy)")
+            if time.monotonic() > deadline:
+                raise IndexLockedError(f"index {self.path}: writers replaced its commit during every attempt to "
+                                       f"open it for {OPEN_PATIENCE_S:.0f} s; try again")
+            log.debug("manifest changed while opening; retrying")
+            time.sleep(pause)
+            pause = min(2 * pause, OPEN_MAX_PAUSE_S)
 
     def verify_files(self, files: dict[str, str]) -> None:
         """IndexFormatError unless each file (relative path -> sha256) is present and intact,

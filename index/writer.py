@@ -154,7 +154,7 @@ class WriteSession:
             encoder=self.manifest.encoder, pool_factor=self.manifest.pool_factor, segments=tuple(segments),
             template=template, next_segment=changes.get("next_segment", self.manifest.next_segment),
             next_auto_id=changes.get("next_auto_id", self.manifest.next_auto_id), xtrieve_version=xtrieve.__version__,
-            encoder_dir=self.manifest.encoder_dir,
+            encoder_dir=self.manifest.encoder_dir, columns=changes.get("columns", self.manifest.columns),
         )
         write_manifest(self.root, new)
         self.manifest, self._pending_template = new, None
@@ -285,9 +285,21 @@ class WriteSession:
         if not entries:
             raise InputError("no documents to add (empty input)")
         changes = {} if next_auto_id is None else {"next_auto_id": next_auto_id()}
-        self.commit(list(self.manifest.segments) + entries, next_segment=next_segment, **changes)
+        self.commit(list(self.manifest.segments) + entries, next_segment=next_segment,
+                    columns=self._columns_with(entries), **changes)
         self._live = None
         return added
+
+    def _columns_with(self, entries: list[SegmentEntry]) -> tuple[str, ...]:
+        """The index's metadata columns with those of new segments (an index written before the
+        manifest listed them: with those of its segments too)."""
+        names = set(self.manifest.columns)
+        tables = [stored_columns(self.root, e.name) for e in entries]
+        if self.manifest.segments and not self.manifest.columns:
+            tables += [seg.table for seg in self.snapshot().segments]
+        for table in tables:
+            names.update(c for c in table.column_names if c != "text")
+        return tuple(sorted(names))
 
     # -- operations --------------------------------------------------------------------
 

@@ -228,9 +228,7 @@ class _Parser:
             # null where the value is null, as ==, != and SQL's IN: "x not in (...)" keeps no null x
             null = pa.nulls(1, pa.bool_())[0]
             out = Condition(pc.if_else(field.is_valid(), field.isin(value_set), null),
-                            lambda t: pc.if_else(pc.is_valid(t.column(name)),
-                                                 pc.is_in(t.column(name), value_set=_as_type_of(t.column(name), value_set)),
-                                                 null))
+                            lambda t: _in_set(t.column(name), value_set, null))
             return ~out if negate else out
         if negate:
             raise self.fail("'not' after a column name must be followed by 'in'")
@@ -241,6 +239,14 @@ class _Parser:
             raise self.fail(str(exc)) from None
         compare = _COMPARE[op]
         return Condition(compare(field, value), lambda t: compare(t.column(name), _as_type_of(t.column(name), value)))
+
+
+def _in_set(column, value_set, null):
+    """Whether each value is in ``value_set``: null for a null value (all null for a column of
+    nulls only, which pyarrow cannot look up in a typed set)."""
+    if pa.types.is_null(column.type):
+        return pa.nulls(len(column), pa.bool_())
+    return pc.if_else(pc.is_valid(column), pc.is_in(column, value_set=_as_type_of(column, value_set)), null)
 
 
 def _as_type_of(column, value):

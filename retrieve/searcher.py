@@ -7,6 +7,7 @@ from functools import cached_property
 from typing import Any, Sequence
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from xtrieve.config import SearchConfig
@@ -189,10 +190,19 @@ class Searcher:
         return found
 
     def _metadata_columns(self) -> set[str]:
-        cols: set[str] = set()
+        """The segments' columns (less the text) and every column the manifest says documents
+        brought: a filter may name one whose documents are all deleted (it matches nothing)."""
+        cols = set(getattr(getattr(self.snapshot, "manifest", None), "columns", ()))
         for s in self.segments:
             cols.update(c for c in s.table.column_names if c not in ("text",))
         return cols
+
+    def _filter_table(self, seg) -> "pa.Table":
+        """A segment's table with a null column for each index column it lacks."""
+        table = seg.table
+        for name in sorted(self.columns.difference(table.column_names)):
+            table = table.append_column(name, pa.nulls(table.num_rows))
+        return table
 
     # -- allowed documents --------------------------------------------------------------
 
@@ -210,7 +220,7 @@ class Searcher:
         condition = as_condition(filter, self.columns)
         out = _AllowedList([])
         for seg, live in zip(self.segments, self._live):
-            mask = as_numpy(allowed_rows(seg.table, condition))
+            mask = as_numpy(allowed_rows(self._filter_table(seg), condition))
             out.append(_Allowed(seg, mask & live.docs_mask))
         with self._lock:
             self._filter_cache[key] = (filter, out)

@@ -348,3 +348,49 @@ def test_only_the_index_own_encoder_folders_are_its_files(tmp_path, idx):
     with pytest.raises(InputError, match="not empty.*encoder.pt"):
         xtrieve.Index.build(tmp_path / "new", ["text"], encoder=FakeEncoder())
     assert (tmp_path / "new" / "encoder.pt").exists()
+
+
+def test_a_filter_on_a_column_whose_documents_are_all_deleted_matches_nothing(tmp_path):
+    ix = tmp_path / "ix"
+    idx = xtrieve.Index.build_from_embeddings(ix, ["a", "b"], rand(2), metadata=[{"year": 2001}, {"year": 2002}])
+    idx.add_embeddings(["t1", "t2"], rand(2, seed=1), metadata=[{"tag": "x"}, {"tag": "y"}])
+    q = rand(1)[0]
+    assert [h.doc_id for h in idx.search(q, k=5, filter="tag == 'x'")] == ["t1"]
+    idx.delete(["t1", "t2"])  # their segment goes, and with it the column
+    for f in ("tag == 'x'", "tag in ('x', 'y')", "not tag in ('x')"):
+        assert idx.search(q, k=5, filter=f) == [], f
+    assert len(idx.search(q, k=5, filter="tag is null")) == 2
+    with pytest.raises(FilterError, match="unknown column 'colour'"):
+        idx.search(q, k=5, filter="colour == 'red'")
+    idx.delete(["a", "b"])
+    assert xtrieve.Index.open(ix).search(q, k=5, filter="year > 2000") == []
+
+
+def test_opening_retries_while_writers_replace_the_commit(tmp_path, monkeypatch):
+    import dataclasses
+
+    import xtrieve.index.store as store
+    from xtrieve.errors import IndexLockedError
+
+    xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["a"], rand(1))
+    s = store.IndexStore.open(tmp_path / "ix")
+    real_open, real_read = s._open, store.read_manifest
+    calls = {"open": 0, "read": 0}
+
+    def busy_open(manifest):  # a writer commits during each of the first 8 tries
+        calls["open"] += 1
+        if calls["open"] <= 8:
+            raise FileNotFoundError(2, "gone", "seg-000001/docs.arrow")
+        return real_open(manifest)
+
+    def moving_read(root):
+        calls["read"] += 1
+        return dataclasses.replace(real_read(root), generation=calls["read"])
+
+    monkeypatch.setattr(s, "_open", busy_open)
+    monkeypatch.setattr(store, "read_manifest", moving_read)
+    assert len(s.snapshot().segments) == 1 and calls["open"] == 9
+    calls["open"] = -10**6  # never settles
+    monkeypatch.setattr(store, "OPEN_PATIENCE_S", 0.05)
+    with pytest.raises(IndexLockedError, match="try again"):
+        s.snapshot()
