@@ -520,6 +520,10 @@ def create_index(root: str | Path, dim: int, config: IndexConfig, encoder: Any =
         raise ConfigError(f"vector_storage 'int4' packs two dimensions per byte: dim must be even, got {dim}")
     if root.exists() and not root.is_dir():
         raise InputError(f"cannot create an index at {root}: it is a file")
+    if config.faiss_factory != "auto":  # a bad factory fails now, not once every document is encoded
+        faiss_build.new_index(config.faiss_factory, dim)
+        if config.vector_storage == "int4":
+            faiss_build.check_int4_factory(config.faiss_factory, dim)
     _check_only_ours(root)
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)

@@ -394,3 +394,17 @@ def test_opening_retries_while_writers_replace_the_commit(tmp_path, monkeypatch)
     monkeypatch.setattr(store, "OPEN_PATIENCE_S", 0.05)
     with pytest.raises(IndexLockedError, match="try again"):
         s.snapshot()
+
+
+def test_a_bad_faiss_factory_fails_before_any_document_is_encoded(tmp_path):
+    class Counting(type(FakeEncoder())):
+        calls = 0
+
+        def encode(self, *a, **k):
+            Counting.calls += 1
+            return super().encode(*a, **k)
+
+    with pytest.raises(ConfigError, match="FAISS factory 'garbage'"):
+        xtrieve.Index.build(tmp_path / "ix", ["text"], encoder=Counting(DIM, "fake", "0" * 64),
+                            config={"faiss_factory": "garbage"})
+    assert Counting.calls == 0 and not (tmp_path / "ix").exists()
