@@ -8,6 +8,7 @@ import numbers
 import pickle  # only for its exception: a pickled checkpoint, refused by weights_only loading
 import re
 import shutil
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterable
@@ -296,8 +297,6 @@ class Encoder:
         A backbone shipped by a package stays a reference; any other is copied into
         ``folder/backbone`` unless copy_backbone is False.
         """
-        from safetensors.torch import save_file
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         ref = dict(self.spec.backbone_ref)
@@ -310,11 +309,12 @@ class Encoder:
                     shutil.rmtree(target)
                 self.tokenizer.save_pretrained(str(target))
                 self.backbone.save_pretrained(str(target), safe_serialization=True)
+                _umask_modes(target)
             ref = {"path": "backbone"}
-        save_file(self.head_state(), str(folder / loaders.HEAD_FILE))
+        loaders.write_safetensors(self.head_state(), folder / loaders.HEAD_FILE)
         overlay_path = folder / loaders.OVERLAY_FILE
         if self.spec.backbone_overlay is not None and not copy_backbone:
-            save_file({k: v.contiguous() for k, v in self.spec.backbone_overlay.items()}, str(overlay_path))
+            loaders.write_safetensors({k: v.contiguous() for k, v in self.spec.backbone_overlay.items()}, overlay_path)
         elif overlay_path.exists():
             overlay_path.unlink()
         meta = {
@@ -432,3 +432,15 @@ class Encoder:
 
     def __repr__(self) -> str:
         return f"Encoder(name={self.name!r}, dim={self.config.dim}, pool_factor={self.config.pool_factor})"
+
+
+def _umask_modes(folder: Path) -> None:
+    """Give the safetensors files ``save_pretrained`` wrote in ``folder`` the mode its other files
+    got from the umask (its weights go through safetensors' ``save_file``, which creates 0600)."""
+    reference = folder / "config.json"
+    if not reference.is_file():
+        return
+    mode = stat.S_IMODE(reference.stat().st_mode)
+    for path in folder.glob("*.safetensors"):
+        if stat.S_IMODE(path.stat().st_mode) != mode:
+            path.chmod(mode)

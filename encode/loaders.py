@@ -56,6 +56,16 @@ def read_json(path: Path, kind: type = dict) -> Any:
     return data
 
 
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Write ``tensors`` as a safetensors file with an ordinary open(), so the umask sets its mode
+    (safetensors' ``save_file`` creates files 0600)."""
+    from safetensors.torch import save
+
+    data = save(tensors)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file, or ModelLoadError naming a truncated or corrupt one."""
     from safetensors import SafetensorError

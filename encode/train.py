@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from xtrieve.encode.crisp import crisp_pool, maxsim
 from xtrieve.encode.heads import ResidualMLP, activate
+from xtrieve.encode.loaders import write_safetensors
 from xtrieve.encode.train_data import (
     ATTENDED, BM25, OUTPUT, StateCache, TrainSet, chunked, default_cache, encoder_cache_key, load_train_set, pad_flags,
     pad_states, split_queries,
@@ -218,13 +219,11 @@ def pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def save_checkpoint(folder: Path, model: TrainModel, opt: torch.optim.Optimizer, step: int, extra: dict) -> None:
-    from safetensors.torch import save_file
-
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "trainable.safetensors"))
+    write_safetensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "trainable.safetensors")
     sd = opt.state_dict()
     tensors, scalars = {}, {}
     for pid, st in sd["state"].items():
@@ -233,7 +232,7 @@ def save_checkpoint(folder: Path, model: TrainModel, opt: torch.optim.Optimizer,
                 tensors[f"{pid}.{name}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{pid}.{name}"] = value
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    write_safetensors(tensors, tmp / "optimizer.safetensors")
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
     (tmp / "state.json").write_text(json.dumps({"step": step, "param_groups": groups, "scalars": scalars, **extra},
                                                indent=1, default=str))
@@ -662,10 +661,8 @@ def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
         name = cfg.name or f"{enc.name}-crisp-x{cfg.pool_factor}"
         enc.save(folder, name=name, extra={"training": info})
         if not cfg.freeze_backbone and "package" in enc.spec.backbone_ref:
-            from safetensors.torch import save_file
-
-            save_file({k: v.detach().contiguous() for k, v in enc.backbone.state_dict().items()},
-                      str(folder / "backbone_weights.safetensors"))
+            write_safetensors({k: v.detach().contiguous() for k, v in enc.backbone.state_dict().items()},
+                              folder / "backbone_weights.safetensors")
 
     if cfg.holdout > 0 and cfg.eval_every and step == 0 and best is None:
         res = evaluate_held()

@@ -178,16 +178,25 @@ def corpus_to_docs(corpus: Mapping[str, Mapping[str, Any]]) -> tuple[list[dict[s
 
 
 def find_beir_folder(data_dir: str | Path, dataset: str | None = None) -> Path:
-    """The folder holding corpus.jsonl: ``data_dir`` itself or ``data_dir/dataset``."""
+    """The folder holding corpus.jsonl: ``data_dir`` itself, or with ``dataset`` the folder of that name.
+
+    With a dataset name, ``data_dir/dataset`` (or ``data_dir/dataset/dataset``, how BEIR zips
+    unpack) comes first, and ``data_dir`` itself counts only when it is named ``dataset``: a
+    report labelled with the name must come from that dataset's folder.
+    """
     root = Path(data_dir).expanduser()
-    candidates = [root] + ([root / dataset] if dataset else [])
     if dataset:
-        candidates.append(root / dataset / dataset)  # how the BEIR zips unpack into a parent
+        candidates = [root / dataset, root / dataset / dataset] + ([root] if root.name == dataset else [])
+    else:
+        candidates = [root]
     for c in candidates:
         if (c / "corpus.jsonl").is_file():
             return c
     if not root.exists():
         raise InputError(f"--data-dir {root}: no such folder")
+    if dataset and (root / "corpus.jsonl").is_file():
+        raise InputError(f"--dataset {dataset}: no BEIR folder {root / dataset} (with corpus.jsonl); {root} "
+                         "itself is a BEIR folder: drop --dataset to evaluate it")
     raise InputError(f"{root} is not a BEIR folder: no corpus.jsonl"
                      + (f" (nor in {root / dataset})" if dataset else ""))
 

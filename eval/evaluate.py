@@ -16,7 +16,8 @@ from typing import Any, Callable, Sequence
 
 from xtrieve.config import IndexConfig, SearchConfig
 from xtrieve.eval.beir_data import BeirDataset, resolve_dataset
-from xtrieve.eval.metrics import Results, drop_identical_ids, evaluate, hits_to_results, latency_summary, top_k, write_trec_run
+from xtrieve.eval.metrics import (Results, check_trec_id, drop_identical_ids, evaluate, hits_to_results,
+                                  latency_summary, top_k, write_trec_run)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class EvalReport:
     build_s: float | None
     index_bytes: int
     n_vectors: int
+    pool_factor: int | None
+    vector_storage: str | None
     index_path: str | None
     index_reused: bool
     exhaustive: bool
@@ -64,6 +67,8 @@ class EvalReport:
             "qps_single": round(self.latency["qps_single"], 3),
             "index_bytes": self.index_bytes,
             "n_vectors": self.n_vectors,
+            "pool_factor": self.pool_factor,
+            "vector_storage": self.vector_storage,
             "bytes_per_vector": round(self.index_bytes / self.n_vectors, 2) if self.n_vectors else None,
             "build_s": None if self.build_s is None else round(self.build_s, 3),
             "index_reused": self.index_reused,
@@ -118,8 +123,9 @@ def open_or_build(path: str | Path, docs: list[dict[str, Any]], model: str | Non
                   index_config: IndexConfig | None = None, show_progress: bool | None = None):
     """(Index, build seconds or None when reused, reused?) for ``path``.
 
-    An existing index is opened (``model``, when given, must match its encoder); an empty
-    or missing folder gets a new index over ``docs``. Build time covers encoding the
+    An existing index is opened (``model``, when given, must match its encoder) and must hold
+    exactly the documents of ``docs`` (InputError otherwise: it was built from another corpus);
+    an empty or missing folder gets a new index over ``docs``. Build time covers encoding the
     documents and writing the index, not loading the model.
     """
     import xtrieve
@@ -127,9 +133,12 @@ def open_or_build(path: str | Path, docs: list[dict[str, Any]], model: str | Non
     encoder = xtrieve.Encoder.load(model) if model is not None or not is_index_folder(path) else None
     if is_index_folder(path):
         idx = xtrieve.Index.open(path, encoder=encoder)
-        if len(idx) != len(docs):
-            log.warning("index %s holds %d documents, the corpus %d: scores may not be comparable",
-                        path, len(idx), len(docs))
+        check_same_documents(path, idx.snapshot.live_ids(), [d["id"] for d in docs])
+        if encoder is not None:
+            pool, built = getattr(encoder.config, "pool_factor", None), idx.info().pool_factor
+            if pool is not None and int(pool) != int(built):
+                log.warning("index %s was built with pool factor %d; --model's pool factor %d is not applied "
+                            "to a reused index (the report measures the index's own vectors)", path, built, pool)
         return idx, None, True
     t0 = time.perf_counter()
     idx = xtrieve.Index.build(path, docs, encoder=encoder, config=index_config or EVAL_INDEX_CONFIG,
@@ -137,6 +146,23 @@ def open_or_build(path: str | Path, docs: list[dict[str, Any]], model: str | Non
     build_s = time.perf_counter() - t0
     log.info("built %s in %.1f s", path, build_s)
     return idx, build_s, False
+
+
+def check_same_documents(path: str | Path, index_ids: set[str], corpus_ids: Sequence[str]) -> None:
+    """InputError unless the index at ``path`` holds exactly the corpus's documents."""
+    corpus = set(corpus_ids)
+    if index_ids == corpus:
+        return
+    missing, extra = corpus - index_ids, index_ids - corpus
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} corpus document id(s) are not in it (e.g. {min(missing)!r})")
+    if extra:
+        parts.append(f"it holds {len(extra)} id(s) the corpus lacks (e.g. {min(extra)!r})")
+    from xtrieve.errors import InputError
+
+    raise InputError(f"--index {path} was built from another corpus: {' and '.join(parts)}; "
+                     "give an empty or new --index folder to build one for this corpus")
 
 
 def evaluate_index(index: Any, dataset: BeirDataset, k: int = DEFAULT_K, exhaustive: bool = False,
@@ -178,6 +204,11 @@ def run_eval(data_dir: str | Path | None = None, dataset: str | None = None, spl
         from xtrieve.errors import InputError
 
         raise InputError(f"{ds.path}: every document has an empty title and text")
+    if run_file is not None:  # refuse ids a TREC run cannot hold before building or searching
+        for qid, _ in ds.query_items(max_queries):
+            check_trec_id("query", qid)
+        for doc in docs:
+            check_trec_id("doc", doc["id"])
     config = search_config or SearchConfig()
     with ExitStack() as stack:
         path = Path(index_dir) if index_dir is not None else Path(
@@ -193,6 +224,7 @@ def run_eval(data_dir: str | Path | None = None, dataset: str | None = None, spl
     return EvalReport(
         dataset=ds.name, split=split, n_queries=len(results), n_docs=len(docs), n_skipped_docs=len(skipped),
         metrics=metrics, latency=latency, build_s=build_s, index_bytes=int(info.bytes), n_vectors=int(info.n_vectors),
+        pool_factor=int(info.pool_factor), vector_storage=info.vector_storage,
         index_path=str(index_dir) if index_dir is not None else None, index_reused=reused, exhaustive=exhaustive,
         search_config=config.to_dict(), k=k, n_identical_dropped=dropped, model=model_name or model, results=results,
     )

@@ -110,33 +110,33 @@ def agreement(results: Results, reference: Results, k: int = 10) -> float:
     return float(np.mean(fractions)) if fractions else float("nan")
 
 
+def check_trec_id(kind: str, value: str) -> None:
+    """InputError unless ``value`` is one non-empty field without whitespace, as a TREC run needs."""
+    if value.split() != [value]:
+        from xtrieve.errors import InputError
+
+        raise InputError(f"{kind} id {value!r} cannot be written in TREC format (it is empty or contains whitespace)")
+
+
 def write_trec_run(path: str | Path, results: Results, tag: str = "xtrieve") -> Path:
     """Write a TREC run file: ``qid Q0 docid rank score tag``, best first per query.
 
-    Whitespace inside ids would break the format, so it is replaced by ``_`` (warned).
+    Every id is checked first (:func:`check_trec_id`): an id that is empty or holds whitespace
+    is refused with InputError before the file is touched.
     """
+    for qid, run in results.items():
+        check_trec_id("query", str(qid))
+        for doc_id in run:
+            check_trec_id("doc", str(doc_id))
     path = Path(path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
     tag = "_".join(str(tag).split()) or "xtrieve"
-    changed = 0
-
-    def clean(x: str) -> str:
-        nonlocal changed
-        parts = x.split()
-        if len(parts) != 1 or parts[0] != x:
-            changed += 1
-            return "_".join(parts) or "_"
-        return x
-
     with open(path, "w", encoding="utf-8") as f:
         for qid, run in results.items():
-            q = clean(qid)
             for rank, (doc_id, score) in enumerate(sorted(run.items(), key=lambda kv: -kv[1]), 1):
                 s = score if math.isfinite(score) else 0.0
-                f.write(f"{q} Q0 {clean(doc_id)} {rank} {s:.6f} {tag}\n")
-    if changed:
-        log.warning("%s: replaced whitespace in %d id(s) by '_' (TREC format)", path, changed)
+                f.write(f"{qid} Q0 {doc_id} {rank} {s:.6f} {tag}\n")
     return path
 
 

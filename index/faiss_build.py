@@ -71,10 +71,12 @@ def pq_subquantizers(dim: int, pq_bytes: int | None) -> int:
 
 def resolve_factory(config: IndexConfig, n_vectors: int, dim: int, template: dict | None) -> str:
     """The factory string for a segment of ``n_vectors`` vectors."""
-    if config.faiss_factory != "auto":
-        return config.faiss_factory
-    if template is not None:  # trained once: even a small segment stores 4-bit codes, not floats
-        return template["factory"]
+    if config.faiss_factory != "auto" or template is not None:
+        # a template was trained once: even a small segment stores 4-bit codes, not floats
+        factory = config.faiss_factory if config.faiss_factory != "auto" else template["factory"]
+        if config.vector_storage == "int4":
+            check_int4_factory(factory, dim)
+        return factory
     if n_vectors <= config.flat_max_vectors:
         return "Flat"
     nlist = config.nlist or auto_nlist(n_vectors)
@@ -99,6 +101,28 @@ def new_index(factory: str, dim: int):
         raise ConfigError(f"FAISS factory {factory!r} maps its own ids: xtrieve numbers FAISS vectors by "
                           "their row, so IDMap is not supported (drop the 'IDMap,' prefix)")
     return index
+
+
+def check_int4_factory(factory: str, dim: int) -> None:
+    """ConfigError when ``factory`` puts a transform (PCA, OPQ, ...) before an IVF index: int4
+    codes are residuals against IVF centroids in the vectors' own space."""
+    index = new_index(factory, dim)  # kept referenced: the FAISS wrappers below do not own it
+    if _ivf_behind_transform(index):
+        raise ConfigError(f"FAISS factory {factory!r} transforms vectors before its IVF lists, so its centroids "
+                          "are not in the vectors' space: vector_storage 'int4' needs IVF without a pre-transform "
+                          "(e.g. drop the transform, or use vector_storage 'int8')")
+
+
+def _ivf_behind_transform(index) -> bool:
+    """Whether ``index`` holds an IVF index under an IndexPreTransform (possibly inside a refine index)."""
+    faiss = load_faiss()
+
+    down = faiss.downcast_index(index)
+    if isinstance(down, faiss.IndexPreTransform):
+        return faiss.try_extract_index_ivf(down) is not None
+    if isinstance(down, faiss.IndexRefine):
+        return _ivf_behind_transform(down.base_index)
+    return False
 
 
 def _faiss_message(exc: RuntimeError) -> str:
@@ -254,5 +278,8 @@ def ivf_lists(index, vectors: np.ndarray, n: int = 1) -> np.ndarray:
     faiss = load_faiss()
 
     ivf = faiss.extract_index_ivf(index)
+    if vectors.shape[-1] != ivf.d:
+        raise ConfigError(f"IVF lists of {ivf.d}-dimensional centroids cannot be assigned to "
+                          f"{vectors.shape[-1]}-dimensional vectors (a transform before the IVF index?)")
     with build_threads():
         return ivf.quantizer.assign(np.ascontiguousarray(vectors, dtype=np.float32), n)

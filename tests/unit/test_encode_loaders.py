@@ -287,3 +287,20 @@ def test_pylate_modernbert_folder_matches_reference_computation(modernbert_pylat
     got = enc.encode_documents([doc])[0]
     assert got.shape == (len(keep), 16)
     assert np.allclose(got, reference(d_ids, len(d_ids), keep), atol=1e-5)
+
+
+def test_save_writes_weights_with_the_umask(colbert_folder, tmp_path):
+    import os
+    import stat
+
+    enc = Encoder.load(colbert_folder[0])
+    old = os.umask(0o022)
+    try:
+        copied = enc.save(tmp_path / "copied")  # backbone copied into the folder
+        enc.spec.backbone_overlay = {"encoder.layer.0.output.dense.bias": torch.zeros(4)}
+        ref = enc.save(tmp_path / "ref", copy_backbone=False)  # head + overlay over a referenced backbone
+    finally:
+        os.umask(old)
+    files = [p for p in list(copied.rglob("*")) + list(ref.rglob("*")) if p.is_file()]
+    assert {"head.safetensors", "backbone_overlay.safetensors", "model.safetensors"} <= {p.name for p in files}
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files if stat.S_IMODE(p.stat().st_mode) != 0o644} == {}

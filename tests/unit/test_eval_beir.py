@@ -146,14 +146,24 @@ def test_search_queries_times_each_call():
     assert len(lat) == 2 and results == {"a": {"d1": 1.0}, "b": {"d1": 1.0}} and dropped == 0
 
 
-def test_trec_run_round_trip(tmp_path, caplog):
-    run = {"q 1": {"d/1": 0.5, "d 2": 2.0}, "q2": {"x": 1.0}}
+def test_trec_run_round_trip(tmp_path):
+    run = {"q1": {"d/1": 0.5, "d2": 2.0}, "q2": {"x": 1.0}}
     path = metrics.write_trec_run(tmp_path / "sub" / "run.trec", run, tag="my tag")
     lines = path.read_text().splitlines()
-    assert lines[0] == "q_1 Q0 d_2 1 2.000000 my_tag"
-    assert lines[1] == "q_1 Q0 d/1 2 0.500000 my_tag"
+    assert lines[0] == "q1 Q0 d2 1 2.000000 my_tag"
+    assert lines[1] == "q1 Q0 d/1 2 0.500000 my_tag"
     assert all(len(line.split()) == 6 for line in lines)
-    assert metrics.read_trec_run(path) == {"q_1": {"d_2": 2.0, "d/1": 0.5}, "q2": {"x": 1.0}}
+    assert metrics.read_trec_run(path) == {"q1": {"d2": 2.0, "d/1": 0.5}, "q2": {"x": 1.0}}
+
+
+@pytest.mark.parametrize("run, bad", [({"q 1": {"d": 1.0}}, "query id 'q 1'"),
+                                      ({"q": {"a b": 1.0, "a_b": 0.5}}, "doc id 'a b'"),
+                                      ({"q": {"": 1.0}}, "doc id ''")])
+def test_trec_run_refuses_ids_it_cannot_hold(tmp_path, run, bad):
+    path = tmp_path / "run.trec"
+    with pytest.raises(InputError, match=bad):
+        metrics.write_trec_run(path, run)
+    assert not path.exists()
 
 
 def test_latency_summary_and_agreement():
@@ -168,3 +178,18 @@ def test_write_beir_round_trip_is_json_lines(tmp_path):
     for line in (folder / "corpus.jsonl").read_text().splitlines():
         json.loads(line)
     assert (folder / "qrels" / "test.tsv").read_text().startswith("query-id\tcorpus-id\tscore\n")
+
+
+def test_dataset_name_prefers_its_subfolder_over_the_root(toy):
+    sub = beir_data.write_beir(toy / "sub", {"d1": {"title": "", "text": "x"}}, {"q1": "x"},
+                               {"test": {"q1": {"d1": 1}}})
+    assert beir_data.find_beir_folder(toy, "sub") == sub
+    ds = beir_data.load_beir(toy, dataset="sub")
+    assert (ds.name, ds.path, list(ds.corpus)) == ("sub", sub, ["d1"])
+    assert beir_data.find_beir_folder(toy) == toy  # no name: the root itself
+    assert beir_data.find_beir_folder(toy, "toy") == toy  # the root is the named folder
+
+
+def test_dataset_name_absent_under_a_beir_root_is_an_error(toy):
+    with pytest.raises(InputError, match=r"--dataset nfcorpus: no BEIR folder .*drop --dataset"):
+        beir_data.find_beir_folder(toy, "nfcorpus")

@@ -46,8 +46,19 @@ def fake_eval_index(monkeypatch):
     monkeypatch.setattr(ev, "open_or_build", open_or_build)
 
 
+def test_eval_run_file_refuses_ids_trec_cannot_hold(toy, tmp_path, fake_eval_index):
+    run_file = tmp_path / "run.trec"
+    res = CliRunner().invoke(main, ["eval", "--data-dir", str(toy), "--run-file", str(run_file)])
+    assert res.exit_code != 0 and not run_file.exists()
+    assert res.output.strip().splitlines()[-1].startswith("error: query id 'q 5' cannot be written in TREC")
+
+
 def test_eval_json_last_line(toy, tmp_path, fake_eval_index):
     run_file = tmp_path / "run.trec"
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):  # ids with spaces cannot go in a TREC run
+        path = toy / name
+        path.write_text(path.read_text(encoding="utf-8").replace("q 5", "q5").replace("doc 3", "doc3"),
+                        encoding="utf-8")
     res = CliRunner().invoke(main, ["eval", "--data-dir", str(toy), "--format", "json", "--run-file", str(run_file)])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])
@@ -58,7 +69,7 @@ def test_eval_json_last_line(toy, tmp_path, fake_eval_index):
     assert 0 <= out["ndcg@10"] <= 1 and out["index_bytes"] > 0
     assert out["n_identical_dropped"] == 2
     lines = run_file.read_text().splitlines()
-    assert {line.split()[0] for line in lines} == {"q1", "q2", "q3", "14", "q_5", "30"}
+    assert {line.split()[0] for line in lines} == {"q1", "q2", "q3", "14", "q5", "30"}
     assert not any(line.split()[0] == line.split()[2] for line in lines)  # no query's own doc
 
 
@@ -170,3 +181,25 @@ def test_bench_peer_rows_use_the_same_ids(toy, fake_encoder, monkeypatch):
     assert peer["ndcg@10"] == pytest.approx(exhaustive["ndcg@10"]) and peer["agree@10"] == 1.0
     assert peer["peak_rss_mb"] == 12.0 and peer["index_bytes"] == 999
     assert set(report["peers_skipped"]) == {"xtr-warp", "pylate-plaid"}
+
+
+def test_eval_refuses_an_index_built_from_another_corpus(toy, tmp_path, fake_encoder):
+    """Reuse needs the index's live ids to be the corpus's: another corpus is one clear error."""
+    from xtrieve.eval.evaluate import run_eval
+
+    index_dir = tmp_path / "ix"
+    first = run_eval(data_dir=toy, index_dir=index_dir)
+    assert not first.index_reused and first.pool_factor >= 1 and first.summary()["pool_factor"] == first.pool_factor
+    again = run_eval(data_dir=toy, index_dir=index_dir)
+    assert again.index_reused and again.n_vectors == first.n_vectors and again.vector_storage == first.vector_storage
+    rows = [json.loads(line) for line in (toy / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "qrels").mkdir()
+    (other / "queries.jsonl").write_bytes((toy / "queries.jsonl").read_bytes())
+    (other / "qrels" / "test.tsv").write_bytes((toy / "qrels" / "test.tsv").read_bytes())
+    (other / "corpus.jsonl").write_text("".join(json.dumps({**r, "_id": f"B{r['_id']}"}) + "\n" for r in rows),
+                                        encoding="utf-8")
+    res = CliRunner().invoke(main, ["eval", "--data-dir", str(other), "--index", str(index_dir)])
+    assert res.exit_code != 0
+    assert "was built from another corpus" in res.output and "corpus document id(s) are not in it" in res.output
