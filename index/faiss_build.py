@@ -104,13 +104,14 @@ def new_index(factory: str, dim: int):
 
 
 def check_int4_factory(factory: str, dim: int) -> None:
-    """ConfigError when ``factory`` puts a transform (PCA, OPQ, ...) before an IVF index: int4
-    codes are residuals against IVF centroids in the vectors' own space."""
+    """ConfigError when ``factory`` reduces the vectors' dimension (PCA64, ...) before an IVF index:
+    int4 codes are residuals against IVF centroids of the vectors' own dimension (a transform
+    that keeps it, such as a rotation, leaves centroids the residuals still decode against)."""
     index = new_index(factory, dim)  # kept referenced: the FAISS wrappers below do not own it
-    if _ivf_behind_transform(index):
-        raise ConfigError(f"FAISS factory {factory!r} transforms vectors before its IVF lists, so its centroids "
-                          "are not in the vectors' space: vector_storage 'int4' needs IVF without a pre-transform "
-                          "(e.g. drop the transform, or use vector_storage 'int8')")
+    if _ivf_behind_transform(index) and load_faiss().extract_index_ivf(index).d != dim:
+        raise ConfigError(f"FAISS factory {factory!r} reduces vectors to another dimension before its IVF lists: "
+                          "vector_storage 'int4' needs IVF centroids of the vectors' own dimension "
+                          "(drop the reduction, or use vector_storage 'int8')")
 
 
 def _ivf_behind_transform(index) -> bool:
@@ -175,9 +176,9 @@ def fill_index(empty, chunks: Iterable[np.ndarray], factory: str | None = None):
     check that it answers xtrieve's searches (``check_searchable``); errors name ``factory``."""
     faiss = load_faiss()
 
-    index = faiss.clone_index(empty)
     first = None
     try:
+        index = faiss.clone_index(empty)
         with build_threads():
             for chunk in chunks:
                 chunk = np.ascontiguousarray(chunk, dtype=np.float32)
@@ -246,6 +247,14 @@ def check_searchable(index, query: np.ndarray, name: str) -> None:
             raise ConfigError(f"{name} returns ids that are not vector row numbers")
         if sel is not None and (ids == 0).any():
             raise ConfigError(f"{name} ignores the ID selector xtrieve uses for deletes and filters")
+
+
+def list_sizes(index) -> np.ndarray:
+    """The length of each inverted list of an IVF index [nlist]."""
+    faiss = load_faiss()
+
+    ivf = faiss.extract_index_ivf(index)
+    return np.array([ivf.invlists.list_size(i) for i in range(ivf.nlist)], dtype=np.int64)
 
 
 def write_index(index, path: Path) -> None:

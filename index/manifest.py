@@ -17,7 +17,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ENCODER_DIR = "encoder"
 # the folders an index keeps its encoder in: encoder/, or encoder-gNNNNNN/ after an overwrite
-ENCODER_DIR_NAME = re.compile(rf"{ENCODER_DIR}(-g\d{{6}})?")
+ENCODER_DIR_NAME = re.compile(rf"{ENCODER_DIR}(-g\d{{6,}})?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +55,9 @@ class Manifest:
     next_auto_id: int = 0
     xtrieve_version: str = ""
     encoder_dir: str = ENCODER_DIR  # the folder holding the encoder (when there is one)
-    # every metadata column documents have brought (kept when their documents are deleted, so a
-    # filter on one stays valid: it matches nothing)
-    columns: tuple[str, ...] = ()
+    # every metadata column documents have brought, with its Arrow type's name (kept when their
+    # documents are deleted, so that a filter on one stays valid: it matches nothing)
+    columns: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def dense_weight(self) -> float:
@@ -80,7 +80,7 @@ class Manifest:
             "encoder_dir": self.encoder_dir if self.encoder is not None else None,
             "pool_factor": self.pool_factor, "index_config": self.config.to_dict(),
             "segments": [s.to_dict() for s in self.segments], "faiss_template": self.template,
-            "next_segment": self.next_segment, "next_auto_id": self.next_auto_id, "columns": list(self.columns),
+            "next_segment": self.next_segment, "next_auto_id": self.next_auto_id, "columns": dict(self.columns),
         }
         body["checksum"] = _checksum(body)
         return (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
@@ -173,14 +173,14 @@ def read_manifest(root: Path) -> Manifest:
     if template is not None:
         _need(isinstance(template, dict) and isinstance(template.get("factory"), str), path, "bad 'faiss_template'")
         _files(root, {template.get("file"): template.get("sha256")}, path, "faiss_template")
-    columns = body.get("columns", [])
-    _need(isinstance(columns, list) and all(isinstance(c, str) for c in columns), path,
-          "'columns' must be a list of names")
+    columns = body.get("columns", {})
+    _need(isinstance(columns, dict) and all(isinstance(t, str) for t in columns.values()), path,
+          "'columns' must map column names to type names")
     dim = _count(body, "dim", path, "index")
     _need(dim > 0, path, "'dim' must be positive")
     return Manifest(
         generation=_count(body, "generation", path, "index"), dim=dim, config=config, encoder=encoder,
         pool_factor=_count(body, "pool_factor", path, "index") or 1, segments=tuple(segments), template=template,
         next_segment=_count(body, "next_segment", path, "index"), next_auto_id=_count(body, "next_auto_id", path, "index"),
-        xtrieve_version=str(body.get("xtrieve_version", "")), encoder_dir=encoder_dir, columns=tuple(columns),
+        xtrieve_version=str(body.get("xtrieve_version", "")), encoder_dir=encoder_dir, columns=dict(columns),
     )

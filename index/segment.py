@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from xtrieve.errors import IndexFormatError
+from xtrieve.faiss_loader import load_faiss
 from xtrieve.index import faiss_build
 from xtrieve.index.arrow_numpy import as_numpy
 from xtrieve.index.codecs import check_int4_dim, decode_int4, list_dtype, quantize_int4, quantize_int8
@@ -258,6 +259,12 @@ class SegmentCore:
                 except RuntimeError as exc:  # FAISS's own error for an unreadable index
                     raise IndexFormatError(f"corrupt token index of segment {self.name}: {exc}") from None
             return self._faiss
+
+    @cached_property
+    def ivf_list_sizes(self) -> np.ndarray | None:
+        """The length of each inverted list of the token index (None when it is not IVF)."""
+        index = self.faiss_index
+        return faiss_build.list_sizes(index) if load_faiss().try_extract_index_ivf(index) is not None else None
 
     @cached_property
     def bases(self) -> np.ndarray | None:

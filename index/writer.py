@@ -290,16 +290,16 @@ class WriteSession:
         self._live = None
         return added
 
-    def _columns_with(self, entries: list[SegmentEntry]) -> tuple[str, ...]:
-        """The index's metadata columns with those of new segments (an index written before the
-        manifest listed them: with those of its segments too)."""
-        names = set(self.manifest.columns)
+    def _columns_with(self, entries: list[SegmentEntry]) -> dict[str, str]:
+        """The index's metadata columns (name -> Arrow type name) with those of new segments (an
+        index written before the manifest listed them: with those of its segments too)."""
+        columns = dict(self.manifest.columns)
         tables = [stored_columns(self.root, e.name) for e in entries]
         if self.manifest.segments and not self.manifest.columns:
-            tables += [seg.table for seg in self.snapshot().segments]
+            tables = [seg.table for seg in self.snapshot().segments] + tables
         for table in tables:
-            names.update(c for c in table.column_names if c != "text")
-        return tuple(sorted(names))
+            columns.update((f.name, str(f.type)) for f in table.schema if f.name != "text")
+        return dict(sorted(columns.items()))
 
     # -- operations --------------------------------------------------------------------
 

@@ -99,6 +99,14 @@ def check_dense(d: object, hidden: int, i: int) -> torch.Tensor | None:
     return torch.from_numpy(arr)
 
 
+def _arrow_type(name: str | None) -> pa.DataType:
+    """The Arrow type a manifest names (null for a name pyarrow cannot read back, such as a list's)."""
+    try:
+        return pa.type_for_alias(name) if name else pa.null()
+    except ValueError:
+        return pa.null()
+
+
 class Searcher:
     """Searches one immutable snapshot of an index; safe to share between threads.
 
@@ -192,16 +200,20 @@ class Searcher:
     def _metadata_columns(self) -> set[str]:
         """The segments' columns (less the text) and every column the manifest says documents
         brought: a filter may name one whose documents are all deleted (it matches nothing)."""
-        cols = set(getattr(getattr(self.snapshot, "manifest", None), "columns", ()))
+        cols = set(self._manifest_columns)
         for s in self.segments:
             cols.update(c for c in s.table.column_names if c not in ("text",))
         return cols
 
+    @property
+    def _manifest_columns(self) -> dict[str, str]:
+        return getattr(getattr(self.snapshot, "manifest", None), "columns", {})
+
     def _filter_table(self, seg) -> "pa.Table":
-        """A segment's table with a null column for each index column it lacks."""
+        """A segment's table with a null column (of the type it had) for each index column it lacks."""
         table = seg.table
         for name in sorted(self.columns.difference(table.column_names)):
-            table = table.append_column(name, pa.nulls(table.num_rows))
+            table = table.append_column(name, pa.nulls(table.num_rows, _arrow_type(self._manifest_columns.get(name))))
         return table
 
     # -- allowed documents --------------------------------------------------------------

@@ -20,6 +20,7 @@ import logging
 import numpy as np
 
 from xtrieve.faiss_loader import load_faiss
+from xtrieve.index.faiss_build import list_sizes
 from xtrieve.retrieve.probe import TokenProbe
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,9 @@ def form_groups(cores: list, probes: list[TokenProbe],
     for members in buckets.values():
         sizes = np.cumsum([probes[no].ntotal for no in members])
         members = members[:int(np.searchsorted(sizes, MAX_GROUP_VECTORS, side="right"))]
-        members = safe_to_merge([probes[no].index for no in members], members)
+        if len(members) > 1:
+            members = safe_to_merge([probes[no].index for no in members], members,
+                                    [_cached_list_sizes(cores[no], probes[no].index) for no in members])
         merged = merged_probe([probes[no].index for no in members], probes[members[0]].centroids) \
             if len(members) > 1 else None
         if merged is not None:
@@ -113,12 +116,13 @@ def form_groups(cores: list, probes: list[TokenProbe],
     return groups
 
 
-def safe_to_merge(indexes: list, members: list[int]) -> list[int]:
+def safe_to_merge(indexes: list, members: list[int], sizes: list[np.ndarray] | None = None) -> list[int]:
     """The ``members`` (with their ``indexes``) that merge safely, in order; the rest are searched
     alone. FAISS (up to 1.15 at least) appends a block-packed inverted list (fast-scan IVF) to one
     whose length is a non-zero multiple of its block's size in bytes by copying as many bytes as
     the whole merged list needs, past the end of both buffers: the heap is corrupted and the
-    process aborts, or worse. A segment is left out when appending it would meet that case."""
+    process aborts, or worse. A segment is left out when appending it would meet that case.
+    ``sizes``: each index's inverted list lengths, if known (else read here)."""
     faiss = load_faiss()
 
     lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(indexes[0]).invlists)
@@ -126,21 +130,19 @@ def safe_to_merge(indexes: list, members: list[int]) -> list[int]:
         return members
     block = int(lists.block_size)
     chosen, total = [], None
-    for no, index in zip(members, indexes):
-        sizes = list_sizes(index)
-        if total is not None and np.any((total > 0) & (total % block == 0) & (sizes > 0)):
+    for i, (no, index) in enumerate(zip(members, indexes)):
+        lengths = sizes[i] if sizes is not None else list_sizes(index)
+        if total is not None and np.any((total > 0) & (total % block == 0) & (lengths > 0)):
             continue
         chosen.append(no)
-        total = sizes if total is None else total + sizes
+        total = lengths if total is None else total + lengths
     return chosen
 
 
-def list_sizes(index) -> np.ndarray:
-    """The length of each inverted list of an IVF index [nlist]."""
-    faiss = load_faiss()
-
-    ivf = faiss.extract_index_ivf(index)
-    return np.array([ivf.invlists.list_size(i) for i in range(ivf.nlist)], dtype=np.int64)
+def _cached_list_sizes(core, index) -> np.ndarray:
+    """A segment's inverted list lengths, kept by its SegmentCore across snapshots where it has one."""
+    cached = getattr(core, "ivf_list_sizes", None)
+    return cached if cached is not None else list_sizes(index)
 
 
 def merged_probe(indexes: list, centroids) -> TokenProbe | None:

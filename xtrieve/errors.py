@@ -27,7 +27,8 @@ class IndexFormatError(XtrieveError):
 
 
 class IndexLockedError(XtrieveError):
-    """Another writer holds the index's lock."""
+    """Another writer holds the index's lock, or writers replaced its commit during every attempt
+    to open it (try again)."""
 
 
 class FilterError(XtrieveError, ValueError):

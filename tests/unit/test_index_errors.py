@@ -408,3 +408,17 @@ def test_a_bad_faiss_factory_fails_before_any_document_is_encoded(tmp_path):
         xtrieve.Index.build(tmp_path / "ix", ["text"], encoder=Counting(DIM, "fake", "0" * 64),
                             config={"faiss_factory": "garbage"})
     assert Counting.calls == 0 and not (tmp_path / "ix").exists()
+
+
+def test_an_expression_on_a_column_whose_documents_are_all_deleted_agrees_with_the_string(tmp_path):
+    import pyarrow.compute as pc
+
+    from xtrieve.index.manifest import ENCODER_DIR_NAME
+
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["a"], rand(1), metadata=[{"year": 2001}])
+    idx.add_embeddings(["t1"], rand(1, seed=1), metadata=[{"tag": "x"}])
+    idx.delete(["t1"])
+    assert json.loads((tmp_path / "ix" / "manifest.json").read_text())["columns"]["tag"] == "string"
+    q = rand(1)[0]
+    assert idx.search(q, k=5, filter=pc.field("tag").isin(["x"])) == idx.search(q, k=5, filter="tag in ('x')") == []
+    assert ENCODER_DIR_NAME.fullmatch("encoder-g1000000")  # past generation 999,999 too
