@@ -5,7 +5,6 @@ import hashlib
 import json
 import logging
 import numbers
-import pickle  # only for its exception: a pickled checkpoint, refused by weights_only loading
 import re
 import shutil
 import stat
@@ -39,7 +38,7 @@ BATCH_ACTIVATION_BYTES = 24 << 20
 TOLERATED_WEIGHTS = re.compile(r"(^|\.)pooler\.|(^|\.)(position_ids|token_type_ids)$")
 # what loading a broken backbone folder raises inside transformers / torch / safetensors
 LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, KeyError, TypeError,
-                                                AttributeError, pickle.UnpicklingError)
+                                                AttributeError)
 try:
     from safetensors import SafetensorError
     LOAD_ERRORS += (SafetensorError,)
@@ -192,6 +191,8 @@ class Encoder:
                 backbone = AutoModel.from_config(AutoConfig.from_pretrained(str(spec.backbone_dir)))
                 missing, unexpected = backbone.load_state_dict(spec.backbone_state, strict=False)
             else:
+                if not (spec.backbone_dir / "model.safetensors").exists() and loaders.has_weights(spec.backbone_dir):
+                    loaders.read_weights(spec.backbone_dir)  # a .bin: refused by name unless it loads weights-only
                 backbone, info = AutoModel.from_pretrained(str(spec.backbone_dir), output_loading_info=True)
                 missing, unexpected = info.get("missing_keys", ()), info.get("unexpected_keys", ())
             misfit = weights_misfit(backbone, missing, unexpected)
