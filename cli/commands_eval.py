@@ -27,7 +27,7 @@ def _pct(x) -> str:
 @click.option("--run-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the run in TREC format (qid Q0 docid rank score tag).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("-k", "k", type=click.IntRange(min=1), default=100, show_default=True, help="Hits per query.")
+@click.option("-k", "--top-k", "k", type=click.IntRange(min=1), default=100, show_default=True, help="Hits per query.")
 @search_config_options
 @click.option("--exhaustive", is_flag=True, help="Score every document exactly (slow, ground truth).")
 @click.option("--max-queries", type=click.IntRange(min=1), default=None, help="Evaluate only the first N queries.")
@@ -86,7 +86,7 @@ def eval_command(data_dir, dataset, split, model, index_dir, run_file, fmt, k, k
 @click.option("--grid", type=click.Choice(["small", "full"]), default="small", show_default=True,
               help="k'/n_rerank settings of the fast path to compare.")
 @click.option("--max-queries", type=click.IntRange(min=1), default=None, help="Use only the first N queries.")
-@click.option("-k", "k", type=click.IntRange(min=1), default=100, show_default=True, help="Hits per query.")
+@click.option("-k", "--top-k", "k", type=click.IntRange(min=1), default=100, show_default=True, help="Hits per query.")
 @click.option("--nprobe", type=click.IntRange(min=1), default=None, help="IVF lists probed (all grid points).")
 @click.option("--no-peers", is_flag=True, help="Do not run fast-plaid / xtr-warp-rs / PyLate even if installed.")
 @click.option("--peers-python", envvar="XTRIEVE_PEERS_PYTHON", default=None,

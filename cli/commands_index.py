@@ -116,14 +116,17 @@ def info_command(index, fmt, no_verify):
     """Show sizes and settings of INDEX (checksums verified)."""
     from xtrieve.retrieve.api import Index
 
-    info = Index.open(index, verify=not no_verify).info()
+    idx = Index.open(index, verify=not no_verify)
+    if not no_verify:
+        idx.verify_encoder_files()
+    info = idx.info()
     data = info.to_dict()
+    if info.n_vectors:
+        data["bytes_per_vector"] = round(info.bytes / info.n_vectors, 1)
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
         return
     data["bytes"] = f"{info.bytes} ({_human(info.bytes)})"
-    if info.n_vectors:
-        data["bytes_per_vector"] = f"{info.bytes / info.n_vectors:.1f}"
     data["faiss"] = ", ".join(sorted(set(info.faiss))) or "-"
     width = max(len(k) for k in data)
     for k, v in data.items():

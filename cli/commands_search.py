@@ -14,11 +14,11 @@ from xtrieve.cli.search_options import search_config, search_config_options
 @click.command("search")
 @click.argument("index", type=click.Path(file_okay=False))
 @click.argument("query", required=False)
-@click.option("-k", "k", default=10, show_default=True, help="Number of hits per query.")
+@click.option("-k", "--top-k", "k", default=10, show_default=True, help="Number of hits per query.")
 @click.option("--filter", "filter_", default=None, help="Metadata filter, e.g. \"year >= 2020 and lang == 'en'\".")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "trec"]), default="table", show_default=True)
 @click.option("--queries", "queries_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="JSONL or TSV file of queries (instead of QUERY).")
+              help="JSONL (or a JSON list) or TSV file of queries (instead of QUERY).")
 @click.option("--exhaustive", is_flag=True, help="Score every document exactly (slow, ground truth).")
 @search_config_options
 def search_command(index, query, k, filter_, fmt, queries_file, exhaustive, k_prime, n_rerank, nprobe, imputation):

@@ -15,7 +15,7 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)  # learning rates, temperatu
 @click.option("--split", default="train", show_default=True, help="qrels split of BEIR folders.")
 @click.option("--base", default=None, help="Model to start from (default: the offline default model).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output model folder.")
-@click.option("--pool-factor", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--pool-factor", type=click.IntRange(min=1), default=4, show_default=True,
               help="Cluster each document's tokens into ceil(n / R) centroids during training; saved in the model.")
 @click.option("--max-steps", type=click.IntRange(min=0), default=None, help="Training steps (default: one pass).")
 @click.option("--freeze-backbone/--no-freeze-backbone", default=True, show_default=True,

@@ -317,6 +317,9 @@ def load_sentence_transformers(folder: Path) -> ModelSpec:
         )
     else:
         config = encoder_config(folder, query_maxlen=min(doc_maxlen, 64), **common)
+        if weight is None:
+            log.info("%s is a sentence-transformers model with no Dense head: its %d-d token states are used as "
+                     "they are (no ColBERT markers; a model trained for late interaction will do better)", folder, dim)
     return ModelSpec(name=folder.name, backbone_dir=backbone_dir, backbone_ref={"path": str(backbone_dir)},
                      config=config, head_weight=weight, head_bias=bias)
 

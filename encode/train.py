@@ -56,7 +56,7 @@ class TrainConfig:
     out: str
     split: str = "train"
     base: str | None = None
-    pool_factor: int = 3
+    pool_factor: int = 4
     max_steps: int | None = None       # None: one pass over the training queries
     freeze_backbone: bool = True
     resume: bool = False

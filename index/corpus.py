@@ -1,7 +1,8 @@
-"""Corpus files -> document dicts: BEIR JSONL, JSON, CSV/TSV, Parquet, or a folder of .txt."""
+"""Corpus files -> document dicts: BEIR JSONL, JSON, CSV/TSV, Parquet, a folder of .txt or a BEIR folder."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -10,6 +11,9 @@ from xtrieve.errors import InputError
 TEXT_COLUMNS = ("id", "_id", "text", "title")
 CSV_BLOCK = 1 << 24
 ENCODING = "utf-8-sig"  # UTF-8; a byte-order mark at the start is dropped
+BEIR_CORPUS_FILES = ("corpus.jsonl", "corpus.jsonl.gz")
+
+log = logging.getLogger(__name__)
 
 
 def read_corpus(path: str | Path) -> Iterator[dict[str, Any]]:
@@ -21,7 +25,7 @@ def read_corpus(path: str | Path) -> Iterator[dict[str, Any]]:
     if not path.exists():
         raise InputError(f"corpus not found: {path}")
     if path.is_dir():
-        reader = _txt_folder(path)
+        reader = _folder(path)
     else:
         suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
         readers = {".jsonl": iter_jsonl, ".jsonl.gz": iter_jsonl, ".ndjson": iter_jsonl, ".json": _json, ".csv": _csv,
@@ -83,17 +87,34 @@ def iter_jsonl_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise InputError(f"{path}: cannot read ({exc})") from None
 
 
-def _json(path: Path) -> Iterator[dict[str, Any]]:
+def iter_json_records(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """(number, where, object) for each record of a ``.json`` file: a JSON list of objects
+    (numbered from 1), or JSON Lines under that suffix (numbered by line; told apart by the
+    first character)."""
+    try:
+        with _open_text(path) as f:
+            head = f.read(4096).lstrip()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from None
+    if not head.startswith("["):
+        for n, obj in iter_jsonl_lines(path):
+            yield n, f"{path}:{n}", obj
+        return
     try:
         data = json.loads(path.read_text(encoding=ENCODING))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc})") from None
-    if not isinstance(data, list):
-        raise InputError(f"{path}: expected a JSON list of documents")
     for n, obj in enumerate(data):
-        yield _row(obj, f"{path}[{n}]")
+        yield n + 1, f"{path}[{n}]", _row(obj, f"{path}[{n}]")
+
+
+def _json(path: Path) -> Iterator[dict[str, Any]]:
+    for _, _, obj in iter_json_records(path):
+        yield obj
 
 
 def _csv(path: Path) -> Iterator[dict[str, Any]]:
@@ -131,8 +152,19 @@ def _parquet(path: Path) -> Iterator[dict[str, Any]]:
         raise InputError(f"{path}: cannot read as Parquet ({exc})") from None
 
 
-def _txt_folder(path: Path) -> Iterator[dict[str, Any]]:
+def _folder(path: Path) -> Iterator[dict[str, Any]]:
+    """A folder of .txt files (one document each), or a BEIR dataset folder (its corpus.jsonl)."""
     files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".txt" and p.is_file())
+    if files:
+        return _txt_files(files)
+    for name in BEIR_CORPUS_FILES:
+        if (path / name).is_file():
+            log.info("reading the BEIR corpus %s", path / name)
+            return iter_jsonl(path / name)
+    raise InputError(f"corpus folder {path} has no .txt files and no {' or '.join(BEIR_CORPUS_FILES)}")
+
+
+def _txt_files(files: list[Path]) -> Iterator[dict[str, Any]]:
     for p in files:
         try:
             text = p.read_text(encoding=ENCODING)

@@ -1,7 +1,7 @@
 """Documents as users give them (str or dict) -> (id, text to encode, stored columns)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -27,10 +27,24 @@ def check_id(value: Any, where: str) -> str:
     return doc_id
 
 
-def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+def explicit_ids(docs: Sequence[Any]) -> set[str]:
+    """The ids that the dict documents of ``docs`` give (unusable ones are left to :func:`normalize`)."""
+    ids = set()
+    for doc in docs:
+        key = next((k for k in ID_KEYS if k in doc), None) if isinstance(doc, dict) else None
+        value = doc[key] if key is not None else None
+        if isinstance(value, (str, int, np.integer)) and not isinstance(value, bool):
+            ids.add(str(value))
+    return ids
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any], doc_id: str) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
-            _flatten(f"{prefix}.{k}", v, out)
+            _flatten(f"{prefix}.{k}", v, out, doc_id)
+    elif prefix in out:
+        raise InputError(f"document {doc_id!r}: metadata field {prefix!r} is given twice (nested metadata is "
+                         "stored flattened, so {'a': {'b': ...}} and 'a.b' name the same column)")
     else:
         out[prefix] = value
 
@@ -47,6 +61,8 @@ def normalize(doc: Any, position: int, auto_id: Callable[[], str]) -> tuple[str,
     if id_key is None:
         raise InputError(f"document {position}: missing 'id' (or '_id') field")
     doc_id = check_id(doc[id_key], f"document {position}")
+    if all(k in doc for k in ID_KEYS) and check_id(doc["_id"], f"document {position}") != doc_id:
+        raise InputError(f"document {position}: both 'id' ({doc_id!r}) and '_id' ({str(doc['_id'])!r}) are given")
     if "text" not in doc:
         raise InputError(f"document {doc_id!r}: missing 'text' field")
     text, title = doc["text"], doc.get("title")
@@ -70,7 +86,7 @@ def add_metadata(row: dict[str, Any], key: Any, value: Any, doc_id: str) -> None
     """Store one metadata field in ``row``; a dict value becomes columns ``key.sub`` (flattened)."""
     if not isinstance(key, str) or not key or key == "doc_id" or key.startswith("__"):
         raise InputError(f"document {doc_id!r}: metadata key {key!r} is reserved or invalid")
-    _flatten(key, value, row)
+    _flatten(key, value, row, doc_id)
 
 
 def rows_table(ids: list[str], rows: list[dict[str, Any]], store_text: bool) -> pa.Table:

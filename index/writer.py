@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -23,8 +23,8 @@ from xtrieve.config import IndexConfig
 from xtrieve.errors import ConfigError, IndexFormatError, InputError, ModelMismatchError, XtrieveError
 from xtrieve.faiss_loader import load_faiss
 from xtrieve.index import faiss_build
-from xtrieve.index.docs import (add_metadata, batched, check_embedding, check_id, check_one_type_per_column, normalize,
-                                rows_table, short_list, unify)
+from xtrieve.index.docs import (add_metadata, batched, check_embedding, check_id, check_one_type_per_column, explicit_ids,
+                                normalize, rows_table, short_list, unify)
 from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
 from xtrieve.index.lock import LOCK_FILE, WriterLock
 from xtrieve.index.manifest import ENCODER_DIR, ENCODER_DIR_NAME, MANIFEST, Manifest, SegmentEntry, read_manifest, write_manifest
@@ -318,12 +318,15 @@ class WriteSession:
         all_ids: list[str] = []
         encode_seconds = [0.0]
 
-        seen: set[str] = set()  # ids earlier in this input: an auto id skips them too
+        # ids given in this input: an auto id skips them (all of a list's, up front; a stream's so far)
+        seen: set[str] = explicit_ids(docs) if isinstance(docs, Sequence) else set()
+        given_automatically: set[str] = set()
 
         def auto_id() -> str:
             while str(counter[0]) in live or str(counter[0]) in seen:
                 counter[0] += 1
             counter[0] += 1
+            given_automatically.add(str(counter[0] - 1))
             return str(counter[0] - 1)
 
         def batches() -> Iterator[Batch]:
@@ -332,6 +335,9 @@ class WriteSession:
                 ids, texts, rows = [], [], []
                 for doc in raw:
                     doc_id, text, row = normalize(doc, position, auto_id)
+                    if not isinstance(doc, str) and doc_id in given_automatically:
+                        raise InputError(f"document {position}: id {doc_id!r} was already given automatically to an "
+                                         "earlier plain-string document; give ids to all documents or to none")
                     seen.add(doc_id)
                     position += 1
                     ids.append(doc_id)

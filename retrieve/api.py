@@ -109,14 +109,23 @@ class Index:
         """The index's encoder, loaded from INDEX/encoder on first use (None without one)."""
         if self._encoder is None and self._snapshot.encoder_identity is not None:
             from xtrieve.encode.encoder import Encoder
-            from xtrieve.index.writer import ENCODER_FILES, check_encoder
+            from xtrieve.index.writer import check_encoder
 
-            if self._store.verify:  # (an index built before encoder files were listed has none to check)
-                self._store.verify_files(self._snapshot.encoder_identity.get(ENCODER_FILES) or {})
+            if self._store.verify:
+                self.verify_encoder_files()
             encoder = Encoder.load(self.path / self._snapshot.manifest.encoder_dir)
             check_encoder(self._snapshot.manifest, encoder, self.path)  # a replaced or altered encoder/ folder
             self._encoder = encoder
         return self._encoder
+
+    def verify_encoder_files(self) -> None:
+        """IndexFormatError unless the stored encoder's files match the manifest's checksums
+        (opening verifies the segments; the encoder is checked when first loaded, or here). An
+        index without an encoder, or built before encoder files were listed, has none to check."""
+        from xtrieve.index.writer import ENCODER_FILES
+
+        if self._snapshot.encoder_identity is not None:
+            self._store.verify_files(self._snapshot.encoder_identity.get(ENCODER_FILES) or {})
 
     def refresh(self) -> "Index":
         """Pick up the latest commit (including other writers')."""

@@ -24,8 +24,11 @@ from xtrieve.types import Hit, make_hits
 
 KEY_SHIFT = 32
 FILTER_CACHE_SIZE = 16
-# batches with at most this many query tokens run FAISS and torch on one thread
+# batches with at most this many query tokens are small work: FAISS and torch run on the cores
+# other processes leave idle (retrieve/threads.py)
 SMALL_BATCH_TOKENS = 256
+# exhaustive MaxSim over at most this many stored vectors is small work too
+SMALL_EXACT_VECTORS = 65_536
 # a query whose token retrieval found fewer than k documents searches again with k' and nprobe
 # scaled by up to this much (then exactly, if it still falls short)
 MAX_WIDENING = 16
@@ -262,7 +265,7 @@ class Searcher:
         selective = filter is not None and n_allowed <= config.selective_filter_fraction * max(self.n_live, 1)
         small = sum(len(q) for q in qs) <= SMALL_BATCH_TOKENS
         if exhaustive or selective or n_allowed <= max(config.n_rerank, k):
-            with small_work_threads(small and not exhaustive):
+            with small_work_threads(small and (not exhaustive or self.n_vectors <= SMALL_EXACT_VECTORS)):
                 return [self._exact(q, d, allowed, k) for q, d in zip(qs, qd)]
         return self._fast(qs, qd, allowed, k, config, small)
 

@@ -210,3 +210,54 @@ def test_broken_pipe_in_runner(index, monkeypatch):
     monkeypatch.setattr(click, "echo", closed)
     r = CliRunner().invoke(main, ["search", str(index), "moon", "--format", "json"])
     assert r.exit_code == 0 and r.output == ""
+
+
+# -- input files a user of BEIR tooling brings --------------------------------------------------
+
+def test_beir_folder_reads_its_corpus(tmp_path):
+    beir = tmp_path / "scifact"
+    beir.mkdir()
+    write(beir / "corpus.jsonl", '{"_id": "a", "title": "t", "text": "moon tides"}\n')
+    write(beir / "queries.jsonl", '{"_id": "q", "text": "moon"}\n')
+    assert [d["id"] for d in read_corpus(beir)] == ["a"]
+    assert run("build", tmp_path / "ix", "--corpus", beir).exit_code == 0
+
+
+def test_folder_without_documents_says_what_it_looked_for(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no .txt files and no corpus.jsonl"):
+        read_corpus(tmp_path / "empty")
+
+
+def test_json_query_list_and_json_lines_under_json(tmp_path):
+    listed = write(tmp_path / "q.json", '[{"_id": "q1", "text": "moon"}, {"text": "tides"}]')
+    assert read_queries(listed) == [("q1", "moon"), ("2", "tides")]
+    lines = write(tmp_path / "l.json", '{"_id": "q1", "text": "moon"}\n{"_id": "q2", "text": "tides"}\n')
+    assert read_queries(lines) == [("q1", "moon"), ("q2", "tides")]
+    assert [d["id"] for d in read_corpus(lines)] == ["q1", "q2"]
+    with pytest.raises(InputError, match=r"q\.json\[0\]: expected a JSON object"):
+        read_queries(write(tmp_path / "q.json", '[["moon"]]'))
+
+
+@pytest.mark.parametrize("header", ["qid\tquery", "query_id\ttext", "id\tquestion", "_id\ttext"])
+def test_common_tsv_headers_are_skipped(tmp_path, header):
+    assert read_queries(write(tmp_path / "q.tsv", f"{header}\n7\tmoon\n")) == [("7", "moon")]
+
+
+def test_info_verifies_the_encoder_files(tmp_path):
+    from xtrieve.index.writer import ENCODER_FILES
+    from xtrieve.retrieve.api import Index
+
+    idx = Index.build(tmp_path / "ix", ["moon tides", "vaccines"], encoder=WordHashEncoder(8))
+    files = idx.snapshot.encoder_identity[ENCODER_FILES]
+    assert files
+    victim = tmp_path / "ix" / next(iter(files))
+    victim.write_bytes(victim.read_bytes() + b" ")
+    r = run("info", tmp_path / "ix")
+    assert r.exit_code == 1 and "checksum mismatch" in r.output
+    assert run("info", tmp_path / "ix", "--no-verify").exit_code == 0
+
+
+def test_top_k_is_an_alias_of_k(index):
+    r = run("search", index, "moon", "--top-k", "1", "--format", "json")
+    assert r.exit_code == 0 and len(json.loads(r.output)["hits"]) == 1

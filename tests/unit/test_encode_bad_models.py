@@ -268,6 +268,16 @@ def test_sentence_transformers_length_defaults_to_the_positions(pylate_folder):
     assert Encoder.load(folder).config.doc_maxlen == 64
 
 
+def test_a_sentence_embedding_model_without_a_head_is_logged(pylate_folder, caplog):
+    folder = pylate_folder[0]
+    (folder / "config_sentence_transformers.json").unlink()
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]))
+    with caplog.at_level("INFO", logger="xtrieve.encode.loaders"):
+        enc = Encoder.load(folder)
+    assert enc.config.dim == 32 and "no Dense head" in caplog.text
+
+
 # -- Encoder.load(config=...) and encode arguments -----------------------------------------
 
 

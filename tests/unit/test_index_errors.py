@@ -273,6 +273,30 @@ def test_auto_ids_skip_ids_given_earlier_in_the_input(tmp_path):
     assert sorted(built.snapshot.segments[0].doc_ids) == ["0", "1"]
 
 
+def test_auto_ids_skip_ids_given_later_in_a_list(tmp_path):
+    built = xtrieve.Index.build(tmp_path / "auto", ["auto", {"id": "0", "text": "given"}], encoder=FakeEncoder())
+    assert sorted(built.snapshot.segments[0].doc_ids) == ["0", "1"]
+    assert built.get("0")["text"] == "given"
+
+
+def test_a_stream_whose_later_id_was_handed_out_says_so(tmp_path):
+    docs = iter(["auto", {"id": "0", "text": "given"}])
+    with pytest.raises(InputError, match="already given automatically"):
+        xtrieve.Index.build(tmp_path / "auto", docs, encoder=FakeEncoder())
+    assert not (tmp_path / "auto" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"id": "a", "text": "x", "m.k": 1, "m": {"k": 2}}, "'m.k' is given twice"),
+    ({"id": "a", "_id": "b", "text": "x"}, "both 'id'"),
+])
+def test_documents_that_name_one_field_twice(tmp_path, doc, message):
+    with pytest.raises(InputError, match=message):
+        xtrieve.Index.build(tmp_path / "ix", [doc], encoder=FakeEncoder())
+    same = xtrieve.Index.build(tmp_path / "ok", [{"id": "a", "_id": "a", "text": "x"}], encoder=FakeEncoder())
+    assert same.snapshot.segments[0].doc_ids == ["a"]
+
+
 def test_search_batch_takes_arrays_of_queries(tmp_path):
     idx = xtrieve.Index.build(tmp_path / "ix", ["alpha beta", "gamma delta"], encoder=FakeEncoder())
     texts = np.array(["alpha", "gamma"])
