@@ -5,26 +5,31 @@ Grammar (case-insensitive keywords)::
     expr    := term ("or" term)*
     term    := factor ("and" factor)*
     factor  := "not" factor | "(" expr ")" | compare
-    compare := NAME OP literal | NAME ["not"] "in" "(" literal ("," literal)* ")"
+    compare := NAME OP literal | NAME ["not"] "in" "(" [literal ("," literal)* [","]] ")"
              | NAME "is" ["not"] "null"
     NAME    := letters (any script), digits, "_" and "." | `any name` in backticks
     OP      := == | = | != | < | <= | > | >=
-    literal := number | 'text' | "text" | true | false   (text against a date/time column: a date/time)
+    literal := number | 'text' | "text" | true | false   (text against a date/time column: a date/time,
+               see _as_type_of; a text without an offset against a zoned timestamp is in that zone)
 
 In a quoted text (or a backticked name) a backslash escapes the quote and a backslash; any
-other backslash is kept as written (``path == 'C:\\data'``).
+other backslash is kept as written (``path == 'C:\\data'``). ``in ()`` matches no value (a null
+still gives null, so ``not in ()`` keeps every non-null value); a list column can only be
+tested with ``is [not] null``.
 
 No ``eval``: the string is tokenised and parsed by hand, into a :class:`Condition`: the
 pyarrow Expression (:func:`parse_filter`) and the same test as direct ``pyarrow.compute``
 calls, which is how a search evaluates it (only these read a text literal against a date or
-time column as a date/time: the Expression is built before the column's type is known). Evaluating an Expression needs ``pyarrow.dataset``,
-and literals made with ``pa.scalar`` import pandas: together ~0.25 s of the first filtered
+time column as a date/time: the Expression is built before the column's type is known; a
+literal of the wrong type is a FilterError naming the column). Evaluating an Expression
+needs ``pyarrow.dataset``, and literals made with ``pa.scalar`` import pandas: together ~0.25 s of the first filtered
 search. Literals here are built from buffers (``arrow_literals``); an Expression passed in by
 the caller still goes through ``pyarrow.dataset``.
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import re
 from typing import Any, Callable
 
@@ -116,13 +121,53 @@ class Condition:
 
     @staticmethod
     def of_expression(expr: pc.Expression) -> "Condition":
-        """A caller's own Expression, evaluated through ``pyarrow.dataset``."""
+        """A caller's own Expression, evaluated through ``pyarrow.dataset``. Nested metadata is
+        stored flattened (column ``meta.author``); a nested path, ``pc.field("meta", "author")``,
+        finds it through a struct view of those columns."""
         def evaluate(table: pa.Table):
             import pyarrow.dataset as ds
 
-            return ds.dataset(table).to_table(columns={"keep": expr}).column("keep")
+            try:
+                return ds.dataset(_with_struct_views(table)).to_table(columns={"keep": expr}).column("keep")
+            except pa.ArrowInvalid as exc:
+                missing = re.match(r"No match for (.*?) in ", str(exc))
+                if not missing:
+                    raise
+                known = ", ".join(sorted(table.column_names)) or "none"
+                nested = ("; nested metadata is stored flattened: pc.field('meta.author') or "
+                          "pc.field('meta', 'author') name column meta.author") if "Nested" in missing.group(1) else ""
+                raise FilterError(f"filter {str(expr)!r}: no column {missing.group(1)} "
+                                  f"(metadata columns: {known}){nested}") from None
 
         return Condition(expr, evaluate)
+
+
+def _with_struct_views(table: pa.Table) -> pa.Table:
+    """The table plus, for flattened columns ``a.b`` (nested metadata), a struct column ``a``
+    holding them as field ``b``; a top-level name that is already a column is left alone, and
+    of ``a.b`` and ``a.b.c`` (a value that was nested in some documents only) ``a.b`` wins."""
+    tree: dict[str, Any] = {}
+    for name in sorted(table.column_names):
+        parts = name.split(".")
+        if len(parts) < 2 or "" in parts or parts[0] in table.column_names:
+            continue
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node.setdefault(parts[-1], name)
+    if not tree:
+        return table
+
+    def build(node: dict[str, Any]) -> pa.StructArray:
+        children = [table.column(v).combine_chunks() if isinstance(v, str) else build(v) for v in node.values()]
+        return pa.StructArray.from_arrays(children, names=list(node))
+
+    for top, node in tree.items():
+        table = table.append_column(top, build(node))
+    return table
 
 
 _COMPARE = {"==": pc.equal, "=": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
@@ -216,29 +261,73 @@ class _Parser:
             return ~out if negate else out
         negate = self.accept("kw", "not")
         if self.accept("kw", "in"):
+            # null where the value is null, as ==, != and SQL's IN: "x not in (...)" keeps no null x
+            null = pa.nulls(1, pa.bool_())[0]
             self.take("punct", "(")
-            values = [self.literal()]
-            while self.accept("punct", ","):
+            values = []
+            while not self.accept("punct", ")"):  # a trailing comma is allowed: ('en',)
                 values.append(self.literal())
-            self.take("punct", ")")
+                if not self.accept("punct", ","):
+                    self.take("punct", ")")
+                    break
+            if not values:
+                false = arrow_literals([False])[0]
+                out = Condition(pc.if_else(field.is_valid(), false, null),
+                                _column_test(self.text, name, "in", None, None,
+                                             lambda column, _: pc.if_else(pc.is_valid(column), false, null)))
+                return ~out if negate else out
             try:
                 value_set = arrow_literals(values)
             except TypeError as exc:
                 raise self.fail(f"the values of 'in' must share one type ({exc})") from None
-            # null where the value is null, as ==, != and SQL's IN: "x not in (...)" keeps no null x
-            null = pa.nulls(1, pa.bool_())[0]
             out = Condition(pc.if_else(field.is_valid(), field.isin(value_set), null),
-                            lambda t: _in_set(t.column(name), value_set, null))
+                            _column_test(self.text, name, "in", tuple(values), value_set,
+                                         lambda column, typed: _in_set(column, typed, null)))
             return ~out if negate else out
         if negate:
             raise self.fail("'not' after a column name must be followed by 'in'")
         _, op = self.take("op")
+        literal = self.literal()
         try:
-            value = arrow_literals([self.literal()])[0]
+            value = arrow_literals([literal])
         except TypeError as exc:
             raise self.fail(str(exc)) from None
         compare = _COMPARE[op]
-        return Condition(compare(field, value), lambda t: compare(t.column(name), _as_type_of(t.column(name), value)))
+        return Condition(compare(field, value[0]),
+                         _column_test(self.text, name, op, literal, value,
+                                      lambda column, typed: compare(column, typed[0])))
+
+
+class _Unreadable(Exception):
+    """A text literal that does not read as the column's date/time type: (text, reason)."""
+
+
+def _column_test(text: str, name: str, op: str, shown: Any, values: "pa.Array | None",
+                 test: Callable[[Any, Any], Any]) -> Callable[[pa.Table], Any]:
+    """``evaluate(table)`` running ``test(column, values read as the column's type)``; a list
+    column, an unreadable date/time or a type clash is a FilterError naming the filter, the
+    column, its type and the literal."""
+    def evaluate(table: pa.Table):
+        column = table.column(name)
+        holds = f"filter {text!r}: column {name!r} holds {column.type} values"
+        if pa.types.is_nested(column.type):
+            raise FilterError(f"{holds}: a list (or other nested) column cannot be tested with {op!r}, "
+                              "only with 'is null' or 'is not null'")
+        typed = values
+        if values is not None:
+            try:
+                typed = _as_type_of(column.type, values)
+            except _Unreadable as exc:
+                bad, reason = exc.args
+                raise FilterError(f"{holds}; {bad!r} is not one ({reason})") from None
+        try:
+            return test(column, typed)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            reason = f" ({exc})" if isinstance(exc, pa.ArrowInvalid) else ""
+            raise FilterError(f"filter {text!r}: cannot be applied: column {name!r} holds {column.type} values, "
+                              f"which {op!r} cannot compare with {shown!r}{reason}") from None
+
+    return evaluate
 
 
 def _in_set(column, value_set, null):
@@ -246,19 +335,75 @@ def _in_set(column, value_set, null):
     nulls only, which pyarrow cannot look up in a typed set)."""
     if pa.types.is_null(column.type):
         return pa.nulls(len(column), pa.bool_())
-    return pc.if_else(pc.is_valid(column), pc.is_in(column, value_set=_as_type_of(column, value_set)), null)
+    return pc.if_else(pc.is_valid(column), pc.is_in(column, value_set=value_set), null)
 
 
-def _as_type_of(column, value):
-    """A text literal compared with a date or time column, read as one (``day >= '2020-01-31'``,
-    ``at < '2021-06-01T12:00'``); anything else as it is."""
-    if pa.types.is_temporal(column.type) and pa.types.is_string(value.type):
+def _as_type_of(column_type: pa.DataType, values: pa.Array) -> pa.Array:
+    """Text literals compared with a date or time column, read as that type (``day >= '2020-01-31'``,
+    ``at < '2021-06-01T12:00'``, ``t >= '09:30'``); anything else as it is.
+
+    A time of day is read by ``datetime.time.fromisoformat``; a timestamp with a zone by
+    ``datetime.datetime.fromisoformat``, where a text without an offset is a wall time in the
+    column's zone (pyarrow's ``assume_timezone``; one that zone skips or repeats is refused:
+    give an offset). Dates, timestamps without a zone and durations use pyarrow's cast.
+    Raises :class:`_Unreadable` naming the first text that does not read."""
+    if not (pa.types.is_temporal(column_type) and pa.types.is_string(values.type)):
+        return values
+    texts = values.to_pylist()
+    if pa.types.is_time(column_type):
+        return _times(texts, column_type)
+    if pa.types.is_timestamp(column_type) and column_type.tz is not None:
+        return _zoned_timestamps(texts, column_type)
+    try:
+        return values.cast(column_type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        for text in texts:  # name the text that does not read
+            try:
+                arrow_literals([text]).cast(column_type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as one:
+                raise _Unreadable(text, str(one)) from None
+        raise _Unreadable(texts[0], str(exc)) from None
+
+
+def _times(texts: list[str], column_type: pa.DataType) -> pa.Array:
+    """Times of day as ``time64`` (microseconds, or nanoseconds for such a column)."""
+    scale = 1000 if column_type.unit == "ns" else 1
+    ticks = []
+    for text in texts:
         try:
-            return value.cast(column.type)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            shown = value.to_pylist() if isinstance(value, pa.Array) else value.as_py()
-            raise FilterError(f"{shown!r}: not all {column.type} values ({exc})") from None
-    return value
+            when = datetime.time.fromisoformat(text)
+        except ValueError as exc:
+            raise _Unreadable(text, str(exc)) from None
+        if when.tzinfo is not None:
+            raise _Unreadable(text, "a time of day has no zone offset here")
+        ticks.append((((when.hour * 60 + when.minute) * 60 + when.second) * 10**6 + when.microsecond) * scale)
+    return arrow_literals(ticks).cast(pa.time64("ns" if scale > 1 else "us"))
+
+
+def _zoned_timestamps(texts: list[str], column_type: pa.DataType) -> pa.Array:
+    """Instants as timestamps in the column's zone; a text without an offset is read in that zone."""
+    unit = "ns" if column_type.unit == "ns" else "us"
+    scale = 1000 if unit == "ns" else 1
+    ticks = []
+    for text in texts:
+        try:
+            when = datetime.datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise _Unreadable(text, str(exc)) from None
+        epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc if when.tzinfo else None)
+        tick = (when - epoch) // datetime.timedelta(microseconds=1) * scale
+        if not -2**63 <= tick < 2**63:
+            raise _Unreadable(text, f"beyond the range of {column_type}")
+        if when.tzinfo is None:
+            try:
+                wall = arrow_literals([tick]).cast(pa.timestamp(unit))
+                tick = pc.assume_timezone(wall, timezone=column_type.tz).cast(pa.int64())[0].as_py()
+            except pa.ArrowInvalid as exc:
+                reason = " ".join(str(exc).split())
+                raise _Unreadable(text, f"read in the column's zone {column_type.tz}: {reason}; "
+                                        "give the time an offset, such as +01:00") from None
+        ticks.append(tick)
+    return arrow_literals(ticks).cast(pa.timestamp(unit, tz=column_type.tz))
 
 
 def parse_filter(text: str, columns: set[str]) -> pc.Expression:
