@@ -99,8 +99,13 @@ def iter_json_records(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc})") from None
     if not head.startswith("["):
-        for n, obj in iter_jsonl_lines(path):
-            yield n, f"{path}:{n}", obj
+        try:
+            for n, obj in iter_jsonl_lines(path):
+                yield n, f"{path}:{n}", obj
+        except InputError:
+            if head.startswith("{") and _is_one_json_value(path):
+                raise InputError(f"{path}: one JSON object; expected a JSON list of objects or JSON Lines") from None
+            raise
         return
     try:
         data = json.loads(path.read_text(encoding=ENCODING))
@@ -110,6 +115,14 @@ def iter_json_records(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
         raise InputError(f"{path}: cannot read ({exc})") from None
     for n, obj in enumerate(data):
         yield n + 1, f"{path}[{n}]", _row(obj, f"{path}[{n}]")
+
+
+def _is_one_json_value(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding=ENCODING))
+        return True
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return False
 
 
 def _json(path: Path) -> Iterator[dict[str, Any]]:

@@ -237,6 +237,8 @@ def test_json_query_list_and_json_lines_under_json(tmp_path):
     assert [d["id"] for d in read_corpus(lines)] == ["q1", "q2"]
     with pytest.raises(InputError, match=r"q\.json\[0\]: expected a JSON object"):
         read_queries(write(tmp_path / "q.json", '[["moon"]]'))
+    with pytest.raises(InputError, match="one JSON object; expected a JSON list"):
+        list(read_corpus(write(tmp_path / "one.json", '{\n  "_id": "a",\n  "text": "moon"\n}\n')))
 
 
 @pytest.mark.parametrize("header", ["qid\tquery", "query_id\ttext", "id\tquestion", "_id\ttext"])
