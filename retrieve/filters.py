@@ -365,15 +365,22 @@ def _as_type_of(column_type: pa.DataType, values: pa.Array) -> pa.Array:
         raise _Unreadable(texts[0], str(exc)) from None
 
 
+def _read_each(texts: list[str], parse: Callable[[str], Any]) -> list[tuple[str, Any]]:
+    """(text, parse(text)) for each text; :class:`_Unreadable` names the first that does not parse."""
+    out = []
+    for text in texts:
+        try:
+            out.append((text, parse(text)))
+        except ValueError as exc:
+            raise _Unreadable(text, str(exc)) from None
+    return out
+
+
 def _times(texts: list[str], column_type: pa.DataType) -> pa.Array:
     """Times of day as ``time64`` (microseconds, or nanoseconds for such a column)."""
     scale = 1000 if column_type.unit == "ns" else 1
     ticks = []
-    for text in texts:
-        try:
-            when = datetime.time.fromisoformat(text)
-        except ValueError as exc:
-            raise _Unreadable(text, str(exc)) from None
+    for text, when in _read_each(texts, datetime.time.fromisoformat):
         if when.tzinfo is not None:
             raise _Unreadable(text, "a time of day has no zone offset here")
         ticks.append((((when.hour * 60 + when.minute) * 60 + when.second) * 10**6 + when.microsecond) * scale)
@@ -385,11 +392,7 @@ def _zoned_timestamps(texts: list[str], column_type: pa.DataType) -> pa.Array:
     unit = "ns" if column_type.unit == "ns" else "us"
     scale = 1000 if unit == "ns" else 1
     ticks = []
-    for text in texts:
-        try:
-            when = datetime.datetime.fromisoformat(text)
-        except ValueError as exc:
-            raise _Unreadable(text, str(exc)) from None
+    for text, when in _read_each(texts, datetime.datetime.fromisoformat):
         epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc if when.tzinfo else None)
         tick = (when - epoch) // datetime.timedelta(microseconds=1) * scale
         if not -2**63 <= tick < 2**63:
