@@ -107,6 +107,15 @@ def rows_table(ids: list[str], rows: list[dict[str, Any]], store_text: bool) -> 
     return pa.table(columns)
 
 
+def column_type(name: str | None) -> pa.DataType:
+    """The Arrow type a manifest's ``columns`` names (null for a name pyarrow cannot read back,
+    such as a list's or a zoned timestamp's)."""
+    try:
+        return pa.type_for_alias(name) if name else pa.null()
+    except ValueError:
+        return pa.null()
+
+
 def unify(schema: pa.Schema | None, table: pa.Table) -> pa.Schema:
     """The index schema widened by a new batch; InputError if a column's types clash."""
     if schema is None:

@@ -23,8 +23,8 @@ from xtrieve.config import IndexConfig
 from xtrieve.errors import ConfigError, IndexFormatError, InputError, ModelMismatchError, XtrieveError
 from xtrieve.faiss_loader import load_faiss
 from xtrieve.index import faiss_build
-from xtrieve.index.docs import (add_metadata, batched, check_embedding, check_id, check_one_type_per_column, explicit_ids,
-                                normalize, rows_table, short_list, unify)
+from xtrieve.index.docs import (add_metadata, batched, check_embedding, check_id, check_one_type_per_column, column_type,
+                                explicit_ids, normalize, rows_table, short_list, unify)
 from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
 from xtrieve.index.lock import LOCK_FILE, WriterLock
 from xtrieve.index.manifest import ENCODER_DIR, ENCODER_DIR_NAME, MANIFEST, Manifest, SegmentEntry, read_manifest, write_manifest
@@ -241,10 +241,15 @@ class WriteSession:
         return entries, next_segment
 
     def _schema(self) -> pa.Schema | None:
+        """The types new documents must agree with: the segments' columns, and those the manifest
+        records for columns whose documents are all deleted (where pyarrow reads the type back)."""
         schema = None
         for seg in self.snapshot().segments if self.manifest.segments else []:
             schema = unify(schema, seg.table.slice(0, 0))
-        return schema
+        gone = [pa.field(name, column_type(kind)) for name, kind in self.manifest.columns.items()
+                if schema is None or name not in schema.names]
+        gone = [f for f in gone if not pa.types.is_null(f.type)]
+        return unify(schema, pa.schema(gone).empty_table()) if gone else schema
 
     def _checked(self, batches: Iterable[Batch]) -> Iterator[Batch]:
         """Reject ids already live or repeated, metadata types that clash, and documents without

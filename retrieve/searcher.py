@@ -13,6 +13,7 @@ import torch
 from xtrieve.config import SearchConfig
 from xtrieve.errors import InputError
 from xtrieve.index.arrow_numpy import arrow_indices, as_numpy
+from xtrieve.index.docs import column_type
 from xtrieve.retrieve.filters import allowed_rows, as_condition
 from xtrieve.retrieve.maxsim import SegmentVectors, token_maxima_across
 from xtrieve.retrieve.probe import Coarse, TokenProbe
@@ -100,14 +101,6 @@ def check_dense(d: object, hidden: int, i: int) -> torch.Tensor | None:
     if arr.shape[0] != hidden or not np.isfinite(arr).all():
         raise InputError(f"query {i}: dense embedding must be {hidden} finite numbers, got shape {np.shape(d)}")
     return torch.from_numpy(arr)
-
-
-def _arrow_type(name: str | None) -> pa.DataType:
-    """The Arrow type a manifest names (null for a name pyarrow cannot read back, such as a list's)."""
-    try:
-        return pa.type_for_alias(name) if name else pa.null()
-    except ValueError:
-        return pa.null()
 
 
 class Searcher:
@@ -216,7 +209,7 @@ class Searcher:
         """A segment's table with a null column (of the type it had) for each index column it lacks."""
         table = seg.table
         for name in sorted(self.columns.difference(table.column_names)):
-            table = table.append_column(name, pa.nulls(table.num_rows, _arrow_type(self._manifest_columns.get(name))))
+            table = table.append_column(name, pa.nulls(table.num_rows, column_type(self._manifest_columns.get(name))))
         return table
 
     # -- allowed documents --------------------------------------------------------------

@@ -390,6 +390,18 @@ def test_a_filter_on_a_column_whose_documents_are_all_deleted_matches_nothing(tm
     assert xtrieve.Index.open(ix).search(q, k=5, filter="year > 2000") == []
 
 
+def test_a_column_keeps_its_type_after_its_documents_are_deleted(tmp_path):
+    ix = tmp_path / "ix"
+    idx = xtrieve.Index.build_from_embeddings(ix, ["a"], rand(1), metadata=[{"year": 2000}])
+    idx.add_embeddings(["b"], rand(1, seed=1), metadata=[{"lang": "en"}])
+    idx.delete(["a"])  # the only segment with 'year' goes
+    with pytest.raises(InputError, match="metadata types clash"):
+        idx.add_embeddings(["c"], rand(1, seed=2), metadata=[{"year": "abc"}])
+    assert generation(ix) == 3
+    idx.add_embeddings(["d"], rand(1, seed=3), metadata=[{"year": 2.5}])  # int and float unify, as with live ones
+    assert [h.doc_id for h in idx.search(rand(1)[0], k=5, filter="year == 2.5")] == ["d"]
+
+
 def test_opening_retries_while_writers_replace_the_commit(tmp_path, monkeypatch):
     import dataclasses
 
