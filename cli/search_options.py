@@ -9,7 +9,7 @@ from xtrieve.config import IMPUTATIONS, SearchConfig
 
 _OPTIONS = (
     click.option("--k-prime", type=click.IntRange(min=1), default=None,
-                 help="Tokens retrieved per query token (more on collections past 400K vectors: README)."),
+                 help="Tokens retrieved per query token (more on collections past 400K vectors: docs/BENCHMARKS.md)."),
     click.option("--n-rerank", type=click.IntRange(min=1), default=None, help="Candidates reranked with exact MaxSim."),
     click.option("--nprobe", type=click.IntRange(min=1), default=None, help="IVF lists probed per query token."),
     click.option("--imputation", type=click.Choice(IMPUTATIONS), default=None,

@@ -217,7 +217,7 @@ class SearchConfig(ConfigBase):
     # keeps retrieving the same share of it (0: a fixed k'). k' = 96 keeps exhaustive MaxSim's
     # nDCG@10 on scifact (373K vectors) and nfcorpus (271K); on their union (643K) it kept 99.6%
     # for scifact's queries and 99.0% for nfcorpus's, the k' = 155 this gives there 99.9% and 99.2%
-    # (README: collection size)
+    # (docs/BENCHMARKS.md: collection size)
     k_prime_reference_vectors: int = 400_000
     n_rerank: int = 64
     nprobe: int = 8
@@ -229,7 +229,7 @@ class SearchConfig(ConfigBase):
     # similarity (the XTR paper); "measured" imputes that minus the gap measured on the first
     # quarter of the candidates the rerank scores exactly. On scifact (k = 10) measured keeps
     # 95.2% of exhaustive MaxSim's top 10 against 90.5%, at 13% more search time (nfcorpus: 96.9
-    # against 95.8% at 16% more); the gain grows with the collection (README: imputation)
+    # against 95.8% at 16% more); the gain grows with the collection (docs/BENCHMARKS.md: imputation)
     imputation: str = "floor"
 
     def validate(self) -> None:
