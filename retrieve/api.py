@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 SMALL_QUERY_BATCH = 4
 
 
-def _as_encoder(encoder: Any) -> Any:
+def as_encoder(encoder: Any) -> Any:
     """An encoder given as an object, or as a model folder or name (loaded); None stays None."""
     if isinstance(encoder, (str, Path)):
         from xtrieve.encode.encoder import Encoder
@@ -40,7 +40,7 @@ class Index:
         from xtrieve.index.writer import check_encoder
 
         self.path = Path(path)
-        encoder = _as_encoder(encoder)
+        encoder = as_encoder(encoder)
         self._store = IndexStore.open(self.path, verify=verify)
         self._snapshot = self._store.snapshot()
         check_encoder(self._snapshot.manifest, encoder, self.path)
@@ -58,7 +58,7 @@ class Index:
         from xtrieve.index.writer import create_index
 
         config = IndexConfig.of(config)
-        encoder = _as_encoder(encoder)
+        encoder = as_encoder(encoder)
         if encoder is None:
             from xtrieve.encode.encoder import Encoder
 
@@ -167,7 +167,7 @@ class Index:
         """Encode and add documents; returns their ids (assigned ones for plain strings)."""
         from xtrieve.index.writer import check_encoder, open_writer
 
-        encoder = _as_encoder(encoder)
+        encoder = as_encoder(encoder)
         if encoder is not None:
             check_encoder(self._snapshot.manifest, encoder, self.path)
             self._encoder = encoder

@@ -24,11 +24,13 @@ __version__ = "0.1.0"
 _LAZY = {
     "Encoder": "xtrieve.encode.encoder",
     "Index": "xtrieve.retrieve.api",
+    "rerank": "xtrieve.retrieve.rerank",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from xtrieve.encode.encoder import Encoder
     from xtrieve.retrieve.api import Index
+    from xtrieve.retrieve.rerank import rerank
 
 
 def __getattr__(name: str) -> Any:
@@ -43,5 +45,5 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ConfigError", "Encoder", "EncoderConfig", "FilterError", "Hit", "Index", "IndexConfig",
     "IndexFormatError", "IndexInfo", "IndexLockedError", "InputError", "ModelLoadError",
-    "ModelMismatchError", "SearchConfig", "XtrieveError", "__version__",
+    "ModelMismatchError", "SearchConfig", "XtrieveError", "__version__", "rerank",
 ]

@@ -108,3 +108,13 @@ def test_search_cli_formats_and_query_files(index, tmp_path):
     assert runner.invoke(main, ["search", str(index.path), "vaccines", "--imputation", "zero"]).exit_code == 2
     bad = runner.invoke(main, ["search", str(index.path), "vaccines", "--filter", "colour == 1"])
     assert bad.exit_code == 1 and "unknown column" in bad.output and "Traceback" not in bad.output
+
+
+def test_rerank_orders_candidates_as_exhaustive_search_does(index):
+    docs = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+    for q in QUERIES[:3]:
+        exact = index.search(q, k=len(docs), exhaustive=True)
+        reranked = xtrieve.rerank(q, docs, encoder=index.encoder)
+        scores = {h.doc_id: h.score for h in reranked}
+        assert reranked[0].doc_id == exact[0].doc_id
+        assert all(scores[h.doc_id] == pytest.approx(h.score, abs=0.02) for h in exact)  # int8 stored vectors
