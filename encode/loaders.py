@@ -315,8 +315,8 @@ def load_sentence_transformers(folder: Path) -> ModelSpec:
             attend_to_expansion_tokens=bool(st_cfg.get("attend_to_expansion_tokens", False)),
             skiplist_words=tuple(skiplist), keep_special_tokens=True, **common,
         )
-    else:
-        config = encoder_config(folder, query_maxlen=min(doc_maxlen, 64), **common)
+    else:  # sentence-transformers' own token embeddings: every token, queries as long as documents
+        config = encoder_config(folder, query_maxlen=doc_maxlen, skiplist_words=(), **common)
         if weight is None:
             log.info("%s is a sentence-transformers model with no Dense head: its %d-d token states are used as "
                      "they are (no ColBERT markers; a model trained for late interaction will do better)", folder, dim)

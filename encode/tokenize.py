@@ -82,19 +82,28 @@ class TextProcessor:
         self.prefix_ids, self.suffix_ids = self._special_template()
 
     def _marker_id(self, prefix: str | None) -> int | None:
+        """The marker's token id. One the vocabulary lacks is its unknown token, as PyLate and
+        Stanford ColBERT insert it (logged: such a model was probably saved with a tokenizer
+        other than the one in its folder)."""
         if not prefix:
             return None
         for candidate in (prefix, prefix.strip()):
             tid = self.tok.convert_tokens_to_ids(candidate)
             if tid is not None and tid != self.tok.unk_token_id:
                 return int(tid)
-        raise ModelLoadError(f"marker token {prefix!r} is not in the tokenizer's vocabulary")
+        if self.tok.unk_token_id is None:
+            raise ModelLoadError(f"marker token {prefix!r} is not in the tokenizer's vocabulary")
+        log.warning("marker token %r is not in the tokenizer's vocabulary: it is encoded as the unknown token "
+                    "(id %d), as PyLate and ColBERT do", prefix, self.tok.unk_token_id)
+        return int(self.tok.unk_token_id)
 
     def _skiplist_ids(self, words: tuple[str, ...]) -> set[int]:
+        """Token ids of the skiplist words, each looked up as one token as PyLate does: a word
+        the vocabulary lacks skips the unknown token."""
         ids: set[int] = set()
         for w in words:
             tid = self.tok.convert_tokens_to_ids(w)
-            if tid is not None and tid != self.tok.unk_token_id:
+            if tid is not None:
                 ids.add(int(tid))
         return ids
 
@@ -135,8 +144,10 @@ class TextProcessor:
         overlap = min(c.doc_window_overlap, budget // 2)
         stride = budget - overlap
         out = Rows([], [], [], [], 0)
-        if c.prompt:  # a sentence-transformers default prompt: part of the text, so of the budget
-            texts = [c.prompt + t for t in texts]
+        # a sentence-transformers default prompt is part of the text, so of the budget; the text is
+        # stripped as sentence-transformers (and so PyLate) strip it, which only matters to
+        # tokenizers that see spaces: byte-level BPE, and added tokens such as PyLate's "[Q] "
+        texts = [(c.prompt + t if c.prompt else t).strip() for t in texts]
         for i, ids in enumerate(self.tok(texts, add_special_tokens=False, truncation=False)["input_ids"]):
             n_windows = 1 + -(-max(0, len(ids) - budget) // stride)
             if n_windows > max_windows:

@@ -289,6 +289,37 @@ def test_pylate_modernbert_folder_matches_reference_computation(modernbert_pylat
     assert np.allclose(got, reference(d_ids, len(d_ids), keep), atol=1e-5)
 
 
+def test_texts_are_stripped_as_sentence_transformers_strips_them(modernbert_pylate_folder, pylate_folder):
+    """Byte-level BPE sees spaces and PyLate's markers are added tokens with a trailing space:
+    " the cat\n" must encode as "the cat", and a text ending in "[D] " must not gain a marker."""
+    bpe = Encoder.load(modernbert_pylate_folder[0])
+    assert np.array_equal(bpe.encode_documents([" the cat sat\n"])[0], bpe.encode_documents(["the cat sat"])[0])
+    wordpiece = Encoder.load(pylate_folder[0]).processor
+    assert wordpiece.encode_ids(["the cat [D] "], False) == wordpiece.encode_ids(["the cat [D]"], False)
+
+
+def test_skiplist_words_outside_the_vocabulary_skip_the_unknown_token(pylate_folder):
+    plain = Encoder.load(pylate_folder[0]).processor
+    assert plain.tok.unk_token_id not in plain.skip_ids
+    enc = Encoder.load(pylate_folder[0], config={"skiplist_words": [".", "xyzzy-not-a-token"]})
+    assert enc.processor.tok.unk_token_id in enc.processor.skip_ids  # PyLate looks each word up as one token
+
+
+def test_a_marker_outside_the_vocabulary_is_the_unknown_token(pylate_folder, caplog):
+    with caplog.at_level("WARNING", logger="xtrieve.encode.tokenize"):
+        enc = Encoder.load(pylate_folder[0], config={"query_prefix": "[NOT-A-TOKEN]"})
+    assert enc.processor.query_marker == enc.processor.tok.unk_token_id and "not in the tokenizer's" in caplog.text
+
+
+def test_plain_sentence_transformers_folder_keeps_every_token(pylate_folder):
+    folder = pylate_folder[0]
+    (folder / "config_sentence_transformers.json").unlink()
+    enc = Encoder.load(folder)
+    assert enc.config.skiplist_words == () and enc.config.keep_special_tokens
+    assert enc.config.query_maxlen == enc.config.doc_maxlen == 40
+    assert enc.encode_documents(["the cat, sat."])[0].shape[0] == len(enc.processor.encode_ids(["the cat, sat."], False)[0][0])
+
+
 def test_save_writes_weights_with_the_umask(colbert_folder, tmp_path):
     import os
     import stat
