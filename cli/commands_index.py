@@ -27,7 +27,7 @@ def _read_ids(ids: tuple[str, ...], ids_file: Path | None) -> list[str]:
 
 @click.command("build")
 @click.argument("index", type=click.Path(path_type=Path))
-@click.option("--corpus", type=CORPUS, required=True, help="JSONL (BEIR), JSON, CSV/TSV, Parquet, or a folder of .txt files.")
+@click.option("--corpus", type=CORPUS, required=True, help="JSONL (BEIR), JSON, CSV/TSV, Parquet, a folder of .txt files or a BEIR folder (its corpus.jsonl).")
 @click.option("--model", default=None, help="Model name or folder (default: the offline default model).")
 @click.option("--pool-factor", type=click.IntRange(min=1), default=None, help="Token pooling factor (default: the model's).")
 @click.option("--faiss", "faiss_factory", default=None, help='FAISS factory string, or "auto".')

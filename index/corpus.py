@@ -31,7 +31,7 @@ def read_corpus(path: str | Path) -> Iterator[dict[str, Any]]:
         readers = {".jsonl": iter_jsonl, ".jsonl.gz": iter_jsonl, ".ndjson": iter_jsonl, ".json": _json, ".csv": _csv,
                    ".tsv": _csv, ".parquet": _parquet, ".pq": _parquet}
         if suffix not in readers:
-            raise InputError(f"unknown corpus format {path.name!r}: use .jsonl, .json, .csv, .tsv, .parquet or a folder of .txt")
+            raise InputError(f"unknown corpus format {path.name!r}: use .jsonl, .json, .csv, .tsv, .parquet, a folder of .txt or a BEIR folder")
         reader = readers[suffix](path)
     return _nonempty(reader, path)
 

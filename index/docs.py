@@ -116,6 +116,26 @@ def column_type(name: str | None) -> pa.DataType:
         return pa.null()
 
 
+def name_type(schema: pa.Schema, name: str) -> pa.DataType | None:
+    """The type of column ``name`` in ``schema``, None without one."""
+    return schema.field(name).type if name in schema.names else None
+
+
+def widened_type_name(recorded: str | None, new: pa.DataType) -> str:
+    """The type name a manifest records for a column of ``recorded`` type that a segment of
+    ``new`` type joins: the two unified, never narrowed to null by an all-null segment."""
+    old = column_type(recorded)
+    if recorded is None or pa.types.is_null(old):
+        return str(new)
+    if pa.types.is_null(new):
+        return recorded
+    try:
+        return str(pa.unify_schemas([pa.schema([("c", old)]), pa.schema([("c", new)])],
+                                    promote_options="permissive").field("c").type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return str(new)
+
+
 def unify(schema: pa.Schema | None, table: pa.Table) -> pa.Schema:
     """The index schema widened by a new batch; InputError if a column's types clash."""
     if schema is None:

@@ -24,7 +24,8 @@ from xtrieve.errors import ConfigError, IndexFormatError, InputError, ModelMisma
 from xtrieve.faiss_loader import load_faiss
 from xtrieve.index import faiss_build
 from xtrieve.index.docs import (add_metadata, batched, check_embedding, check_id, check_one_type_per_column, column_type,
-                                explicit_ids, normalize, rows_table, short_list, unify)
+                                explicit_ids, name_type, normalize, rows_table, short_list, unify,
+                                widened_type_name)
 from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
 from xtrieve.index.lock import LOCK_FILE, WriterLock
 from xtrieve.index.manifest import ENCODER_DIR, ENCODER_DIR_NAME, MANIFEST, Manifest, SegmentEntry, read_manifest, write_manifest
@@ -241,15 +242,17 @@ class WriteSession:
         return entries, next_segment
 
     def _schema(self) -> pa.Schema | None:
-        """The types new documents must agree with: the segments' columns, and those the manifest
-        records for columns whose documents are all deleted (where pyarrow reads the type back)."""
-        schema = None
+        """The types new documents must agree with: the segments' columns, and the type the
+        manifest records for a column no segment holds a value of (its documents deleted, or
+        only nulls left; where pyarrow reads the type back)."""
+        schema = pa.schema([])
         for seg in self.snapshot().segments if self.manifest.segments else []:
             schema = unify(schema, seg.table.slice(0, 0))
-        gone = [pa.field(name, column_type(kind)) for name, kind in self.manifest.columns.items()
-                if schema is None or name not in schema.names]
-        gone = [f for f in gone if not pa.types.is_null(f.type)]
-        return unify(schema, pa.schema(gone).empty_table()) if gone else schema
+        for name, kind in self.manifest.columns.items():
+            recorded, held = column_type(kind), name_type(schema, name)
+            if not pa.types.is_null(recorded) and (held is None or pa.types.is_null(held)):
+                schema = pa.schema([f for f in schema if f.name != name] + [pa.field(name, recorded)])
+        return schema if schema.names else None
 
     def _checked(self, batches: Iterable[Batch]) -> Iterator[Batch]:
         """Reject ids already live or repeated, metadata types that clash, and documents without
@@ -303,7 +306,9 @@ class WriteSession:
         if self.manifest.segments and not self.manifest.columns:
             tables = [seg.table for seg in self.snapshot().segments] + tables
         for table in tables:
-            columns.update((f.name, str(f.type)) for f in table.schema if f.name != "text")
+            for f in table.schema:
+                if f.name != "text":
+                    columns[f.name] = widened_type_name(columns.get(f.name), f.type)
         return dict(sorted(columns.items()))
 
     # -- operations --------------------------------------------------------------------

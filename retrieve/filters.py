@@ -335,6 +335,7 @@ def _in_set(column, value_set, null):
     nulls only, which pyarrow cannot look up in a typed set)."""
     if pa.types.is_null(column.type):
         return pa.nulls(len(column), pa.bool_())
+    pc.equal(column.slice(0, 0), value_set[0])  # a type '==' cannot compare fails here too (is_in would cast it)
     return pc.if_else(pc.is_valid(column), pc.is_in(column, value_set=value_set), null)
 
 
@@ -370,10 +371,22 @@ def _read_each(texts: list[str], parse: Callable[[str], Any]) -> list[tuple[str,
     out = []
     for text in texts:
         try:
-            out.append((text, parse(text)))
+            out.append((text, parse(_iso_for_python(text))))
         except ValueError as exc:
             raise _Unreadable(text, str(exc)) from None
     return out
+
+
+_FRACTION = re.compile(r"(\d{2}:\d{2}:\d{2})\.(\d+)")
+
+
+def _iso_for_python(text: str) -> str:
+    """An ISO 8601 text in the forms Python 3.10's ``fromisoformat`` reads too: a ``Z`` zone as
+    ``+00:00`` and fractional seconds as exactly six digits (3.11 reads either way)."""
+    text = text.strip()
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    return _FRACTION.sub(lambda m: f"{m.group(1)}.{(m.group(2) + '000000')[:6]}", text)
 
 
 def _times(texts: list[str], column_type: pa.DataType) -> pa.Array:

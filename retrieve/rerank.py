@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from xtrieve.errors import InputError
-from xtrieve.index.docs import check_embedding, check_id, normalize
+from xtrieve.index.docs import check_embedding, check_id, explicit_ids, normalize
 from xtrieve.retrieve.searcher import check_query
 from xtrieve.types import Hit, make_hits
 
@@ -26,7 +26,8 @@ def rerank(query: Any, documents: Sequence[Any], k: int | None = None, encoder: 
 
     ``query``: a text, or its token vectors [n_q, dim]. ``documents``: texts, dicts with an
     "id", a "text", an optional "title" and metadata (as ``Index.build`` takes them), or token
-    vectors [n_i, dim] each; a text gets its position as id. ``encoder``: an Encoder, a model
+    vectors [n_i, dim] each; texts without an id get "0", "1", ... (their positions when no
+    dict gives an id; ids the dicts give are skipped), vectors their positions. ``encoder``: an Encoder, a model
     folder or name (None: the default model; not loaded when everything is vectors).
     ``pool_factor``: None uses the model's own, 1 scores every token vector."""
     if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0):
@@ -53,7 +54,7 @@ def rerank(query: Any, documents: Sequence[Any], k: int | None = None, encoder: 
     for i, d in enumerate(doc_vectors):
         if d.shape[1] != dim:
             raise InputError(f"document {i}: vectors have dimension {d.shape[1]}, document 0's have {dim}")
-    query_vectors = check_query(q, dim, 0)
+    query_vectors = check_query(q, dim, 0, against="the documents have")
     scores = maxsim_scores(torch.from_numpy(query_vectors), doc_vectors)
     weight = float(getattr(enc.config, "dense_weight", 0.0)) if enc is not None else 0.0
     if weight > 0 and q_dense is not None and doc_dense is not None:
@@ -96,8 +97,17 @@ def _query(query: Any, enc: Any) -> tuple[np.ndarray, np.ndarray | None]:
 def _encoded_documents(documents: Sequence[Any], enc: Any, pool_factor: int | None, batch_size: int):
     """(ids, pooled token vectors, metadata, dense embeddings or None) of text documents."""
     ids, texts, metadata = [], [], []
+    taken = explicit_ids(documents)
+    counter = [0]
+
+    def auto_id() -> str:  # "0", "1", ... skipping the ids the dicts give, as Index.build numbers texts
+        while str(counter[0]) in taken:
+            counter[0] += 1
+        counter[0] += 1
+        return str(counter[0] - 1)
+
     for position, doc in enumerate(documents):
-        doc_id, text, row = normalize(doc, position, lambda p=position: str(p))
+        doc_id, text, row = normalize(doc, position, auto_id)
         ids.append(check_id(doc_id, f"document {position}"))
         texts.append(text)
         metadata.append({key: value for key, value in row.items() if key != "text"})

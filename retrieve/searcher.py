@@ -68,8 +68,9 @@ class _AllowedList(list):
         self.group_selectors: dict[int, tuple] = {}
 
 
-def check_query(q: object, dim: int, i: int) -> np.ndarray:
-    """A query as a C-contiguous float32 [n_q, dim] array, or a clear InputError."""
+def check_query(q: object, dim: int, i: int, against: str = "the index has") -> np.ndarray:
+    """A query as a C-contiguous float32 [n_q, dim] array, or a clear InputError (``against``:
+    what the dimension is compared with, as the message says it)."""
     if q is None or isinstance(q, (bytes, dict, bool, int, float)):
         raise InputError(f"query {i}: expected a text or a [n_tokens, {dim}] array, got {type(q).__name__}")
     if isinstance(q, torch.Tensor):
@@ -84,7 +85,7 @@ def check_query(q: object, dim: int, i: int) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[0] == 0:
         raise InputError(f"query {i}: expected a [n_tokens, {dim}] array, got shape {arr.shape}")
     if arr.shape[1] != dim:
-        raise InputError(f"query {i}: vectors have dimension {arr.shape[1]}, the index has {dim}")
+        raise InputError(f"query {i}: vectors have dimension {arr.shape[1]}, {against} {dim}")
     if not np.isfinite(arr).all():
         raise InputError(f"query {i}: contains NaN or infinite values")
     return arr

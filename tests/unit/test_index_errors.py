@@ -402,6 +402,16 @@ def test_a_column_keeps_its_type_after_its_documents_are_deleted(tmp_path):
     assert [h.doc_id for h in idx.search(rand(1)[0], k=5, filter="year == 2.5")] == ["d"]
 
 
+def test_an_all_null_batch_does_not_forget_a_column_type(tmp_path):
+    ix = tmp_path / "ix"
+    idx = xtrieve.Index.build_from_embeddings(ix, ["a"], rand(1), metadata=[{"year": 2000}])
+    idx.add_embeddings(["b"], rand(1, seed=1), metadata=[{"year": None}])
+    assert json.loads((ix / "manifest.json").read_text())["columns"]["year"] == "int64"
+    idx.delete(["a"])
+    with pytest.raises(InputError, match="metadata types clash"):
+        idx.add_embeddings(["c"], rand(1, seed=2), metadata=[{"year": "abc"}])
+
+
 def test_opening_retries_while_writers_replace_the_commit(tmp_path, monkeypatch):
     import dataclasses
 

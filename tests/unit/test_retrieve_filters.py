@@ -198,3 +198,18 @@ def test_zoned_timestamps_compare_with_text_literals():
         allowed_rows(table, compile_filter("z > 'soon'", cols))
     with pytest.raises(FilterError, match="'2021-03-28T02:30' is not one .*Europe/Paris.*give the time an offset"):
         allowed_rows(table, compile_filter("paris == '2021-03-28T02:30'", cols))  # skipped by the spring change
+
+
+def test_iso_texts_read_alike_on_every_python():
+    from xtrieve.retrieve.filters import _iso_for_python
+
+    assert _iso_for_python("2021-05-31T22:00:00Z") == "2021-05-31T22:00:00+00:00"
+    assert _iso_for_python("09:30:00.5") == "09:30:00.500000"
+    assert _iso_for_python("2021-01-01 10:00:00.1234567+01:00") == "2021-01-01 10:00:00.123456+01:00"
+
+
+def test_in_refuses_literals_of_another_type_as_equality_does():
+    table = pa.table({"n": [1, 2, None], "b": [True, False, True]})
+    for text in ("n in ('1',)", "b in ('true')", "n == '1'"):
+        with pytest.raises(FilterError, match="cannot compare"):
+            allowed_rows(table, compile_filter(text, {"n", "b"}))

@@ -62,5 +62,12 @@ def test_bad_input_is_a_clear_error(query, documents, k, message):
         xtrieve.rerank(query, documents, k=k, encoder=WordHashEncoder(8))
 
 
+def test_texts_without_ids_skip_the_ids_dicts_give():
+    hits = xtrieve.rerank("moon", [{"id": "1", "text": "tides moon"}, "glaciers valleys"], encoder=WordHashEncoder(8))
+    assert sorted(h.doc_id for h in hits) == ["0", "1"]
+    with pytest.raises(InputError, match="the documents have 8"):
+        xtrieve.rerank(np.ones((2, 4), np.float32), ["glaciers valleys"], encoder=WordHashEncoder(8))
+
+
 def test_no_documents_is_no_hits():
     assert xtrieve.rerank("moon", [], encoder=WordHashEncoder(8)) == []
