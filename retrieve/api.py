@@ -8,7 +8,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from xtrieve.config import IndexConfig, SearchConfig
-from xtrieve.errors import InputError
+from xtrieve.errors import IndexFormatError, InputError
 from xtrieve.types import Hit, IndexInfo
 
 log = logging.getLogger(__name__)
@@ -111,9 +111,13 @@ class Index:
             from xtrieve.encode.encoder import Encoder
             from xtrieve.index.writer import check_encoder
 
+            folder = self.path / self._snapshot.manifest.encoder_dir
+            if not folder.is_dir() and self._store.manifest() != self._snapshot.manifest:
+                raise IndexFormatError(f"index {self.path}: it was rebuilt since this object's snapshot, whose "
+                                       f"encoder folder {folder.name} is gone; call refresh() to search the new index")
             if self._store.verify:
                 self.verify_encoder_files()
-            encoder = Encoder.load(self.path / self._snapshot.manifest.encoder_dir)
+            encoder = Encoder.load(folder)
             check_encoder(self._snapshot.manifest, encoder, self.path)  # a replaced or altered encoder/ folder
             self._encoder = encoder
         return self._encoder

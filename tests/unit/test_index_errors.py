@@ -135,6 +135,15 @@ def test_overwrite_commits_in_place_as_a_later_generation(tmp_path, idx):
     assert len(xtrieve.Index.open(ix)) == 2
 
 
+def test_a_stale_reader_whose_encoder_folder_is_gone_is_told_to_refresh(tmp_path, idx):
+    ix = tmp_path / "ix"
+    stale = xtrieve.Index.open(ix)  # no encoder loaded yet
+    xtrieve.Index.build(ix, ["new words"], encoder=FakeEncoder(name="other", head="1" * 64), overwrite=True)
+    with pytest.raises(IndexFormatError, match=r"rebuilt since .* call refresh\(\)"):
+        stale.encoder
+    assert stale.refresh().snapshot.encoder_identity["name"] == "other"
+
+
 def test_refresh_sees_an_index_replaced_at_the_same_generation(tmp_path):
     ix = tmp_path / "ix"
     xtrieve.Index.build_from_embeddings(ix, ["old1", "old2"], rand(2))
