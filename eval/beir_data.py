@@ -62,7 +62,7 @@ def _loader_class():
             with open(self.corpus_file, "rb") as f:
                 total = sum(1 for _ in f)
             no_id = 0
-            with open(self.corpus_file, encoding="utf8") as f:
+            with open(self.corpus_file, encoding="utf-8-sig") as f:
                 for n, line in enumerate(tqdm(f, total=total, desc="corpus", disable=None, leave=False), 1):
                     if not line.strip():
                         continue
@@ -79,7 +79,7 @@ def _loader_class():
                 log.warning("%s: skipped %d corpus line(s) without an _id", self.corpus_file, no_id)
 
         def _load_queries(self) -> None:
-            with open(self.query_file, encoding="utf8") as f:
+            with open(self.query_file, encoding="utf-8-sig") as f:
                 for n, line in enumerate(f, 1):
                     if not line.strip():
                         continue
@@ -90,7 +90,7 @@ def _loader_class():
 
         def _load_qrels(self) -> None:
             missing: set[str] = set()
-            with open(self.qrels_file, encoding="utf-8", newline="") as f:
+            with open(self.qrels_file, encoding="utf-8-sig", newline="") as f:
                 for n, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL), 1):
                     if not row or not "".join(row).strip():
                         continue
@@ -98,7 +98,7 @@ def _loader_class():
                         if n == 1:
                             continue
                         raise InputError(f"{self.qrels_file}:{n}: expected 'query-id<TAB>corpus-id<TAB>score'")
-                    qid, did = row[0].strip(), row[1].strip()
+                    qid, did = row[0], row[1]  # as beir reads them: ids as written
                     try:
                         score = int(float(row[2]))
                     except ValueError:
@@ -142,15 +142,16 @@ class BeirDataset:
         return corpus_to_docs(self.corpus)
 
     def query_items(self, max_queries: int | None = None) -> list[tuple[str, str]]:
-        """(query id, text) of the split's queries, in file order; empty texts dropped (warned)."""
-        items = [(qid, text) for qid, text in self.queries.items()]
-        empty = [qid for qid, text in items if not text.strip()]
-        if empty:
-            log.warning("skipping %d query(ies) with empty text (e.g. %r)", len(empty), empty[0])
-            items = [(qid, text) for qid, text in items if text.strip()]
-        if max_queries is not None:
-            items = items[: max(0, int(max_queries))]
-        return items
+        """(query id, text) of the split's judged queries in qrels order (beir's loader keeps
+        them so), the first ``max_queries`` of them; a query with an empty text is included and
+        cannot be searched (:func:`searchable` splits those off)."""
+        items = list(self.queries.items())
+        return items if max_queries is None else items[: max(0, int(max_queries))]
+
+
+def searchable(items: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
+    """(the items with a text, the ids of those whose text is empty)."""
+    return [(q, t) for q, t in items if t.strip()], [q for q, t in items if not t.strip()]
 
 
 def doc_text(doc: Mapping[str, Any]) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 
 from xtrieve.config import IndexConfig, SearchConfig
 from xtrieve.eval import peers as peers_mod
-from xtrieve.eval.beir_data import resolve_dataset
+from xtrieve.eval.beir_data import resolve_dataset, searchable
 from xtrieve.eval.metrics import Results, agreement, drop_identical_ids, evaluate, hits_to_results, latency_summary, top_k
 from xtrieve.eval.peers import peak_rss_mb
 
@@ -134,7 +134,7 @@ def run_bench(data_dir: str | Path | None = None, dataset: str | None = None, sp
 
     ds = resolve_dataset(data_dir, dataset, split, cache)
     docs, skipped = ds.documents()
-    items = ds.query_items(max_queries)
+    items, _ = searchable(ds.query_items(max_queries))  # (a query with an empty text cannot be timed)
     if not docs or not items:
         raise InputError(f"{ds.path}: nothing to benchmark ({len(docs)} documents, {len(items)} queries)")
     configs = grid_configs(grid, base_config)

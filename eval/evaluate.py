@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from xtrieve.config import IndexConfig, SearchConfig
-from xtrieve.eval.beir_data import BeirDataset, resolve_dataset
+from xtrieve.eval.beir_data import BeirDataset, resolve_dataset, searchable
 from xtrieve.eval.metrics import (Results, check_trec_id, drop_identical_ids, evaluate, hits_to_results,
                                   latency_summary, top_k, write_trec_run)
 
@@ -173,11 +173,14 @@ def evaluate_index(index: Any, dataset: BeirDataset, k: int = DEFAULT_K, exhaust
     Returns (results, metrics, latency summary, number of identical ids dropped).
     ``index`` needs only ``search(query, k=, exhaustive=, config=)`` returning hits.
     """
-    items = dataset.query_items(max_queries)
+    items, blank = searchable(dataset.query_items(max_queries))
     if not items:
         from xtrieve.errors import InputError
 
         raise InputError(f"{dataset.name}/{dataset.split}: no queries to evaluate")
+    if blank:
+        log.warning("%d judged query(ies) have an empty text (e.g. %r): they retrieve nothing and score 0",
+                    len(blank), blank[0])
     config = config or SearchConfig()
 
     def search(query: Any, n: int):
@@ -187,6 +190,7 @@ def evaluate_index(index: Any, dataset: BeirDataset, k: int = DEFAULT_K, exhaust
                                                  progress=progress)
     if dropped:
         log.info("dropped %d query's own document(s) from the results (ignore_identical_ids)", dropped)
+    results.update((qid, {}) for qid in blank)
     metrics = evaluate(dataset.qrels, results, k_values=(1, 3, 5, 10, 100), mrr_k=(10, 100))
     return results, metrics, latency_summary(latencies), dropped
 

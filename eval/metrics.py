@@ -60,15 +60,16 @@ def evaluate(qrels: Qrels, results: Results, k_values: Iterable[int] = (10, 100)
              mrr_k: Iterable[int] = (10,)) -> dict[str, float]:
     """nDCG/Recall/MAP/P at ``k_values`` (EvaluateRetrieval.evaluate) and MRR (evaluate_custom).
 
-    Only queries present in both ``qrels`` and ``results`` count, for every metric (beir's
-    MRR would otherwise divide by all judged queries while nDCG averages over the run).
-    Identical query/doc ids are NOT dropped here: call :func:`drop_identical_ids` first.
+    Only queries present in both ``qrels`` (with at least one judgement) and ``results`` count,
+    for every metric (beir's MRR would otherwise divide by all judged queries while nDCG averages
+    over the run); a searched query that retrieved nothing counts, as 0. Identical query/doc ids
+    are NOT dropped here: call :func:`drop_identical_ids` first.
     """
     from beir.retrieval.evaluation import EvaluateRetrieval
 
     k_values = sorted({int(k) for k in k_values} | {int(k) for k in mrr_k})
-    judged = {str(q): {str(d): int(s) for d, s in docs.items()} for q, docs in qrels.items()}
-    run = {q: {str(d): float(s) for d, s in docs.items()} for q, docs in results.items() if q in judged and docs}
+    judged = {str(q): {str(d): int(s) for d, s in docs.items()} for q, docs in qrels.items() if docs}
+    run = {str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in results.items() if str(q) in judged}
     if not run:
         return {f"{name}@{k}": 0.0 for k in k_values for name in ("ndcg", "recall", "map", "p", "mrr")} | {"n_scored": 0}
     ndcg, _map, recall, precision = EvaluateRetrieval.evaluate(judged, run, k_values, ignore_identical_ids=False)

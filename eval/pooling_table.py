@@ -22,7 +22,7 @@ import click
 
 from xtrieve.config import SearchConfig
 from xtrieve.errors import XtrieveError
-from xtrieve.eval.beir_data import find_beir_folder, load_beir
+from xtrieve.eval.beir_data import find_beir_folder, load_beir, searchable
 from xtrieve.eval.evaluate import EVAL_INDEX_CONFIG
 from xtrieve.eval.metrics import evaluate, hits_to_results
 
@@ -41,7 +41,7 @@ def table_rows(data_dir: str | Path, models: list[tuple[str, str, list[int]]], c
 
     ds = load_beir(data_dir, split)
     docs, _ = ds.documents()
-    items = [(q, t) for q, t in ds.query_items() if q in ds.qrels]
+    items = [(q, t) for q, t in searchable(ds.query_items())[0] if q in ds.qrels]
     texts, queries = [d["text"] for d in docs], [t for _, t in items]
     rows = []
     for label, folder, factors in models:

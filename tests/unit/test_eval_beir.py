@@ -193,3 +193,34 @@ def test_dataset_name_prefers_its_subfolder_over_the_root(toy):
 def test_dataset_name_absent_under_a_beir_root_is_an_error(toy):
     with pytest.raises(InputError, match=r"--dataset nfcorpus: no BEIR folder .*drop --dataset"):
         beir_data.find_beir_folder(toy, "nfcorpus")
+
+
+def test_byte_order_marks_and_ids_as_written(tmp_path):
+    folder = beir_data.write_beir(tmp_path / "b", {"a": {"text": "x"}, " b": {"text": "y"}}, {"1": "query one"},
+                                  {"test": {"1": {"a": 1, " b": 1}}})
+    qrels = folder / "qrels" / "test.tsv"
+    qrels.write_text("\n".join(qrels.read_text().splitlines()[1:]) + "\n")  # no header: the BOM sits on an id
+    for f in (folder / "corpus.jsonl", folder / "queries.jsonl", qrels):
+        f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
+    ds = beir_data.load_beir(folder)
+    assert set(ds.corpus) == {"a", " b"} and ds.qrels == {"1": {"a": 1, " b": 1}}  # ids as beir reads them
+
+
+def test_judged_queries_that_retrieve_nothing_score_zero():
+    from beir.retrieval.evaluation import EvaluateRetrieval
+
+    qrels, results = {"a": {"d": 1}, "b": {"d": 1}, "c": {}}, {"a": {"d": 1.0}, "b": {}, 7: {"d": 1.0}}
+    m = metrics.evaluate(qrels | {"7": {"d": 1}}, results)
+    ndcg = EvaluateRetrieval.evaluate({"a": {"d": 1}, "b": {"d": 1}, "7": {"d": 1}},
+                                      {"a": {"d": 1.0}, "b": {}, "7": {"d": 1.0}}, [10])[0]["NDCG@10"]
+    assert m["n_scored"] == 3 and m["ndcg@10"] == pytest.approx(ndcg) and ndcg == pytest.approx(2 / 3, abs=1e-4)
+
+
+def test_a_judged_query_without_text_scores_zero(tmp_path, caplog):
+    folder = beir_data.write_beir(tmp_path / "b", {"a": {"text": "moon tides"}, "b": {"text": "glaciers"}},
+                                  {"1": "moon", "2": "   "}, {"test": {"1": {"a": 1}, "2": {"b": 1}}})
+    ds = beir_data.load_beir(folder)
+    with caplog.at_level(logging.WARNING):
+        results, m, _, _ = evaluate_index(FakeIndex(ds.corpus), ds, k=2)
+    assert results["2"] == {} and m["n_scored"] == 2 and m["ndcg@10"] == pytest.approx(0.5)
+    assert caplog.text.count("empty text") == 1
