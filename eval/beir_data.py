@@ -61,7 +61,7 @@ def _loader_class():
         def _load_corpus(self) -> None:
             with open(self.corpus_file, "rb") as f:
                 total = sum(1 for _ in f)
-            no_id = 0
+            no_id, repeated = 0, []
             with open(self.corpus_file, encoding="utf-8-sig") as f:
                 for n, line in enumerate(tqdm(f, total=total, desc="corpus", disable=None, leave=False), 1):
                     if not line.strip():
@@ -74,9 +74,14 @@ def _loader_class():
                     doc = {k: v for k, v in row.items() if k not in ("_id", "id")}
                     doc["title"] = _as_text(row.get("title"))
                     doc["text"] = _as_text(row.get("text"))
+                    if doc_id in self.corpus:
+                        repeated.append(doc_id)
                     self.corpus[doc_id] = doc
             if no_id:
                 log.warning("%s: skipped %d corpus line(s) without an _id", self.corpus_file, no_id)
+            if repeated:  # beir keeps the last one too
+                log.warning("%s: %d repeated _id(s), the last line of each kept (e.g. %r)", self.corpus_file,
+                            len(repeated), repeated[0])
 
         def _load_queries(self) -> None:
             with open(self.query_file, encoding="utf-8-sig") as f:
@@ -198,8 +203,11 @@ def find_beir_folder(data_dir: str | Path, dataset: str | None = None) -> Path:
     if dataset and (root / "corpus.jsonl").is_file():
         raise InputError(f"--dataset {dataset}: no BEIR folder {root / dataset} (with corpus.jsonl); {root} "
                          "itself is a BEIR folder: drop --dataset to evaluate it")
+    inside = sorted(c.name for c in root.iterdir() if (c / "corpus.jsonl").is_file()) if root.is_dir() else []
+    hint = (f"; BEIR folders inside it: {', '.join(inside[:20])}{' ...' if len(inside) > 20 else ''} "
+            "(evaluate one with --dataset NAME)") if inside and not dataset else ""
     raise InputError(f"{root} is not a BEIR folder: no corpus.jsonl"
-                     + (f" (nor in {root / dataset})" if dataset else ""))
+                     + (f" (nor in {root / dataset})" if dataset else "") + hint)
 
 
 def load_beir(data_dir: str | Path, split: str = "test", dataset: str | None = None) -> BeirDataset:

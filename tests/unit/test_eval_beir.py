@@ -64,8 +64,8 @@ def test_find_folder_by_dataset_name_and_clear_errors(toy, tmp_path):
         beir_data.load_beir(toy, split="dev")
     with pytest.raises(InputError, match="no such folder"):
         beir_data.load_beir(tmp_path / "nope")
-    with pytest.raises(InputError, match="not a BEIR folder"):
-        beir_data.load_beir(tmp_path)
+    with pytest.raises(InputError, match="not a BEIR folder: no corpus.jsonl; BEIR folders inside it: toy"):
+        beir_data.load_beir(tmp_path)  # a parent of dataset folders (CQADupStack's layout) lists them
 
 
 def test_qrels_for_unknown_queries_dropped_and_float_scores(tmp_path, caplog):
@@ -224,3 +224,12 @@ def test_a_judged_query_without_text_scores_zero(tmp_path, caplog):
         results, m, _, _ = evaluate_index(FakeIndex(ds.corpus), ds, k=2)
     assert results["2"] == {} and m["n_scored"] == 2 and m["ndcg@10"] == pytest.approx(0.5)
     assert caplog.text.count("empty text") == 1
+
+
+def test_repeated_corpus_ids_keep_the_last_line_and_warn(tmp_path, caplog):
+    folder = beir_data.write_beir(tmp_path / "b", {"a": {"text": "first"}}, {"1": "query"}, {"test": {"1": {"a": 1}}})
+    with open(folder / "corpus.jsonl", "a") as f:
+        f.write('{"_id": "a", "text": "second"}\n')
+    with caplog.at_level(logging.WARNING):
+        ds = beir_data.load_beir(folder)
+    assert ds.corpus["a"]["text"] == "second" and "1 repeated _id(s)" in caplog.text
