@@ -38,6 +38,22 @@ def explicit_ids(docs: Sequence[Any]) -> set[str]:
     return ids
 
 
+class AutoIds:
+    """Ids "0", "1", ... from ``start`` for documents given as plain strings, skipping every id
+    ``taken`` says is in use; ``next`` is where the counter stands, ``given`` what it handed out."""
+
+    def __init__(self, taken: Callable[[str], bool], start: int = 0) -> None:
+        self.taken, self.next, self.given = taken, start, set()
+
+    def __call__(self) -> str:
+        while self.taken(str(self.next)):
+            self.next += 1
+        doc_id = str(self.next)
+        self.next += 1
+        self.given.add(doc_id)
+        return doc_id
+
+
 def _flatten(prefix: str, value: Any, out: dict[str, Any], doc_id: str) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
@@ -130,9 +146,8 @@ def widened_type_name(recorded: str | None, new: pa.DataType) -> str:
     if pa.types.is_null(new):
         return recorded
     try:
-        return str(pa.unify_schemas([pa.schema([("c", old)]), pa.schema([("c", new)])],
-                                    promote_options="permissive").field("c").type)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return str(unify(pa.schema([("c", old)]), pa.schema([("c", new)]).empty_table()).field("c").type)
+    except InputError:  # (the add checked the types against the index's before this)
         return str(new)
 
 

@@ -23,8 +23,8 @@ from xtrieve.config import IndexConfig
 from xtrieve.errors import ConfigError, IndexFormatError, InputError, ModelMismatchError, XtrieveError
 from xtrieve.faiss_loader import load_faiss
 from xtrieve.index import faiss_build
-from xtrieve.index.docs import (add_metadata, batched, check_embedding, check_id, check_one_type_per_column, column_type,
-                                explicit_ids, name_type, normalize, rows_table, short_list, unify,
+from xtrieve.index.docs import (AutoIds, add_metadata, batched, check_embedding, check_id, check_one_type_per_column,
+                                column_type, explicit_ids, name_type, normalize, rows_table, short_list, unify,
                                 widened_type_name)
 from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
 from xtrieve.index.lock import LOCK_FILE, WriterLock
@@ -323,21 +323,13 @@ class WriteSession:
             total = len(docs)  # type: ignore[arg-type]
         except TypeError:
             total = None
-        counter = [self.manifest.next_auto_id]
         live = self.live_ids()
         all_ids: list[str] = []
         encode_seconds = [0.0]
 
         # ids given in this input: an auto id skips them (all of a list's, up front; a stream's so far)
         seen: set[str] = explicit_ids(docs) if isinstance(docs, Sequence) else set()
-        given_automatically: set[str] = set()
-
-        def auto_id() -> str:
-            while str(counter[0]) in live or str(counter[0]) in seen:
-                counter[0] += 1
-            counter[0] += 1
-            given_automatically.add(str(counter[0] - 1))
-            return str(counter[0] - 1)
+        auto_id = AutoIds(lambda doc_id: doc_id in live or doc_id in seen, self.manifest.next_auto_id)
 
         def batches() -> Iterator[Batch]:
             position = 0
@@ -345,7 +337,7 @@ class WriteSession:
                 ids, texts, rows = [], [], []
                 for doc in raw:
                     doc_id, text, row = normalize(doc, position, auto_id)
-                    if not isinstance(doc, str) and doc_id in given_automatically:
+                    if not isinstance(doc, str) and doc_id in auto_id.given:
                         raise InputError(f"document {position}: id {doc_id!r} was already given automatically to an "
                                          "earlier plain-string document; give ids to all documents or to none")
                     seen.add(doc_id)
@@ -363,7 +355,7 @@ class WriteSession:
                 yield rows_table(ids, rows, self.config.store_text), vectors, list(encoded.n_tokens), encoded.dense
 
         started = time.perf_counter()
-        self.ingest(batches(), total, show_progress, next_auto_id=lambda: counter[0])
+        self.ingest(batches(), total, show_progress, next_auto_id=lambda: auto_id.next)
         elapsed = time.perf_counter() - started
         log.info("added %d docs in %.1f s: encoding (with pooling) %.1f s, indexing %.1f s",
                  len(all_ids), elapsed, encode_seconds[0], elapsed - encode_seconds[0])

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from xtrieve.errors import InputError
-from xtrieve.index.docs import check_embedding, check_id, explicit_ids, normalize
+from xtrieve.index.docs import AutoIds, check_embedding, explicit_ids, normalize, short_list
+from xtrieve.retrieve.maxsim import Gathered, chunk_maxsim
 from xtrieve.retrieve.searcher import check_query
 from xtrieve.types import Hit, make_hits
 
@@ -64,16 +65,10 @@ def rerank(query: Any, documents: Sequence[Any], k: int | None = None, encoder: 
 
 
 def maxsim_scores(query: torch.Tensor, docs: list[np.ndarray]) -> np.ndarray:
-    """MaxSim of a query [n_q, dim] with each document's vectors [n_i, dim], in float32."""
-    lengths = [len(d) for d in docs]
-    sims = torch.from_numpy(np.concatenate(docs)) @ query.T  # [sum n_i, n_q]
-    out = np.zeros(len(docs), dtype=np.float32)
-    start = 0
-    for i, n in enumerate(lengths):
-        if n:
-            out[i] = float(sims[start:start + n].max(dim=0).values.sum())
-        start += n
-    return out
+    """MaxSim of a query [n_q, dim] with each document's vectors [n_i >= 1, dim], in float32."""
+    bounds = np.zeros(len(docs) + 1, dtype=np.int64)
+    np.cumsum([len(d) for d in docs], out=bounds[1:])
+    return chunk_maxsim(query, Gathered(torch.from_numpy(np.concatenate(docs)), None, None, bounds))
 
 
 def _encoder(encoder: Any) -> Any:
@@ -97,23 +92,15 @@ def _query(query: Any, enc: Any) -> tuple[np.ndarray, np.ndarray | None]:
 def _encoded_documents(documents: Sequence[Any], enc: Any, pool_factor: int | None, batch_size: int):
     """(ids, pooled token vectors, metadata, dense embeddings or None) of text documents."""
     ids, texts, metadata = [], [], []
-    taken = explicit_ids(documents)
-    counter = [0]
-
-    def auto_id() -> str:  # "0", "1", ... skipping the ids the dicts give, as Index.build numbers texts
-        while str(counter[0]) in taken:
-            counter[0] += 1
-        counter[0] += 1
-        return str(counter[0] - 1)
-
+    auto_id = AutoIds(explicit_ids(documents).__contains__)  # as Index.build numbers texts
     for position, doc in enumerate(documents):
         doc_id, text, row = normalize(doc, position, auto_id)
-        ids.append(check_id(doc_id, f"document {position}"))
+        ids.append(doc_id)
         texts.append(text)
         metadata.append({key: value for key, value in row.items() if key != "text"})
     duplicates = sorted(doc_id for doc_id, n in Counter(ids).items() if n > 1)
     if duplicates:
-        raise InputError(f"duplicate document id(s): {', '.join(map(repr, duplicates[:10]))}")
+        raise InputError(f"duplicate document id(s): {short_list(duplicates)}")
     if pool_factor is None:
         pool_factor = int(getattr(enc.config, "pool_factor", 1) or 1)
     encoded = enc.encode(texts, False, batch_size=batch_size, pool_factor=pool_factor, show_progress=False)
