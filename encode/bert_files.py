@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from xtrieve.encode.lean_bert import BertShape, plain_bert_config
-from xtrieve.encode.loaders import has_weights, read_weights
+from xtrieve.encode.loaders import check_overlay_shapes, has_weights, read_weights
 from xtrieve.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -162,10 +162,7 @@ def _weights(folder: Path, config: dict[str, Any], state: dict[str, torch.Tensor
     if overlay:
         if any(k not in needed for k in overlay):
             return "the overlay names weights a BertModel does not have"
-        wrong = [k for k, v in overlay.items() if tuple(v.shape) != needed[k]]
-        if wrong:
-            raise ModelLoadError(f"the backbone overlay's {wrong[0]} has shape {tuple(overlay[wrong[0]].shape)}, "
-                                 f"the backbone's is {needed[wrong[0]]}")
+        check_overlay_shapes(overlay, needed)
         state = {**state, **overlay}
     return shape.wrong_weight(state, config) or {name: state[name] for name in needed}
 

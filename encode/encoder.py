@@ -203,10 +203,8 @@ class Encoder:
                 unknown = [k for k in spec.backbone_overlay if k not in own]
                 if unknown:
                     raise ModelLoadError(f"{spec.name}: backbone overlay names weights {spec.backbone_dir} does not have: {unknown[:3]}")
-                for key, value in spec.backbone_overlay.items():
-                    if value.shape != own[key].shape:
-                        raise ModelLoadError(f"{spec.name}: the backbone overlay's {key} has shape {tuple(value.shape)}, "
-                                             f"the backbone's is {tuple(own[key].shape)}")
+                loaders.check_overlay_shapes(spec.backbone_overlay, {k: own[k].shape for k in spec.backbone_overlay},
+                                             f"{spec.name}: ")
                 backbone.load_state_dict(spec.backbone_overlay, strict=False)
         except LOAD_ERRORS as exc:
             message = str(exc).strip().splitlines()

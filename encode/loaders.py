@@ -109,6 +109,15 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     raise ModelLoadError(f"no model.safetensors or pytorch_model.bin in {folder}")
 
 
+def check_overlay_shapes(overlay: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], where: str = "") -> None:
+    """ModelLoadError (prefixed ``where``) when a backbone overlay's weight has another shape than
+    the backbone's (``shapes``: name -> shape, covering every name in ``overlay``)."""
+    for key, value in overlay.items():
+        if tuple(value.shape) != tuple(shapes[key]):
+            raise ModelLoadError(f"{where}the backbone overlay's {key} has shape {tuple(value.shape)}, "
+                                 f"the backbone's is {tuple(shapes[key])}")
+
+
 def has_weights(folder: Path) -> bool:
     """Whether ``folder`` holds a single weights file :func:`read_weights` reads."""
     return any((folder / name).exists() for name in WEIGHT_FILES)

@@ -107,21 +107,25 @@ def iter_json_records(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
                 raise InputError(f"{path}: one JSON object; expected a JSON list of objects or JSON Lines") from None
             raise
         return
+    for n, obj in enumerate(_load_json(path)):
+        yield n + 1, f"{path}[{n}]", _row(obj, f"{path}[{n}]")
+
+
+def _load_json(path: Path) -> Any:
+    """The one JSON value a file holds, or an InputError saying why not."""
     try:
-        data = json.loads(path.read_text(encoding=ENCODING))
+        return json.loads(path.read_text(encoding=ENCODING))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc})") from None
-    for n, obj in enumerate(data):
-        yield n + 1, f"{path}[{n}]", _row(obj, f"{path}[{n}]")
 
 
 def _is_one_json_value(path: Path) -> bool:
     try:
-        json.loads(path.read_text(encoding=ENCODING))
+        _load_json(path)
         return True
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+    except InputError:
         return False
 
 
