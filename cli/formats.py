@@ -5,7 +5,7 @@ import json
 import math
 from typing import Any, Sequence
 
-from xtrieve.errors import InputError
+from xtrieve.eval.metrics import check_trec_id
 
 
 def json_safe(obj: Any) -> Any:
@@ -22,12 +22,6 @@ def json_safe(obj: Any) -> Any:
 def to_json(obj: Any) -> str:
     """One line of valid JSON: non-finite floats as null, unknown types as their str()."""
     return json.dumps(json_safe(obj), default=str, allow_nan=False)
-
-
-def check_trec_id(kind: str, value: str) -> None:
-    """InputError unless ``value`` is one non-empty field without whitespace, as a TREC run needs."""
-    if value.split() != [value]:
-        raise InputError(f"{kind} id {value!r} cannot be written in TREC format (it is empty or contains whitespace)")
 
 
 def check_trec_query_ids(qids: Sequence[str]) -> None:

@@ -13,6 +13,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from xtrieve.errors import InputError
+
 log = logging.getLogger(__name__)
 
 Results = dict[str, dict[str, float]]
@@ -114,8 +116,6 @@ def agreement(results: Results, reference: Results, k: int = 10) -> float:
 def check_trec_id(kind: str, value: str) -> None:
     """InputError unless ``value`` is one non-empty field without whitespace, as a TREC run needs."""
     if value.split() != [value]:
-        from xtrieve.errors import InputError
-
         raise InputError(f"{kind} id {value!r} cannot be written in TREC format (it is empty or contains whitespace)")
 
 
