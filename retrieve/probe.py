@@ -37,6 +37,14 @@ class Coarse:
     dist: np.ndarray
     lists: np.ndarray
 
+    def narrowed(self, nprobe: int) -> "Coarse":
+        """The same step keeping each vector's ``nprobe`` best lists (the lists are sorted best
+        first, so the best few of a wider step are a narrower step's)."""
+        if nprobe >= self.lists.shape[1]:
+            return self
+        return Coarse(self.sims, np.ascontiguousarray(self.dist[:, :nprobe]),
+                      np.ascontiguousarray(self.lists[:, :nprobe]))
+
 
 class TokenProbe:
     """Searches one segment's token index; safe to share between threads (read-only).

@@ -274,40 +274,43 @@ class Searcher:
         return self._top(np.concatenate(keys), np.concatenate(scores), k)
 
     def _retrieve(self, qs: list[np.ndarray], allowed: list[_Allowed], k_prime: int, nprobe: int):
-        """One FAISS call per segment for all query tokens of the group: [n_tokens, k'] arrays,
-        and per segment number the IVF centroid similarities [nlist, n_tokens] if computed."""
+        """One FAISS call per segment (or merged group) for all query tokens: [n_tokens, k']
+        arrays, and per segment number the IVF centroid similarities [nlist, n_tokens] if computed.
+        Probes of one centroid set share one coarse step, as wide as the widest of them needs."""
         stacked = np.ascontiguousarray(np.concatenate(qs))
-        all_scores, all_keys, centroid_sims = [], [], {}
-        coarse_steps: dict[tuple[int, int], Coarse | None] = {}  # per centroid set and nprobe: one coarse step
-
-        def search(probe: TokenProbe, selector):
-            k = min(k_prime, probe.ntotal)
-            probed = probe.nprobe_for(k, nprobe)
-            key = (id(probe.centroids), probed)
-            if key not in coarse_steps:
-                coarse_steps[key] = probe.coarse(stacked, probed)
-            dist, ids, coarse = probe.search_with_centroid_scores(stacked, k, probed, selector, coarse_steps[key])
-            all_scores.append(np.where(ids >= 0, dist, -np.inf).astype(np.float32))
-            return ids, coarse
-
+        searches = []  # (probe, selector, segment numbers, FAISS row ids -> document keys)
         groups, grouped = self._segment_groups() if len(self.segments) > 1 else ([], frozenset())
         for gi, group in enumerate(groups):
             selector, any_allowed = self._group_selector(gi, group, allowed)
             if any_allowed:
-                ids, coarse = search(group.probe, selector)
-                valid = ids >= 0
-                all_keys.append(np.where(valid, group.keys[np.where(valid, ids, 0)], -1))
-                if coarse is not None:
-                    centroid_sims.update(dict.fromkeys(group.members, coarse))
+                searches.append((group.probe, selector, group.members, group.keys.__getitem__))
         for no, (seg, a) in enumerate(zip(self.segments, allowed)):
-            if a.n_allowed == 0 or no in grouped:
-                continue
-            ids, coarse = search(self._probe(no), a.selector)
-            if coarse is not None:
-                centroid_sims[no] = coarse
+            if a.n_allowed and no not in grouped:
+                searches.append((self._probe(no), a.selector, [no],
+                                 lambda rows, no=no, v=seg.vec_to_doc: _key(no, v[rows])))
+        sizes = []  # (k', lists to probe) per search
+        for probe, *_ in searches:
+            k = min(k_prime, probe.ntotal)
+            sizes.append((k, probe.nprobe_for(k, nprobe)))
+        widest: dict[int, int] = {}  # per centroid set: the most lists any of its probes scans
+        for (probe, *_), (_, probed) in zip(searches, sizes):
+            if probe.centroids is not None:
+                widest[id(probe.centroids)] = max(widest.get(id(probe.centroids), 0), probed)
+        coarse_steps: dict[int, Coarse] = {}
+        all_scores, all_keys, centroid_sims = [], [], {}
+        for (probe, selector, members, to_keys), (k, probed) in zip(searches, sizes):
+            coarse = None
+            if probe.centroids is not None:
+                step = coarse_steps.get(id(probe.centroids))
+                if step is None:
+                    step = coarse_steps[id(probe.centroids)] = probe.coarse(stacked, widest[id(probe.centroids)])
+                coarse = step.narrowed(probed)
+            dist, ids, sims = probe.search_with_centroid_scores(stacked, k, probed, selector, coarse)
             valid = ids >= 0
-            local = seg.vec_to_doc[np.where(valid, ids, 0)]
-            all_keys.append(np.where(valid, _key(no, local), -1))
+            all_scores.append(np.where(valid, dist, -np.inf).astype(np.float32))
+            all_keys.append(np.where(valid, to_keys(np.where(valid, ids, 0)), -1))
+            if sims is not None:
+                centroid_sims.update(dict.fromkeys(members, sims))
         scores = np.concatenate(all_scores, axis=1)
         keys = np.concatenate(all_keys, axis=1)
         return (*global_top(scores, keys, k_prime), centroid_sims)

@@ -198,6 +198,36 @@ def test_segments_of_one_template_share_one_coarse_step_and_one_rerank(tmp_path,
     assert len(s._centroid_sets) == 1 and len({id(p.centroids) for p in s._probes}) == 1
 
 
+def test_segments_of_one_template_probing_different_widths_share_one_coarse_step(tmp_path, monkeypatch):
+    """Unmerged segments of one template whose sizes call for different nprobe: one coarse step
+    as wide as the widest, each segment scanning its own best lists of it, same hits as separate
+    coarse steps."""
+    import xtrieve
+    from xtrieve.retrieve import probe as probe_module
+    from xtrieve.retrieve import segment_groups
+
+    monkeypatch.setattr(segment_groups, "MAX_SEGMENT_VECTORS", 0)  # every segment searched alone
+    rng = np.random.default_rng(8)
+    docs = unit_token_docs(rng, 260, DIM, 8, 12)
+    cfg = {"flat_max_vectors": 800, "nlist": 16, "docs_per_segment": 200}
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"d{i}" for i in range(260)], docs, config=cfg)
+    assert len(idx.snapshot.segments) == 2
+    s = idx._get_searcher()
+    search_cfg = SearchConfig(k_prime=150, n_rerank=40, nprobe=2)
+    probes = [s._probe(no) for no in range(2)]
+    assert probes[0].centroids is probes[1].centroids
+    assert len({p.nprobe_for(min(150, p.ntotal), 2) for p in probes}) == 2  # different widths
+    widths = []
+    real = probe_module.TokenProbe.coarse
+    monkeypatch.setattr(probe_module.TokenProbe, "coarse", lambda self, q, n: widths.append(n) or real(self, q, n))
+    queries = [np.concatenate([docs[i], docs[i + 1]])[:9] for i in (3, 90, 230)]
+    shared = s.search(queries, k=10, config=search_cfg)
+    assert len(widths) == 1 and widths[0] == max(p.nprobe_for(min(150, p.ntotal), 2) for p in probes)
+    probes[1].centroids = probes[1].centroids.clone()  # no longer shared: a coarse step each
+    assert s.search(queries, k=10, config=search_cfg) == shared
+    assert len(widths) == 3
+
+
 def test_short_queries_search_wider_alone_and_in_a_batch(corpus):
     docs, _, _ = corpus
     rng = np.random.default_rng(3)
