@@ -289,11 +289,11 @@ class Searcher:
                 searches.append((self._probe(no), a.selector, [no],
                                  lambda rows, no=no, v=seg.vec_to_doc: _key(no, v[rows])))
         sizes = []  # (k', lists to probe) per search
+        widest: dict[int, int] = {}  # per centroid set: the most lists any of its probes scans
         for probe, *_ in searches:
             k = min(k_prime, probe.ntotal)
-            sizes.append((k, probe.nprobe_for(k, nprobe)))
-        widest: dict[int, int] = {}  # per centroid set: the most lists any of its probes scans
-        for (probe, *_), (_, probed) in zip(searches, sizes):
+            probed = probe.nprobe_for(k, nprobe)
+            sizes.append((k, probed))
             if probe.centroids is not None:
                 widest[id(probe.centroids)] = max(widest.get(id(probe.centroids), 0), probed)
         coarse_steps: dict[int, Coarse] = {}
