@@ -289,39 +289,53 @@ def load_sentence_transformers(folder: Path) -> ModelSpec:
 
     Modules after the Transformer must be Dense ones (the head) or modules known to leave the
     token embeddings alone (:data:`TOKEN_NEUTRAL_MODULES`); any other is a ModelLoadError."""
-    backbone_dir, dense_modules = None, []
+    backbone_dir, dense_modules, others = None, [], []
     for kind, path in _module_entries(folder):
         if kind.endswith("Transformer"):
             backbone_dir = (folder / path).resolve()
         elif kind.endswith("Dense"):
             dense_modules.append(((folder / path).resolve(), kind))
         elif not _token_neutral(kind, folder / path):
-            raise ModelLoadError(f"{folder}/modules.json: module type {kind} is not supported (xtrieve reads a "
-                                 f"Transformer, Dense modules and {', '.join(TOKEN_NEUTRAL_MODULES)})")
+            others.append(kind)
     if backbone_dir is None:
         raise ModelLoadError(f"{folder}/modules.json names no Transformer module")
     st_cfg = read_json(folder / "config_sentence_transformers.json") if (folder / "config_sentence_transformers.json").exists() else {}
+    is_pylate = "query_prefix" in st_cfg or "query_length" in st_cfg or "document_length" in st_cfg
+    if others and not is_pylate:
+        raise ModelLoadError(f"{folder}/modules.json: module type {others[0]} is not supported (xtrieve reads a "
+                             f"Transformer, Dense modules and {', '.join(TOKEN_NEUTRAL_MODULES)})")
+    if others:  # PyLate keeps only the Transformer and the Dense modules of a folder
+        log.warning("%s/modules.json: %s dropped, as PyLate drops every module but the Transformer and Dense ones",
+                    folder, ", ".join(others))
     bert_cfg = read_json(backbone_dir / "sentence_bert_config.json") if (backbone_dir / "sentence_bert_config.json").exists() else {}
     chain = read_dense_chain(dense_modules)
     weight, bias = chain.weight, chain.bias
-    is_pylate = "query_prefix" in st_cfg or "query_length" in st_cfg or "document_length" in st_cfg
     backbone_cfg = read_json(backbone_dir / "config.json")
     dim = int(weight.shape[0]) if weight is not None else int_setting(backbone_cfg, "hidden_size", 0, backbone_dir / "config.json")
     st_file, bert_file = folder / "config_sentence_transformers.json", backbone_dir / "sentence_bert_config.json"
-    doc_maxlen = (int_setting(st_cfg, "document_length", None, st_file)
-                  or int_setting(bert_cfg, "max_seq_length", None, bert_file)
-                  or default_max_seq_length(backbone_dir, backbone_cfg))
+    if is_pylate:  # PyLate sets the Transformer's length from document_length (180 when absent)
+        doc_maxlen = int_setting(st_cfg, "document_length", 180, st_file)
+    else:
+        doc_maxlen = (int_setting(bert_cfg, "max_seq_length", None, bert_file)
+                      or default_max_seq_length(backbone_dir, backbone_cfg))
+    lowercase = bert_cfg.get("do_lower_case") or False  # sentence-transformers lowercases texts it is told to
+    if not isinstance(lowercase, bool):
+        raise ConfigError(f"{bert_file}: do_lower_case must be true or false, got {lowercase!r}")
     common = dict(dim=dim, doc_maxlen=doc_maxlen, head_bias=bias is not None, head_activation=chain.activation,
-                  prompt=default_prompt(st_cfg, folder))
+                  prompt=default_prompt(st_cfg, folder), lowercase=lowercase)
     if is_pylate:
-        skiplist = st_cfg.get("skiplist_words", PUNCTUATION)
+        def setting(key: str, default: Any) -> Any:  # PyLate reads a null as its default
+            value = st_cfg.get(key)
+            return default if value is None else value
+
+        skiplist = setting("skiplist_words", PUNCTUATION)
         if not isinstance(skiplist, (list, tuple)):
             raise ConfigError(f"{st_file}: skiplist_words must be a list of strings, got {skiplist!r}")
         config = encoder_config(
             st_file, query_maxlen=int_setting(st_cfg, "query_length", 32, st_file),
-            query_prefix=st_cfg.get("query_prefix", "[Q] "), document_prefix=st_cfg.get("document_prefix", "[D] "),
-            query_augmentation=bool(st_cfg.get("do_query_expansion", True)),
-            attend_to_expansion_tokens=bool(st_cfg.get("attend_to_expansion_tokens", False)),
+            query_prefix=setting("query_prefix", "[Q] "), document_prefix=setting("document_prefix", "[D] "),
+            query_augmentation=bool(setting("do_query_expansion", True)),
+            attend_to_expansion_tokens=bool(setting("attend_to_expansion_tokens", False)),
             skiplist_words=tuple(skiplist), keep_special_tokens=True, **common,
         )
     else:  # sentence-transformers' own token embeddings: every token, queries as long as documents
@@ -389,7 +403,7 @@ def default_prompt(st_cfg: dict[str, Any], folder: Path) -> str | None:
     name = st_cfg.get("default_prompt_name")
     if not name:
         return None
-    prompts = st_cfg.get("prompts") or {}
+    prompts = {"query": "", "document": "", **(st_cfg.get("prompts") or {})}  # sentence-transformers' defaults
     if name not in prompts or not isinstance(prompts[name], str):
         raise ModelLoadError(f"{folder}/config_sentence_transformers.json: default_prompt_name {name!r} "
                              f"names no prompt (prompts: {', '.join(map(str, prompts)) or 'none'})")
@@ -397,18 +411,30 @@ def default_prompt(st_cfg: dict[str, Any], folder: Path) -> str | None:
 
 
 def load_colbert(folder: Path) -> ModelSpec:
-    """A Stanford ColBERT checkpoint: HF BERT config + weights with bert.* and linear.weight."""
+    """A Stanford ColBERT checkpoint: an HF config + weights with linear.weight and the language
+    model's under its base-model prefix (``bert.``, ``roberta.``, ``electra.``, ...), with
+    ColBERTConfig's defaults for what ``artifact.metadata`` does not say."""
     state = read_weights(folder)
     weight = state.get("linear.weight")
     if weight is None:
         raise ModelLoadError(f"{folder}: ColBERT checkpoint has no 'linear.weight'")
-    meta = read_json(folder / "artifact.metadata") if (folder / "artifact.metadata").exists() else {}
-    prefix = "bert." if any(k.startswith("bert.") for k in state) else ""
-    base = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and not k.startswith("linear.")}
     meta_file = folder / "artifact.metadata"
+    meta = read_json(meta_file) if meta_file.exists() else {}
+    if isinstance(meta.get("config"), dict):  # ColBERTConfig.from_path reads a nested config the same way
+        meta = meta["config"]
+    lm_keys = [k for k in state if not k.startswith("linear.")]
+    # HF_ColBERT keeps the language model under one attribute named by its base_model_prefix
+    firsts = {k.split(".", 1)[0] for k in lm_keys}
+    if "bert" in firsts:
+        prefix = "bert."
+    elif len(firsts) == 1 and all("." in k for k in lm_keys):
+        prefix = f"{firsts.pop()}."
+    else:
+        prefix = ""
+    base = {k[len(prefix):]: state[k] for k in lm_keys if k.startswith(prefix)}
     config = encoder_config(
         meta_file, dim=int(weight.shape[0]), query_maxlen=int_setting(meta, "query_maxlen", 32, meta_file),
-        doc_maxlen=int_setting(meta, "doc_maxlen", 180, meta_file),
+        doc_maxlen=int_setting(meta, "doc_maxlen", 220, meta_file),
         query_prefix=str(meta.get("query_token_id", "[unused0]")), document_prefix=str(meta.get("doc_token_id", "[unused1]")),
         query_augmentation=True, attend_to_expansion_tokens=bool(meta.get("attend_to_mask_tokens", False)),
         skiplist_words=PUNCTUATION if meta.get("mask_punctuation", True) else (), keep_special_tokens=True,

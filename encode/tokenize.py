@@ -148,6 +148,8 @@ class TextProcessor:
         # stripped as sentence-transformers (and so PyLate) strip it, which only matters to
         # tokenizers that see spaces: byte-level BPE, and added tokens such as PyLate's "[Q] "
         texts = [(c.prompt + t if c.prompt else t).strip() for t in texts]
+        if c.lowercase:  # sentence-transformers' do_lower_case: after the strip, markers unchanged
+            texts = [t.lower() for t in texts]
         for i, ids in enumerate(self.tok(texts, add_special_tokens=False, truncation=False)["input_ids"]):
             n_windows = 1 + -(-max(0, len(ids) - budget) // stride)
             if n_windows > max_windows:

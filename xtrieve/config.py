@@ -118,7 +118,8 @@ class EncoderConfig(ConfigBase):
     ``doc_windows``: a document longer than ``doc_maxlen`` tokens is encoded as up to this many
     windows of ``doc_maxlen`` (1 = truncate, as ColBERT and PyLate do), window k > 0 seeing the
     last ``doc_window_overlap`` tokens of window k - 1 as context; the windows' vectors (and,
-    for dense fusion, their mean) make the document's.
+    for dense fusion, their mean) make the document's. ``lowercase``: texts are lowercased
+    before tokenising (sentence-transformers' ``do_lower_case``), markers are not.
     """
 
     dim: int = 128

@@ -335,3 +335,85 @@ def test_save_writes_weights_with_the_umask(colbert_folder, tmp_path):
     files = [p for p in list(copied.rglob("*")) + list(ref.rglob("*")) if p.is_file()]
     assert {"head.safetensors", "backbone_overlay.safetensors", "model.safetensors"} <= {p.name for p in files}
     assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files if stat.S_IMODE(p.stat().st_mode) != 0o644} == {}
+
+
+def _edit(path, **changes):
+    cfg = json.loads(path.read_text()) if path.exists() else {}
+    cfg.update(changes)
+    path.write_text(json.dumps(cfg))
+
+
+def test_do_lower_case_lowercases_texts_as_sentence_transformers_does(pylate_folder):
+    """sentence_bert_config's do_lower_case lowercases the text (after the prompt and strip) before a
+    cased tokenizer sees it; the marker is an id and stays as it is."""
+    folder = pylate_folder[0]
+    _edit(folder / "tokenizer_config.json", do_lower_case=False)  # a cased vocabulary: "The" is unknown
+    cased = Encoder.load(folder)
+    _edit(folder / "sentence_bert_config.json", do_lower_case=True)
+    lower = Encoder.load(folder)
+    assert lower.config.lowercase and not cased.config.lowercase
+    for is_query in (True, False):
+        got = lower.encode([" The Cat SAT "], is_query).vectors[0]
+        want = cased.encode(["the cat sat"], is_query).vectors[0]
+        assert np.array_equal(got, want)
+    unk = cased.tokenizer.unk_token_id
+    assert unk in cased.processor.encode_ids(["The Cat"], True)[0][0]
+    assert unk not in lower.processor.encode_ids(["The Cat"], True)[0][0]
+    _edit(folder / "sentence_bert_config.json", do_lower_case="yes")
+    with pytest.raises(ConfigError, match="do_lower_case must be true or false"):
+        Encoder.load(folder)
+
+
+def test_pylate_null_settings_take_pylates_defaults(pylate_folder):
+    """PyLate reads a null (or absent) setting as its default, document_length included (180,
+    whatever the Transformer's max_seq_length)."""
+    from xtrieve.encode.loaders import PUNCTUATION, load_spec
+
+    folder = pylate_folder[0]
+    _edit(folder / "config_sentence_transformers.json", query_prefix=None, document_prefix=None,
+          do_query_expansion=None, attend_to_expansion_tokens=None, skiplist_words=None, document_length=None,
+          query_length=None)
+    c = load_spec(folder).config
+    assert (c.query_prefix, c.document_prefix, c.query_maxlen, c.doc_maxlen) == ("[Q] ", "[D] ", 32, 180)
+    assert c.query_augmentation and not c.attend_to_expansion_tokens and c.skiplist_words == PUNCTUATION
+
+
+def test_default_prompt_name_of_sentence_transformers_default_prompts(pylate_folder):
+    """sentence-transformers starts from prompts {"query": "", "document": ""}: naming one of them
+    without a prompts key is valid and puts nothing before the text."""
+    folder = pylate_folder[0]
+    _edit(folder / "config_sentence_transformers.json", default_prompt_name="query")
+    assert Encoder.load(folder).config.prompt is None
+
+
+def test_colbert_metadata_nested_under_config_and_colbert_defaults(colbert_folder):
+    """artifact.metadata may nest its settings under "config" (ColBERTConfig reads both); a
+    setting it lacks takes ColBERTConfig's default (doc_maxlen 220, query_maxlen 32)."""
+    from xtrieve.encode.loaders import load_spec
+
+    folder = colbert_folder[0]
+    meta = json.loads((folder / "artifact.metadata").read_text())
+    (folder / "artifact.metadata").write_text(json.dumps({"config": meta, "meta": {"version": "x"}}))
+    c = load_spec(folder).config
+    assert (c.query_maxlen, c.doc_maxlen) == (10, 30)
+    (folder / "artifact.metadata").write_text(json.dumps({"dim": 8}))
+    c = load_spec(folder).config
+    assert (c.query_maxlen, c.doc_maxlen, c.query_prefix, c.document_prefix) == (32, 220, "[unused0]", "[unused1]")
+
+
+def test_colbert_checkpoint_under_another_base_model_prefix(colbert_folder, tmp_path):
+    """HF_ColBERT stores the language model under its base_model_prefix (roberta., electra., ...):
+    the same weights under another prefix encode as the bert. checkpoint does."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = colbert_folder[0]
+    other = tmp_path / "electra-named"
+    shutil.copytree(folder, other)
+    state = load_file(str(folder / "model.safetensors"))
+    save_file({(k.replace("bert.", "electra.", 1) if k.startswith("bert.") else k): v for k, v in state.items()},
+              str(other / "model.safetensors"))
+    texts = ["the cat sat on the mat", "a dog barked ."]
+    for a, b in zip(Encoder.load(other).encode_documents(texts), Encoder.load(folder).encode_documents(texts)):
+        assert np.array_equal(a, b)
