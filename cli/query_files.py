@@ -55,8 +55,9 @@ def _tsv_rows(path: Path) -> Iterator[Row]:
                 cells = line.rstrip("\r\n").split("\t")
                 if not line.strip() or (n == 1 and _is_header(cells)):
                     continue
-                if len(cells) < 2:
-                    raise InputError(f"{path}:{n}: expected 'id<TAB>text'")
+                if len(cells) != 2:
+                    raise InputError(f"{path}:{n}: expected 'id<TAB>text', got {len(cells)} column(s)"
+                                     + (" (a qrels or run file?)" if len(cells) > 2 else ""))
                 yield n, cells[0], _text(cells[1], f"{path}:{n}")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None

@@ -453,13 +453,16 @@ def is_colbert_checkpoint(folder: Path) -> bool:
 
 
 def load_spec(name_or_path: str | Path | None) -> ModelSpec:
-    """Resolve a model name or folder into a :class:`ModelSpec`."""
+    """Resolve a model name or folder into a :class:`ModelSpec`: None or the default model's
+    name (as ``xtrieve info`` shows it) is the default model."""
     if name_or_path is None:
         return load_xtrieve(DEFAULT_MODEL_DIR)
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
         raise InputError(f"a model is a folder path or hub name (a non-empty str or Path), got {name_or_path!r}")
     folder = Path(name_or_path).expanduser()
     if not folder.exists():
+        if isinstance(name_or_path, str) and name_or_path == read_json(DEFAULT_MODEL_DIR / MODEL_FILE).get("name"):
+            return load_xtrieve(DEFAULT_MODEL_DIR)
         if isinstance(name_or_path, str) and name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
             folder = download(name_or_path)
         else:

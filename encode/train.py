@@ -586,6 +586,10 @@ def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
     cfg.validate()
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; a model is written into a folder")
+    if (out / "manifest.json").exists():
+        raise InputError(f"--out {out} is an index folder; write the model into a folder of its own")
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / CHECKPOINT_DIR
     if cfg.resume and not (ckpt / "state.json").exists():

@@ -144,16 +144,41 @@ def _csv(path: Path) -> Iterator[dict[str, Any]]:
         parse = pcsv.ParseOptions(delimiter="\t", quote_char=False, newlines_in_values=False)
     else:
         parse = pcsv.ParseOptions(delimiter=",", newlines_in_values=True)
-    try:
-        reader = pcsv.open_csv(
+    def open_csv(text_columns, include=None):
+        return pcsv.open_csv(
             str(path), read_options=pcsv.ReadOptions(block_size=CSV_BLOCK), parse_options=parse,
-            convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in TEXT_COLUMNS}, strings_can_be_null=False),
+            convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in text_columns},
+                                                strings_can_be_null=False, include_columns=include),
         )
+
+    try:
+        reader = open_csv(TEXT_COLUMNS)
+        names = reader.schema.names
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise InputError(f"{path}: column {repeated[0]!r} appears {names.count(repeated[0])} times in the header")
+        whole = [f.name for f in reader.schema if pa.types.is_integer(f.type)]
+        if whole:  # "007" would read as 7: such a column stays text
+            zeros = _leading_zero_columns(open_csv(whole, whole))
+            if zeros:
+                reader = open_csv(TEXT_COLUMNS + tuple(zeros))
         for batch in reader:
             for row in batch.to_pylist():
                 yield _row(row, str(path))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise InputError(f"{path}: cannot read as CSV ({exc})") from None
+
+
+def _leading_zero_columns(reader) -> list[str]:
+    """Columns of a CSV read as text whose values include an integer written with a leading zero."""
+    import pyarrow.compute as pc
+
+    found: set[str] = set()
+    for batch in reader:
+        for name, column in zip(batch.schema.names, batch.columns):
+            if name not in found and pc.any(pc.match_substring_regex(column, r"^\s*[+-]?0[0-9]")).as_py():
+                found.add(name)
+    return sorted(found)
 
 
 def _parquet(path: Path) -> Iterator[dict[str, Any]]:
@@ -170,14 +195,16 @@ def _parquet(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _folder(path: Path) -> Iterator[dict[str, Any]]:
-    """A folder of .txt files (one document each), or a BEIR dataset folder (its corpus.jsonl)."""
+    """A BEIR dataset folder (its corpus.jsonl), or else a folder of .txt files (one document each)."""
     files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".txt" and p.is_file())
-    if files:
-        return _txt_files(files)
     for name in BEIR_CORPUS_FILES:
         if (path / name).is_file():
+            if files:
+                log.warning("%s is a BEIR folder: reading %s, not its %d .txt file(s)", path, name, len(files))
             log.info("reading the BEIR corpus %s", path / name)
             return iter_jsonl(path / name)
+    if files:
+        return _txt_files(files)
     raise InputError(f"corpus folder {path} has no .txt files and no {' or '.join(BEIR_CORPUS_FILES)}")
 
 

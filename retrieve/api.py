@@ -240,6 +240,8 @@ class Index:
 
     def get(self, doc_id: str) -> dict[str, Any] | None:
         """Stored columns (doc_id, title/text, metadata) of a live document, or None."""
+        if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int, np.integer)):
+            raise InputError(f"get takes one document id (a string), got {type(doc_id).__name__}")
         found = self._snapshot.lookup(str(doc_id))
         if found is None:
             return None

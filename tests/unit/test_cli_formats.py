@@ -181,7 +181,7 @@ def test_duplicate_query_ids_are_an_error(tmp_path):
     ("q.jsonl", '{"_id": "A1"}\n', "q.jsonl:1: query has no 'text' field"),
     ("q.jsonl", '{"_id": ["x"], "text": "a"}\n', "q.jsonl:1: query id must be a string or an integer, got list"),
     ("q.tsv", "id\ttext\n7\tvaccines\n\n8\t  \n", "q.tsv:4: empty query text"),
-    ("q.tsv", "7\tvaccines\n8\n", "q.tsv:2: expected 'id<TAB>text'"),
+    ("q.tsv", "7\tvaccines\n8\n", "q.tsv:2: expected 'id<TAB>text', got 1 column(s)"),
     ("q.tsv", "id\ttext\n", "q.tsv: no queries in the file"),
 ])
 def test_query_file_errors_name_the_line(tmp_path, index, name, content, message):
@@ -263,3 +263,35 @@ def test_info_verifies_the_encoder_files(tmp_path):
 def test_top_k_is_an_alias_of_k(index):
     r = run("search", index, "moon", "--top-k", "1", "--format", "json")
     assert r.exit_code == 0 and len(json.loads(r.output)["hits"]) == 1
+
+
+# -- corpus folders, CSV columns, query files with other columns -----------------------------------
+
+def test_a_beir_folder_reads_its_corpus_even_beside_txt_files(tmp_path, caplog):
+    folder = tmp_path / "beir"
+    folder.mkdir()
+    write(folder / "corpus.jsonl", '{"_id": "d1", "title": "t", "text": "moon tides"}\n')
+    write(folder / "README.txt", "not a document")
+    with caplog.at_level("WARNING", logger="xtrieve.index.corpus"):
+        assert [d["id"] for d in read_corpus(folder)] == ["d1"]
+    assert "not its 1 .txt file" in caplog.text
+    (folder / "corpus.jsonl").unlink()
+    assert [d["id"] for d in read_corpus(folder)] == ["README"]
+
+
+def test_csv_integers_written_with_leading_zeros_stay_text(tmp_path):
+    f = write(tmp_path / "c.csv", "id,text,zip,year\n007,cats,01234,2020\n8,dogs,98765,2021\n")
+    docs = list(read_corpus(f))
+    assert [(d["id"], d["zip"], d["year"]) for d in docs] == [("007", "01234", 2020), ("8", "98765", 2021)]
+
+
+def test_a_csv_column_named_twice_is_refused(tmp_path):
+    f = write(tmp_path / "c.csv", "id,text,year,year\n1,cats,2020,2021\n")
+    with pytest.raises(InputError, match="column 'year' appears 2 times"):
+        list(read_corpus(f))
+
+
+def test_tsv_query_rows_of_other_than_two_columns_are_refused(tmp_path):
+    f = write(tmp_path / "qrels.tsv", "query-id\tcorpus-id\tscore\n1\t2\t1\n")
+    with pytest.raises(InputError, match=r"qrels.tsv:1: expected 'id<TAB>text', got 3 column\(s\) \(a qrels"):
+        read_queries(f)

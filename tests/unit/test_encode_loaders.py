@@ -417,3 +417,12 @@ def test_colbert_checkpoint_under_another_base_model_prefix(colbert_folder, tmp_
     texts = ["the cat sat on the mat", "a dog barked ."]
     for a, b in zip(Encoder.load(other).encode_documents(texts), Encoder.load(folder).encode_documents(texts)):
         assert np.array_equal(a, b)
+
+
+def test_the_default_model_loads_by_its_name():
+    from xtrieve.encode.loaders import DEFAULT_MODEL_DIR, load_spec
+
+    name = json.loads((DEFAULT_MODEL_DIR / "xtrieve_model.json").read_text())["name"]
+    assert load_spec(name).backbone_dir == load_spec(None).backbone_dir
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_spec(name + "-nope")

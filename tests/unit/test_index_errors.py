@@ -477,3 +477,9 @@ def test_an_expression_on_a_column_whose_documents_are_all_deleted_agrees_with_t
     q = rand(1)[0]
     assert idx.search(q, k=5, filter=pc.field("tag").isin(["x"])) == idx.search(q, k=5, filter="tag in ('x')") == []
     assert ENCODER_DIR_NAME.fullmatch("encoder-g1000000")  # past generation 999,999 too
+
+
+def test_get_takes_one_id(idx):
+    assert idx.get("a")["doc_id"] == "a" and idx.get("zzz") is None
+    with pytest.raises(InputError, match="get takes one document id"):
+        idx.get(["a"])

@@ -400,3 +400,15 @@ def test_cli_rejects_a_non_positive_temperature(setup, tmp_path):
     assert res.exit_code == 2 and "--temperature" in res.output
     res = CliRunner().invoke(main, args + ["--lr", "nan"])
     assert res.exit_code == 1 and res.output.strip().splitlines() == ["error: lr must be a finite number > 0, got nan"]
+
+
+def test_out_must_be_a_folder_other_than_an_index(setup):
+    tmp = setup[2]
+    (tmp / "afile").write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        train(_cfg(setup, "afile", max_steps=1))
+    (tmp / "ix").mkdir()
+    (tmp / "ix" / "manifest.json").write_text("{}")
+    with pytest.raises(InputError, match="is an index folder"):
+        train(_cfg(setup, "ix", max_steps=1))
+    assert sorted(p.name for p in (tmp / "ix").iterdir()) == ["manifest.json"]
