@@ -448,7 +448,7 @@ def allowed_rows(table: pa.Table, condition: Condition | pc.Expression) -> "pa.B
     try:
         mask = condition.evaluate(table)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, KeyError) as exc:
-        raise FilterError(f"filter cannot be applied: {exc}") from None
+        raise FilterError(f"filter {str(condition.expression)[:200]} cannot be applied: {exc}") from None
     if not pa.types.is_boolean(mask.type):
         raise FilterError(f"a filter must be a true/false test, but this one gives {mask.type} values")
     mask = pc.fill_null(mask, arrow_literals([False])[0])

@@ -213,3 +213,10 @@ def test_in_refuses_literals_of_another_type_as_equality_does():
     for text in ("n in ('1',)", "b in ('true')", "n == '1'"):
         with pytest.raises(FilterError, match="cannot compare"):
             allowed_rows(table, compile_filter(text, {"n", "b"}))
+
+
+def test_an_expression_that_cannot_be_applied_names_itself():
+    import pyarrow.compute as pc
+
+    with pytest.raises(FilterError, match=r"filter \(lang > 3\) cannot be applied"):
+        allowed_rows(pa.table({"lang": ["en"]}), pc.field("lang") > 3)
