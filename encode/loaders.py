@@ -288,7 +288,8 @@ def load_sentence_transformers(folder: Path) -> ModelSpec:
     """A sentence-transformers folder; PyLate's keys (prefixes, lengths, skiplist) honoured.
 
     Modules after the Transformer must be Dense ones (the head) or modules known to leave the
-    token embeddings alone (:data:`TOKEN_NEUTRAL_MODULES`); any other is a ModelLoadError."""
+    token embeddings alone (:data:`TOKEN_NEUTRAL_MODULES`); any other is a ModelLoadError, except
+    in a PyLate folder, which PyLate reads as its Transformer and Dense modules only."""
     backbone_dir, dense_modules, others = None, [], []
     for kind, path in _module_entries(folder):
         if kind.endswith("Transformer"):
