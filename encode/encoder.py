@@ -18,7 +18,7 @@ import torch
 from xtrieve.config import EncoderConfig
 from xtrieve.encode import loaders
 from xtrieve.encode import bert_files, lean_bert
-from xtrieve.encode.heads import activate
+from xtrieve.encode.heads import STEPS_PREFIX, DenseSteps, ResidualMLP, activate
 from xtrieve.encode.pooling import check_pool_factor, pool_documents
 from xtrieve.encode.tokenize import TextProcessor, check_texts
 from xtrieve.errors import ConfigError, InputError, ModelLoadError
@@ -129,7 +129,15 @@ class Encoder:
             self.hidden_size = int(self.backbone.config.hidden_size)
             tokenizer = self.tokenizer
         self._check_fit(files.config if files is not None else self.backbone.config, tokenizer)
-        hidden = self.hidden_size
+        self.steps = None  # optional nonlinear Dense steps before the head (head.safetensors ``steps.*`` keys)
+        extra = dict(spec.head_extra or {})
+        step_state = {k: extra.pop(k) for k in list(extra) if k.startswith(STEPS_PREFIX)}
+        if step_state or self.config.head_steps:
+            try:
+                self.steps = DenseSteps(step_state, self.config.head_steps, self.hidden_size).eval().to(self.device)
+            except ValueError as exc:
+                raise ModelLoadError(f"{spec.name}: the head's Dense steps do not fit: {exc}") from None
+        hidden = self.hidden_size if self.steps is None else self.steps.out_features
         self.head = torch.nn.Linear(hidden, self.config.dim, bias=self.config.head_bias)
         with torch.no_grad():
             if spec.head_weight is None:
@@ -149,11 +157,11 @@ class Encoder:
                 self.head.bias.copy_(spec.head_bias.float() if spec.head_bias is not None else torch.zeros(self.config.dim))
         self.head.eval().to(self.device)
         self.mlp = None  # optional residual MLP before the head (head.safetensors ``mlp.*`` keys)
-        if spec.head_extra:
-            from xtrieve.encode.heads import ResidualMLP
-
+        if extra:
+            if self.steps is not None:
+                raise ModelLoadError(f"{spec.name}: head.safetensors has both Dense steps and other extra keys")
             try:
-                self.mlp = ResidualMLP.from_state(spec.head_extra, hidden).eval().to(self.device)
+                self.mlp = ResidualMLP.from_state(extra, hidden).eval().to(self.device)
             except (ValueError, RuntimeError) as exc:
                 raise ModelLoadError(f"{spec.name}: head.safetensors has extra keys that are not a valid MLP: {exc}") from None
         self.processor = TextProcessor(tokenizer, self.config)
@@ -269,8 +277,9 @@ class Encoder:
         state = {"weight": self.head.weight.detach().cpu().float().contiguous()}
         if self.head.bias is not None:
             state["bias"] = self.head.bias.detach().cpu().float().contiguous()
-        if self.mlp is not None:
-            state.update(self.mlp.head_state())
+        for part in (self.mlp, self.steps):
+            if part is not None:
+                state.update(part.head_state())
         return state
 
     def head_sha256(self) -> str:
@@ -379,7 +388,8 @@ class Encoder:
 
     def project(self, states: torch.Tensor) -> torch.Tensor:
         """Apply the head and (optionally) L2-normalise."""
-        x = activate(self.head(states if self.mlp is None else self.mlp(states)), self.config.head_activation)
+        x = states if self.steps is None else self.steps(states)
+        x = activate(self.head(x if self.mlp is None else self.mlp(x)), self.config.head_activation)
         return torch.nn.functional.normalize(x, dim=-1) if self.config.normalize else x
 
     @property

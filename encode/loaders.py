@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from xtrieve.config import EncoderConfig
+from xtrieve.encode.heads import STEPS_PREFIX
 from xtrieve.encode.top_layers import OVERLAY_FILE
 from xtrieve.errors import ConfigError, InputError, ModelLoadError
 
@@ -40,7 +41,7 @@ class ModelSpec:
     head_weight: torch.Tensor | None  # [dim, hidden]; None = identity head
     head_bias: torch.Tensor | None = None
     backbone_state: dict[str, torch.Tensor] | None = None  # overrides backbone weights
-    head_extra: dict[str, torch.Tensor] | None = None  # optional head parts (``mlp.*`` keys)
+    head_extra: dict[str, torch.Tensor] | None = None  # optional head parts (``mlp.*``, ``steps.*`` keys)
     backbone_overlay: dict[str, torch.Tensor] | None = None  # some trained blocks over the pretrained backbone
 
 
@@ -188,64 +189,94 @@ DENSE_ACTIVATIONS = {"Tanh": "tanh", "ReLU": "relu", "GELU": "gelu", "Sigmoid": 
 
 @dataclasses.dataclass
 class DenseChain:
-    """Dense modules after the Transformer as one linear map (weight [out, in], bias or None)
-    followed by an element-wise ``activation`` (None: linear)."""
+    """Dense modules after the Transformer as nonlinear ``steps`` (head.safetensors ``steps.*``
+    tensors, with ``step_activations``; see ``heads.DenseSteps``), then one linear map (weight
+    [out, in], bias or None) followed by an element-wise ``activation`` (None: linear)."""
 
     weight: torch.Tensor | None = None
     bias: torch.Tensor | None = None
     activation: str | None = None
+    steps: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    step_activations: tuple[str, ...] = ()
+
+
+def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    return a if b is None else b if a is None else a + b
+
+
+def _read_dense(dense_dir: Path, kind: str) -> tuple[torch.Tensor, torch.Tensor | None, str, torch.Tensor | None]:
+    """One Dense module as (weight, bias, activation class name, residual map or None): it computes
+    activation(W x + b), plus residual @ x when it is PyLate's with ``use_residual``."""
+    dcfg = read_json(dense_dir / "config.json")
+    act = str(dcfg.get("activation_function", "torch.nn.modules.linear.Identity")).rsplit(".", 1)[-1]
+    if act != "Identity" and act not in DENSE_ACTIVATIONS:
+        raise ModelLoadError(f"{dense_dir}: Dense activation {act} is not supported "
+                             f"(Identity, {', '.join(DENSE_ACTIVATIONS)})")
+    state = read_weights(dense_dir)
+    w = state.get("linear.weight")
+    if w is None:
+        raise ModelLoadError(f"{dense_dir}: no 'linear.weight' in the Dense weights")
+    if w.ndim != 2:
+        raise ModelLoadError(f"{dense_dir}: 'linear.weight' has shape {tuple(w.shape)}, expected [out, in]")
+    w = w.double()
+    b = None
+    if dcfg.get("bias", "linear.bias" in state):
+        b = state.get("linear.bias")
+        if b is None:
+            raise ModelLoadError(f"{dense_dir}: config.json says bias: true but the weights have no 'linear.bias'")
+        if tuple(b.shape) != (w.shape[0],):
+            raise ModelLoadError(f"{dense_dir}: 'linear.bias' has shape {tuple(b.shape)}, expected ({w.shape[0]},)")
+        b = b.double()
+    residual = None
+    if dcfg.get("use_residual", False) and kind.startswith("pylate."):
+        residual = state.get("residual.weight")
+        if residual is None and w.shape[0] != w.shape[1]:
+            raise ModelLoadError(f"{dense_dir}: use_residual across widths needs 'residual.weight'")
+        if residual is not None and residual.shape != w.shape:
+            raise ModelLoadError(f"{dense_dir}: 'residual.weight' has shape {tuple(residual.shape)}, "
+                                 f"expected {tuple(w.shape)}")
+        residual = torch.eye(w.shape[1], dtype=torch.float64) if residual is None else residual.double()
+    return w, b, act, residual
 
 
 def read_dense_chain(dense_modules: list[tuple[Path, str]]) -> DenseChain:
     """Dense modules (folder, module type) applied in order, as PyLate (>= 1.3.3) and
     sentence-transformers apply them: each computes activation(W x + b), PyLate's plus a
     residual (x itself, or its own linear map of x when the widths differ) when its config sets
-    ``use_residual``. Linear steps compose into one matrix product (equal up to float32
-    rounding); an activation is supported on the last module, without a residual there."""
+    ``use_residual``. Linear runs compose into one matrix product (equal up to float32 rounding);
+    a module with an activation becomes a step of its own (the linear run before it folded in),
+    except a last one without residual, which is the head's ``activation``."""
     chain = DenseChain()
-    weight = bias = None
+    steps: list[tuple[torch.Tensor, torch.Tensor | None, str, torch.Tensor | None, torch.Tensor | None]] = []
+    weight = bias = None  # the linear run since the last step: x -> weight @ x + bias
+    width = None
     for dense_dir, kind in dense_modules:
-        if chain.activation is not None:
-            raise ModelLoadError(f"{dense_dir}: a Dense after one with activation {chain.activation} is not supported")
-        dcfg = read_json(dense_dir / "config.json")
-        act = str(dcfg.get("activation_function", "torch.nn.modules.linear.Identity")).rsplit(".", 1)[-1]
-        if act != "Identity" and act not in DENSE_ACTIVATIONS:
-            raise ModelLoadError(f"{dense_dir}: Dense activation {act} is not supported "
-                                 f"(Identity, {', '.join(DENSE_ACTIVATIONS)})")
-        state = read_weights(dense_dir)
-        w = state.get("linear.weight")
-        if w is None:
-            raise ModelLoadError(f"{dense_dir}: no 'linear.weight' in the Dense weights")
-        if w.ndim != 2:
-            raise ModelLoadError(f"{dense_dir}: 'linear.weight' has shape {tuple(w.shape)}, expected [out, in]")
-        w = w.double()
-        b = None
-        if dcfg.get("bias", "linear.bias" in state):
-            b = state.get("linear.bias")
-            if b is None:
-                raise ModelLoadError(f"{dense_dir}: config.json says bias: true but the weights have no 'linear.bias'")
-            if tuple(b.shape) != (w.shape[0],):
-                raise ModelLoadError(f"{dense_dir}: 'linear.bias' has shape {tuple(b.shape)}, expected ({w.shape[0]},)")
-            b = b.double()
-        if dcfg.get("use_residual", False) and kind.startswith("pylate."):
-            if act != "Identity":
-                raise ModelLoadError(f"{dense_dir}: a Dense with activation {act} and a residual is not supported")
-            residual = state.get("residual.weight")
-            if residual is None and w.shape[0] != w.shape[1]:
-                raise ModelLoadError(f"{dense_dir}: use_residual across widths needs 'residual.weight'")
-            if residual is not None and residual.shape != w.shape:
-                raise ModelLoadError(f"{dense_dir}: 'residual.weight' has shape {tuple(residual.shape)}, "
-                                     f"expected {tuple(w.shape)}")
-            w = w + (torch.eye(w.shape[1], dtype=torch.float64) if residual is None else residual.double())
-        if weight is not None and w.shape[1] != weight.shape[0]:
-            raise ModelLoadError(f"{dense_dir}: Dense takes {w.shape[1]} features, the previous one gives {weight.shape[0]}")
-        if weight is None:
-            weight, bias = w, b
+        w, b, act, residual = _read_dense(dense_dir, kind)
+        if width is not None and w.shape[1] != width:
+            raise ModelLoadError(f"{dense_dir}: Dense takes {w.shape[1]} features, the previous one gives {width}")
+        width = int(w.shape[0])
+        # fold the run before this module into it: W (A x + c) + b and R (A x + c)
+        res_bias = None
+        if weight is not None:
+            b = _add(None if bias is None else w @ bias, b)
+            if residual is not None:
+                res_bias = None if bias is None else residual @ bias
+                residual = residual @ weight
+            w = w @ weight
+        if act == "Identity":  # linear: (W + R) x + b + r
+            weight, bias = (w if residual is None else w + residual), _add(b, res_bias)
         else:
-            bias = (w @ bias if bias is not None else None)
-            bias = b if bias is None else (bias if b is None else bias + b)
-            weight = w @ weight
-        chain.activation = DENSE_ACTIVATIONS.get(act)
+            steps.append((w, b, DENSE_ACTIVATIONS[act], residual, res_bias))
+            weight = bias = None
+    if steps and weight is None and steps[-1][3] is None:  # a last activation without residual: the head's
+        weight, bias, chain.activation, _, _ = steps.pop()
+    if steps and weight is None:  # the last step's output is the vectors: an identity head
+        weight = torch.eye(width, dtype=torch.float64)
+    for i, (w, b, act, residual, res_bias) in enumerate(steps):
+        for part, value in (("weight", w), ("bias", b), ("residual", residual), ("residual_bias", res_bias)):
+            if value is not None:
+                chain.steps[f"{STEPS_PREFIX}{i}.{part}"] = value.float().contiguous()
+    chain.step_activations = tuple(s[2] for s in steps)
     if weight is not None:
         chain.weight, chain.bias = weight.float(), None if bias is None else bias.float()
     return chain
@@ -323,7 +354,7 @@ def load_sentence_transformers(folder: Path) -> ModelSpec:
     if not isinstance(lowercase, bool):
         raise ConfigError(f"{bert_file}: do_lower_case must be true or false, got {lowercase!r}")
     common = dict(dim=dim, doc_maxlen=doc_maxlen, head_bias=bias is not None, head_activation=chain.activation,
-                  prompt=default_prompt(st_cfg, folder), lowercase=lowercase)
+                  head_steps=chain.step_activations, prompt=default_prompt(st_cfg, folder), lowercase=lowercase)
     if is_pylate:
         def setting(key: str, default: Any) -> Any:  # PyLate reads a null as its default
             value = st_cfg.get(key)
@@ -345,7 +376,7 @@ def load_sentence_transformers(folder: Path) -> ModelSpec:
             log.info("%s is a sentence-transformers model with no Dense head: its %d-d token states are used as "
                      "they are (no ColBERT markers; a model trained for late interaction will do better)", folder, dim)
     return ModelSpec(name=folder.name, backbone_dir=backbone_dir, backbone_ref={"path": str(backbone_dir)},
-                     config=config, head_weight=weight, head_bias=bias)
+                     config=config, head_weight=weight, head_bias=bias, head_extra=chain.steps or None)
 
 
 def encoder_config(source: Path, **values: Any) -> EncoderConfig:

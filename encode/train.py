@@ -152,6 +152,9 @@ class TrainModel(torch.nn.Module):
         super().__init__()
         from xtrieve.encode.top_layers import TopLayers
 
+        if enc.steps is not None:
+            raise InputError(f"{enc.name}: training a head with nonlinear Dense layers before its projection "
+                             f"({', '.join(enc.config.head_steps)}) is not supported")
         self.top = TopLayers(enc.backbone, top_layers) if top_layers > 0 else None
         hidden = int(enc.backbone.config.hidden_size)
         self.linear = torch.nn.Linear(hidden, enc.config.dim, bias=enc.config.head_bias)

@@ -141,6 +141,9 @@ class EncoderConfig(ConfigBase):
     # applied to the head's output before normalising (a PyLate or sentence-transformers Dense
     # with that activation); None = linear
     head_activation: str | None = None
+    # activations of nonlinear Dense layers before the head (a PyLate chain such as Dense+GELU then
+    # Dense), one per step; their weights are head.safetensors' ``steps.*`` keys
+    head_steps: tuple[str, ...] = ()
     # text put before every query and document before tokenising (a sentence-transformers
     # folder's default prompt, which PyLate prepends to both); None = none
     prompt: str | None = None
@@ -159,6 +162,8 @@ class EncoderConfig(ConfigBase):
                "skiplist_words must be a list of strings")
         _check(self.head_activation is None or self.head_activation in HEAD_ACTIVATIONS,
                f"head_activation must be None or one of {', '.join(HEAD_ACTIVATIONS)}, got {self.head_activation!r}")
+        _check(isinstance(self.head_steps, tuple) and all(a in HEAD_ACTIVATIONS for a in self.head_steps),
+               f"head_steps must be a list of {', '.join(HEAD_ACTIVATIONS)}, got {self.head_steps!r}")
         for name in ("query_prefix", "document_prefix", "prompt"):
             value = getattr(self, name)
             _check(value is None or isinstance(value, str), f"{name} must be a string or None, got {value!r}")
