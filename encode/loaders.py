@@ -319,26 +319,21 @@ def load_sentence_transformers(folder: Path) -> ModelSpec:
     """A sentence-transformers folder; PyLate's keys (prefixes, lengths, skiplist) honoured.
 
     Modules after the Transformer must be Dense ones (the head) or modules known to leave the
-    token embeddings alone (:data:`TOKEN_NEUTRAL_MODULES`); any other is a ModelLoadError, except
-    in a PyLate folder, which PyLate reads as its Transformer and Dense modules only."""
-    backbone_dir, dense_modules, others = None, [], []
+    token embeddings alone (:data:`TOKEN_NEUTRAL_MODULES`); any other is a ModelLoadError."""
+    backbone_dir, dense_modules = None, []
     for kind, path in _module_entries(folder):
         if kind.endswith("Transformer"):
             backbone_dir = (folder / path).resolve()
         elif kind.endswith("Dense"):
             dense_modules.append(((folder / path).resolve(), kind))
         elif not _token_neutral(kind, folder / path):
-            others.append(kind)
+            # PyLate itself would drop it, but never saves one: a folder with one was made by hand
+            raise ModelLoadError(f"{folder}/modules.json: module type {kind} is not supported (xtrieve reads a "
+                                 f"Transformer, Dense modules and {', '.join(TOKEN_NEUTRAL_MODULES)})")
     if backbone_dir is None:
         raise ModelLoadError(f"{folder}/modules.json names no Transformer module")
     st_cfg = read_json(folder / "config_sentence_transformers.json") if (folder / "config_sentence_transformers.json").exists() else {}
     is_pylate = "query_prefix" in st_cfg or "query_length" in st_cfg or "document_length" in st_cfg
-    if others and not is_pylate:
-        raise ModelLoadError(f"{folder}/modules.json: module type {others[0]} is not supported (xtrieve reads a "
-                             f"Transformer, Dense modules and {', '.join(TOKEN_NEUTRAL_MODULES)})")
-    if others:  # PyLate keeps only the Transformer and the Dense modules of a folder
-        log.warning("%s/modules.json: %s dropped, as PyLate drops every module but the Transformer and Dense ones",
-                    folder, ", ".join(others))
     bert_cfg = read_json(backbone_dir / "sentence_bert_config.json") if (backbone_dir / "sentence_bert_config.json").exists() else {}
     chain = read_dense_chain(dense_modules)
     weight, bias = chain.weight, chain.bias

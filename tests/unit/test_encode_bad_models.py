@@ -178,24 +178,9 @@ TRANSFORMER = {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers
     ([TRANSFORMER, {"idx": 1, "path": "x", "type": "mypackage.TokenMixer"}], "mypackage.TokenMixer is not supported"),
 ])
 def test_bad_modules_json(pylate_folder, modules, message):
-    (pylate_folder[0] / "config_sentence_transformers.json").unlink()  # a sentence-transformers folder
     (pylate_folder[0] / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(ModelLoadError, match=message):
         Encoder.load(pylate_folder[0])
-
-
-def test_pylate_folder_drops_modules_other_than_transformer_and_dense(pylate_folder, caplog):
-    """PyLate keeps only a folder's Transformer and Dense modules, whatever else modules.json lists."""
-    folder = pylate_folder[0]
-    reference = Encoder.load(folder).encode_documents(TEXTS)
-    modules = json.loads((folder / "modules.json").read_text())
-    modules.append({"idx": 2, "name": "2", "path": "x", "type": "sentence_transformers.models.WeightedLayerPooling"})
-    (folder / "modules.json").write_text(json.dumps(modules))
-    with caplog.at_level("WARNING", logger="xtrieve.encode.loaders"):
-        enc = Encoder.load(folder)
-    assert "WeightedLayerPooling dropped" in caplog.text
-    for a, b in zip(enc.encode_documents(TEXTS), reference):
-        assert np.array_equal(a, b)
 
 
 def test_modules_that_leave_token_embeddings_alone_are_allowed(pylate_folder):
@@ -212,7 +197,6 @@ def test_modules_that_leave_token_embeddings_alone_are_allowed(pylate_folder):
         assert np.array_equal(a, b)
     (folder / "3_Normalize").mkdir()
     (folder / "3_Normalize" / "config.json").write_text(json.dumps({"module_input_name": "token_embeddings"}))
-    (folder / "config_sentence_transformers.json").unlink()  # PyLate would drop it; sentence-transformers not
     with pytest.raises(ModelLoadError, match="Normalize is not supported"):
         Encoder.load(folder)
 
