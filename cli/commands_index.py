@@ -11,6 +11,10 @@ from xtrieve.config import VECTOR_STORAGES
 from xtrieve.errors import InputError
 
 CORPUS = click.Path(exists=False, path_type=Path)
+PRECISION_OPTION = click.option(
+    "--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+    help="Arithmetic of the model on documents: bfloat16 encodes ~2x faster on CPUs with bfloat16 units "
+         "(AMX, AVX512-BF16), vectors within bfloat16 rounding; float32 gives the model's exact vectors.")
 
 
 def _read_ids(ids: tuple[str, ...], ids_file: Path | None) -> list[str]:
@@ -37,8 +41,9 @@ def _read_ids(ids: tuple[str, ...], ids_file: Path | None) -> list[str]:
 @click.option("--docs-per-segment", type=click.IntRange(min=1), default=None, help="Maximum documents per segment.")
 @click.option("--no-store-text", is_flag=True, help="Do not keep title/text in the index.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index at INDEX.")
+@PRECISION_OPTION
 def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, vector_storage, docs_per_segment,
-                  no_store_text, overwrite):
+                  no_store_text, overwrite, precision):
     """Build INDEX from a corpus file."""
     from xtrieve.config import IndexConfig
     from xtrieve.encode.encoder import Encoder
@@ -53,7 +58,7 @@ def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, 
     config = IndexConfig().replace(**changes)
     docs = read_corpus(corpus)
     first = next(docs)  # bad or empty corpus: fail before loading the model
-    encoder = Encoder.load(model)
+    encoder = Encoder.load(model, precision=precision)
     docs = itertools.chain([first], docs)
     idx = Index.build(index, docs, encoder=encoder, config=config, overwrite=overwrite, show_progress=True)
     info = idx.info()
@@ -63,12 +68,15 @@ def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, 
 @click.command("add")
 @click.argument("index", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--corpus", type=CORPUS, required=True, help="Documents to add (same formats as build).")
-def add_command(index, corpus):
+@PRECISION_OPTION
+def add_command(index, corpus, precision):
     """Add the documents of a corpus file to INDEX."""
     from xtrieve.index.corpus import read_corpus
     from xtrieve.retrieve.api import Index
 
     idx = Index.open(index, verify=False)
+    if precision != "float32" and idx.encoder is not None:
+        idx.encoder.precision = precision
     ids = idx.add(read_corpus(corpus), show_progress=True)
     click.echo(f"added {len(ids)} docs to {index} ({len(idx)} docs now)", err=True)
 

@@ -306,7 +306,7 @@ class StateCache:
             with torch.inference_mode():
                 for owners, windows, batch in enc._batches(texts, is_query, batch_size, False, "texts"):
                     sink.clear()
-                    hidden = enc._hidden(batch).float()
+                    hidden = enc._hidden(batch, is_query)
                     join.add_states(owners, hidden, batch.attention_mask.to(hidden.device))
                     for row, (i, k) in enumerate(zip(owners, windows)):
                         out = batch.output_mask[row]

@@ -36,14 +36,17 @@ def fake_eval_index(monkeypatch):
     """run_eval builds with Index.build_from_embeddings through the fake encoder."""
     import xtrieve.eval.evaluate as ev
 
-    def open_or_build(path, docs, model=None, index_config=None, show_progress=None):
+    def open_or_build(path, docs, model=None, index_config=None, show_progress=None, precision="float32"):
+        built_with.append(precision)
         enc = FakeEncoder()
         idx = xtrieve.Index.build_from_embeddings(path, [d["id"] for d in docs],
                                                   enc.encode_documents([d["text"] for d in docs]))
         idx._encoder = enc  # lets search() take strings
         return idx, 0.01, False
 
+    built_with: list[str] = []
     monkeypatch.setattr(ev, "open_or_build", open_or_build)
+    return built_with
 
 
 def test_eval_run_file_refuses_ids_trec_cannot_hold(toy, tmp_path, fake_eval_index):
@@ -59,8 +62,10 @@ def test_eval_json_last_line(toy, tmp_path, fake_eval_index):
         path = toy / name
         path.write_text(path.read_text(encoding="utf-8").replace("q 5", "q5").replace("doc 3", "doc3"),
                         encoding="utf-8")
-    res = CliRunner().invoke(main, ["eval", "--data-dir", str(toy), "--format", "json", "--run-file", str(run_file)])
+    res = CliRunner().invoke(main, ["eval", "--data-dir", str(toy), "--format", "json", "--run-file", str(run_file),
+                                    "--precision", "bfloat16"])
     assert res.exit_code == 0, res.output
+    assert fake_eval_index == ["bfloat16"]  # the documents' precision reaches the build
     out = json.loads(res.output.strip().splitlines()[-1])
     for key in ("ndcg@10", "recall@100", "map@100", "mrr@10", "p50_ms", "p95_ms", "index_bytes", "build_s",
                 "n_queries", "dataset"):

@@ -1,0 +1,73 @@
+"""The arithmetic an Encoder's backbone runs in: float32 (exact), or bfloat16 for documents.
+
+float32 gives the vectors the model's own library gives. ``"bfloat16"`` runs the backbone's
+products in bfloat16 (torch autocast) on document batches of more than ``BFLOAT16_MIN_TOKENS``
+tokens: on CPUs with bfloat16 units (AMX, AVX512-BF16) that halves the encoding time of a
+build; the head, pooling and normalisation stay float32. Queries always run in float32, so a
+query gets the same vectors alone and in a batch, and the fast float32 pass of one query's few
+rows is kept (bfloat16 measured slower there: 12.9 against 10.1 ms).
+Measured on the Intel Xeon 2-core VM (AMX), `xtrieve eval` with the default model, one run
+after the other: scifact built in 147 s instead of 276 s, nDCG@10 72.38 against 72.38;
+nfcorpus 111 s instead of 215 s, 35.85 against 35.99 (queries float32 in both); peak RSS
+1.9-2.0 GB against 1.3-1.7 GB.
+
+Whatever the caller's own ``torch.autocast`` says, the encoder computes in its precision, so
+one model always gives one index's vectors the same way.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from typing import Iterator
+
+import torch
+
+from xtrieve.encode.lean_bert import LEAN_MAX_ROWS
+from xtrieve.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("float32", "bfloat16")
+# document batches with at most this many tokens (padded) keep float32 (the packed pass takes them)
+BFLOAT16_MIN_TOKENS = LEAN_MAX_ROWS
+
+
+def check_precision(precision: object) -> str:
+    """``precision`` if it is one of PRECISIONS, else a ConfigError naming them."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_bfloat16() -> bool:
+    """Probed once: whether this CPU runs bfloat16 products natively (oneDNN says so)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError) as exc:
+        log.debug("cannot tell whether the CPU has bfloat16 units (%s)", exc)
+        return False
+
+
+def warn_if_slow(precision: str, device: torch.device) -> None:
+    """Log a warning when bfloat16 is asked of a CPU without bfloat16 units (it would be slower)."""
+    if precision == "bfloat16" and device.type == "cpu" and not cpu_has_bfloat16():
+        log.warning("this CPU has no bfloat16 units: precision='bfloat16' will encode slower than float32")
+
+
+@contextlib.contextmanager
+def exact(device: torch.device) -> Iterator[None]:
+    """A context in which torch autocast is off on the CPU and on ``device``."""
+    with contextlib.ExitStack() as stack:
+        for device_type in dict.fromkeys(("cpu", device.type)):
+            stack.enter_context(torch.autocast(device_type, enabled=False))
+        yield
+
+
+def backbone_context(precision: str, device: torch.device, is_query: bool,
+                     n_tokens: int) -> contextlib.AbstractContextManager:
+    """The autocast the backbone runs under for a batch of ``n_tokens`` (padded) tokens."""
+    if precision == "bfloat16" and not is_query and n_tokens > BFLOAT16_MIN_TOKENS:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
