@@ -68,8 +68,10 @@ def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, 
 @click.command("add")
 @click.argument("index", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--corpus", type=CORPUS, required=True, help="Documents to add (same formats as build).")
+@click.option("--replace", is_flag=True,
+              help="A document whose id is already in INDEX replaces it (in the same commit); without it such an id is an error.")
 @PRECISION_OPTION
-def add_command(index, corpus, precision):
+def add_command(index, corpus, replace, precision):
     """Add the documents of a corpus file to INDEX."""
     from xtrieve.index.corpus import read_corpus
     from xtrieve.retrieve.api import Index
@@ -77,8 +79,11 @@ def add_command(index, corpus, precision):
     idx = Index.open(index, verify=False)
     if precision != "float32" and idx.encoder is not None:
         idx.encoder.precision = precision
-    ids = idx.add(read_corpus(corpus), show_progress=True)
-    click.echo(f"added {len(ids)} docs to {index} ({len(idx)} docs now)", err=True)
+    before = len(idx)
+    ids = idx.add(read_corpus(corpus), show_progress=True, replace=replace)
+    replaced = before + len(ids) - len(idx)
+    click.echo(f"added {len(ids)} docs to {index}" + (f", {replaced} of them replacing earlier versions" if replace else "")
+               + f" ({len(idx)} docs now)", err=True)
 
 
 @click.command("delete")

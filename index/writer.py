@@ -254,9 +254,10 @@ class WriteSession:
                 schema = pa.schema([f for f in schema if f.name != name] + [pa.field(name, recorded)])
         return schema if schema.names else None
 
-    def _checked(self, batches: Iterable[Batch]) -> Iterator[Batch]:
-        """Reject ids already live or repeated, metadata types that clash, and documents without
-        the dense embedding the index's model fuses (one it does not fuse is dropped)."""
+    def _checked(self, batches: Iterable[Batch], replacing: list[str] | None = None) -> Iterator[Batch]:
+        """Reject ids repeated, or already live (unless ``replacing`` collects them), metadata
+        types that clash, and documents without the dense embedding the index's model fuses
+        (one it does not fuse is dropped)."""
         live, seen = self.live_ids(), set()
         schema = self._schema()
         fused = self.manifest.dense_weight > 0
@@ -266,8 +267,11 @@ class WriteSession:
                                  "come without one: add them as text with the index's encoder")
             ids = table.column("doc_id").to_pylist()
             dup = [i for i in ids if i in live]
-            if dup:
-                raise InputError(f"duplicate id(s) already in the index: {short_list(dup)}")
+            if dup and replacing is None:
+                raise InputError(f"duplicate id(s) already in the index: {short_list(dup)} (add with replace=True, "
+                                 "or --replace, to replace them)")
+            if replacing is not None:
+                replacing.extend(dup)
             again = []
             for i in ids:
                 if i in seen:
@@ -279,24 +283,22 @@ class WriteSession:
             yield table, vectors, n_tokens, dense if fused else None
 
     def ingest(self, batches: Iterable[Batch], total: int | None, show_progress: bool | None,
-               next_auto_id: Callable[[], int] | None = None) -> int:
-        """Write all batches as new segments and commit them together; returns docs added.
-        ``next_auto_id``: the auto-id counter to commit, read once the batches are consumed."""
-        added = 0
+               next_auto_id: Callable[[], int] | None = None, replace: bool = False) -> list[str]:
+        """Write all batches as new segments and commit them together; returns the ids of live
+        documents they replaced (``replace``: an id already live is tombstoned in the same
+        commit, else an InputError). ``next_auto_id``: the auto-id counter to commit, read once
+        the batches are consumed."""
+        replacing: list[str] | None = [] if replace else None
         with _progress(total, show_progress, "indexing") as bar:
-            def tick(n: int) -> None:
-                nonlocal added
-                added += n
-                bar.update(n)
-
-            entries, next_segment = self._write_segments(self._checked(batches), tick, check_types=True)
+            entries, next_segment = self._write_segments(self._checked(batches, replacing), bar.update,
+                                                         check_types=True)
         if not entries:
             raise InputError("no documents to add (empty input)")
         changes = {} if next_auto_id is None else {"next_auto_id": next_auto_id()}
-        self.commit(list(self.manifest.segments) + entries, next_segment=next_segment,
-                    columns=self._columns_with(entries), **changes)
+        kept = self._tombstoned(replacing) if replacing else list(self.manifest.segments)
+        self.commit(kept + entries, next_segment=next_segment, columns=self._columns_with(entries), **changes)
         self._live = None
-        return added
+        return replacing or []
 
     def _columns_with(self, entries: list[SegmentEntry]) -> dict[str, str]:
         """The index's metadata columns (name -> Arrow type name) with those of new segments (an
@@ -313,8 +315,10 @@ class WriteSession:
 
     # -- operations --------------------------------------------------------------------
 
-    def add_documents(self, docs: Iterable[Any], encoder: Any, show_progress: bool | None = None) -> list[str]:
-        """Encode and add documents (str or dict); returns their ids."""
+    def add_documents(self, docs: Iterable[Any], encoder: Any, show_progress: bool | None = None,
+                      replace: bool = False) -> list[str]:
+        """Encode and add documents (str or dict); returns their ids. ``replace``: a document
+        whose id is live replaces it in the same commit."""
         if isinstance(docs, (str, bytes, dict)):
             raise InputError("docs must be an iterable of documents (str or dict), not a single " + type(docs).__name__)
         if not isinstance(docs, Iterable):
@@ -355,15 +359,15 @@ class WriteSession:
                 yield rows_table(ids, rows, self.config.store_text), vectors, list(encoded.n_tokens), encoded.dense
 
         started = time.perf_counter()
-        self.ingest(batches(), total, show_progress, next_auto_id=lambda: auto_id.next)
+        replaced = self.ingest(batches(), total, show_progress, next_auto_id=lambda: auto_id.next, replace=replace)
         elapsed = time.perf_counter() - started
-        log.info("added %d docs in %.1f s: encoding (with pooling) %.1f s, indexing %.1f s",
-                 len(all_ids), elapsed, encode_seconds[0], elapsed - encode_seconds[0])
+        log.info("added %d docs (%d of them replacing live ones) in %.1f s: encoding (with pooling) %.1f s, "
+                 "indexing %.1f s", len(all_ids), len(replaced), elapsed, encode_seconds[0], elapsed - encode_seconds[0])
         return all_ids
 
     def add_embeddings(self, ids: list[Any], embeddings: list[Any], metadata: list[dict] | None = None,
-                       show_progress: bool | None = None) -> list[str]:
-        """Add user-supplied token vectors; returns the ids."""
+                       show_progress: bool | None = None, replace: bool = False) -> list[str]:
+        """Add user-supplied token vectors; returns the ids (``replace`` as in :meth:`add_documents`)."""
         ids, embeddings, metadata = check_embedding_input(ids, embeddings, metadata)
         dim = self.manifest.dim
         doc_ids = [check_id(i, f"document {n}") for n, i in enumerate(ids)]
@@ -376,7 +380,8 @@ class WriteSession:
                 rows = [_meta_row(m, i) for i, m in zip(bid, metadata[s:s + size])] if metadata else [{} for _ in bid]
                 yield rows_table(bid, rows, self.config.store_text), vectors, [len(v) for v in vectors], None
 
-        self.ingest(batches(), len(doc_ids), show_progress)
+        replaced = self.ingest(batches(), len(doc_ids), show_progress, replace=replace)
+        log.info("added %d docs (%d of them replacing live ones)", len(doc_ids), len(replaced))
         return doc_ids
 
     def delete(self, ids: Iterable[Any]) -> int:
@@ -388,9 +393,17 @@ class WriteSession:
         wanted = list(dict.fromkeys(str(i) for i in ids))
         if not wanted:
             raise InputError("no ids to delete")
+        self.commit(self._tombstoned(wanted))
+        self._live = None
+        return len(wanted)
+
+    def _tombstoned(self, ids: list[str]) -> list[SegmentEntry]:
+        """The committed segments with ``ids`` (distinct) marked deleted, their tombstone files
+        written for the next commit (a segment left with no live document is dropped);
+        InputError, nothing written, if any id is not live."""
         snap = self.snapshot() if self.manifest.segments else None
-        found = {i: snap.lookup(i) for i in wanted} if snap else {}
-        missing = [i for i in wanted if found.get(i) is None]
+        found = {i: snap.lookup(i) for i in ids} if snap else {}
+        missing = [i for i in ids if found.get(i) is None]
         if missing:
             raise InputError(f"{len(missing)} id(s) not in the index: {short_list(missing)}")
         by_seg: dict[int, list[int]] = {}
@@ -410,9 +423,7 @@ class WriteSession:
             sha = write_tombstones(self.root, rel, mask)
             fsync_dir(self.root / entry.name)
             segments.append(dataclasses.replace(entry, tombstones={rel: sha}, n_deleted=int(mask.sum())))
-        self.commit(segments)
-        self._live = None
-        return len(wanted)
+        return segments
 
     def _merge_batches(self, readers: list[SegmentReader]) -> Iterator[Batch]:
         for seg in readers:

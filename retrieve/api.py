@@ -27,6 +27,13 @@ def as_encoder(encoder: Any) -> Any:
     return encoder
 
 
+def _flag(value: Any, name: str) -> bool:
+    """``value`` as a bool, or an InputError (a string such as "no" would read as true)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name} must be True or False, got {value!r:.40}")
+    return bool(value)
+
+
 class Index:
     """A multi-vector index on disk: build/open, add/delete/compact, search.
 
@@ -167,8 +174,12 @@ class Index:
 
     # -- writes ------------------------------------------------------------------------
 
-    def add(self, docs: Iterable[Any], encoder: Any = None, show_progress: bool | None = None) -> list[str]:
-        """Encode and add documents; returns their ids (assigned ones for plain strings)."""
+    def add(self, docs: Iterable[Any], encoder: Any = None, show_progress: bool | None = None,
+            replace: bool = False) -> list[str]:
+        """Encode and add documents; returns their ids (assigned ones for plain strings).
+
+        An id already in the index is an InputError (nothing added), unless ``replace``: then
+        the new document replaces the old one in the same commit, so a crash leaves either."""
         from xtrieve.index.writer import check_encoder, open_writer
 
         encoder = as_encoder(encoder)
@@ -179,18 +190,19 @@ class Index:
         if enc is None:
             raise InputError(f"index {self.path} has no encoder (built from embeddings): use add_embeddings")
         with open_writer(self.path, enc) as session:
-            ids = session.add_documents(docs, enc, show_progress)
+            ids = session.add_documents(docs, enc, show_progress, replace=_flag(replace, "replace"))
             session.merge_after_commit()
         self.refresh()
         return ids
 
     def add_embeddings(self, ids: Sequence[Any], embeddings: Sequence[Any],
-                       metadata: Sequence[Mapping[str, Any]] | None = None, show_progress: bool | None = None) -> list[str]:
-        """Add documents given as token vectors [n_i, dim]."""
+                       metadata: Sequence[Mapping[str, Any]] | None = None, show_progress: bool | None = None,
+                       replace: bool = False) -> list[str]:
+        """Add documents given as token vectors [n_i, dim] (``replace`` as in :meth:`add`)."""
         from xtrieve.index.writer import open_writer
 
         with open_writer(self.path) as session:
-            out = session.add_embeddings(ids, embeddings, metadata, show_progress)
+            out = session.add_embeddings(ids, embeddings, metadata, show_progress, replace=_flag(replace, "replace"))
             session.merge_after_commit()
         self.refresh()
         return out

@@ -76,6 +76,20 @@ def test_build_info_add_delete_compact(tmp_path, corpus):
     assert (info["n_docs"], info["n_deleted"], info["n_segments"]) == (11, 0, 1)
 
 
+def test_add_replace(tmp_path, corpus):
+    ix = tmp_path / "ix"
+    assert run("build", ix, "--corpus", corpus, "--faiss", "Flat").exit_code == 0
+    update = tmp_path / "update.jsonl"
+    update.write_text(json.dumps({"_id": "doc3", "title": "new title", "text": "rewritten", "year": 2024}) + "\n"
+                      + json.dumps({"_id": "doc99", "text": "brand new", "year": 2025}) + "\n")
+    refused = run("add", ix, "--corpus", update)
+    assert refused.exit_code != 0 and "already in the index: 'doc3'" in refused.output and "--replace" in refused.output
+    r = run("add", ix, "--corpus", update, "--replace")
+    assert r.exit_code == 0 and "added 2 docs" in r.output and "1 of them replacing" in r.output and "(13 docs now)" in r.output
+    idx = xtrieve.Index.open(ix, encoder=FakeEncoder())
+    assert idx.get("doc3")["title"] == "new title" and idx.get("doc3")["year"] == 2024 and len(idx) == 13
+
+
 def test_parquet_and_txt_folder(tmp_path):
     pq.write_table(pa.table({"id": ["p1", "p2"], "text": ["parquet one", "parquet two"], "score": [1.5, 2.5]}),
                    tmp_path / "c.parquet")

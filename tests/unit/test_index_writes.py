@@ -124,3 +124,48 @@ def test_streaming_build_splits_segments(tmp_path):
     assert [s.n_docs for s in idx.snapshot.segments] == [25, 25, 10]
 
 
+
+
+def test_add_with_replace_swaps_documents_in_one_commit(built, tmp_path):
+    idx, docs, rng = built
+    gen = manifest(tmp_path / "ix")["generation"]
+    new = rand_docs(2, rng)
+    assert idx.add_embeddings(["d3", "n1"], new, [{"n": 103}, {"n": 200}], replace=True) == ["d3", "n1"]
+    assert manifest(tmp_path / "ix")["generation"] == gen + 1  # tombstone and new segment: one commit
+    assert len(idx) == 41 and idx.info().n_deleted == 1
+    top = idx.search(new[0], k=1, exhaustive=True)[0]
+    assert (top.doc_id, top.metadata) == ("d3", {"n": 103})
+    assert "d3" not in [h.doc_id for h in idx.search(docs[3], k=1, exhaustive=True)]  # the old version is gone
+    reopened = xtrieve.Index.open(tmp_path / "ix")
+    assert reopened.get("d3")["n"] == 103 and len(reopened) == 41
+
+
+def test_add_of_a_live_id_without_replace_changes_nothing(built, tmp_path):
+    idx, _, rng = built
+    gen = manifest(tmp_path / "ix")["generation"]
+    with pytest.raises(xtrieve.InputError, match=r"already in the index: 'd3'.*replace=True"):
+        idx.add_embeddings(["n1", "d3"], rand_docs(2, rng))
+    with pytest.raises(xtrieve.InputError, match="duplicate id.*in the input"):
+        idx.add_embeddings(["d3", "d3"], rand_docs(2, rng), replace=True)
+    with pytest.raises(xtrieve.InputError, match="replace must be True or False"):
+        idx.add_embeddings(["d3"], rand_docs(1, rng), replace="yes")
+    assert manifest(tmp_path / "ix")["generation"] == gen and len(idx) == 40
+
+
+def test_replace_that_fails_to_commit_keeps_the_old_documents(built, tmp_path, monkeypatch):
+    import xtrieve.index.writer as writer
+
+    idx, docs, rng = built
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer, "write_manifest", full_disk)
+    with pytest.raises(OSError):
+        idx.add_embeddings(["d3"], rand_docs(1, rng), [{"n": 103}], replace=True)
+    monkeypatch.undo()
+    reopened = xtrieve.Index.open(tmp_path / "ix")
+    assert len(reopened) == 40 and reopened.get("d3")["n"] == 3
+    assert reopened.search(docs[3], k=1, exhaustive=True)[0].doc_id == "d3"
+    reopened.add_embeddings(["n1"], rand_docs(1, rng))  # the next writer removes the orphaned files
+    assert not [p for p in (tmp_path / "ix").glob("seg-*/deleted-*")]
