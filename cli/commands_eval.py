@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from xtrieve.cli.commands_index import PRECISION_OPTION
+from xtrieve.cli.commands_index import ENCODER_CONFIG_OPTION, PRECISION_OPTION, parse_encoder_config
 from xtrieve.cli.formats import json_safe, to_json
 from xtrieve.cli.search_options import search_config, search_config_options
 from xtrieve.config import SearchConfig
@@ -36,9 +36,10 @@ def _pct(x) -> str:
               help="Keep a query's own document in its results (BEIR drops it by default).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where --dataset downloads go (default $XTRIEVE_CACHE/beir or ~/.cache/xtrieve/beir).")
+@ENCODER_CONFIG_OPTION
 @PRECISION_OPTION
 def eval_command(data_dir, dataset, split, model, index_dir, run_file, fmt, k, k_prime, n_rerank, nprobe, imputation,
-                 exhaustive, max_queries, keep_identical_ids, cache_dir, precision):
+                 exhaustive, max_queries, keep_identical_ids, cache_dir, encoder_config, precision):
     """Evaluate retrieval on a BEIR dataset: nDCG@10, Recall@100, MAP@100, MRR@10, latency."""
     from xtrieve.eval.evaluate import run_eval
 
@@ -47,7 +48,8 @@ def eval_command(data_dir, dataset, split, model, index_dir, run_file, fmt, k, k
     report = run_eval(data_dir=data_dir, dataset=dataset, split=split, model=model, index_dir=index_dir, k=k,
                       search_config=search_config(k_prime, n_rerank, nprobe, imputation), exhaustive=exhaustive,
                       run_file=run_file, cache=cache_dir, max_queries=max_queries,
-                      ignore_identical_ids=not keep_identical_ids, precision=precision)
+                      ignore_identical_ids=not keep_identical_ids, precision=precision,
+                      encoder_config=parse_encoder_config(encoder_config))
     s = report.summary()
     if fmt == "json":
         click.echo(to_json(s))

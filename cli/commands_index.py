@@ -17,6 +17,27 @@ PRECISION_OPTION = click.option(
          "(AMX, AVX512-BF16), vectors within bfloat16 rounding; float32 gives the model's exact vectors.")
 
 
+ENCODER_CONFIG_OPTION = click.option(
+    "--encoder-config", "encoder_config", multiple=True, metavar="KEY=VALUE",
+    help="Change a setting of the model's EncoderConfig for this index, e.g. doc_windows=8 (read long documents "
+         "whole) or doc_maxlen=180; VALUE is JSON (8, true, null, [...]) or else text. Repeatable.")
+
+
+def parse_encoder_config(pairs: tuple[str, ...]) -> dict[str, object] | None:
+    """``KEY=VALUE`` options as an Encoder.load config dict (None when there are none)."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--encoder-config")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        out[key.strip()] = value
+    return out or None
+
+
 def _read_ids(ids: tuple[str, ...], ids_file: Path | None) -> list[str]:
     out = list(ids)
     if ids_file is not None:
@@ -41,9 +62,10 @@ def _read_ids(ids: tuple[str, ...], ids_file: Path | None) -> list[str]:
 @click.option("--docs-per-segment", type=click.IntRange(min=1), default=None, help="Maximum documents per segment.")
 @click.option("--no-store-text", is_flag=True, help="Do not keep title/text in the index.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index at INDEX.")
+@ENCODER_CONFIG_OPTION
 @PRECISION_OPTION
 def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, vector_storage, docs_per_segment,
-                  no_store_text, overwrite, precision):
+                  no_store_text, overwrite, encoder_config, precision):
     """Build INDEX from a corpus file."""
     from xtrieve.config import IndexConfig
     from xtrieve.encode.encoder import Encoder
@@ -56,9 +78,10 @@ def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, 
     if no_store_text:
         changes["store_text"] = False
     config = IndexConfig().replace(**changes)
+    encoder_changes = parse_encoder_config(encoder_config)
     docs = read_corpus(corpus)
     first = next(docs)  # bad or empty corpus: fail before loading the model
-    encoder = Encoder.load(model, precision=precision)
+    encoder = Encoder.load(model, config=encoder_changes, precision=precision)
     docs = itertools.chain([first], docs)
     idx = Index.build(index, docs, encoder=encoder, config=config, overwrite=overwrite, show_progress=True)
     info = idx.info()

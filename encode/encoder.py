@@ -353,9 +353,12 @@ class Encoder:
     # -- encoding -----------------------------------------------------------------------
 
     def _batches(self, texts: list[str], is_query: bool, batch_size: int, show_progress: bool | None,
-                 desc: str) -> Iterable[tuple[list[int], list[int], object]]:
-        """Yield (text index, window number) of each row and the rows' Batch, in length-sorted order."""
+                 desc: str, truncated: list[int] | None = None) -> Iterable[tuple[list[int], list[int], object]]:
+        """Yield (text index, window number) of each row and the rows' Batch, in length-sorted
+        order; ``truncated`` gets the number of texts longer than the model reads."""
         rows = self.processor.rows(texts, is_query)
+        if truncated is not None:
+            truncated.append(rows.n_truncated)
         if rows.n_truncated:
             maxlen = self.config.query_maxlen if is_query else self.config.doc_maxlen * self.config.doc_windows
             log.info("%d of %d %s truncated to about %d tokens", rows.n_truncated, len(texts), desc, maxlen)
@@ -422,11 +425,12 @@ class Encoder:
         return self.config.dense_weight > 0
 
     def _encode(self, texts: list[str], is_query: bool, batch_size: int, show_progress: bool | None,
-                with_dense: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
+                with_dense: bool) -> tuple[list[np.ndarray], np.ndarray | None, int]:
         join = WindowJoin(len(texts), self.hidden_size if with_dense else 0)
+        truncated: list[int] = []
         with torch.inference_mode():
             for owners, windows, batch in self._batches(texts, is_query, batch_size, show_progress,
-                                                        "queries" if is_query else "documents"):
+                                                        "queries" if is_query else "documents", truncated):
                 hidden = self._hidden(batch, is_query)
                 with precisions.exact(self.device):
                     vectors = self.project(hidden).float()
@@ -434,7 +438,7 @@ class Encoder:
                     join.add(i, k, vectors[row][batch.output_mask[row]].cpu().numpy())
                 if with_dense:
                     join.add_states(owners, hidden, batch.attention_mask.to(hidden.device))
-        return join.arrays(), (join.dense() if with_dense else None)
+        return join.arrays(), (join.dense() if with_dense else None), sum(truncated)
 
     def encode(self, texts: list[str], is_query: bool, batch_size: int = 32, pool_factor: int | None = None,
                show_progress: bool | None = None) -> Encoded:
@@ -443,11 +447,11 @@ class Encoder:
         texts = check_texts(texts, "queries" if is_query else "documents")
         batch_size = check_batch_size(batch_size)
         pool_factor = self.config.pool_factor if pool_factor is None else check_pool_factor(pool_factor)
-        vectors, dense = self._encode(texts, is_query, batch_size, show_progress, self.fuses_dense)
+        vectors, dense, n_truncated = self._encode(texts, is_query, batch_size, show_progress, self.fuses_dense)
         counts = [int(v.shape[0]) for v in vectors]
         if not is_query:
             vectors = pool_documents(vectors, pool_factor)
-        return Encoded(vectors=vectors, n_tokens=counts, dense=dense)
+        return Encoded(vectors=vectors, n_tokens=counts, dense=dense, n_truncated=n_truncated)
 
     def encode_queries(self, texts: list[str], batch_size: int = 32, show_progress: bool | None = None) -> list[np.ndarray]:
         """One float32 array [n_q, dim] per query."""

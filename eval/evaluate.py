@@ -12,7 +12,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from xtrieve.config import IndexConfig, SearchConfig
 from xtrieve.eval.beir_data import BeirDataset, resolve_dataset, searchable
@@ -121,18 +121,20 @@ def is_index_folder(path: str | Path) -> bool:
 
 def open_or_build(path: str | Path, docs: list[dict[str, Any]], model: str | None = None,
                   index_config: IndexConfig | None = None, show_progress: bool | None = None,
-                  precision: str = "float32"):
+                  precision: str = "float32", encoder_config: Mapping[str, Any] | None = None):
     """(Index, build seconds or None when reused, reused?) for ``path``.
 
     An existing index is opened (``model``, when given, must match its encoder) and must hold
     exactly the documents of ``docs`` (InputError otherwise: it was built from another corpus);
     an empty or missing folder gets a new index over ``docs``. Build time covers encoding the
     documents and writing the index, not loading the model. ``precision``: the encoder's on
-    documents (``xtrieve.encode.precision``).
+    documents (``xtrieve.encode.precision``); ``encoder_config``: EncoderConfig fields to change
+    (``Encoder.load(config=)``).
     """
     import xtrieve
 
-    encoder = xtrieve.Encoder.load(model, precision=precision) if model is not None or not is_index_folder(path) else None
+    wanted = model is not None or encoder_config or not is_index_folder(path)
+    encoder = xtrieve.Encoder.load(model, config=encoder_config, precision=precision) if wanted else None
     if is_index_folder(path):
         idx = xtrieve.Index.open(path, encoder=encoder)
         check_same_documents(path, idx.snapshot.live_ids(), [d["id"] for d in docs])
@@ -203,7 +205,7 @@ def run_eval(data_dir: str | Path | None = None, dataset: str | None = None, spl
              run_file: str | Path | None = None, cache: str | Path | None = None,
              index_config: IndexConfig | None = None, max_queries: int | None = None,
              ignore_identical_ids: bool = True, progress: bool | None = None,
-             precision: str = "float32") -> EvalReport:
+             precision: str = "float32", encoder_config: Mapping[str, Any] | None = None) -> EvalReport:
     """Load a BEIR split, open or build its index (documents encoded in ``precision``), search
     every query and score the run."""
     ds = resolve_dataset(data_dir, dataset, split, cache)
@@ -221,7 +223,7 @@ def run_eval(data_dir: str | Path | None = None, dataset: str | None = None, spl
     with ExitStack() as stack:
         path = Path(index_dir) if index_dir is not None else Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="xtrieve-eval-"))) / "index"
-        idx, build_s, reused = open_or_build(path, docs, model, index_config, progress, precision)
+        idx, build_s, reused = open_or_build(path, docs, model, index_config, progress, precision, encoder_config)
         info = idx.info()
         results, metrics, latency, dropped = evaluate_index(idx, ds, k, exhaustive, config, ignore_identical_ids,
                                                             max_queries, progress)

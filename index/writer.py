@@ -329,7 +329,7 @@ class WriteSession:
             total = None
         live = self.live_ids()
         all_ids: list[str] = []
-        encode_seconds = [0.0]
+        encode_seconds, n_truncated = [0.0], [0]
 
         # ids given in this input: an auto id skips them (all of a list's, up front; a stream's so far)
         seen: set[str] = explicit_ids(docs) if isinstance(docs, Sequence) else set()
@@ -353,6 +353,7 @@ class WriteSession:
                 encoded = encoder.encode(texts, False, batch_size=ENCODE_BATCH, pool_factor=self.manifest.pool_factor,
                                          show_progress=False)
                 encode_seconds[0] += time.perf_counter() - started
+                n_truncated[0] += int(getattr(encoded, "n_truncated", 0))
                 vectors = [check_embedding(v, self.manifest.dim, f"document {i!r}")
                            for i, v in zip(ids, encoded.vectors)]
                 all_ids.extend(ids)
@@ -360,6 +361,8 @@ class WriteSession:
 
         started = time.perf_counter()
         replaced = self.ingest(batches(), total, show_progress, next_auto_id=lambda: auto_id.next, replace=replace)
+        if n_truncated[0]:
+            _warn_truncated(n_truncated[0], len(all_ids), getattr(encoder, "config", None))
         elapsed = time.perf_counter() - started
         log.info("added %d docs (%d of them replacing live ones) in %.1f s: encoding (with pooling) %.1f s, "
                  "indexing %.1f s", len(all_ids), len(replaced), elapsed, encode_seconds[0], elapsed - encode_seconds[0])
@@ -473,6 +476,16 @@ class WriteSession:
         if len(segs) > 1 or any(s.n_deleted for s in segs):
             self.merge(list(range(len(segs))))
         collect_garbage(self.root, self.manifest)
+
+
+def _warn_truncated(n: int, total: int, config: Any) -> None:
+    """Say (once per add) that documents were cut at the model's length, and how to read more."""
+    windows, maxlen = getattr(config, "doc_windows", None), getattr(config, "doc_maxlen", None)
+    reads = f"{windows} window(s) of {maxlen} tokens" if windows and maxlen else "its document length"
+    more = 2 * windows if isinstance(windows, int) else 4
+    log.warning("%d of %d documents are longer than the model reads (%s): the text past that has no vectors, so "
+                "no query matches it; index more of each with more windows, e.g. xtrieve build --encoder-config "
+                "doc_windows=%d, or Encoder.load(config={'doc_windows': %d})", n, total, reads, more, more)
 
 
 def _meta_row(meta: Any, doc_id: str) -> dict[str, Any]:

@@ -36,12 +36,14 @@ class Encoded:
     ``vectors``: one float32 [n_vectors, dim] array per text (documents pooled by the pool
     factor); ``n_tokens``: each text's token vectors before pooling; ``dense``: [n_texts, hidden]
     L2-normalised mean of the backbone's token states, or None when the model does not add a
-    dense score (``EncoderConfig.dense_weight`` 0).
+    dense score (``EncoderConfig.dense_weight`` 0); ``n_truncated``: texts longer than the model
+    reads (their tail has no vectors).
     """
 
     vectors: list[np.ndarray]
     n_tokens: list[int]
     dense: np.ndarray | None = None
+    n_truncated: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -110,3 +110,45 @@ def test_batches_stay_under_the_activation_budget_and_encode_the_same(pylate_fol
     assert all(n * width <= 24 for n, width in sizes) and max(n for n, _ in sizes) > 2
     split = enc.encode(texts, False, pool_factor=1)
     assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(whole.vectors, split.vectors))
+
+
+def test_truncated_documents_are_counted_and_an_add_warns_once(pylate_folder, tmp_path, caplog):
+    import logging
+
+    import xtrieve
+
+    folder, _ = pylate_folder
+    enc = load(folder, doc_windows=2)
+    assert enc.encode([LONG, SHORT], is_query=False).n_truncated == 1
+    assert load(folder, doc_windows=10).encode([LONG, SHORT], is_query=False).n_truncated == 0
+    docs = [{"id": f"d{i}", "text": LONG if i % 2 else SHORT} for i in range(6)]
+    with caplog.at_level(logging.WARNING, logger="xtrieve.index.writer"):
+        xtrieve.Index.build(tmp_path / "ix", docs, encoder=enc, config={"batch_size": 2})
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # one for the whole add, not one per batch
+    assert "3 of 6 documents are longer than the model reads (2 window(s) of 12 tokens)" in warnings[0]
+    assert "doc_windows=4" in warnings[0]
+
+
+def test_cli_encoder_config_changes_the_index_model(pylate_folder, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    import xtrieve
+    from xtrieve.cli.main import main
+
+    folder, _ = pylate_folder
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"_id": "long", "text": LONG}) + "\n" + json.dumps({"_id": "short", "text": SHORT}) + "\n")
+    runner = CliRunner()
+    r = runner.invoke(main, ["build", str(tmp_path / "ix"), "--corpus", str(corpus), "--model", str(folder),
+                             "--encoder-config", "doc_maxlen=12", "--encoder-config", "doc_windows=8"])
+    assert r.exit_code == 0, r.output
+    idx = xtrieve.Index.open(tmp_path / "ix")
+    assert (idx.encoder.config.doc_windows, idx.encoder.config.doc_maxlen) == (8, 12)
+    bad = runner.invoke(main, ["build", str(tmp_path / "b"), "--corpus", str(corpus), "--model", str(folder),
+                               "--encoder-config", "doc_windowz=8"])
+    assert bad.exit_code != 0 and "unknown EncoderConfig key(s): doc_windowz" in bad.output
+    bad = runner.invoke(main, ["build", str(tmp_path / "b"), "--corpus", str(corpus), "--encoder-config", "doc_windows"])
+    assert bad.exit_code != 0 and "KEY=VALUE" in bad.output

@@ -36,7 +36,8 @@ def fake_eval_index(monkeypatch):
     """run_eval builds with Index.build_from_embeddings through the fake encoder."""
     import xtrieve.eval.evaluate as ev
 
-    def open_or_build(path, docs, model=None, index_config=None, show_progress=None, precision="float32"):
+    def open_or_build(path, docs, model=None, index_config=None, show_progress=None, precision="float32",
+                      encoder_config=None):
         built_with.append(precision)
         enc = FakeEncoder()
         idx = xtrieve.Index.build_from_embeddings(path, [d["id"] for d in docs],
