@@ -113,13 +113,16 @@ def add_command(index, corpus, replace, precision):
 @click.argument("index", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("ids", nargs=-1)
 @click.option("--ids-file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File with one id per line.")
-def delete_command(index, ids, ids_file):
-    """Delete documents by id from INDEX."""
+@click.option("--filter", "filter_expr", default=None,
+              help="Delete every document this metadata filter matches, e.g. \"year < 2000\" (instead of ids).")
+def delete_command(index, ids, ids_file, filter_expr):
+    """Delete documents by id, or by a metadata filter, from INDEX."""
     from xtrieve.retrieve.api import Index
 
-    wanted = _read_ids(ids, ids_file)
+    if filter_expr is not None and (ids or ids_file is not None):
+        raise click.UsageError("give ids or --filter, not both")
     idx = Index.open(index, verify=False)
-    n = idx.delete(wanted)
+    n = idx.delete(filter=filter_expr) if filter_expr is not None else idx.delete(_read_ids(ids, ids_file))
     click.echo(f"deleted {n} docs from {index} ({len(idx)} docs left)", err=True)
 
 

@@ -34,6 +34,14 @@ def _flag(value: Any, name: str) -> bool:
     return bool(value)
 
 
+def _matching_ids(snapshot: Any, filter: Any) -> list[str]:
+    """The ids of the live documents of ``snapshot`` that ``filter`` allows."""
+    from xtrieve.retrieve.searcher import Searcher
+
+    allowed = Searcher(snapshot).allowed(filter)
+    return [seg.doc_ids[i] for seg, a in zip(snapshot.segments, allowed) for i in np.nonzero(a.docs_mask)[0]]
+
+
 class Index:
     """A multi-vector index on disk: build/open, add/delete/compact, search.
 
@@ -207,11 +215,19 @@ class Index:
         self.refresh()
         return out
 
-    def delete(self, ids: Iterable[Any]) -> int:
-        """Delete documents by id (InputError naming unknown ids; nothing changes then)."""
+    def delete(self, ids: Iterable[Any] | None = None, *, filter: Any = None) -> int:
+        """Delete documents by id (InputError naming unknown ids; nothing changes then), or every
+        live document a metadata ``filter`` matches (as in :meth:`search`, evaluated on the
+        latest commit under the writer lock; none matched: 0, nothing written). Returns how many."""
         from xtrieve.index.writer import open_writer
 
+        if (ids is None) == (filter is None):
+            raise InputError("delete takes ids or a filter (one of the two)")
         with open_writer(self.path) as session:
+            if filter is not None:
+                ids = _matching_ids(session.snapshot(), filter) if session.manifest.segments else []
+                if not ids:
+                    return 0
             n = session.delete(ids)
         self.refresh()
         return n

@@ -215,7 +215,8 @@ class Searcher:
 
     # -- allowed documents --------------------------------------------------------------
 
-    def _allowed(self, filter) -> list[_Allowed]:
+    def allowed(self, filter) -> list[_Allowed]:
+        """Per segment, the live documents ``filter`` (None: all) allows; the latest filters are cached."""
         if filter is None:
             return self._live
         # an Expression's printed form abbreviates long value sets, so two different ones can
@@ -252,7 +253,7 @@ class Searcher:
             raise InputError(f"{len(qs)} queries but {len(dense)} dense embeddings")
         fuse = dense is not None and self.dense_weight > 0 and self.dense_dim > 0
         qd = [check_dense(d, self.dense_dim, i) for i, d in enumerate(dense)] if fuse else [None] * len(qs)
-        allowed = self._allowed(filter)
+        allowed = self.allowed(filter)
         n_allowed = sum(a.n_allowed for a in allowed)
         if n_allowed == 0:
             return [[] for _ in qs]

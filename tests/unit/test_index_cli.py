@@ -90,6 +90,18 @@ def test_add_replace(tmp_path, corpus):
     assert idx.get("doc3")["title"] == "new title" and idx.get("doc3")["year"] == 2024 and len(idx) == 13
 
 
+def test_delete_by_filter(tmp_path, corpus):
+    ix = tmp_path / "ix"
+    assert run("build", ix, "--corpus", corpus, "--faiss", "Flat").exit_code == 0
+    r = run("delete", ix, "--filter", "year >= 2008")
+    assert r.exit_code == 0 and "deleted 4 docs" in r.output and "(8 docs left)" in r.output
+    both = run("delete", ix, "doc1", "--filter", "year == 2001")
+    assert both.exit_code != 0 and "not both" in both.output
+    unknown = run("delete", ix, "--filter", "yeer == 2001")
+    assert unknown.exit_code != 0 and "yeer" in unknown.output
+    assert run("delete", ix, "--filter", "year > 3000").output.startswith("deleted 0 docs")
+
+
 def test_parquet_and_txt_folder(tmp_path):
     pq.write_table(pa.table({"id": ["p1", "p2"], "text": ["parquet one", "parquet two"], "score": [1.5, 2.5]}),
                    tmp_path / "c.parquet")

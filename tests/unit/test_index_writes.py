@@ -169,3 +169,23 @@ def test_replace_that_fails_to_commit_keeps_the_old_documents(built, tmp_path, m
     assert reopened.search(docs[3], k=1, exhaustive=True)[0].doc_id == "d3"
     reopened.add_embeddings(["n1"], rand_docs(1, rng))  # the next writer removes the orphaned files
     assert not [p for p in (tmp_path / "ix").glob("seg-*/deleted-*")]
+
+
+def test_delete_by_filter(built, tmp_path):
+    idx, docs, rng = built
+    idx.add_embeddings(["x1", "x2"], rand_docs(2, rng), [{"n": 5, "tag": "a"}, {"n": 50, "tag": "b"}])
+    assert idx.delete(filter="n < 5 or tag == 'b'") == 6  # d0..d4 and x2
+    assert len(idx) == 36 and idx.get("d4") is None and idx.get("x2") is None and idx.get("x1") is not None
+    import pyarrow.compute as pc
+
+    assert idx.delete(filter=pc.field("n") >= 39) == 1 and idx.get("d39") is None
+    gen = manifest(tmp_path / "ix")["generation"]
+    assert idx.delete(filter="n > 1000") == 0  # nothing matched: nothing written
+    assert manifest(tmp_path / "ix")["generation"] == gen
+    with pytest.raises(xtrieve.FilterError, match="nope"):
+        idx.delete(filter="nope == 1")
+    with pytest.raises(xtrieve.InputError, match="ids or a filter"):
+        idx.delete(["d10"], filter="n == 10")
+    with pytest.raises(xtrieve.InputError, match="ids or a filter"):
+        idx.delete()
+    assert len(idx) == 35 and manifest(tmp_path / "ix")["generation"] == gen
