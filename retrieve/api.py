@@ -221,8 +221,10 @@ class Index:
         latest commit under the writer lock; none matched: 0, nothing written). Returns how many."""
         from xtrieve.index.writer import open_writer
 
-        if (ids is None) == (filter is None):
-            raise InputError("delete takes ids or a filter (one of the two)")
+        if ids is None and filter is None:
+            raise InputError("ids must be an id or an iterable of ids (or give filter=...), got None")
+        if ids is not None and filter is not None:
+            raise InputError("delete takes ids or a filter, not both")
         with open_writer(self.path) as session:
             if filter is not None:
                 ids = _matching_ids(session.snapshot(), filter) if session.manifest.segments else []

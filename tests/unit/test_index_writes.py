@@ -184,8 +184,8 @@ def test_delete_by_filter(built, tmp_path):
     assert manifest(tmp_path / "ix")["generation"] == gen
     with pytest.raises(xtrieve.FilterError, match="nope"):
         idx.delete(filter="nope == 1")
-    with pytest.raises(xtrieve.InputError, match="ids or a filter"):
+    with pytest.raises(xtrieve.InputError, match="ids or a filter, not both"):
         idx.delete(["d10"], filter="n == 10")
-    with pytest.raises(xtrieve.InputError, match="ids or a filter"):
+    with pytest.raises(xtrieve.InputError, match="iterable of ids.*filter="):
         idx.delete()
     assert len(idx) == 35 and manifest(tmp_path / "ix")["generation"] == gen
