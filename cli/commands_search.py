@@ -20,13 +20,17 @@ from xtrieve.cli.search_options import search_config, search_config_options
 @click.option("--queries", "queries_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSONL (or a JSON list) or TSV file of queries (instead of QUERY).")
 @click.option("--exhaustive", is_flag=True, help="Score every document exactly (slow, ground truth).")
+@click.option("--with-text", is_flag=True, help="Show each hit's stored text (json: whole; table: its start).")
 @search_config_options
-def search_command(index, query, k, filter_, fmt, queries_file, exhaustive, k_prime, n_rerank, nprobe, imputation):
+def search_command(index, query, k, filter_, fmt, queries_file, exhaustive, with_text, k_prime, n_rerank, nprobe,
+                   imputation):
     """Search INDEX for QUERY (or every query in --queries)."""
     import xtrieve
 
     if (query is None) == (queries_file is None):
         raise click.UsageError("give either QUERY or --queries FILE")
+    if with_text and fmt == "trec":
+        raise click.UsageError("--with-text has no place in TREC output (use --format json or table)")
     config = search_config(k_prime, n_rerank, nprobe, imputation)
     pairs = [("q1", query)] if query is not None else read_queries(queries_file)
     if fmt == "trec":
@@ -39,7 +43,8 @@ def search_command(index, query, k, filter_, fmt, queries_file, exhaustive, k_pr
     if fmt == "trec":
         check_trec_doc_ids(results)
     for (qid, text), hits in zip(pairs, results):
-        out = format_hits(qid, text if fmt != "trec" else "", hits, fmt)
+        texts = [(idx.get(h.doc_id) or {}).get("text") for h in hits] if with_text else None
+        out = format_hits(qid, text if fmt != "trec" else "", hits, fmt, texts)
         if out:
             click.echo(out)
     if fmt == "table":

@@ -37,12 +37,19 @@ def check_trec_doc_ids(results: Sequence[Sequence[Any]]) -> None:
             check_trec_id("doc", str(h.doc_id))
 
 
-def format_hits(qid: str, query: str, hits: Sequence[Any], fmt: str) -> str:
-    """One query's hits as ``fmt`` (table, json or trec); a TREC query without hits is ''."""
+TABLE_TEXT_CHARS = 160
+
+
+def format_hits(qid: str, query: str, hits: Sequence[Any], fmt: str,
+                texts: Sequence[str | None] | None = None) -> str:
+    """One query's hits as ``fmt`` (table, json or trec); a TREC query without hits is ''.
+    ``texts``: each hit's stored text, shown with it (json: whole; table: its start)."""
     if fmt == "json":
-        return to_json({"query_id": qid, "query": query, "hits": [
-            {"rank": r, "doc_id": h.doc_id, "score": round(h.score, 6), "metadata": h.metadata}
-            for r, h in enumerate(hits, 1)]})
+        rows = [{"rank": r, "doc_id": h.doc_id, "score": round(h.score, 6), "metadata": h.metadata}
+                for r, h in enumerate(hits, 1)]
+        for row, text in zip(rows, texts or ()):
+            row["text"] = text
+        return to_json({"query_id": qid, "query": query, "hits": rows})
     if fmt == "trec":
         return "\n".join(f"{qid} Q0 {h.doc_id} {r} {h.score:.6f} xtrieve" for r, h in enumerate(hits, 1))
     lines = [f"query: {query}"] if query else []
@@ -50,4 +57,7 @@ def format_hits(qid: str, query: str, hits: Sequence[Any], fmt: str) -> str:
     for r, h in enumerate(hits, 1):
         title = str(h.metadata.get("title") or "")[:60]
         lines.append(f"{r:>4}  {h.score:>8.3f}  {h.doc_id:<20}  {title}")
+        if texts is not None:
+            text = " ".join(str(texts[r - 1] or "(no text stored)").split())
+            lines.append(" " * 16 + (text if len(text) <= TABLE_TEXT_CHARS else text[:TABLE_TEXT_CHARS - 3] + "..."))
     return "\n".join(lines)

@@ -295,3 +295,17 @@ def test_tsv_query_rows_of_other_than_two_columns_are_refused(tmp_path):
     f = write(tmp_path / "qrels.tsv", "query-id\tcorpus-id\tscore\n1\t2\t1\n")
     with pytest.raises(InputError, match=r"qrels.tsv:1: expected 'id<TAB>text', got 3 column\(s\) \(a qrels"):
         read_queries(f)
+
+
+def test_with_text_shows_each_hits_text(tmp_path, index):
+    out = json.loads(last_line(run("search", index, "vaccines", "-k", "1", "--format", "json", "--with-text")))
+    assert out["hits"][0]["doc_id"] == "b" and out["hits"][0]["text"] == "vaccines immunity"
+    plain = json.loads(last_line(run("search", index, "vaccines", "-k", "1", "--format", "json")))
+    assert "text" not in plain["hits"][0]
+    table = run("search", index, "glaciers", "-k", "1", "--with-text").output.splitlines()
+    assert "glaciers valleys" in [line.strip() for line in table]
+    assert "no place in TREC" in run("search", index, "moon", "--format", "trec", "--with-text").output
+    long = Hit("x", 1.0, {})
+    shown = format_hits("q", "q", [long], "table", ["word " * 100]).splitlines()[-1].strip()
+    assert shown.endswith("...") and len(shown) == 160
+    assert "(no text stored)" in format_hits("q", "q", [long], "table", [None])
