@@ -77,3 +77,17 @@ def test_cli_build_and_add_in_bfloat16(tmp_path, pylate_folder):
     assert len(idx) == 14 and idx.encoder.precision == "float32"  # a setting of the run, not of the index
     hits = idx.search(docs[12], k=3)
     assert hits[0].doc_id == "d12"
+
+
+def test_bfloat16_through_transformers_backbones(modernbert_pylate_folder):
+    """A non-BERT backbone (transformers' forward with packed linears) runs its document
+    batches in bfloat16 too, and its queries exactly as in float32."""
+    folder = modernbert_pylate_folder[0]
+    exact, fast = Encoder.load(folder), Encoder.load(folder, precision="bfloat16")
+    docs = _docs()
+    ref, out = exact.encode_documents(docs, pool_factor=1), fast.encode_documents(docs, pool_factor=1)
+    cos = np.concatenate([(a * b).sum(axis=1) for a, b in zip(ref, out)])
+    assert cos.min() > 0.99 and max(float(np.abs(a - b).max()) for a, b in zip(ref, out)) > 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        queries = exact.encode_queries(docs[:3])
+    assert all(np.array_equal(a, b) for a, b in zip(queries, fast.encode_queries(docs[:3])))
