@@ -46,7 +46,7 @@ def _read_ids(ids: tuple[str, ...], ids_file: Path | None) -> list[str]:
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read ids file {ids_file}: {exc}") from None
     if not out:
-        raise InputError("no ids given (pass ID... or --ids-file)")
+        raise InputError("no ids given (pass ID... or --ids-file, or --filter EXPR)")
     return out
 
 
@@ -102,10 +102,8 @@ def add_command(index, corpus, replace, precision):
     idx = Index.open(index, verify=False)
     if precision != "float32" and idx.encoder is not None:
         idx.encoder.precision = precision
-    before = len(idx)
     ids = idx.add(read_corpus(corpus), show_progress=True, replace=replace)
-    replaced = before + len(ids) - len(idx)
-    click.echo(f"added {len(ids)} docs to {index}" + (f", {replaced} of them replacing earlier versions" if replace else "")
+    click.echo(f"added {len(ids)} docs to {index}" + (", replacing those already there" if replace else "")
                + f" ({len(idx)} docs now)", err=True)
 
 

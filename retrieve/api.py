@@ -227,7 +227,7 @@ class Index:
             raise InputError("delete takes ids or a filter, not both")
         with open_writer(self.path) as session:
             if filter is not None:
-                ids = _matching_ids(session.snapshot(), filter) if session.manifest.segments else []
+                ids = _matching_ids(session.snapshot(), filter)  # an empty index still checks the filter
                 if not ids:
                     return 0
             n = session.delete(ids)

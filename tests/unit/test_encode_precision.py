@@ -59,7 +59,18 @@ def test_unknown_precision_is_refused(pylate_folder):
     assert enc.precision == "float32"
 
 
-def test_cli_build_and_add_in_bfloat16(tmp_path, pylate_folder):
+def test_cli_build_and_add_in_bfloat16(tmp_path, pylate_folder, monkeypatch):
+    from xtrieve.encode import precision as precisions
+
+    seen = []  # the precision each document batch ran under
+    real = precisions.backbone_context
+
+    def spy(precision, device, is_query, n_tokens):
+        if not is_query:
+            seen.append(precision)
+        return real(precision, device, is_query, n_tokens)
+
+    monkeypatch.setattr(precisions, "backbone_context", spy)
     docs = _docs(14)
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     first.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(docs[:10])))
@@ -69,8 +80,11 @@ def test_cli_build_and_add_in_bfloat16(tmp_path, pylate_folder):
     r = runner.invoke(main, ["build", str(ix), "--corpus", str(first), "--model", str(pylate_folder[0]),
                              "--precision", "bfloat16"])
     assert r.exit_code == 0, r.output
+    assert seen and set(seen) == {"bfloat16"}
+    seen.clear()
     r = runner.invoke(main, ["add", str(ix), "--corpus", str(second), "--precision", "bfloat16"])
     assert r.exit_code == 0, r.output
+    assert seen and set(seen) == {"bfloat16"}
     bad = runner.invoke(main, ["add", str(ix), "--corpus", str(second), "--precision", "half"])
     assert bad.exit_code != 0 and "half" in bad.output
     idx = xtrieve.Index.open(ix)

@@ -39,6 +39,7 @@ def fake_eval_index(monkeypatch):
     def open_or_build(path, docs, model=None, index_config=None, show_progress=None, precision="float32",
                       encoder_config=None):
         built_with.append(precision)
+        built_with.append(encoder_config)
         enc = FakeEncoder()
         idx = xtrieve.Index.build_from_embeddings(path, [d["id"] for d in docs],
                                                   enc.encode_documents([d["text"] for d in docs]))
@@ -64,9 +65,9 @@ def test_eval_json_last_line(toy, tmp_path, fake_eval_index):
         path.write_text(path.read_text(encoding="utf-8").replace("q 5", "q5").replace("doc 3", "doc3"),
                         encoding="utf-8")
     res = CliRunner().invoke(main, ["eval", "--data-dir", str(toy), "--format", "json", "--run-file", str(run_file),
-                                    "--precision", "bfloat16"])
+                                    "--precision", "bfloat16", "--encoder-config", "doc_windows=3"])
     assert res.exit_code == 0, res.output
-    assert fake_eval_index == ["bfloat16"]  # the documents' precision reaches the build
+    assert fake_eval_index == ["bfloat16", {"doc_windows": 3}]  # both reach the build
     out = json.loads(res.output.strip().splitlines()[-1])
     for key in ("ndcg@10", "recall@100", "map@100", "mrr@10", "p50_ms", "p95_ms", "index_bytes", "build_s",
                 "n_queries", "dataset"):

@@ -189,3 +189,7 @@ def test_delete_by_filter(built, tmp_path):
     with pytest.raises(xtrieve.InputError, match="iterable of ids.*filter="):
         idx.delete()
     assert len(idx) == 35 and manifest(tmp_path / "ix")["generation"] == gen
+    idx.delete(filter="n >= 0 or n is null")
+    assert len(idx) == 0
+    with pytest.raises(xtrieve.FilterError, match="nope"):  # an empty index still checks the filter
+        idx.delete(filter="nope == 1")
