@@ -55,9 +55,10 @@ def format_hits(qid: str, query: str, hits: Sequence[Any], fmt: str,
     lines = [f"query: {query}"] if query else []
     lines.append(f"{'rank':>4}  {'score':>8}  {'doc_id':<20}  title")
     for r, h in enumerate(hits, 1):
-        title = str(h.metadata.get("title") or "")[:60]
+        title = " ".join(str(h.metadata.get("title") or "").split())[:60]
         lines.append(f"{r:>4}  {h.score:>8.3f}  {h.doc_id:<20}  {title}")
         if texts is not None:
-            text = " ".join(str(texts[r - 1] or "(no text stored)").split())
+            stored = texts[r - 1]
+            text = "(no text stored)" if stored is None else " ".join(str(stored).split())
             lines.append(" " * 16 + (text if len(text) <= TABLE_TEXT_CHARS else text[:TABLE_TEXT_CHARS - 3] + "..."))
     return "\n".join(lines)

@@ -51,6 +51,7 @@ class EvalReport:
     n_identical_dropped: int
     model: str | None
     results: Results = dataclasses.field(repr=False, default_factory=dict)
+    precision: str | None = None  # the documents' encoding precision when this run built the index
 
     def summary(self) -> dict[str, Any]:
         m = self.metrics
@@ -79,6 +80,7 @@ class EvalReport:
             "search_config": self.search_config,
             "k": self.k,
             "model": self.model,
+            "precision": self.precision,
         }
 
 
@@ -138,6 +140,8 @@ def open_or_build(path: str | Path, docs: list[dict[str, Any]], model: str | Non
     if is_index_folder(path):
         idx = xtrieve.Index.open(path, encoder=encoder)
         check_same_documents(path, idx.snapshot.live_ids(), [d["id"] for d in docs])
+        if precision != "float32":
+            log.warning("index %s is reused: precision %s applies only to a build", path, precision)
         if encoder is not None:
             pool, built = getattr(encoder.config, "pool_factor", None), idx.info().pool_factor
             if pool is not None and int(pool) != int(built):
@@ -237,4 +241,5 @@ def run_eval(data_dir: str | Path | None = None, dataset: str | None = None, spl
         pool_factor=int(info.pool_factor), vector_storage=info.vector_storage,
         index_path=str(index_dir) if index_dir is not None else None, index_reused=reused, exhaustive=exhaustive,
         search_config=config.to_dict(), k=k, n_identical_dropped=dropped, model=model_name or model, results=results,
+        precision=None if reused else precision,
     )

@@ -158,8 +158,8 @@ def unify(schema: pa.Schema | None, table: pa.Table) -> pa.Schema:
     try:
         return pa.unify_schemas([schema, table.schema], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise InputError(f"metadata types clash with the index (a column keeps one type for the index's life, "
-                         f"whatever documents are deleted or replaced): {exc}") from None
+        raise InputError(f"metadata types clash with the index (documents deleted or replaced count until a "
+                         f"compact): {exc}") from None
 
 
 def check_one_type_per_column(tables: list[pa.Table], columns: set[str] | None = None) -> None:

@@ -484,8 +484,8 @@ def _warn_truncated(n: int, total: int, config: Any) -> None:
     reads = f"{windows} window(s) of {maxlen} tokens" if windows and maxlen else "its document length"
     more = 2 * windows if isinstance(windows, int) else 4
     log.warning("%d of %d documents are longer than the model reads (%s): the text past that has no vectors, so "
-                "no query matches it; to read more of each, build the index with more windows, e.g. xtrieve build "
-                "--encoder-config doc_windows=%d (--overwrite for an existing index), or Encoder.load(config="
+                "no query matches it; to read more of each, build the index with more windows: --encoder-config "
+                "doc_windows=%d on xtrieve build (--overwrite for an existing index) or eval, or Encoder.load(config="
                 "{'doc_windows': %d})", n, total, reads, more, more)
 
 

@@ -196,7 +196,8 @@ class Index:
             self._encoder = encoder
         enc = self.encoder
         if enc is None:
-            raise InputError(f"index {self.path} has no encoder (built from embeddings): use add_embeddings")
+            raise InputError(f"index {self.path} has no encoder (built from embeddings): add token vectors "
+                             "with Index.add_embeddings (Python)")
         with open_writer(self.path, enc) as session:
             ids = session.add_documents(docs, enc, show_progress, replace=_flag(replace, "replace"))
             session.merge_after_commit()
