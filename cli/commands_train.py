@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from xtrieve.cli.commands_index import PRECISION_OPTION
+
 POSITIVE = click.FloatRange(min=0.0, min_open=True)  # learning rates, temperatures
 
 
@@ -56,11 +58,12 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)  # learning rates, temperatu
 @click.option("--eval-every", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--name", default=None, help="Model name written into the folder.")
+@PRECISION_OPTION
 def train_command(data_dirs, split, base, out, pool_factor, max_steps, freeze_backbone, resume, batch_size, lr,
                   backbone_lr, seed, cache_dir, n_negatives, mine_depth, mine_with, cache_corpus, temperature,
                   distill_weight, dense_weight, denoise, cluster, pool_queries, mlp_dim, train_layers, weight_decay,
                   holdout, eval_every,
-                  checkpoint_every, name):
+                  checkpoint_every, name, precision):
     """Train a model: contrastive MaxSim on CRISP-clustered documents, hard negatives, optional distillation."""
     import time
 
@@ -74,7 +77,7 @@ def train_command(data_dirs, split, base, out, pool_factor, max_steps, freeze_ba
         temperature=temperature, distill_weight=distill_weight, dense_weight=dense_weight, denoise=denoise,
         cluster=cluster, pool_queries=pool_queries,
         mlp_dim=mlp_dim, train_layers=train_layers, weight_decay=weight_decay, holdout=holdout, eval_every=eval_every,
-        checkpoint_every=checkpoint_every, name=name,
+        checkpoint_every=checkpoint_every, name=name, precision=precision,
     )
     t0 = time.time()
     folder = train(cfg)

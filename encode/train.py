@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from xtrieve.encode.crisp import crisp_pool, maxsim
 from xtrieve.encode.heads import ResidualMLP, activate
 from xtrieve.encode.loaders import write_safetensors
+from xtrieve.encode.precision import check_precision
 from xtrieve.encode.train_data import (
     ATTENDED, BM25, OUTPUT, StateCache, TrainSet, chunked, default_cache, encoder_cache_key, load_train_set, pad_flags,
     pad_states, split_queries,
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoint"
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     data: list[str]
     out: str
@@ -86,6 +87,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     name: str | None = None
     progress: bool = True
+    precision: str = "float32"         # the base model's arithmetic on documents while caching their states
 
     def __post_init__(self) -> None:
         self.validate()
@@ -133,6 +135,7 @@ class TrainConfig:
                               ("cluster", ("ward", "kmeans"))):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        check_precision(self.precision)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -599,7 +602,7 @@ def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
         log.warning("no checkpoint in %s: starting from step 0", ckpt)
     if cfg.train_layers and not cfg.freeze_backbone:
         raise InputError("train_layers trains the top blocks of a frozen backbone; with --no-freeze-backbone all of it trains")
-    enc = enc if enc is not None else Encoder.load(cfg.base)
+    enc = enc if enc is not None else Encoder.load(cfg.base, precision=cfg.precision)  # a given one keeps its own
     if cfg.train_layers and enc.config.doc_windows > 1:
         raise InputError(f"train_layers caches one input row per document: it needs doc_windows = 1, "
                          f"the base model has {enc.config.doc_windows}")

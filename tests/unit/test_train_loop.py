@@ -381,7 +381,7 @@ def test_one_usable_query_is_a_clear_error(setup, tmp_path):
     ("temperature", 0.0), ("temperature", -0.05), ("temperature", float("nan")), ("teacher_temperature", 0.0),
     ("lr", 0.0), ("lr", float("inf")), ("backbone_lr", -1e-5), ("batch_size", 1), ("max_steps", -1),
     ("n_negatives", -1), ("mine_depth", 0), ("weight_decay", -0.1), ("distill_weight", -1.0), ("holdout", 1.0),
-    ("pool_factor", 0), ("checkpoint_every", 0), ("batch_size", 2.5), ("cluster", "single"),
+    ("pool_factor", 0), ("checkpoint_every", 0), ("batch_size", 2.5), ("cluster", "single"), ("precision", "half"),
 ])
 def test_bad_training_options_are_config_errors(setup, option, value):
     from xtrieve.errors import ConfigError
@@ -412,3 +412,21 @@ def test_out_must_be_a_folder_other_than_an_index(setup):
     with pytest.raises(InputError, match="is an index folder"):
         train(_cfg(setup, "ix", max_steps=1))
     assert sorted(p.name for p in (tmp / "ix").iterdir()) == ["manifest.json"]
+
+
+def test_bfloat16_caches_states_apart_and_trains(setup, tmp_path):
+    """precision='bfloat16' encodes the cached document states in bfloat16: a cache of its own
+    (float32 keys unchanged), and a model that trains and loads as usual."""
+    from xtrieve.encode.train_data import encoder_cache_key
+
+    model = setup[0]
+    exact, fast = Encoder.load(model), Encoder.load(model, precision="bfloat16")
+    assert encoder_cache_key(exact) != encoder_cache_key(fast)
+    assert "precision" not in json.dumps(exact.config.to_dict())  # nothing about precision enters the model
+    cfg = _cfg(setup, "bf16", max_steps=5, precision="bfloat16")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lr = 1.0
+    out = train(cfg)
+    trained = Encoder.load(out)
+    assert trained.precision == "float32" and trained.encode_queries(["w1 w2"])[0].shape[1] == 8
+    assert [p.name for p in (tmp_path / "cache").iterdir()] and (tmp_path / "cache" / encoder_cache_key(fast)).is_dir()
