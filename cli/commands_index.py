@@ -11,6 +11,7 @@ from xtrieve.config import VECTOR_STORAGES
 from xtrieve.errors import InputError
 
 CORPUS = click.Path(exists=False, path_type=Path)
+# the choices are xtrieve.encode.precision.PRECISIONS, not imported here: it loads torch, and --help should not
 PRECISION_OPTION = click.option(
     "--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
     help="Arithmetic of the model on documents: bfloat16 encodes ~2x faster on CPUs with bfloat16 units "

@@ -105,3 +105,14 @@ def test_bfloat16_through_transformers_backbones(modernbert_pylate_folder):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         queries = exact.encode_queries(docs[:3])
     assert all(np.array_equal(a, b) for a, b in zip(queries, fast.encode_queries(docs[:3])))
+
+
+def test_cli_choices_are_the_precisions():
+    from xtrieve.cli.commands_index import PRECISION_OPTION
+    from xtrieve.encode.precision import PRECISIONS
+
+    @PRECISION_OPTION
+    def command(precision):
+        return precision
+
+    assert tuple(command.__click_params__[0].type.choices) == PRECISIONS
