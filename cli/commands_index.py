@@ -80,6 +80,8 @@ def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, 
         changes["store_text"] = False
     config = IndexConfig().replace(**changes)
     encoder_changes = parse_encoder_config(encoder_config)
+    if pool_factor is not None and encoder_changes and "pool_factor" in encoder_changes:
+        raise click.UsageError("give the pool factor once: --pool-factor or --encoder-config pool_factor=N")
     docs = read_corpus(corpus)
     first = next(docs)  # bad or empty corpus: fail before loading the model
     encoder = Encoder.load(model, config=encoder_changes, precision=precision)

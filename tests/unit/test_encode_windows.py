@@ -152,3 +152,6 @@ def test_cli_encoder_config_changes_the_index_model(pylate_folder, tmp_path):
     assert bad.exit_code != 0 and "unknown EncoderConfig key(s): doc_windowz" in bad.output
     bad = runner.invoke(main, ["build", str(tmp_path / "b"), "--corpus", str(corpus), "--encoder-config", "doc_windows"])
     assert bad.exit_code != 0 and "KEY=VALUE" in bad.output
+    both = runner.invoke(main, ["build", str(tmp_path / "b"), "--corpus", str(corpus), "--model", str(folder),
+                                "--pool-factor", "2", "--encoder-config", "pool_factor=3"])
+    assert both.exit_code != 0 and "give the pool factor once" in both.output
