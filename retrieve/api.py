@@ -190,6 +190,7 @@ class Index:
         the new document replaces the old one in the same commit, so a crash leaves either."""
         from xtrieve.index.writer import check_encoder, open_writer
 
+        replace = _flag(replace, "replace")
         encoder = as_encoder(encoder)
         if encoder is not None:
             check_encoder(self._snapshot.manifest, encoder, self.path)
@@ -199,7 +200,7 @@ class Index:
             raise InputError(f"index {self.path} has no encoder (built from embeddings): add token vectors "
                              "with Index.add_embeddings (Python)")
         with open_writer(self.path, enc) as session:
-            ids = session.add_documents(docs, enc, show_progress, replace=_flag(replace, "replace"))
+            ids = session.add_documents(docs, enc, show_progress, replace=replace)
             session.merge_after_commit()
         self.refresh()
         return ids
@@ -210,8 +211,9 @@ class Index:
         """Add documents given as token vectors [n_i, dim] (``replace`` as in :meth:`add`)."""
         from xtrieve.index.writer import open_writer
 
+        replace = _flag(replace, "replace")
         with open_writer(self.path) as session:
-            out = session.add_embeddings(ids, embeddings, metadata, show_progress, replace=_flag(replace, "replace"))
+            out = session.add_embeddings(ids, embeddings, metadata, show_progress, replace=replace)
             session.merge_after_commit()
         self.refresh()
         return out
