@@ -34,6 +34,12 @@ def _flag(value: Any, name: str) -> bool:
     return bool(value)
 
 
+def _reading_lengths(encoder: dict | None) -> dict[str, int | None]:
+    """query_maxlen, doc_maxlen and doc_windows of a manifest's encoder entry (None without one)."""
+    config = (encoder or {}).get("config") or {}
+    return {key: config.get(key) for key in ("query_maxlen", "doc_maxlen", "doc_windows")}
+
+
 def _matching_ids(snapshot: Any, filter: Any) -> list[str]:
     """The ids of the live documents of ``snapshot`` that ``filter`` allows."""
     from xtrieve.retrieve.searcher import Searcher
@@ -268,7 +274,7 @@ class Index:
             dim=snap.dim, n_segments=len(snap.segments), bytes=size,
             model=(m.encoder or {}).get("name") if m.encoder else None, generation=snap.generation,
             faiss=[s.faiss for s in m.segments], vector_storage=m.config.vector_storage, pool_factor=m.pool_factor,
-            dense_weight=m.dense_weight,
+            dense_weight=m.dense_weight, **_reading_lengths(m.encoder),
         )
 
     def get(self, doc_id: str) -> dict[str, Any] | None:

@@ -64,6 +64,10 @@ class IndexInfo:
     vector_storage: str
     pool_factor: int
     dense_weight: float = 0.0
+    # how much of a text the index's model reads (None for an index built from embeddings)
+    query_maxlen: int | None = None
+    doc_maxlen: int | None = None
+    doc_windows: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -147,6 +147,8 @@ def test_cli_encoder_config_changes_the_index_model(pylate_folder, tmp_path):
     assert r.exit_code == 0, r.output
     idx = xtrieve.Index.open(tmp_path / "ix")
     assert (idx.encoder.config.doc_windows, idx.encoder.config.doc_maxlen) == (8, 12)
+    info = json.loads(runner.invoke(main, ["info", str(tmp_path / "ix"), "--format", "json"]).output)
+    assert (info["doc_windows"], info["doc_maxlen"], info["query_maxlen"]) == (8, 12, 12)
     bad = runner.invoke(main, ["build", str(tmp_path / "b"), "--corpus", str(corpus), "--model", str(folder),
                                "--encoder-config", "doc_windowz=8"])
     assert bad.exit_code != 0 and "unknown EncoderConfig key(s): doc_windowz" in bad.output
