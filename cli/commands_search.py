@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from xtrieve.cli.commands_index import PRECISION_OPTION
 from xtrieve.cli.formats import check_trec_doc_ids, check_trec_query_ids, format_hits
 from xtrieve.cli.query_files import read_queries
 from xtrieve.cli.search_options import search_config, search_config_options
@@ -21,9 +22,10 @@ from xtrieve.cli.search_options import search_config, search_config_options
               help="JSONL (or a JSON list) or TSV file of queries (instead of QUERY).")
 @click.option("--exhaustive", is_flag=True, help="Score every document exactly (slow, ground truth).")
 @click.option("--with-text", is_flag=True, help="Show each hit's stored text (json: whole; table: its start).")
+@PRECISION_OPTION
 @search_config_options
-def search_command(index, query, k, filter_, fmt, queries_file, exhaustive, with_text, k_prime, n_rerank, nprobe,
-                   imputation):
+def search_command(index, query, k, filter_, fmt, queries_file, exhaustive, with_text, precision, k_prime, n_rerank,
+                   nprobe, imputation):
     """Search INDEX for QUERY (or every query in --queries)."""
     import xtrieve
 
@@ -35,7 +37,7 @@ def search_command(index, query, k, filter_, fmt, queries_file, exhaustive, with
     pairs = [("q1", query)] if query is not None else read_queries(queries_file)
     if fmt == "trec":
         check_trec_query_ids([qid for qid, _ in pairs])
-    idx = xtrieve.Index.open(index)
+    idx = xtrieve.Index.open(index, precision=precision)
     idx.warm_up()  # load FAISS and the model and run it once before timing the search
     start = time.perf_counter()
     results = idx.search_batch([t for _, t in pairs], k=k, filter=filter_, exhaustive=exhaustive, config=config)

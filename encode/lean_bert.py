@@ -101,6 +101,38 @@ def _linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
     return torch.ops.aten.gelu_(F.linear(x, weight, bias))
 
 
+class _Products:
+    """One layer's four weights in one form: float32 or bfloat16, packed for oneDNN or plain.
+
+    bfloat16 products take bfloat16 inputs and accumulate in float32 (oneDNN), and their
+    outputs return to float32 for the attention, residuals and norms; the GELU output stays
+    bfloat16, since only the down-projection reads it.
+    """
+
+    def __init__(self, layer: "_Layer", dtype: torch.dtype, packed: bool) -> None:
+        self.dtype, self.packed = dtype, packed
+        weights = [w.to(dtype) for w in (layer.qkv, layer.out, layer.up, layer.down)]
+        self.weights = [onednn.pack_weight(w) for w in weights] if packed else weights
+        self.biases = [b.to(dtype) for b in (layer.qkv_bias, layer.out_bias, layer.up_bias, layer.down_bias)]
+
+    def linear(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        x = x.to(self.dtype)
+        if self.packed:
+            y = onednn.packed_linear(x, self.weights[i], self.biases[i])
+        else:
+            y = F.linear(x, self.weights[i], self.biases[i])
+        return y.float()
+
+    def linear_gelu(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        x = x.to(self.dtype)
+        if self.packed:
+            return onednn.packed_linear_gelu(x, self.weights[i], self.biases[i])
+        return _linear_gelu(x, self.weights[i], self.biases[i])
+
+
+QKV, OUT, UP, DOWN = range(4)
+
+
 class _Layer:
     """One encoder layer's weights: fused QKV, products (packed when oneDNN is there), norms."""
 
@@ -115,7 +147,16 @@ class _Layer:
         self.up, self.up_bias = p["intermediate.dense.weight"], p["intermediate.dense.bias"]
         self.down, self.down_bias = p["output.dense.weight"], p["output.dense.bias"]
         self.norm2 = (p["output.LayerNorm.weight"], p["output.LayerNorm.bias"])
-        self.packed = tuple(onednn.pack_weight(w) for w in (self.qkv, self.out, self.up, self.down)) if pack else None
+        self.pack = pack
+        self._forms: dict[tuple[torch.dtype, bool], _Products] = {}  # made on first use
+
+    def products(self, dtype: torch.dtype, few_rows: bool) -> _Products:
+        """The products in ``dtype``, packed for few rows when oneDNN is there."""
+        key = (dtype, few_rows and self.pack)
+        form = self._forms.get(key)
+        if form is None:  # two threads may both make it: the same values, one kept
+            form = self._forms[key] = _Products(self, *key)
+        return form
 
 
 class LeanBert:
@@ -175,8 +216,10 @@ class LeanBert:
             self._built = built
         return built[1]
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Last hidden states [batch, length, hidden], as ``model(...).last_hidden_state``."""
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, bfloat16: bool = False) -> torch.Tensor:
+        """Last hidden states [batch, length, hidden], as ``model(...).last_hidden_state``.
+        ``bfloat16``: the matrix products in bfloat16 (a copy of the weights made on first use),
+        everything else in float32."""
         layers = self._layers()
         p, (width, heads, eps) = self._params, (self.shape.hidden, self.shape.heads, self.shape.eps)
         batch, length = input_ids.shape
@@ -186,18 +229,14 @@ class LeanBert:
         x = x.reshape(batch * length, width)
         # padded keys are masked out; an unpadded batch needs no mask
         mask = None if bool(attention_mask.all()) else attention_mask.bool()[:, None, None, :]
-        packed = input_ids.numel() <= LEAN_MAX_ROWS and torch.backends.mkldnn.enabled
+        few_rows = input_ids.numel() <= LEAN_MAX_ROWS and torch.backends.mkldnn.enabled
+        dtype = torch.bfloat16 if bfloat16 else torch.float32
         for layer in layers:
-            if packed and layer.packed is not None:
-                qkv_w, out_w, up_w, down_w = layer.packed
-                linear, linear_gelu = onednn.packed_linear, onednn.packed_linear_gelu
-            else:
-                qkv_w, out_w, up_w, down_w = layer.qkv, layer.out, layer.up, layer.down
-                linear, linear_gelu = F.linear, _linear_gelu
-            qkv = linear(x, qkv_w, layer.qkv_bias)
+            products = layer.products(dtype, few_rows)
+            qkv = products.linear(x, QKV)
             q, k, v = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
             att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(batch * length, width)
-            x = F.layer_norm(linear(att, out_w, layer.out_bias) + x, (width,), *layer.norm1, eps)
-            up = linear_gelu(x, up_w, layer.up_bias)
-            x = F.layer_norm(linear(up, down_w, layer.down_bias) + x, (width,), *layer.norm2, eps)
+            x = F.layer_norm(products.linear(att, OUT) + x, (width,), *layer.norm1, eps)
+            up = products.linear_gelu(x, UP)
+            x = F.layer_norm(products.linear(up, DOWN) + x, (width,), *layer.norm2, eps)
         return x.view(batch, length, width)

@@ -1,17 +1,24 @@
-"""The arithmetic an Encoder's backbone runs in: float32 (exact), or bfloat16 for documents.
+"""The arithmetic an Encoder's backbone runs in: float32 (exact), or bfloat16.
 
-float32 gives the vectors the model's own library gives. ``"bfloat16"`` runs the backbone's
-products in bfloat16 (torch autocast) on document batches of more than ``BFLOAT16_MIN_TOKENS``
-tokens: on CPUs with bfloat16 units (AMX, AVX512-BF16) that halves the encoding time of a
-build; the head, pooling and normalisation stay float32. Queries always run in float32, so a
-query gets the same vectors alone and in a batch, and the fast float32 pass of one query's few
-rows is kept (bfloat16 measured slower there: 12.9 against 10.1 ms).
+float32, the default, gives the vectors the model's own library gives. ``"bfloat16"`` runs
+the backbone's matrix products in bfloat16 with float32 sums; on CPUs with bfloat16 units
+(AMX, AVX512-BF16) that halves the encoding time of a build and takes ~40% off a query's:
+
+- A BERT backbone (``xtrieve.encode.lean_bert``) runs every batch, queries and documents,
+  with a bfloat16 copy of its weights made once (packed for oneDNN on a query's few rows);
+  attention, residuals and norms stay float32.
+- Other backbones run document batches of more than ``BFLOAT16_MIN_TOKENS`` tokens under
+  torch autocast, and queries in float32 (autocast, which casts the weights on every call,
+  measured slower on a query's few rows: 12.9 against 10.1 ms).
+
+The head, pooling and normalisation stay float32. Vectors keep a cosine of ~0.99998 with
+float32's on average (scifact documents, default model).
 Measured on the Intel Xeon 2-core VM (AMX), `xtrieve eval` with the default model, one run
-after the other: scifact built in 147 s instead of 276 s, nDCG@10 72.38 against 72.38;
-nfcorpus 111 s instead of 215 s, 35.85 against 35.99 (queries float32 in both); peak RSS
-1.9-2.0 GB against 1.3-1.7 GB. Training (``TrainConfig.precision``) caches document states
-this way: scifact, 100 steps, states cached in 47 s instead of 105 s, and the two heads
-scored 76.85 and 76.83 nDCG@10 (indexes built alike).
+after the other, documents under autocast: scifact built in 147 s instead of 276 s, nDCG@10
+72.38 against 72.38; nfcorpus 111 s instead of 215 s, 35.85 against 35.99 (queries float32
+in both); peak RSS 1.9-2.0 GB against 1.3-1.7 GB. Training (``TrainConfig.precision``)
+caches document states this way: scifact, 100 steps, states cached in 47 s instead of 105 s,
+and the two heads scored 76.85 and 76.83 nDCG@10 (indexes built alike).
 
 Whatever the caller's own ``torch.autocast`` says, the encoder computes in its precision, so
 one model always gives one index's vectors the same way.
@@ -31,7 +38,7 @@ from xtrieve.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("float32", "bfloat16")
-# document batches with at most this many tokens (padded) keep float32 (the packed pass takes them)
+# through transformers' forward, document batches with at most this many tokens (padded) keep float32
 BFLOAT16_MIN_TOKENS = LEAN_MAX_ROWS
 
 
@@ -69,7 +76,8 @@ def exact(device: torch.device) -> Iterator[None]:
 
 def backbone_context(precision: str, device: torch.device, is_query: bool,
                      n_tokens: int) -> contextlib.AbstractContextManager:
-    """The autocast the backbone runs under for a batch of ``n_tokens`` (padded) tokens."""
+    """The autocast a backbone run by transformers' forward (not the lean pass) runs under for a
+    batch of ``n_tokens`` (padded) tokens."""
     if precision == "bfloat16" and not is_query and n_tokens > BFLOAT16_MIN_TOKENS:
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -87,7 +87,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     name: str | None = None
     progress: bool = True
-    precision: str = "float32"         # the base model's arithmetic on documents while caching their states
+    precision: str = "float32"         # the base model's arithmetic while caching the texts' states
 
     def __post_init__(self) -> None:
         self.validate()

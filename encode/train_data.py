@@ -198,7 +198,8 @@ def encoder_cache_key(enc, layer: int | None = None) -> str:
     if c["doc_windows"] > 1:
         keep.update(doc_windows=c["doc_windows"], doc_window_overlap=c["doc_window_overlap"])
     if getattr(enc, "precision", "float32") != "float32":  # (float32 keys stay as they were)
-        keep["precision"] = enc.precision
+        # (since the lean pass took bfloat16, queries run in it too: caches of before are not reused)
+        keep["precision"] = f"{enc.precision} queries and documents"
     h = hashlib.sha256(json.dumps({"format": 2, "cfg": keep}, sort_keys=True, default=str).encode())
     folder = Path(enc.spec.backbone_dir)
     for f in sorted(folder.iterdir()):

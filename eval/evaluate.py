@@ -52,6 +52,7 @@ class EvalReport:
     model: str | None
     results: Results = dataclasses.field(repr=False, default_factory=dict)
     precision: str | None = None  # the documents' encoding precision when this run built the index
+    query_precision: str | None = None  # the queries' encoding precision
 
     def summary(self) -> dict[str, Any]:
         m = self.metrics
@@ -81,6 +82,7 @@ class EvalReport:
             "k": self.k,
             "model": self.model,
             "precision": self.precision,
+            "query_precision": self.query_precision,
         }
 
 
@@ -129,19 +131,17 @@ def open_or_build(path: str | Path, docs: list[dict[str, Any]], model: str | Non
     An existing index is opened (``model``, when given, must match its encoder) and must hold
     exactly the documents of ``docs`` (InputError otherwise: it was built from another corpus);
     an empty or missing folder gets a new index over ``docs``. Build time covers encoding the
-    documents and writing the index, not loading the model. ``precision``: the encoder's on
-    documents (``xtrieve.encode.precision``); ``encoder_config``: EncoderConfig fields to change
-    (``Encoder.load(config=)``).
+    documents and writing the index, not loading the model. ``precision``: the encoder's
+    (``xtrieve.encode.precision``), on the documents of a build and on the queries;
+    ``encoder_config``: EncoderConfig fields to change (``Encoder.load(config=)``).
     """
     import xtrieve
 
     wanted = model is not None or encoder_config or not is_index_folder(path)
     encoder = xtrieve.Encoder.load(model, config=encoder_config, precision=precision) if wanted else None
     if is_index_folder(path):
-        idx = xtrieve.Index.open(path, encoder=encoder)
+        idx = xtrieve.Index.open(path, encoder=encoder, precision=None if encoder is not None else precision)
         check_same_documents(path, idx.snapshot.live_ids(), [d["id"] for d in docs])
-        if precision != "float32":
-            log.warning("index %s is reused: precision %s applies only to a build", path, precision)
         if encoder is not None:
             pool, built = getattr(encoder.config, "pool_factor", None), idx.info().pool_factor
             if pool is not None and int(pool) != int(built):
@@ -211,7 +211,7 @@ def run_eval(data_dir: str | Path | None = None, dataset: str | None = None, spl
              ignore_identical_ids: bool = True, progress: bool | None = None,
              precision: str = "float32", encoder_config: Mapping[str, Any] | None = None) -> EvalReport:
     """Load a BEIR split, open or build its index (documents encoded in ``precision``), search
-    every query and score the run."""
+    every query (encoded in ``precision``) and score the run."""
     ds = resolve_dataset(data_dir, dataset, split, cache)
     docs, skipped = ds.documents()
     if not docs:
@@ -241,5 +241,5 @@ def run_eval(data_dir: str | Path | None = None, dataset: str | None = None, spl
         pool_factor=int(info.pool_factor), vector_storage=info.vector_storage,
         index_path=str(index_dir) if index_dir is not None else None, index_reused=reused, exhaustive=exhaustive,
         search_config=config.to_dict(), k=k, n_identical_dropped=dropped, model=model_name or model, results=results,
-        precision=None if reused else precision,
+        precision=None if reused else precision, query_precision=precision,
     )

@@ -41,6 +41,34 @@ def test_same_hidden_states_as_transformers(lengths):
         assert torch.allclose(out[i, :n], ref[i, :n], atol=1e-5)
 
 
+@pytest.mark.parametrize("lengths", [[7], [9, 4, 6], [40, 40, 40, 40]])  # few rows (packed) and many
+def test_bfloat16_products_stay_close_to_float32(lengths):
+    model = _bert()
+    lean = lean_bert.LeanBert.of_model(model)
+    ids, mask = _inputs(lengths)
+    with torch.inference_mode():
+        ref, out = lean(ids, mask), lean(ids, mask, bfloat16=True)
+    assert out.dtype is torch.float32 and out.shape == ref.shape
+    for i, n in enumerate(lengths):
+        cos = torch.nn.functional.cosine_similarity(out[i, :n], ref[i, :n], dim=-1)
+        assert cos.min() > 0.999
+    assert not torch.equal(out, ref)  # the products did run in bfloat16
+
+
+def test_a_text_alone_and_in_a_big_batch_gets_the_same_bfloat16_states():
+    """Alone, a text's few rows take the packed products; in a batch over LEAN_MAX_ROWS, plain
+    bfloat16 ones: the same arithmetic up to the order of the sums."""
+    model = _bert()
+    lean = lean_bert.LeanBert.of_model(model)
+    ids, mask = _inputs([12] * (lean_bert.LEAN_MAX_ROWS // 12 + 1))
+    with torch.inference_mode():
+        batch = lean(ids, mask, bfloat16=True)
+        alone = lean(ids[:1], mask[:1], bfloat16=True)
+    assert torch.allclose(alone[0], batch[0], atol=2e-2)
+    cos = torch.nn.functional.cosine_similarity(alone[0], batch[0], dim=-1)
+    assert cos.min() > 0.9999
+
+
 def test_rebuilds_after_weight_changes():
     model = _bert()
     lean = lean_bert.LeanBert.of_model(model)

@@ -35,19 +35,20 @@ def test_float32_ignores_the_callers_autocast(pylate_folder):
     assert np.array_equal(one[0], ref_q[0])
 
 
-def test_bfloat16_documents_round_queries_stay_exact(pylate_folder):
+def test_bfloat16_rounds_documents_and_queries(pylate_folder):
     exact = Encoder.load(pylate_folder[0])
     fast = Encoder.load(pylate_folder[0], precision="bfloat16")
     assert fast.precision == "bfloat16" and "bfloat16" in repr(fast)
     docs = _docs()
-    ref, out = exact.encode_documents(docs, pool_factor=1), fast.encode_documents(docs, pool_factor=1)
-    assert [a.shape for a in ref] == [b.shape for b in out]
-    cos = np.concatenate([(a * b).sum(axis=1) for a, b in zip(ref, out)])
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(ref, out))
-    assert diff > 0  # the documents did run in bfloat16
-    assert cos.min() > 0.99
-    queries = ["what is late interaction"] + docs[:8]  # alone and in a batch over the bfloat16 threshold
-    assert all(np.array_equal(a, b) for a, b in zip(exact.encode_queries(queries), fast.encode_queries(queries)))
+    queries = ["what is late interaction"] + docs[:8]  # alone and in a batch over the packed pass's rows
+    for ref, out in ((exact.encode_documents(docs, pool_factor=1), fast.encode_documents(docs, pool_factor=1)),
+                     (exact.encode_queries(queries), fast.encode_queries(queries))):
+        assert [a.shape for a in ref] == [b.shape for b in out]
+        cos = np.concatenate([(a * b).sum(axis=1) for a, b in zip(ref, out)])
+        assert max(float(np.abs(a - b).max()) for a, b in zip(ref, out)) > 0  # they did run in bfloat16
+        assert cos.min() > 0.99
+    alone, batch = fast.encode_queries(queries[:1])[0], fast.encode_queries(queries)[0]
+    assert ((alone * batch).sum(axis=1)).min() > 0.999
 
 
 def test_unknown_precision_is_refused(pylate_folder):
@@ -59,18 +60,22 @@ def test_unknown_precision_is_refused(pylate_folder):
     assert enc.precision == "float32"
 
 
+def _spy_on_batches(monkeypatch, is_query: bool) -> list[str]:
+    """The precision of the encoder of every query (or document) batch, from now on."""
+    seen: list[str] = []
+    real = Encoder._hidden
+
+    def spy(self, batch, query):
+        if query == is_query:
+            seen.append(self.precision)
+        return real(self, batch, query)
+
+    monkeypatch.setattr(Encoder, "_hidden", spy)
+    return seen
+
+
 def test_cli_build_and_add_in_bfloat16(tmp_path, pylate_folder, monkeypatch):
-    from xtrieve.encode import precision as precisions
-
-    seen = []  # the precision each document batch ran under
-    real = precisions.backbone_context
-
-    def spy(precision, device, is_query, n_tokens):
-        if not is_query:
-            seen.append(precision)
-        return real(precision, device, is_query, n_tokens)
-
-    monkeypatch.setattr(precisions, "backbone_context", spy)
+    seen = _spy_on_batches(monkeypatch, is_query=False)
     docs = _docs(14)
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     first.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(docs[:10])))
@@ -91,6 +96,23 @@ def test_cli_build_and_add_in_bfloat16(tmp_path, pylate_folder, monkeypatch):
     assert len(idx) == 14 and idx.encoder.precision == "float32"  # a setting of the run, not of the index
     hits = idx.search(docs[12], k=3)
     assert hits[0].doc_id == "d12"
+    queried = _spy_on_batches(monkeypatch, is_query=True)
+    r = runner.invoke(main, ["search", str(ix), docs[12], "--precision", "bfloat16", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.splitlines()[0])["hits"][0]["doc_id"] == "d12"
+    assert queried and set(queried) == {"bfloat16"}
+
+
+def test_index_open_sets_its_own_encoders_precision(tmp_path, pylate_folder):
+    docs = _docs(6)
+    xtrieve.Index.build(tmp_path / "ix", docs, encoder=Encoder.load(pylate_folder[0]))
+    fast = xtrieve.Index.open(tmp_path / "ix", precision="bfloat16")
+    assert fast.encoder.precision == "bfloat16"
+    assert fast.search(docs[2], k=1)[0].doc_id == xtrieve.Index.open(tmp_path / "ix").search(docs[2], k=1)[0].doc_id
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        xtrieve.Index.open(tmp_path / "ix", precision="fp16")
+    with pytest.raises(ConfigError, match="give precision= to Encoder.load"):
+        xtrieve.Index.open(tmp_path / "ix", encoder=Encoder.load(pylate_folder[0]), precision="bfloat16")
 
 
 def test_bfloat16_through_transformers_backbones(modernbert_pylate_folder):

@@ -73,7 +73,7 @@ def test_eval_json_last_line(toy, tmp_path, fake_eval_index):
                 "n_queries", "dataset"):
         assert key in out, key
     assert out["dataset"] == "toy" and out["n_queries"] == 6 and out["n_skipped_docs"] == 1
-    assert out["precision"] == "bfloat16"
+    assert out["precision"] == "bfloat16" and out["query_precision"] == "bfloat16"
     assert 0 <= out["ndcg@10"] <= 1 and out["index_bytes"] > 0
     assert out["n_identical_dropped"] == 2
     lines = run_file.read_text().splitlines()
