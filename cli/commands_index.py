@@ -18,6 +18,11 @@ PRECISION_OPTION = click.option(
          "documents ~2x, BERT queries ~1.7x, vectors within bfloat16 rounding; float32 gives the model's exact vectors.")
 
 
+WAIT_OPTION = click.option(
+    "--wait", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
+    help="Wait this long for another writer of INDEX to finish (default: fail at once if one is writing).")
+
+
 ENCODER_CONFIG_OPTION = click.option(
     "--encoder-config", "encoder_config", multiple=True, metavar="KEY=VALUE",
     help="Change a setting of the model's EncoderConfig for this index, e.g. doc_windows=8 (read long documents "
@@ -65,8 +70,9 @@ def _read_ids(ids: tuple[str, ...], ids_file: Path | None) -> list[str]:
 @click.option("--overwrite", is_flag=True, help="Replace an existing index at INDEX.")
 @ENCODER_CONFIG_OPTION
 @PRECISION_OPTION
+@WAIT_OPTION
 def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, vector_storage, docs_per_segment,
-                  no_store_text, overwrite, encoder_config, precision):
+                  no_store_text, overwrite, encoder_config, precision, wait):
     """Build INDEX from a corpus file."""
     from xtrieve.config import IndexConfig
     from xtrieve.encode.encoder import Encoder
@@ -86,7 +92,7 @@ def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, 
     first = next(docs)  # bad or empty corpus: fail before loading the model
     encoder = Encoder.load(model, config=encoder_changes, precision=precision)
     docs = itertools.chain([first], docs)
-    idx = Index.build(index, docs, encoder=encoder, config=config, overwrite=overwrite, show_progress=True)
+    idx = Index.build(index, docs, encoder=encoder, config=config, overwrite=overwrite, show_progress=True, wait=wait)
     info = idx.info()
     click.echo(f"built {index}: {info.n_docs} docs, {info.n_vectors} vectors in {info.n_segments} segment(s)", err=True)
 
@@ -97,12 +103,13 @@ def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, 
 @click.option("--replace", is_flag=True,
               help="A document whose id is already in INDEX replaces it (in the same commit); without it such an id is an error.")
 @PRECISION_OPTION
-def add_command(index, corpus, replace, precision):
+@WAIT_OPTION
+def add_command(index, corpus, replace, precision, wait):
     """Add the documents of a corpus file to INDEX."""
     from xtrieve.index.corpus import read_corpus
     from xtrieve.retrieve.api import Index
 
-    idx = Index.open(index, verify=False, precision=precision)
+    idx = Index.open(index, verify=False, precision=precision, wait=wait)
     ids = idx.add(read_corpus(corpus), show_progress=True, replace=replace)
     click.echo(f"added {len(ids)} docs to {index}" + (", replacing those already there" if replace else "")
                + f" ({len(idx)} docs now)", err=True)
@@ -114,24 +121,26 @@ def add_command(index, corpus, replace, precision):
 @click.option("--ids-file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File with one id per line.")
 @click.option("--filter", "filter_expr", default=None,
               help="Delete every document this metadata filter matches, e.g. \"year < 2000\" (instead of ids).")
-def delete_command(index, ids, ids_file, filter_expr):
+@WAIT_OPTION
+def delete_command(index, ids, ids_file, filter_expr, wait):
     """Delete documents by id, or by a metadata filter, from INDEX."""
     from xtrieve.retrieve.api import Index
 
     if filter_expr is not None and (ids or ids_file is not None):
         raise click.UsageError("give ids or --filter, not both")
-    idx = Index.open(index, verify=False)
+    idx = Index.open(index, verify=False, wait=wait)
     n = idx.delete(filter=filter_expr) if filter_expr is not None else idx.delete(_read_ids(ids, ids_file))
     click.echo(f"deleted {n} docs from {index} ({len(idx)} docs left)", err=True)
 
 
 @click.command("compact")
 @click.argument("index", type=click.Path(file_okay=False, path_type=Path))
-def compact_command(index):
+@WAIT_OPTION
+def compact_command(index, wait):
     """Merge the segments of INDEX and drop deleted documents."""
     from xtrieve.retrieve.api import Index
 
-    idx = Index.open(index, verify=False)
+    idx = Index.open(index, verify=False, wait=wait)
     before = idx.info().n_segments
     idx.compact()
     click.echo(f"compacted {index}: {before} -> {idx.info().n_segments} segment(s)", err=True)

@@ -1,29 +1,41 @@
-"""The single-writer lock: INDEX/.lock, taken without waiting."""
+"""The single-writer lock: INDEX/.lock, taken at once or within a wait."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
-from xtrieve.errors import IndexLockedError
+from xtrieve.errors import IndexLockedError, InputError
 
 LOCK_FILE = ".lock"
 
 
-class WriterLock:
-    """Context manager around a non-blocking file lock; a second writer gets IndexLockedError."""
+def check_wait(wait: Any) -> float:
+    """``wait`` as seconds to wait for the lock: a number >= 0 (``math.inf``: as long as it takes)."""
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or math.isnan(wait) or wait < 0:
+        raise InputError(f"wait must be a number of seconds >= 0, got {wait!r:.40}")
+    return float(wait)
 
-    def __init__(self, root: Path) -> None:
+
+class WriterLock:
+    """Context manager around a file lock; a second writer waits up to ``wait`` seconds (0: not
+    at all), then gets IndexLockedError."""
+
+    def __init__(self, root: Path, wait: float = 0.0) -> None:
         from filelock import FileLock
 
         self.root = root
+        self.wait = check_wait(wait)
         self._lock = FileLock(str(root / LOCK_FILE), timeout=0)
 
     def __enter__(self) -> "WriterLock":
         from filelock import Timeout
 
         try:
-            self._lock.acquire(timeout=0)
+            self._lock.acquire(timeout=-1 if math.isinf(self.wait) else self.wait)
         except Timeout:
-            raise IndexLockedError(f"index {self.root} is locked by another writer") from None
+            advice = f" (waited {self.wait:g} s)" if self.wait else "; give wait= (--wait SECONDS) to wait for it"
+            raise IndexLockedError(f"index {self.root} is locked by another writer{advice}") from None
         return self
 
     def __exit__(self, *exc: object) -> None:

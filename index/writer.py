@@ -27,7 +27,7 @@ from xtrieve.index.docs import (AutoIds, add_metadata, batched, check_embedding,
                                 column_type, explicit_ids, name_type, normalize, rows_table, short_list, unify,
                                 widened_type_name)
 from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
-from xtrieve.index.lock import LOCK_FILE, WriterLock
+from xtrieve.index.lock import LOCK_FILE, WriterLock, check_wait
 from xtrieve.index.manifest import ENCODER_DIR, ENCODER_DIR_NAME, MANIFEST, Manifest, SegmentEntry, read_manifest, write_manifest
 from xtrieve.index.merge_policy import plan_merge
 from xtrieve.index.segment import SegmentReader, SegmentWriter, stored_columns
@@ -517,11 +517,12 @@ def check_embedding_input(ids: Any, embeddings: Any, metadata: Any) -> tuple[lis
 
 
 @contextlib.contextmanager
-def open_writer(root: str | Path, encoder: Any = None) -> Iterator[WriteSession]:
-    """Lock an existing index, clean its garbage, and yield a session on the last commit."""
+def open_writer(root: str | Path, encoder: Any = None, wait: float = 0.0) -> Iterator[WriteSession]:
+    """Lock an existing index (waiting up to ``wait`` seconds for another writer), clean its
+    garbage, and yield a session on the last commit."""
     root = Path(root)
     read_manifest(root)
-    with WriterLock(root):
+    with WriterLock(root, wait):
         manifest = read_manifest(root)  # re-read under the lock: another writer may have committed
         check_encoder(manifest, encoder, root)
         collect_garbage(root, manifest)
@@ -539,8 +540,9 @@ def _is_encoder_dir(entry: Path) -> bool:
 
 @contextlib.contextmanager
 def create_index(root: str | Path, dim: int, config: IndexConfig, encoder: Any = None, pool_factor: int = 1,
-                 overwrite: bool = False) -> Iterator[WriteSession]:
-    """Create a new index; the first commit happens inside (session.ingest).
+                 overwrite: bool = False, wait: float = 0.0) -> Iterator[WriteSession]:
+    """Create a new index; the first commit happens inside (session.ingest). ``wait``: seconds
+    to wait for another writer's lock on an existing folder.
 
     Replacing an existing index (``overwrite``) happens in its own folder, under its writer lock:
     the new segments (and encoder) are written under fresh names and one manifest commit swaps
@@ -549,6 +551,7 @@ def create_index(root: str | Path, dim: int, config: IndexConfig, encoder: Any =
     removed again and a replaced one keeps its old commit.
     """
     root = Path(root)
+    wait = check_wait(wait)
     if config.vector_storage == "int4" and dim % 2:
         raise ConfigError(f"vector_storage 'int4' packs two dimensions per byte: dim must be even, got {dim}")
     if root.exists() and not root.is_dir():
@@ -560,7 +563,7 @@ def create_index(root: str | Path, dim: int, config: IndexConfig, encoder: Any =
     _check_only_ours(root)
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
-    with WriterLock(root):  # (a builder that does not get the lock leaves the folder alone)
+    with WriterLock(root, wait):  # (a builder that does not get the lock leaves the folder alone)
         _check_only_ours(root)  # checked again under the lock: another writer may have built here
         old = _replaced_manifest(root, overwrite)
         if old is None:

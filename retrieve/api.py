@@ -56,11 +56,14 @@ class Index:
     :meth:`refresh` to see other writers' commits).
     """
 
-    def __init__(self, path: str | Path, encoder: Any = None, verify: bool = True, precision: str | None = None) -> None:
+    def __init__(self, path: str | Path, encoder: Any = None, verify: bool = True, precision: str | None = None,
+                 wait: float = 0.0) -> None:
+        from xtrieve.index.lock import check_wait
         from xtrieve.index.store import IndexStore
         from xtrieve.index.writer import check_encoder
 
         self.path = Path(path)
+        self._wait = check_wait(wait)
         if precision is not None:
             from xtrieve.encode.precision import check_precision
 
@@ -82,9 +85,13 @@ class Index:
     @classmethod
     def build(cls, path: str | Path, docs: Iterable[Any], encoder: Any = None,
               config: IndexConfig | Mapping[str, Any] | None = None, *, overwrite: bool = False,
-              show_progress: bool | None = None) -> "Index":
-        """Encode ``docs`` (str or {"id"/"_id", "text", "title"?, **metadata}) into a new index."""
+              show_progress: bool | None = None, wait: float = 0.0) -> "Index":
+        """Encode ``docs`` (str or {"id"/"_id", "text", "title"?, **metadata}) into a new index.
+        ``wait``: as in :meth:`open`, for this build and the returned object's writes."""
+        from xtrieve.index.lock import check_wait
         from xtrieve.index.writer import create_index
+
+        wait = check_wait(wait)
 
         config = IndexConfig.of(config)
         encoder = as_encoder(encoder)
@@ -93,32 +100,38 @@ class Index:
 
             encoder = Encoder.load()
         pool_factor = config.pool_factor or int(encoder.config.pool_factor)
-        with create_index(path, int(encoder.config.dim), config, encoder, pool_factor, overwrite) as session:
+        with create_index(path, int(encoder.config.dim), config, encoder, pool_factor, overwrite, wait) as session:
             session.add_documents(docs, encoder, show_progress)
-        return cls(path, encoder=encoder, verify=False)
+        return cls(path, encoder=encoder, verify=False, wait=wait)
 
     @classmethod
     def build_from_embeddings(cls, path: str | Path, ids: Sequence[Any], embeddings: Sequence[Any],
                               metadata: Sequence[Mapping[str, Any]] | None = None,
                               config: IndexConfig | Mapping[str, Any] | None = None, *, overwrite: bool = False,
-                              show_progress: bool | None = None) -> "Index":
+                              show_progress: bool | None = None, wait: float = 0.0) -> "Index":
         """A new index over your own token vectors (list of [n_i, dim] arrays); no encoder stored."""
         from xtrieve.index.docs import check_embedding
+        from xtrieve.index.lock import check_wait
         from xtrieve.index.writer import check_embedding_input, create_index
+
+        wait = check_wait(wait)
 
         config = IndexConfig.of(config)
         ids, embeddings, metadata = check_embedding_input(ids, embeddings, metadata)
         dim = check_embedding(embeddings[0], None, f"document {ids[0]!r}").shape[1]
-        with create_index(path, dim, config, None, 1, overwrite) as session:
+        with create_index(path, dim, config, None, 1, overwrite, wait) as session:
             session.add_embeddings(ids, embeddings, metadata, show_progress)
-        return cls(path, verify=False)
+        return cls(path, verify=False, wait=wait)
 
     @classmethod
-    def open(cls, path: str | Path, encoder: Any = None, verify: bool = True, precision: str | None = None) -> "Index":
+    def open(cls, path: str | Path, encoder: Any = None, verify: bool = True, precision: str | None = None,
+             wait: float = 0.0) -> "Index":
         """Open an index; ``encoder`` (optional) must match its model; checksums verified by default.
         ``precision``: "bfloat16" runs the index's own encoder (queries, added documents) in
-        bfloat16, faster on CPUs with bfloat16 units (``xtrieve.encode.precision``)."""
-        return cls(path, encoder=encoder, verify=verify, precision=precision)
+        bfloat16, faster on CPUs with bfloat16 units (``xtrieve.encode.precision``). ``wait``:
+        seconds a write (add, delete, compact) waits for another writer to finish before
+        IndexLockedError (default 0: at once; ``math.inf``: as long as it takes)."""
+        return cls(path, encoder=encoder, verify=verify, precision=precision, wait=wait)
 
     # -- state -------------------------------------------------------------------------
 
@@ -215,7 +228,7 @@ class Index:
         if enc is None:
             raise InputError(f"index {self.path} has no encoder (built from embeddings): add token vectors "
                              "with Index.add_embeddings (Python)")
-        with open_writer(self.path, enc) as session:
+        with open_writer(self.path, enc, self._wait) as session:
             ids = session.add_documents(docs, enc, show_progress, replace=replace)
             session.merge_after_commit()
         self.refresh()
@@ -228,7 +241,7 @@ class Index:
         from xtrieve.index.writer import open_writer
 
         replace = _flag(replace, "replace")
-        with open_writer(self.path) as session:
+        with open_writer(self.path, wait=self._wait) as session:
             out = session.add_embeddings(ids, embeddings, metadata, show_progress, replace=replace)
             session.merge_after_commit()
         self.refresh()
@@ -244,7 +257,7 @@ class Index:
             raise InputError("ids must be an id or an iterable of ids (or give filter=...), got None")
         if ids is not None and filter is not None:
             raise InputError("delete takes ids or a filter, not both")
-        with open_writer(self.path) as session:
+        with open_writer(self.path, wait=self._wait) as session:
             if filter is not None:
                 ids = _matching_ids(session.snapshot(), filter)  # an empty index still checks the filter
                 if not ids:
@@ -257,7 +270,7 @@ class Index:
         """Merge all segments, drop deleted documents and unreferenced files."""
         from xtrieve.index.writer import open_writer
 
-        with open_writer(self.path) as session:
+        with open_writer(self.path, wait=self._wait) as session:
             session.compact()
         self.refresh()
 

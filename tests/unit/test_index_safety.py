@@ -55,6 +55,62 @@ def test_second_writer_gets_locked_error(path):
     assert len(idx) == 21
 
 
+def _writer_for(path, seconds: float):
+    """Another writer (a thread) that holds the lock for ``seconds``, returned once it holds it."""
+    import threading
+
+    held = threading.Event()
+
+    def write():
+        with WriterLock(path):
+            held.set()
+            time.sleep(seconds)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    held.wait()
+    return thread
+
+
+def test_a_writer_given_wait_waits_for_the_lock(path):
+    from xtrieve.errors import InputError
+
+    idx = xtrieve.Index.open(path, wait=30)
+    other = _writer_for(path, 0.3)
+    t0 = time.perf_counter()
+    assert idx.delete(["d1"]) == 1  # waited instead of failing
+    assert time.perf_counter() - t0 >= 0.25 and len(idx) == 19
+    other.join()
+    with WriterLock(path):
+        t0 = time.perf_counter()
+        with pytest.raises(IndexLockedError, match=r"waited 0.2 s"):
+            xtrieve.Index.open(path, wait=0.2).compact()
+        assert time.perf_counter() - t0 >= 0.15
+        with pytest.raises(IndexLockedError, match="--wait SECONDS"):  # no wait: at once, with the way to wait
+            xtrieve.Index.build_from_embeddings(path, ["a"], rand(1), overwrite=True)
+    for bad in (-1, float("nan"), "5", True):
+        with pytest.raises(InputError, match="wait must be a number of seconds"):
+            xtrieve.Index.open(path, wait=bad)
+    assert len(xtrieve.Index.open(path)) == 19
+
+
+def test_cli_writers_wait(path):
+    from click.testing import CliRunner
+
+    from xtrieve.cli.main import main
+
+    with WriterLock(path):
+        r = CliRunner().invoke(main, ["delete", str(path), "d2"])
+    assert r.exit_code != 0 and "--wait SECONDS" in r.output
+    other = _writer_for(path, 0.3)
+    r = CliRunner().invoke(main, ["delete", str(path), "d2", "--wait", "30"])
+    other.join()
+    assert r.exit_code == 0, r.output
+    assert len(xtrieve.Index.open(path)) == 19
+    r = CliRunner().invoke(main, ["compact", str(path), "--wait", "-1"])
+    assert r.exit_code != 0 and "-1" in r.output
+
+
 def test_lock_held_by_another_process(path):
     code = f"from xtrieve.index.lock import WriterLock; import pathlib, time\nwith WriterLock(pathlib.Path({str(path)!r})):\n    print('held', flush=True); time.sleep(30)"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
