@@ -325,7 +325,7 @@ def test_a_builder_that_does_not_get_the_lock_leaves_the_folder_alone(tmp_path, 
     ix = tmp_path / "ix"
 
     @contextlib.contextmanager
-    def taken(root):  # another builder created the folder first and holds its lock
+    def taken(root, wait=0.0):  # another builder created the folder first and holds its lock
         (root / "seg-000001").mkdir()
         raise IndexLockedError(f"{root} is locked")
         yield
