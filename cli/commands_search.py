@@ -18,8 +18,10 @@ from xtrieve.cli.search_options import search_config, search_config_options
 @click.option("-k", "--top-k", "k", default=10, show_default=True, help="Number of hits per query.")
 @click.option("--filter", "filter_", default=None, help="Metadata filter, e.g. \"year >= 2020 and lang == 'en'\".")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "trec"]), default="table", show_default=True)
-@click.option("--queries", "queries_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="JSONL (or a JSON list) or TSV file of queries (instead of QUERY).")
+@click.option("--queries", "queries_file",
+              type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
+              help="File of queries (instead of QUERY): JSONL, JSON, TSV (id<TAB>text), CSV (id,text) or .txt (one "
+                   "per line); - reads standard input.")
 @click.option("--exhaustive", is_flag=True, help="Score every document exactly (slow, ground truth).")
 @click.option("--with-text", is_flag=True, help="Show each hit's stored text (json: whole; table: its start).")
 @PRECISION_OPTION

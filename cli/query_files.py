@@ -1,38 +1,115 @@
-"""`xtrieve search --queries FILE`: JSONL ({"_id"|"id", "text"}), a JSON list of such objects, or
-TSV (id<TAB>text) queries."""
+"""`xtrieve search --queries FILE`: JSONL ({"_id"|"id", "text"}), a JSON list of such objects or
+a JSON object {id: text}, TSV (id<TAB>text), CSV (id,text), or plain text (.txt: one query per
+line); ``-`` reads standard input (JSON Lines when it starts with "{", else TSV lines, a line
+without a tab being a query without an id)."""
 from __future__ import annotations
 
+import csv
+import io
+import json
+import sys
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from xtrieve.errors import InputError
 
 # a first TSV line naming an id column then a text column is a header
 TSV_ID_HEADERS = ("id", "_id", "qid", "query-id", "query_id", "queryid")
 TSV_TEXT_HEADERS = ("text", "query", "question", "query-text", "query_text")
+STDIN = "-"
 Row = tuple[int, Optional[str], str]  # line (or record) number, id (None: not given), text
 
 
 def read_queries(path: Path) -> list[tuple[str, str]]:
     """(id, text) pairs; errors name the file and line. A query without an id gets its line
     number, made unique against every id in the file; a repeated id is an error."""
-    suffix = path.suffix.lower()
-    rows = list(_json_rows(path) if suffix in (".jsonl", ".json") else _tsv_rows(path))
+    if str(path) == STDIN:
+        rows = list(_stdin_rows(sys.stdin))
+        where = "<stdin>"
+    else:
+        suffix, where = path.suffix.lower(), str(path)
+        if suffix in (".jsonl", ".json"):
+            rows = list(_json_rows(path))
+        else:
+            lines = _lines(path)
+            rows = list(_csv_rows(lines, where) if suffix == ".csv" else _text_rows(lines, where) if suffix == ".txt"
+                        else _tsv_rows(lines, where))
     if not rows:
-        raise InputError(f"{path}: no queries in the file")
-    return _with_ids(rows, path)
+        raise InputError(f"{where}: no queries in the file")
+    return _with_ids(rows, where)
+
+
+def _lines(path: Path) -> list[str]:
+    from xtrieve.index.corpus import ENCODING
+
+    try:
+        with open(path, encoding=ENCODING, newline="\n") as f:  # a line is a record: no quoting
+            return [line.rstrip("\r\n") for line in f]
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from None
+
+
+def _stdin_rows(stream: Any) -> Iterator[Row]:
+    try:
+        lines = [line.rstrip("\r\n") for line in stream]
+    except UnicodeDecodeError as exc:
+        raise InputError(f"<stdin>: not UTF-8 text ({exc.reason})") from None
+    first = next((line.lstrip() for line in lines if line.strip()), "")
+    if first.startswith("{"):
+        yield from _json_lines(lines, "<stdin>")
+    else:
+        yield from _tsv_rows(lines, "<stdin>", loose=True)
+
+
+def _json_lines(lines: list[str], where: str) -> Iterator[Row]:
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{where}:{n}: not valid JSON ({exc.msg})") from None
+            yield _json_row(n, row, f"{where}:{n}")
 
 
 def _json_rows(path: Path) -> Iterator[Row]:
-    """JSON Lines, or (a ``.json`` file) a JSON list of query objects."""
-    from xtrieve.index.corpus import iter_json_records, iter_jsonl_lines
+    """JSON Lines, or (a ``.json`` file) a JSON list of query objects or one object {id: text}."""
+    from xtrieve.index.corpus import ENCODING, iter_json_records, iter_jsonl_lines
 
+    if path.suffix.lower() == ".json":
+        mapping = _one_object(path, ENCODING)
+        if mapping is not None:
+            for n, (qid, value) in enumerate(mapping.items(), 1):
+                text = value.get("text") if isinstance(value, dict) else value
+                yield n, str(qid), _text(text, f"{path}[{qid!r}]")
+            return
     records = iter_json_records(path) if path.suffix.lower() == ".json" else \
         ((n, f"{path}:{n}", row) for n, row in iter_jsonl_lines(path))
     for n, where, row in records:
-        if "text" not in row:
-            raise InputError(f"{where}: query has no 'text' field")
-        yield n, _json_id(row, where), _text(row["text"], where)
+        yield _json_row(n, row, where)
+
+
+def _one_object(path: Path, encoding: str) -> dict | None:
+    """The JSON object a ``.json`` file holds whole, when it holds one (None otherwise)."""
+    try:
+        text = path.read_text(encoding=encoding)
+        if not text.lstrip().startswith("{"):
+            return None
+        value = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return None  # JSON Lines, or an error the record reader names
+    return value if isinstance(value, dict) and "text" not in value else None
+
+
+def _json_row(n: int, row: Any, where: str) -> Row:
+    if not isinstance(row, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    if "_id" in row and "id" not in row:
+        row = {"id": row["_id"], **row}
+    if "text" not in row:
+        raise InputError(f"{where}: query has no 'text' field")
+    return n, _json_id(row, where), _text(row["text"], where)
 
 
 def _json_id(row: dict[str, Any], where: str) -> str | None:
@@ -46,21 +123,44 @@ def _json_id(row: dict[str, Any], where: str) -> str | None:
     return str(qid)
 
 
-def _tsv_rows(path: Path) -> Iterator[Row]:
-    from xtrieve.index.corpus import ENCODING
+def _tsv_rows(lines: Iterable[str], where: str, loose: bool = False) -> Iterator[Row]:
+    """id<TAB>text lines (``loose``: a line without a tab is a text without an id)."""
+    for n, line in enumerate(lines, 1):
+        cells = line.split("\t")
+        if not line.strip() or (n == 1 and _is_header(cells)):
+            continue
+        if loose and len(cells) == 1:
+            yield n, None, _text(line, f"{where}:{n}")
+            continue
+        if len(cells) != 2:
+            raise InputError(f"{where}:{n}: expected 'id<TAB>text', got {len(cells)} column(s)"
+                             + (" (a qrels or run file?)" if len(cells) > 2 else
+                                " (a file of one query per line: name it .txt)"))
+        yield n, cells[0], _text(cells[1], f"{where}:{n}")
 
+
+def _text_rows(lines: Iterable[str], where: str) -> Iterator[Row]:
+    """One query per line, ids their line numbers."""
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            yield n, None, _text(line, f"{where}:{n}")
+
+
+def _csv_rows(lines: list[str], where: str) -> Iterator[Row]:
+    """id,text rows (quoting as in CSV; a header as TSV's), or one column of texts."""
     try:
-        with open(path, encoding=ENCODING, newline="\n") as f:  # a line is a record: no quoting
-            for n, line in enumerate(f, 1):
-                cells = line.rstrip("\r\n").split("\t")
-                if not line.strip() or (n == 1 and _is_header(cells)):
-                    continue
-                if len(cells) != 2:
-                    raise InputError(f"{path}:{n}: expected 'id<TAB>text', got {len(cells)} column(s)"
-                                     + (" (a qrels or run file?)" if len(cells) > 2 else ""))
-                yield n, cells[0], _text(cells[1], f"{path}:{n}")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        records = list(csv.reader(io.StringIO("\n".join(lines))))
+    except csv.Error as exc:
+        raise InputError(f"{where}: cannot read as CSV ({exc})") from None
+    for n, cells in enumerate(records, 1):
+        if not any(c.strip() for c in cells) or (n == 1 and _is_header(cells)):
+            continue
+        if len(cells) == 1:
+            yield n, None, _text(cells[0], f"{where}:{n}")
+        elif len(cells) == 2:
+            yield n, cells[0], _text(cells[1], f"{where}:{n}")
+        else:
+            raise InputError(f"{where}:{n}: expected 'id,text', got {len(cells)} columns")
 
 
 def _is_header(cells: list[str]) -> bool:
@@ -76,12 +176,12 @@ def _text(value: Any, where: str) -> str:
     return value
 
 
-def _with_ids(rows: list[Row], path: Path) -> list[tuple[str, str]]:
+def _with_ids(rows: list[Row], where: str) -> list[tuple[str, str]]:
     taken: dict[str, int] = {}
     for n, qid, _ in rows:
         if qid is not None:
             if qid in taken:
-                raise InputError(f"{path}:{n}: duplicate query id {qid!r} (also on line {taken[qid]})")
+                raise InputError(f"{where}:{n}: duplicate query id {qid!r} (also on line {taken[qid]})")
             taken[qid] = n
     out = []
     for n, qid, text in rows:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -12,6 +13,7 @@ TEXT_COLUMNS = ("id", "_id", "text", "title")
 CSV_BLOCK = 1 << 24
 ENCODING = "utf-8-sig"  # UTF-8; a byte-order mark at the start is dropped
 BEIR_CORPUS_FILES = ("corpus.jsonl", "corpus.jsonl.gz")
+PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +164,14 @@ def _csv(path: Path) -> Iterator[dict[str, Any]]:
             zeros = _leading_zero_columns(open_csv(whole, whole))
             if zeros:
                 reader = open_csv(TEXT_COLUMNS + tuple(zeros))
+        if "" in names:
+            log.warning("%s: a column has no name in the header (a pandas index written by to_csv without "
+                        "index=False?): it is not stored", path)
         for batch in reader:
             for row in batch.to_pylist():
-                yield _row(row, str(path))
+                row.pop("", None)
+                # an empty cell is null in every metadata column (a number column reads it so already)
+                yield _row({k: None if v == "" and k not in TEXT_COLUMNS else v for k, v in row.items()}, str(path))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise InputError(f"{path}: cannot read as CSV ({exc})") from None
 
@@ -187,16 +194,24 @@ def _parquet(path: Path) -> Iterator[dict[str, Any]]:
 
     try:
         f = pq.ParquetFile(str(path))
+        # the index pandas writes along (to_parquet of a DataFrame with a named or moved index) is not metadata
+        index_columns = [c for c in f.schema_arrow.names if PANDAS_INDEX.fullmatch(c)]
+        if index_columns:
+            log.info("%s: not storing pandas' index column(s) %s", path, ", ".join(index_columns))
         for batch in f.iter_batches(batch_size=4096):
             for row in batch.to_pylist():
+                for c in index_columns:
+                    del row[c]
                 yield _row(row, str(path))
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{path}: cannot read as Parquet ({exc})") from None
 
 
 def _folder(path: Path) -> Iterator[dict[str, Any]]:
-    """A BEIR dataset folder (its corpus.jsonl), or else a folder of .txt files (one document each)."""
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".txt" and p.is_file())
+    """A BEIR dataset folder (its corpus.jsonl), or else a folder of .txt files (one document
+    each, subfolders included: the id is the path under ``path`` without .txt)."""
+    files = sorted((p for p in path.rglob("*") if p.suffix.lower() == ".txt" and p.is_file()),
+                   key=lambda p: p.relative_to(path).as_posix())
     for name in BEIR_CORPUS_FILES:
         if (path / name).is_file():
             if files:
@@ -204,14 +219,20 @@ def _folder(path: Path) -> Iterator[dict[str, Any]]:
             log.info("reading the BEIR corpus %s", path / name)
             return iter_jsonl(path / name)
     if files:
-        return _txt_files(files)
+        return _txt_files(path, files)
     raise InputError(f"corpus folder {path} has no .txt files and no {' or '.join(BEIR_CORPUS_FILES)}")
 
 
-def _txt_files(files: list[Path]) -> Iterator[dict[str, Any]]:
+def _txt_files(root: Path, files: list[Path]) -> Iterator[dict[str, Any]]:
+    empty = []
     for p in files:
         try:
             text = p.read_text(encoding=ENCODING)
         except UnicodeDecodeError as exc:
             raise InputError(f"{p}: not UTF-8 text ({exc.reason})") from None
-        yield {"id": p.stem, "text": text}
+        if not text.strip():
+            empty.append(p.relative_to(root).as_posix())
+            continue
+        yield {"id": p.relative_to(root).with_suffix("").as_posix(), "text": text}
+    if empty:
+        log.warning("%s: skipped %d empty .txt file(s): %s", root, len(empty), ", ".join(empty[:10]))

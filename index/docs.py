@@ -54,6 +54,25 @@ class AutoIds:
         return doc_id
 
 
+def is_missing(value: Any) -> bool:
+    """Whether ``value`` is numpy's or pandas' mark of a missing value (NaN, NaT, pd.NA): stored as null."""
+    if isinstance(value, (float, np.floating)):
+        return bool(np.isnan(value))
+    if isinstance(value, (np.datetime64, np.timedelta64)):
+        return bool(np.isnat(value))
+    return type(value).__name__ in ("NAType", "NaTType")
+
+
+def as_records(rows: Any) -> Any:
+    """A pandas DataFrame or a pyarrow Table / RecordBatch as a list of row dicts (one per
+    document); anything else as it is."""
+    if isinstance(rows, (pa.Table, pa.RecordBatch)):
+        return rows.to_pylist()
+    if type(rows).__name__ == "DataFrame" and type(rows).__module__.startswith("pandas"):
+        return rows.to_dict("records")
+    return rows
+
+
 def _flatten(prefix: str, value: Any, out: dict[str, Any], doc_id: str) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
@@ -62,7 +81,7 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any], doc_id: str) -> None:
         raise InputError(f"document {doc_id!r}: metadata field {prefix!r} is given twice (nested metadata is "
                          "stored flattened, so {'a': {'b': ...}} and 'a.b' name the same column)")
     else:
-        out[prefix] = value
+        out[prefix] = None if is_missing(value) else value
 
 
 def normalize(doc: Any, position: int, auto_id: Callable[[], str]) -> tuple[str, str, dict[str, Any]]:
@@ -82,7 +101,8 @@ def normalize(doc: Any, position: int, auto_id: Callable[[], str]) -> tuple[str,
     if "text" not in doc:
         raise InputError(f"document {doc_id!r}: missing 'text' field")
     text, title = doc["text"], doc.get("title")
-    if text is None:
+    title = None if is_missing(title) else title
+    if text is None or is_missing(text):
         text = ""
     if not isinstance(text, str) or not (title is None or isinstance(title, str)):
         raise InputError(f"document {doc_id!r}: 'text' and 'title' must be strings")
@@ -119,8 +139,45 @@ def rows_table(ids: list[str], rows: list[dict[str, Any]], store_text: bool) -> 
         try:
             columns[name] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
-            raise InputError(f"metadata column {name!r}: values of mixed or unsupported types ({exc})") from None
+            raise InputError(f"metadata column {name!r}: values of mixed or unsupported types{_odd_one(ids, values)} "
+                             f"({exc})") from None
     return pa.table(columns)
+
+
+def _odd_one(ids: list[str], values: list[Any]) -> str:
+    """', e.g. document 'x' has type str where 'a' has type int': the first value of another type
+    than the first one's ('' when all have one type)."""
+    kinds = [(i, type(v)) for i, v in zip(ids, values) if v is not None]
+    for doc_id, kind in kinds[1:]:
+        if kind is not kinds[0][1]:
+            return (f", e.g. document {doc_id!r} has type {kind.__name__} where {kinds[0][0]!r} has type "
+                    f"{kinds[0][1].__name__}")
+    return ""
+
+
+def conform(schema: pa.Schema | None, table: pa.Table) -> pa.Table:
+    """``table`` with each column whose type clashes with ``schema``'s read as that type where
+    every value converts: to a text column anything (a CSV's 10001 read as a number), from a
+    text one by parsing ("2022-01-01" into a date column). Other columns are left for
+    :func:`unify` (types that widen) or to name the clash."""
+    if schema is None:
+        return table
+    for i, name in enumerate(table.column_names):
+        want, have = name_type(schema, name), table.column(i).type
+        if want is None or want == have or pa.types.is_null(want) or pa.types.is_null(have):
+            continue
+        if not (pa.types.is_string(want) or pa.types.is_string(have)):
+            continue
+        try:
+            pa.unify_schemas([pa.schema([(name, want)]), pa.schema([(name, have)])], promote_options="permissive")
+            continue  # they widen to one type
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
+        try:
+            table = table.set_column(i, name, table.column(i).cast(want))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            continue  # some value does not convert: unify names the clash
+    return table
 
 
 def column_type(name: str | None) -> pa.DataType:
@@ -192,8 +249,19 @@ def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
+def numpy_readable(x: Any) -> Any:
+    """A torch tensor detached, on the CPU and widened from bfloat16 (numpy has no such type);
+    anything else as it is."""
+    if type(x).__module__.startswith("torch") and hasattr(x, "detach"):
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":
+            x = x.float()
+    return x
+
+
 def check_embedding(x: Any, dim: int | None, where: str) -> np.ndarray:
     """A float32 [n, dim] array with n >= 1 and finite, float16-representable values."""
+    x = numpy_readable(x)
     try:
         arr = np.asarray(x, dtype=np.float32)
     except (TypeError, ValueError):

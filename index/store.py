@@ -100,14 +100,23 @@ class IndexStore:
                 return self._open(manifest)
             except FileNotFoundError as exc:
                 if read_manifest(self.path) == manifest:
+                    missing = exc.filename or self._first_missing(manifest) or f"? ({exc})"
                     raise IndexFormatError(
-                        f"index {self.path}: file {exc.filename} named by the manifest is missing") from None
+                        f"index {self.path}: file {missing} named by the manifest is missing") from None
             if time.monotonic() > deadline:
                 raise IndexLockedError(f"index {self.path}: writers replaced its commit during every attempt to "
                                        f"open it for {OPEN_PATIENCE_S:.0f} s; try again")
             log.debug("manifest changed while opening; retrying")
             time.sleep(pause)
             pause = min(2 * pause, OPEN_MAX_PAUSE_S)
+
+    def _first_missing(self, manifest: Manifest) -> str | None:
+        """The first file ``manifest`` names that is not there (None: all are)."""
+        for entry in manifest.segments:
+            for rel in entry.all_files():
+                if not (self.path / rel).is_file():
+                    return rel
+        return None
 
     def verify_files(self, files: dict[str, str]) -> None:
         """IndexFormatError unless each file (relative path -> sha256) is present and intact,

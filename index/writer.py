@@ -23,9 +23,9 @@ from xtrieve.config import IndexConfig
 from xtrieve.errors import ConfigError, IndexFormatError, InputError, ModelMismatchError, XtrieveError
 from xtrieve.faiss_loader import load_faiss
 from xtrieve.index import faiss_build
-from xtrieve.index.docs import (AutoIds, add_metadata, batched, check_embedding, check_id, check_one_type_per_column,
-                                column_type, explicit_ids, name_type, normalize, rows_table, short_list, unify,
-                                widened_type_name)
+from xtrieve.index.docs import (AutoIds, add_metadata, as_records, batched, check_embedding, check_id,
+                                check_one_type_per_column, column_type, conform, explicit_ids, name_type, normalize,
+                                rows_table, short_list, unify, widened_type_name)
 from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
 from xtrieve.index.lock import LOCK_FILE, WriterLock, check_wait
 from xtrieve.index.manifest import ENCODER_DIR, ENCODER_DIR_NAME, MANIFEST, Manifest, SegmentEntry, read_manifest, write_manifest
@@ -279,6 +279,7 @@ class WriteSession:
                 seen.add(i)
             if again:
                 raise InputError(f"duplicate id(s) in the input: {short_list(again)}")
+            table = conform(schema, table)
             schema = unify(schema, table)
             yield table, vectors, n_tokens, dense if fused else None
 
@@ -319,6 +320,7 @@ class WriteSession:
                       replace: bool = False) -> list[str]:
         """Encode and add documents (str or dict); returns their ids. ``replace``: a document
         whose id is live replaces it in the same commit."""
+        docs = as_records(docs)
         if isinstance(docs, (str, bytes, dict)):
             raise InputError("docs must be an iterable of documents (str or dict), not a single " + type(docs).__name__)
         if not isinstance(docs, Iterable):
@@ -349,6 +351,7 @@ class WriteSession:
                     ids.append(doc_id)
                     texts.append(text)
                     rows.append(row)
+                table = rows_table(ids, rows, self.config.store_text)  # bad metadata fails before the encoding
                 started = time.perf_counter()
                 encoded = encoder.encode(texts, False, batch_size=ENCODE_BATCH, pool_factor=self.manifest.pool_factor,
                                          show_progress=False)
@@ -357,7 +360,7 @@ class WriteSession:
                 vectors = [check_embedding(v, self.manifest.dim, f"document {i!r}")
                            for i, v in zip(ids, encoded.vectors)]
                 all_ids.extend(ids)
-                yield rows_table(ids, rows, self.config.store_text), vectors, list(encoded.n_tokens), encoded.dense
+                yield table, vectors, list(encoded.n_tokens), encoded.dense
 
         started = time.perf_counter()
         replaced = self.ingest(batches(), total, show_progress, next_auto_id=lambda: auto_id.next, replace=replace)
@@ -510,7 +513,7 @@ def check_embedding_input(ids: Any, embeddings: Any, metadata: Any) -> tuple[lis
     if len(ids) != len(embeddings):
         raise InputError(f"{len(ids)} ids but {len(embeddings)} embeddings")
     if metadata is not None:
-        metadata = list(metadata)
+        metadata = list(as_records(metadata))
         if len(metadata) != len(ids):
             raise InputError(f"{len(ids)} ids but {len(metadata)} metadata rows")
     return ids, embeddings, metadata

@@ -346,6 +346,7 @@ class Index:
         scored by MaxSim alone. ``config``: a SearchConfig or a dict of its fields.
         """
         config = SearchConfig.of(config)
+        exhaustive = _flag(exhaustive, "exhaustive")
         if isinstance(queries, np.ndarray) and (queries.dtype.kind in "OSU" and queries.ndim == 1 or queries.ndim == 3):
             queries = list(queries)  # texts, or [n_queries, n_tokens, dim] vectors
         if isinstance(queries, (str, np.ndarray)):

@@ -13,7 +13,7 @@ import torch
 from xtrieve.config import SearchConfig
 from xtrieve.errors import InputError
 from xtrieve.index.arrow_numpy import arrow_indices, as_numpy
-from xtrieve.index.docs import column_type
+from xtrieve.index.docs import column_type, numpy_readable
 from xtrieve.retrieve.filters import allowed_rows, as_condition
 from xtrieve.retrieve.maxsim import SegmentVectors, token_maxima_across
 from xtrieve.retrieve.probe import Coarse, TokenProbe
@@ -73,8 +73,7 @@ def check_query(q: object, dim: int, i: int, against: str = "the index has") -> 
     what the dimension is compared with, as the message says it)."""
     if q is None or isinstance(q, (bytes, dict, bool, int, float)):
         raise InputError(f"query {i}: expected a text or a [n_tokens, {dim}] array, got {type(q).__name__}")
-    if isinstance(q, torch.Tensor):
-        q = q.detach().cpu()
+    q = numpy_readable(q)
     try:
         raw = np.asarray(q)
         arr = None if raw.dtype.kind == "c" else np.ascontiguousarray(raw, dtype=np.float32)

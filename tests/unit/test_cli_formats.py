@@ -59,6 +59,32 @@ def test_tsv_queries_have_no_quoting(tmp_path):
     assert read_queries(f) == [("1", '"moon" landing'), ("2", '"tides'), ("3", "vaccines"), ("4", "glaciers")]
 
 
+def test_query_files_of_every_kind(tmp_path):
+    assert read_queries(write(tmp_path / "q.txt", "moon landing\n\n\tglaciers, ice\n")) == \
+        [("1", "moon landing"), ("3", "\tglaciers, ice")]
+    assert read_queries(write(tmp_path / "q.csv", 'qid,query\nq1,"moon, landing"\nq2,tides\n')) == \
+        [("q1", "moon, landing"), ("q2", "tides")]
+    assert read_queries(write(tmp_path / "one.csv", "moon\ntides\n")) == [("1", "moon"), ("2", "tides")]
+    assert read_queries(write(tmp_path / "q.json", '{"q1": "moon", "q2": {"text": "tides"}}')) == \
+        [("q1", "moon"), ("q2", "tides")]
+    with pytest.raises(InputError, match="name it .txt"):
+        read_queries(write(tmp_path / "q.tsv", "moon landing\n"))
+    with pytest.raises(InputError, match=r"q3.csv:1: expected 'id,text', got 3 columns"):
+        read_queries(write(tmp_path / "q3.csv", "a,b,c\n"))
+
+
+def test_queries_from_standard_input(index):
+    r = CliRunner().invoke(main, ["search", str(index), "--queries", "-", "--format", "json"],
+                           input='{"_id": "Q1", "text": "moon tides"}\n{"text": "vaccines"}\n')
+    assert r.exit_code == 0, r.output
+    out = [json.loads(line) for line in r.output.splitlines() if line.startswith("{")]
+    assert [o["query_id"] for o in out] == ["Q1", "2"] and out[0]["hits"][0]["doc_id"] == "a"
+    r = CliRunner().invoke(main, ["search", str(index), "--queries", "-", "--format", "json"],
+                           input="T1\tvaccines immunity\nmoon tides\n")
+    assert r.exit_code == 0, r.output
+    assert [json.loads(line)["query_id"] for line in r.output.splitlines() if line.startswith("{")] == ["T1", "2"]
+
+
 def test_tsv_corpus_has_no_quoting_csv_keeps_it(tmp_path):
     tsv = write(tmp_path / "c.tsv", 'id\ttext\n1\t"Moon" landing\n2\t"tides\n3\tvaccines\n')
     assert [(d["id"], d["text"]) for d in read_corpus(tsv)] == [("1", '"Moon" landing'), ("2", '"tides'),
@@ -181,7 +207,8 @@ def test_duplicate_query_ids_are_an_error(tmp_path):
     ("q.jsonl", '{"_id": "A1"}\n', "q.jsonl:1: query has no 'text' field"),
     ("q.jsonl", '{"_id": ["x"], "text": "a"}\n', "q.jsonl:1: query id must be a string or an integer, got list"),
     ("q.tsv", "id\ttext\n7\tvaccines\n\n8\t  \n", "q.tsv:4: empty query text"),
-    ("q.tsv", "7\tvaccines\n8\n", "q.tsv:2: expected 'id<TAB>text', got 1 column(s)"),
+    ("q.tsv", "7\tvaccines\n8\n",
+     "q.tsv:2: expected 'id<TAB>text', got 1 column(s) (a file of one query per line: name it .txt)"),
     ("q.tsv", "id\ttext\n", "q.tsv: no queries in the file"),
 ])
 def test_query_file_errors_name_the_line(tmp_path, index, name, content, message):

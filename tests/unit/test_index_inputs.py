@@ -1,0 +1,142 @@
+"""Index stage: documents as pandas and pyarrow give them, missing values, CSV/Parquet quirks,
+and a later file's column types read as the index's."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from click.testing import CliRunner
+
+import xtrieve
+from xtrieve.cli.main import main
+from xtrieve.errors import IndexFormatError, InputError
+from xtrieve.index.corpus import read_corpus
+from helpers import WordHashEncoder
+
+DIM = 8
+
+
+def _vectors(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((3, DIM)).astype(np.float32) for _ in range(n)]
+
+
+def test_a_dataframe_and_a_pyarrow_table_are_documents(tmp_path):
+    pd = pytest.importorskip("pandas")
+    enc = WordHashEncoder(DIM)
+    frame = pd.DataFrame({"id": ["x1", "x2"], "text": ["alpha beta", "gamma delta"], "year": [2020, 2021]})
+    idx = xtrieve.Index.build(tmp_path / "ix", frame, encoder=enc)
+    assert sorted(idx.snapshot.live_ids()) == ["x1", "x2"]  # not its column names
+    assert idx.get("x2")["year"] == 2021
+    idx.add(pa.table({"id": ["x3"], "text": ["epsilon"], "year": [2022]}))
+    assert idx.search("epsilon", k=1, filter="year == 2022")[0].doc_id == "x3"
+    meta = pd.DataFrame({"lang": ["en", "de"]})
+    ix2 = xtrieve.Index.build_from_embeddings(tmp_path / "ix2", ["a", "b"], _vectors(2), metadata=meta)
+    assert ix2.get("b")["lang"] == "de"
+
+
+def test_missing_values_of_pandas_and_numpy_are_null(tmp_path):
+    pd = pytest.importorskip("pandas")
+    enc = WordHashEncoder(DIM)
+    docs = [
+        {"id": "a", "title": np.nan, "text": "alpha", "x": 1.5, "lang": "en", "when": pd.Timestamp("2021-01-01")},
+        {"id": "b", "title": "Beta", "text": "beta", "x": np.nan, "lang": pd.NA, "when": pd.NaT},
+        {"id": "c", "text": "gamma", "x": np.float32("nan"), "lang": "de", "when": np.datetime64("NaT")},
+    ]
+    idx = xtrieve.Index.build(tmp_path / "ix", docs, encoder=enc)
+    assert idx.get("a")["title"] is None and idx.get("b")["x"] is None and idx.get("b")["lang"] is None
+    assert {h.doc_id for h in idx.search("beta gamma alpha", k=3, filter="x is null")} == {"b", "c"}
+    assert {h.doc_id for h in idx.search("beta gamma alpha", k=3, filter="when is null")} == {"b", "c"}
+    with pytest.raises(InputError, match="empty text"):
+        idx.add([{"id": "d", "text": np.nan}])
+
+
+def test_a_later_files_columns_take_the_index_types(tmp_path):
+    """Each CSV's column types are guessed from that file: an add reads them as the index's."""
+    first, second, third = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.jsonl"
+    first.write_text("id,text,zip,day\nd1,alpha beta,02139,2021-01-31\nd2,gamma,02140,2021-02-01\n")
+    second.write_text("id,text,zip,day\nd3,delta,10001,2022-03-04\n")  # zip reads as a number here
+    third.write_text('{"_id": "d4", "text": "epsilon", "zip": "94103", "day": "2023-05-06"}\n')  # day: text
+    ix = tmp_path / "ix"
+    idx = xtrieve.Index.build(ix, read_corpus(first), encoder=WordHashEncoder(DIM))
+    idx.add(read_corpus(second))
+    idx.add(read_corpus(third))
+    assert [idx.get(d)["zip"] for d in ("d1", "d3", "d4")] == ["02139", "10001", "94103"]
+    assert str(idx.get("d4")["day"]) == "2023-05-06"
+    assert {h.doc_id for h in idx.search("delta epsilon", k=4, filter="day >= '2022-01-01'")} == {"d3", "d4"}
+    with pytest.raises(InputError, match="metadata types clash"):  # a value that does not convert
+        idx.add([{"id": "d5", "text": "zeta", "day": "soon"}])
+
+
+def test_mixed_types_name_a_document_before_the_batch_is_encoded(tmp_path):
+    class Counting(WordHashEncoder):
+        calls = 0
+
+        def encode(self, *args, **kwargs):
+            Counting.calls += 1
+            return super().encode(*args, **kwargs)
+
+    docs = [{"id": f"d{i}", "text": f"word{i}", "year": 2000 + i} for i in range(5)]
+    docs[3]["year"] = "2003"
+    with pytest.raises(InputError, match=r"'year'.*document 'd3' has type str where 'd0' has type int"):
+        xtrieve.Index.build(tmp_path / "ix", docs, encoder=Counting(DIM))
+    assert Counting.calls == 0
+
+
+def test_csv_empty_cells_are_null_and_a_nameless_column_is_dropped(tmp_path, caplog):
+    corpus = tmp_path / "c.csv"
+    corpus.write_text(",id,text,lang,year\n0,d1,alpha,en,2020\n1,d2,beta,,\n2,d3,gamma,de,2022\n")
+    idx = xtrieve.Index.build(tmp_path / "ix", read_corpus(corpus), encoder=WordHashEncoder(DIM))
+    assert "no name" in caplog.text
+    row = idx.get("d2")
+    assert row["lang"] is None and row["year"] is None and "" not in row
+    assert [h.doc_id for h in idx.search("alpha beta gamma", k=3, filter="lang is null")] == ["d2"]
+
+
+def test_parquet_with_a_pandas_index_column(tmp_path):
+    import pyarrow.parquet as pq
+
+    table = pa.table({"id": ["p1", "p2"], "text": ["alpha", "beta"], "__index_level_0__": ["p1", "p2"]})
+    pq.write_table(table, tmp_path / "c.parquet")
+    idx = xtrieve.Index.build(tmp_path / "ix", read_corpus(tmp_path / "c.parquet"),
+                              encoder=WordHashEncoder(DIM))
+    assert idx.get("p1")["text"] == "alpha" and "__index_level_0__" not in idx.get("p1")
+
+
+def test_bfloat16_tensors_are_queries_and_embeddings(tmp_path):
+    vectors = _vectors(3)
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["a", "b", "c"], vectors)
+    idx.add_embeddings(["d"], [torch.from_numpy(vectors[0]).bfloat16()])
+    query = torch.from_numpy(vectors[1]).bfloat16()
+    assert idx.search(query, k=1)[0].doc_id == "b"
+
+
+def test_exhaustive_must_be_a_bool(tmp_path):
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["a"], _vectors(1))
+    with pytest.raises(InputError, match="exhaustive must be True or False"):
+        idx.search(_vectors(1)[0], k=1, exhaustive="no")
+
+
+def test_a_missing_segment_is_named_without_verification(tmp_path):
+    import shutil
+
+    ix = tmp_path / "ix"
+    xtrieve.Index.build_from_embeddings(ix, ["a", "b"], _vectors(2))
+    seg = next(p for p in ix.iterdir() if p.name.startswith("seg-"))
+    shutil.rmtree(seg)
+    with pytest.raises(IndexFormatError, match=rf"file {seg.name}/\S+ named by the manifest is missing"):
+        xtrieve.Index.open(ix, verify=False)
+    r = CliRunner().invoke(main, ["info", str(ix), "--no-verify"])
+    assert r.exit_code != 0 and "None" not in r.output and seg.name in r.output
+
+
+def test_a_txt_folder_reads_subfolders_and_skips_empty_files(tmp_path, caplog):
+    folder = tmp_path / "txt"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "alpha.txt").write_text("first file")
+    (folder / "sub" / "glacier.txt").write_text("ice moves slowly")
+    (folder / "empty.txt").write_text("  \n")
+    docs = list(read_corpus(folder))
+    assert [d["id"] for d in docs] == ["alpha", "sub/glacier"]
+    assert "skipped 1 empty .txt file(s): empty.txt" in caplog.text
