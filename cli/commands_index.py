@@ -175,6 +175,7 @@ def info_command(index, fmt, no_verify):
         return
     data["bytes"] = f"{info.bytes} ({_human(info.bytes)})"
     data["faiss"] = ", ".join(sorted(set(info.faiss))) or "-"
+    data["metadata_columns"] = ", ".join(f"{k} ({v})" for k, v in info.metadata_columns.items()) or "-"
     width = max(len(k) for k in data)
     for k, v in data.items():
         click.echo(f"{k:<{width}}  {v}")

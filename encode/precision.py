@@ -13,12 +13,13 @@ the backbone's matrix products in bfloat16 with float32 sums; on CPUs with bfloa
 
 The head, pooling and normalisation stay float32. Vectors keep a cosine of ~0.99998 with
 float32's on average (scifact documents, default model).
-Measured on the Intel Xeon 2-core VM (AMX), `xtrieve eval` with the default model, one run
-after the other, documents under autocast: scifact built in 147 s instead of 276 s, nDCG@10
-72.38 against 72.38; nfcorpus 111 s instead of 215 s, 35.85 against 35.99 (queries float32
-in both); peak RSS 1.9-2.0 GB against 1.3-1.7 GB. Training (``TrainConfig.precision``)
-caches document states this way: scifact, 100 steps, states cached in 47 s instead of 105 s,
-and the two heads scored 76.85 and 76.83 nDCG@10 (indexes built alike).
+Measured on the Intel Xeon 2-core VM (AMX), `xtrieve eval` with the default model, bfloat16
+then float32, one run after the other (2026-11-30): scifact built in 142 s instead of 244 s,
+nDCG@10 72.57 against 72.38, search p50 from text 8.6 against 11.9 ms (p95 16.4 / 20.1);
+nfcorpus 103 s instead of 178 s, 35.94 against 35.99, p50 6.3 against 8.0 ms; peak RSS
+1.8-1.9 GB against 1.5-1.6 GB. Training (``TrainConfig.precision``) caches states this way
+(measured when only documents took bfloat16: scifact, 100 steps, states cached in 47 s
+instead of 105 s, and the two heads scored 76.85 and 76.83 nDCG@10, indexes built alike).
 
 Whatever the caller's own ``torch.autocast`` says, the encoder computes in its precision, so
 one model always gives one index's vectors the same way.

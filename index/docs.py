@@ -155,7 +155,7 @@ def _odd_one(ids: list[str], values: list[Any]) -> str:
     return ""
 
 
-def conform(schema: pa.Schema | None, table: pa.Table) -> pa.Table:
+def as_index_types(schema: pa.Schema | None, table: pa.Table) -> pa.Table:
     """``table`` with each column whose type clashes with ``schema``'s read as that type where
     every value converts: to a text column anything (a CSV's 10001 read as a number), from a
     text one by parsing ("2022-01-01" into a date column). Other columns are left for

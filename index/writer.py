@@ -23,8 +23,8 @@ from xtrieve.config import IndexConfig
 from xtrieve.errors import ConfigError, IndexFormatError, InputError, ModelMismatchError, XtrieveError
 from xtrieve.faiss_loader import load_faiss
 from xtrieve.index import faiss_build
-from xtrieve.index.docs import (AutoIds, add_metadata, as_records, batched, check_embedding, check_id,
-                                check_one_type_per_column, column_type, conform, explicit_ids, name_type, normalize,
+from xtrieve.index.docs import (AutoIds, add_metadata, as_index_types, as_records, batched, check_embedding,
+                                check_id, check_one_type_per_column, column_type, explicit_ids, name_type, normalize,
                                 rows_table, short_list, unify, widened_type_name)
 from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
 from xtrieve.index.lock import LOCK_FILE, WriterLock, check_wait
@@ -279,7 +279,7 @@ class WriteSession:
                 seen.add(i)
             if again:
                 raise InputError(f"duplicate id(s) in the input: {short_list(again)}")
-            table = conform(schema, table)
+            table = as_index_types(schema, table)
             schema = unify(schema, table)
             yield table, vectors, n_tokens, dense if fused else None
 

@@ -40,6 +40,18 @@ def _reading_lengths(encoder: dict | None) -> dict[str, int | None]:
     return {key: config.get(key) for key in ("query_maxlen", "doc_maxlen", "doc_windows")}
 
 
+def _metadata_columns(snapshot: Any) -> dict[str, str]:
+    """Each metadata column of ``snapshot``'s segments with its type (the types of segments unified)."""
+    from xtrieve.index.docs import widened_type_name
+
+    columns: dict[str, str] = {}
+    for seg in snapshot.segments:
+        for field in seg.table.schema:
+            if field.name not in ("doc_id", "text", "title"):
+                columns[field.name] = widened_type_name(columns.get(field.name), field.type)
+    return dict(sorted(columns.items()))
+
+
 def _matching_ids(snapshot: Any, filter: Any) -> list[str]:
     """The ids of the live documents of ``snapshot`` that ``filter`` allows."""
     from xtrieve.retrieve.searcher import Searcher
@@ -297,7 +309,7 @@ class Index:
             dim=snap.dim, n_segments=len(snap.segments), bytes=size,
             model=(m.encoder or {}).get("name") if m.encoder else None, generation=snap.generation,
             faiss=[s.faiss for s in m.segments], vector_storage=m.config.vector_storage, pool_factor=m.pool_factor,
-            dense_weight=m.dense_weight, **_reading_lengths(m.encoder),
+            dense_weight=m.dense_weight, **_reading_lengths(m.encoder), metadata_columns=_metadata_columns(snap),
         )
 
     def get(self, doc_id: str) -> dict[str, Any] | None:

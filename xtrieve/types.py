@@ -68,6 +68,8 @@ class IndexInfo:
     query_maxlen: int | None = None
     doc_maxlen: int | None = None
     doc_windows: int | None = None
+    # the metadata columns filters can name, with their Arrow types ("int64", "string", ...)
+    metadata_columns: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

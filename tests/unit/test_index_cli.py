@@ -59,6 +59,8 @@ def test_build_info_add_delete_compact(tmp_path, corpus):
     info = json.loads(run("info", ix, "--format", "json").output)
     assert {"n_docs", "n_tokens", "n_vectors", "dim", "n_segments", "bytes", "model"} <= set(info)
     assert (info["n_docs"], info["dim"], info["model"], info["faiss"]) == (12, DIM, "fake", ["Flat"])
+    assert info["metadata_columns"] == {"year": "int64"}
+    assert "metadata_columns  year (int64)" in run("info", ix).output
     idx = xtrieve.Index.open(ix, encoder=FakeEncoder())
     assert idx.get("doc3")["year"] == 2003 and idx.get("doc3")["title"] == "title 3"
 
