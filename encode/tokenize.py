@@ -79,6 +79,7 @@ class TextProcessor:
             raise ModelLoadError("query_augmentation needs a tokenizer with a [MASK] token")
         self.special_ids = set(tokenizer.all_special_ids)
         self.skip_ids = self._skiplist_ids(config.skiplist_words)
+        self._told_overlap = False  # a capped doc_window_overlap is logged once
         self.prefix_ids, self.suffix_ids = self._special_template()
 
     def _marker_id(self, prefix: str | None) -> int | None:
@@ -142,6 +143,10 @@ class TextProcessor:
         maxlen = c.query_maxlen if is_query else c.doc_maxlen
         budget = max(1, maxlen - len(self._with_specials([], marker)))
         overlap = min(c.doc_window_overlap, budget // 2)
+        if overlap < c.doc_window_overlap and max_windows > 1 and not self._told_overlap:
+            self._told_overlap = True
+            log.warning("doc_window_overlap %d is more than half of a window's %d text tokens: windows overlap "
+                        "by %d", c.doc_window_overlap, budget, overlap)
         stride = budget - overlap
         out = Rows([], [], [], [], 0)
         # a sentence-transformers default prompt is part of the text, so of the budget; the text is

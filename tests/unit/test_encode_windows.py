@@ -79,6 +79,13 @@ def test_bad_window_settings_are_rejected(pylate_folder):
         load(folder, doc_window_overlap=-1)
 
 
+def test_an_overlap_over_half_a_window_is_capped_and_said(pylate_folder, caplog):
+    folder, _ = pylate_folder
+    enc = load(folder, doc_windows=4, doc_window_overlap=30)
+    enc.encode_documents([LONG, LONG])
+    assert caplog.text.count("doc_window_overlap 30 is more than half") == 1
+
+
 def test_index_built_with_windows_counts_every_window_and_reopens(pylate_folder, tmp_path):
     import xtrieve
 
@@ -124,7 +131,7 @@ def test_truncated_documents_are_counted_and_an_add_warns_once(pylate_folder, tm
     docs = [{"id": f"d{i}", "text": LONG if i % 2 else SHORT} for i in range(6)]
     with caplog.at_level(logging.WARNING, logger="xtrieve.index.writer"):
         xtrieve.Index.build(tmp_path / "ix", docs, encoder=enc, config={"batch_size": 2})
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.endswith("writer")]
     assert len(warnings) == 1  # one for the whole add, not one per batch
     assert "3 of 6 documents are longer than the model reads (2 window(s) of 12 tokens)" in warnings[0]
     assert "doc_windows=4" in warnings[0]
