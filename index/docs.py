@@ -1,6 +1,7 @@
 """Documents as users give them (str or dict) -> (id, text to encode, stored columns)."""
 from __future__ import annotations
 
+import base64
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -9,6 +10,7 @@ import pyarrow as pa
 from xtrieve.errors import InputError
 
 ID_KEYS = ("id", "_id")
+ARROW_TYPE = "arrow:"  # a manifest's type name for a type pyarrow cannot name (see type_name)
 MAX_LISTED = 10
 
 
@@ -180,9 +182,27 @@ def as_index_types(schema: pa.Schema | None, table: pa.Table) -> pa.Table:
     return table
 
 
+def type_name(kind: pa.DataType) -> str:
+    """How a manifest records a column's type: its name where pyarrow reads that back ("int64",
+    "timestamp[us]"), else ARROW_TYPE + an Arrow schema holding it, base64 (lists, zoned
+    timestamps, structs)."""
+    name = str(kind)
+    try:
+        if pa.type_for_alias(name) == kind:
+            return name
+    except ValueError:
+        pass
+    return ARROW_TYPE + base64.b64encode(pa.schema([("c", kind)]).serialize().to_pybytes()).decode("ascii")
+
+
 def column_type(name: str | None) -> pa.DataType:
-    """The Arrow type a manifest's ``columns`` names (null for a name pyarrow cannot read back,
-    such as a list's or a zoned timestamp's)."""
+    """The Arrow type a manifest's ``columns`` names (:func:`type_name`; null for a name it
+    cannot read back, as older indexes wrote for lists and zoned timestamps)."""
+    if name and name.startswith(ARROW_TYPE):
+        try:
+            return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(name[len(ARROW_TYPE):], validate=True))).field(0).type
+        except (ValueError, pa.ArrowInvalid, IndexError):
+            return pa.null()
     try:
         return pa.type_for_alias(name) if name else pa.null()
     except ValueError:
@@ -199,13 +219,13 @@ def widened_type_name(recorded: str | None, new: pa.DataType) -> str:
     ``new`` type joins: the two unified, never narrowed to null by an all-null segment."""
     old = column_type(recorded)
     if recorded is None or pa.types.is_null(old):
-        return str(new)
+        return type_name(new)
     if pa.types.is_null(new):
         return recorded
     try:
-        return str(unify(pa.schema([("c", old)]), pa.schema([("c", new)]).empty_table()).field("c").type)
+        return type_name(unify(pa.schema([("c", old)]), pa.schema([("c", new)]).empty_table()).field("c").type)
     except InputError:  # (the add checked the types against the index's before this)
-        return str(new)
+        return type_name(new)
 
 
 def unify(schema: pa.Schema | None, table: pa.Table) -> pa.Schema:

@@ -42,14 +42,14 @@ def _reading_lengths(encoder: dict | None) -> dict[str, int | None]:
 
 def _metadata_columns(snapshot: Any) -> dict[str, str]:
     """Each metadata column of ``snapshot``'s segments with its type (the types of segments unified)."""
-    from xtrieve.index.docs import widened_type_name
+    from xtrieve.index.docs import column_type, widened_type_name
 
     columns: dict[str, str] = {}
     for seg in snapshot.segments:
         for field in seg.table.schema:
             if field.name not in ("doc_id", "text", "title"):
                 columns[field.name] = widened_type_name(columns.get(field.name), field.type)
-    return dict(sorted(columns.items()))
+    return {name: str(column_type(kind)) for name, kind in sorted(columns.items())}
 
 
 def _matching_ids(snapshot: Any, filter: Any) -> list[str]:

@@ -60,6 +60,12 @@ class _Allowed:
         return row_selector(self.docs_mask[self._segment.vec_to_doc])
 
 
+class _NoRows:
+    """A segment-like holder of an empty table, for checking a filter on an index without documents."""
+
+    table = pa.table({"doc_id": pa.array([], pa.string())})
+
+
 class _AllowedList(list):
     """One ``_Allowed`` per segment, plus the FAISS selectors of segment groups built for them."""
 
@@ -227,6 +233,8 @@ class Searcher:
                 self._filter_cache.move_to_end(key)
                 return hit[1]
         condition = as_condition(filter, self.columns)
+        if not self.segments:  # nothing to evaluate: a typed empty table still checks the literals' types
+            allowed_rows(self._filter_table(_NoRows()), condition)
         out = _AllowedList([])
         for seg, live in zip(self.segments, self._live):
             mask = as_numpy(allowed_rows(self._filter_table(seg), condition))

@@ -140,3 +140,20 @@ def test_a_txt_folder_reads_subfolders_and_skips_empty_files(tmp_path, caplog):
     docs = list(read_corpus(folder))
     assert [d["id"] for d in docs] == ["alpha", "sub/glacier"]
     assert "skipped 1 empty .txt file(s): empty.txt" in caplog.text
+
+
+def test_list_and_zoned_timestamp_types_outlive_their_documents(tmp_path):
+    import datetime
+
+    when = datetime.datetime(2021, 5, 1, 12, tzinfo=datetime.timezone.utc)
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["a"], _vectors(1), [{"tags": [1, 2], "t": when}])
+    idx.add_embeddings(["b"], _vectors(1, seed=1), [{"n": 1}])
+    idx.delete(["a"])
+    idx.compact()  # a's segment is gone: only the manifest remembers the two columns
+    assert "tags" not in idx.get("b")
+    with pytest.raises(InputError, match="metadata types clash"):
+        idx.add_embeddings(["c"], _vectors(1, seed=2), [{"tags": "x"}])
+    with pytest.raises(InputError, match="metadata types clash"):
+        idx.add_embeddings(["c"], _vectors(1, seed=2), [{"t": 5}])
+    idx.add_embeddings(["c"], _vectors(1, seed=2), [{"tags": [3], "t": when}])
+    assert idx.info().metadata_columns == {"n": "int64", "t": "timestamp[us, tz=UTC]", "tags": "list<item: int64>"}

@@ -220,3 +220,19 @@ def test_an_expression_that_cannot_be_applied_names_itself():
 
     with pytest.raises(FilterError, match=r"filter \(lang > 3\) cannot be applied"):
         allowed_rows(pa.table({"lang": ["en"]}), pc.field("lang") > 3)
+
+
+def test_a_type_clash_is_named_on_an_index_without_documents(tmp_path):
+    import numpy as np
+
+    import xtrieve
+
+    vectors = [np.eye(2, 8, dtype=np.float32), np.eye(2, 8, k=2, dtype=np.float32)]
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["a", "b"], vectors, [{"year": 2000}, {"year": 2001}])
+    idx.delete(["a", "b"])
+    assert not idx.snapshot.segments
+    with pytest.raises(FilterError, match="holds int64 values"):
+        idx.delete(filter="year == 'abc'")
+    with pytest.raises(FilterError, match="holds int64 values"):
+        idx.search(vectors[0], k=1, filter="year == 'abc'")
+    assert idx.delete(filter="year == 2000") == 0 and idx.search(vectors[0], k=1, filter="year >= 0") == []
