@@ -391,9 +391,10 @@ class Encoder:
         """The backbone's last hidden states, float32, in this encoder's precision whatever
         autocast the caller runs under."""
         input_ids, attention_mask = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
+        bfloat16 = self.precision == "bfloat16"
         with precisions.exact(self.device):
-            if self.lean is not None and (self._backbone is None or self.lean.handles(input_ids)):
-                hidden = self.lean(input_ids, attention_mask, bfloat16=self.precision == "bfloat16")
+            if self.lean is not None and (self._backbone is None or self.lean.handles(input_ids, bfloat16)):
+                hidden = self.lean(input_ids, attention_mask, bfloat16=bfloat16)
             else:
                 with precisions.backbone_context(self.precision, self.device, is_query, input_ids.numel()):
                     hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

@@ -151,8 +151,9 @@ class _Layer:
         self._forms: dict[tuple[torch.dtype, bool], _Products] = {}  # made on first use
 
     def products(self, dtype: torch.dtype, few_rows: bool) -> _Products:
-        """The products in ``dtype``, packed for few rows when oneDNN is there."""
-        key = (dtype, few_rows and self.pack)
+        """The products in ``dtype``, packed for few rows when oneDNN is there (and packs bfloat16,
+        for bfloat16: some CPUs lack the instructions)."""
+        key = (dtype, few_rows and self.pack and (dtype is torch.float32 or onednn.packs_bfloat16()))
         form = self._forms.get(key)
         if form is None:  # two threads may both make it: the same values, one kept
             form = self._forms[key] = _Products(self, *key)
@@ -194,8 +195,9 @@ class LeanBert:
             raise ValueError(wrong)
         return cls({name: state[name].detach().float() for name in shape.parameter_shapes(config)}, shape)
 
-    def handles(self, input_ids: torch.Tensor) -> bool:
-        """Whether this input goes through the lean pass. Bound to a model: few rows, float32
+    def handles(self, input_ids: torch.Tensor, bfloat16: bool = False) -> bool:
+        """Whether this input goes through the lean pass. Bound to a model: few rows (any number
+        for ``bfloat16`` products, so that a text gets them alone and in a batch), float32
         weights on the CPU, no gradients, eval mode, no hooks, oneDNN switched on. From a state
         dict: any CPU input without gradients."""
         if input_ids.device.type != "cpu" or torch.is_grad_enabled():
@@ -203,8 +205,8 @@ class LeanBert:
         if self.model is None:
             return True
         weight = next(iter(self._params.values()))
-        return (input_ids.numel() <= LEAN_MAX_ROWS and weight.dtype is torch.float32 and weight.device.type == "cpu"
-                and not self.model.training and torch.backends.mkldnn.enabled
+        return ((bfloat16 or input_ids.numel() <= LEAN_MAX_ROWS) and weight.dtype is torch.float32
+                and weight.device.type == "cpu" and not self.model.training and torch.backends.mkldnn.enabled
                 and not any(m._forward_hooks or m._forward_pre_hooks for m in self._modules))
 
     def _layers(self) -> list[_Layer]:

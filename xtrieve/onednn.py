@@ -49,6 +49,21 @@ def _ops_work() -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=None)
+def packs_bfloat16() -> bool:
+    """Probed once: oneDNN packs and multiplies bfloat16 weights on this CPU (it needs AVX512-BW/
+    VL/DQ or AVX-NE-CONVERT); without that, bfloat16 products run through torch's own kernels."""
+    if not available():
+        return False
+    try:
+        w = torch.ones(2, 3, dtype=torch.bfloat16)
+        out = packed_linear(torch.ones(1, 3, dtype=torch.bfloat16), pack_weight(w), None)
+        return out.shape == (1, 2) and float(out[0, 0]) == 3.0
+    except (AttributeError, RuntimeError, NotImplementedError, TypeError) as exc:
+        log.debug("oneDNN cannot pack bfloat16 weights here (%s)", exc)
+        return False
+
+
 def pack_weight(weight: torch.Tensor) -> torch.Tensor:
     """``weight`` [out, in] reordered once into oneDNN's blocked layout for :func:`packed_linear`."""
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACKED_MAX_ROWS // 4)

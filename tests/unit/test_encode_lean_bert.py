@@ -89,6 +89,7 @@ def test_hands_back_what_it_must_not_take():
     many, _ = _inputs([lean_bert.LEAN_MAX_ROWS // 2 + 1] * 2)
     with torch.inference_mode():
         assert lean.handles(few) and not lean.handles(many)
+        assert lean.handles(many, bfloat16=True)  # bfloat16 products: alone and in a batch alike
     assert not lean.handles(few)  # gradients on
     model.train()
     with torch.inference_mode():
@@ -152,3 +153,16 @@ def test_threads_share_one_lean_pass():
         together = list(pool.map(run, inputs * 4))
     for i, out in enumerate(together):
         assert torch.equal(out, alone[i % len(inputs)])
+
+
+def test_bfloat16_without_onednn_bfloat16_packing(monkeypatch):
+    """CPUs whose oneDNN cannot pack bfloat16 weights run the products through torch's kernels."""
+    model = _bert()
+    ids, mask = _inputs([7])
+    with torch.inference_mode():
+        packed = lean_bert.LeanBert.of_model(model)(ids, mask, bfloat16=True)
+        monkeypatch.setattr(onednn, "packs_bfloat16", lambda: False)
+        lean = lean_bert.LeanBert.of_model(model)
+        plain = lean(ids, mask, bfloat16=True)
+    assert not lean._layers()[0].products(torch.bfloat16, True).packed
+    assert torch.allclose(plain, packed, atol=2e-2)

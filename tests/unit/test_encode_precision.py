@@ -49,6 +49,11 @@ def test_bfloat16_rounds_documents_and_queries(pylate_folder):
         assert cos.min() > 0.99
     alone, batch = fast.encode_queries(queries[:1])[0], fast.encode_queries(queries)[0]
     assert ((alone * batch).sum(axis=1)).min() > 0.999
+    fast.backbone  # noqa: B018 (transformers' model loaded, as training does: the lean pass serves it)
+    alone, batch = fast.encode_queries(queries[:1])[0], fast.encode_queries(queries)[0]
+    ref = exact.encode_queries(queries[:1])[0]
+    assert ((alone * batch).sum(axis=1)).min() > 0.999
+    assert np.abs(batch - ref).max() > 0 and np.abs(alone - ref).max() > 0  # both in bfloat16
 
 
 def test_unknown_precision_is_refused(pylate_folder):
