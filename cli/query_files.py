@@ -56,9 +56,20 @@ def _stdin_rows(stream: Any) -> Iterator[Row]:
         lines = [line.rstrip("\r\n") for line in stream]
     except UnicodeDecodeError as exc:
         raise InputError(f"<stdin>: not UTF-8 text ({exc.reason})") from None
+    if lines and lines[0].startswith("\ufeff"):  # a byte-order mark
+        lines[0] = lines[0][1:]
     first = next((line.lstrip() for line in lines if line.strip()), "")
     if first.startswith("{"):
         yield from _json_lines(lines, "<stdin>")
+    elif first.startswith("["):
+        try:
+            records = json.loads("\n".join(lines))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"<stdin>: not valid JSON ({exc.msg})") from None
+        if not isinstance(records, list):
+            raise InputError("<stdin>: expected a JSON list of query objects")
+        for n, row in enumerate(records, 1):
+            yield _json_row(n, row, f"<stdin>[{n - 1}]")
     else:
         yield from _tsv_rows(lines, "<stdin>", loose=True)
 
@@ -99,7 +110,9 @@ def _one_object(path: Path, encoding: str) -> dict | None:
         value = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         return None  # JSON Lines, or an error the record reader names
-    return value if isinstance(value, dict) and "text" not in value else None
+    if not isinstance(value, dict) or any(key in value for key in ("text", "id", "_id")):
+        return None  # one query object, not a mapping of them: the record reader says what is wrong
+    return value
 
 
 def _json_row(n: int, row: Any, where: str) -> Row:
@@ -147,11 +160,14 @@ def _text_rows(lines: Iterable[str], where: str) -> Iterator[Row]:
 
 
 def _csv_rows(lines: list[str], where: str) -> Iterator[Row]:
-    """id,text rows (quoting as in CSV; a header as TSV's), or one column of texts."""
+    """id,text rows (quoting as in CSV; a header as TSV's), or one column of texts; a header
+    whose first name is empty (pandas' to_csv writes its index so) drops that column."""
     try:
         records = list(csv.reader(io.StringIO("\n".join(lines))))
     except csv.Error as exc:
         raise InputError(f"{where}: cannot read as CSV ({exc})") from None
+    if records and len(records[0]) > 1 and not records[0][0].strip() and _is_header(records[0][1:]):
+        records = [cells[1:] for cells in records]
     for n, cells in enumerate(records, 1):
         if not any(c.strip() for c in cells) or (n == 1 and _is_header(cells)):
             continue
@@ -164,7 +180,10 @@ def _csv_rows(lines: list[str], where: str) -> Iterator[Row]:
 
 
 def _is_header(cells: list[str]) -> bool:
-    names = [c.strip().lower() for c in cells[:2]]
+    """Whether a first row names the columns: an id column then a text one, or a text one alone."""
+    names = [c.strip().lower() for c in cells]
+    if len(names) == 1:
+        return names[0] in TSV_TEXT_HEADERS
     return len(names) == 2 and names[0] in TSV_ID_HEADERS and names[1] in TSV_TEXT_HEADERS
 
 

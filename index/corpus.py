@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any, Iterator
 
 from xtrieve.errors import InputError
+from xtrieve.index.docs import PANDAS_INDEX
 
 TEXT_COLUMNS = ("id", "_id", "text", "title")
 CSV_BLOCK = 1 << 24
 ENCODING = "utf-8-sig"  # UTF-8; a byte-order mark at the start is dropped
 BEIR_CORPUS_FILES = ("corpus.jsonl", "corpus.jsonl.gz")
-PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +209,8 @@ def _parquet(path: Path) -> Iterator[dict[str, Any]]:
 def _folder(path: Path) -> Iterator[dict[str, Any]]:
     """A BEIR dataset folder (its corpus.jsonl), or else a folder of .txt files (one document
     each, subfolders included: the id is the path under ``path`` without .txt)."""
-    files = sorted((p for p in path.rglob("*") if p.suffix.lower() == ".txt" and p.is_file()),
+    files = sorted((p for p in path.rglob("*") if p.suffix.lower() == ".txt" and p.is_file()
+                    and not any(part.startswith(".") for part in p.relative_to(path).parts)),  # .git, checkpoints
                    key=lambda p: p.relative_to(path).as_posix())
     for name in BEIR_CORPUS_FILES:
         if (path / name).is_file():

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import base64
+import re
+import sys
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from xtrieve.errors import InputError
 
 ID_KEYS = ("id", "_id")
+PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # the columns pandas writes its index to
 ARROW_TYPE = "arrow:"  # a manifest's type name for a type pyarrow cannot name (see type_name)
 MAX_LISTED = 10
 
@@ -67,10 +71,15 @@ def is_missing(value: Any) -> bool:
 
 def as_records(rows: Any) -> Any:
     """A pandas DataFrame or a pyarrow Table / RecordBatch as a list of row dicts (one per
-    document); anything else as it is."""
+    document; an index named id or _id becomes that column, pandas' own index columns are
+    dropped); anything else as it is."""
     if isinstance(rows, (pa.Table, pa.RecordBatch)):
-        return rows.to_pylist()
-    if type(rows).__name__ == "DataFrame" and type(rows).__module__.startswith("pandas"):
+        names = [n for n in rows.schema.names if PANDAS_INDEX.fullmatch(n)]
+        return (rows.drop_columns(names) if names else rows).to_pylist()
+    pandas = sys.modules.get("pandas")  # (not imported here: a DataFrame means it is loaded)
+    if pandas is not None and isinstance(rows, pandas.DataFrame):
+        if rows.index.name in ID_KEYS and rows.index.name not in rows.columns:
+            rows = rows.reset_index()  # df.set_index("id")
         return rows.to_dict("records")
     return rows
 
@@ -147,39 +156,64 @@ def rows_table(ids: list[str], rows: list[dict[str, Any]], store_text: bool) -> 
 
 
 def _odd_one(ids: list[str], values: list[Any]) -> str:
-    """', e.g. document 'x' has type str where 'a' has type int': the first value of another type
-    than the first one's ('' when all have one type)."""
-    kinds = [(i, type(v)) for i, v in zip(ids, values) if v is not None]
-    for doc_id, kind in kinds[1:]:
-        if kind is not kinds[0][1]:
-            return (f", e.g. document {doc_id!r} has type {kind.__name__} where {kinds[0][0]!r} has type "
-                    f"{kinds[0][1].__name__}")
-    return ""
+    """', e.g. document 'x' has type str where 'a' has type int': the first value whose column
+    up to it Arrow cannot hold ('' when none is found)."""
+    def holds(n: int) -> bool:
+        try:
+            pa.array(values[:n])
+            return True
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+            return False
+
+    lo, hi = 1, len(values)  # the shortest failing prefix, by bisection (a longer one fails too)
+    if holds(hi):
+        return ""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if holds(mid) else (lo, mid)
+    odd = lo - 1
+    first = next((i for i, v in enumerate(values[:odd]) if v is not None), None)
+    where = f" where {ids[first]!r} has type {type(values[first]).__name__}" if first is not None else ""
+    return f", e.g. document {ids[odd]!r} has type {type(values[odd]).__name__}{where}"
 
 
 def as_index_types(schema: pa.Schema | None, table: pa.Table) -> pa.Table:
-    """``table`` with each column whose type clashes with ``schema``'s read as that type where
-    every value converts: to a text column anything (a CSV's 10001 read as a number), from a
-    text one by parsing ("2022-01-01" into a date column). Other columns are left for
-    :func:`unify` (types that widen) or to name the clash."""
+    """``table`` with each column whose type clashes with the index's (``schema``) read as that
+    type where nothing is lost: whole numbers and dates into a text column (a CSV's 10001), and
+    text into another type when every value reads back as the same text ("2022-01-01" into a
+    date column, "7" into an int one; not "007", "1" as a bool or "nan"). Other columns are
+    left for :func:`unify` (types that widen) or to name the clash."""
     if schema is None:
         return table
     for i, name in enumerate(table.column_names):
         want, have = name_type(schema, name), table.column(i).type
         if want is None or want == have or pa.types.is_null(want) or pa.types.is_null(have):
             continue
-        if not (pa.types.is_string(want) or pa.types.is_string(have)):
+        if pa.types.is_string(want):
+            readable = pa.types.is_integer(have) or pa.types.is_date(have)
+        else:
+            readable = pa.types.is_string(have)
+        if not readable or _widens(want, have):
             continue
         try:
-            pa.unify_schemas([pa.schema([(name, want)]), pa.schema([(name, have)])], promote_options="permissive")
-            continue  # they widen to one type
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            pass
-        try:
-            table = table.set_column(i, name, table.column(i).cast(want))
+            cast = table.column(i).cast(want)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
             continue  # some value does not convert: unify names the clash
+        if pa.types.is_string(have) and not cast.cast(pa.string()).equals(table.column(i)):
+            continue  # "007" would be 7, "1" true: not the text it was
+        if pa.types.is_floating(want) and pc.all(pc.is_finite(cast)).as_py() is False:
+            continue  # "nan", "inf": not numbers a filter can compare
+        table = table.set_column(i, name, cast)
     return table
+
+
+def _widens(a: pa.DataType, b: pa.DataType) -> bool:
+    """Whether columns of types ``a`` and ``b`` unify into one type."""
+    try:
+        pa.unify_schemas([pa.schema([("c", a)]), pa.schema([("c", b)])], promote_options="permissive")
+        return True
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
 
 
 def type_name(kind: pa.DataType) -> str:

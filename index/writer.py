@@ -259,7 +259,7 @@ class WriteSession:
         types that clash, and documents without the dense embedding the index's model fuses
         (one it does not fuse is dropped)."""
         live, seen = self.live_ids(), set()
-        schema = self._schema()
+        schema = index_schema = self._schema()
         fused = self.manifest.dense_weight > 0
         for table, vectors, n_tokens, dense in batches:
             if fused and dense is None:
@@ -279,7 +279,7 @@ class WriteSession:
                 seen.add(i)
             if again:
                 raise InputError(f"duplicate id(s) in the input: {short_list(again)}")
-            table = as_index_types(schema, table)
+            table = as_index_types(index_schema, table)  # (the types before this input, not as it goes)
             schema = unify(schema, table)
             yield table, vectors, n_tokens, dense if fused else None
 

@@ -41,15 +41,18 @@ def _reading_lengths(encoder: dict | None) -> dict[str, int | None]:
 
 
 def _metadata_columns(snapshot: Any) -> dict[str, str]:
-    """Each metadata column of ``snapshot``'s segments with its type (the types of segments unified)."""
+    """Each metadata column a filter may name, with its type: the segments' (their types
+    unified), and those the manifest remembers from documents deleted since."""
+    import pyarrow as pa
+
     from xtrieve.index.docs import column_type, widened_type_name
 
-    columns: dict[str, str] = {}
+    columns = {k: v for k, v in snapshot.manifest.columns.items() if not pa.types.is_null(column_type(v))}
     for seg in snapshot.segments:
         for field in seg.table.schema:
-            if field.name not in ("doc_id", "text", "title"):
-                columns[field.name] = widened_type_name(columns.get(field.name), field.type)
-    return {name: str(column_type(kind)) for name, kind in sorted(columns.items())}
+            columns[field.name] = widened_type_name(columns.get(field.name), field.type)
+    return {name: str(column_type(kind)) for name, kind in sorted(columns.items())
+            if name not in ("doc_id", "text", "title")}
 
 
 def _matching_ids(snapshot: Any, filter: Any) -> list[str]:

@@ -63,7 +63,9 @@ class _Allowed:
 class _NoRows:
     """A segment-like holder of an empty table, for checking a filter on an index without documents."""
 
-    table = pa.table({"doc_id": pa.array([], pa.string())})
+    @property
+    def table(self) -> pa.Table:
+        return pa.schema([pa.field("doc_id", pa.string())]).empty_table()
 
 
 class _AllowedList(list):

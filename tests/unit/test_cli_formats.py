@@ -67,6 +67,12 @@ def test_query_files_of_every_kind(tmp_path):
     assert read_queries(write(tmp_path / "one.csv", "moon\ntides\n")) == [("1", "moon"), ("2", "tides")]
     assert read_queries(write(tmp_path / "q.json", '{"q1": "moon", "q2": {"text": "tides"}}')) == \
         [("q1", "moon"), ("q2", "tides")]
+    assert read_queries(write(tmp_path / "h.csv", "query\nmoon\n")) == [("2", "moon")]  # a one-name header
+    assert read_queries(write(tmp_path / "p.csv", ",id,text\n0,q1,moon\n1,q2,tides\n")) == \
+        [("q1", "moon"), ("q2", "tides")]  # pandas' to_csv with its index
+    assert read_queries(write(tmp_path / "p1.csv", ",query\n0,moon\n")) == [("2", "moon")]
+    with pytest.raises(InputError, match="has no 'text' field"):  # one query, not a mapping of them
+        read_queries(write(tmp_path / "one.json", '{"_id": "q1", "query": "what"}'))
     with pytest.raises(InputError, match="name it .txt"):
         read_queries(write(tmp_path / "q.tsv", "moon landing\n"))
     with pytest.raises(InputError, match=r"q3.csv:1: expected 'id,text', got 3 columns"):
@@ -83,6 +89,13 @@ def test_queries_from_standard_input(index):
                            input="T1\tvaccines immunity\nmoon tides\n")
     assert r.exit_code == 0, r.output
     assert [json.loads(line)["query_id"] for line in r.output.splitlines() if line.startswith("{")] == ["T1", "2"]
+    for given in ('\ufeff[{"id": "L1", "text": "moon"}, {"text": "tides"}]', '\ufeff{"id": "L1", "text": "moon"}\ntides'):
+        r = CliRunner().invoke(main, ["search", str(index), "--queries", "-", "--format", "json"], input=given)
+        if given.startswith("\ufeff["):
+            assert r.exit_code == 0, r.output
+            assert [json.loads(x)["query_id"] for x in r.output.splitlines() if x.startswith("{")] == ["L1", "2"]
+        else:  # JSON Lines with a line that is not JSON
+            assert r.exit_code != 0 and "<stdin>:2: not valid JSON" in r.output
 
 
 def test_tsv_corpus_has_no_quoting_csv_keeps_it(tmp_path):

@@ -31,6 +31,14 @@ def test_a_dataframe_and_a_pyarrow_table_are_documents(tmp_path):
     assert idx.get("x2")["year"] == 2021
     idx.add(pa.table({"id": ["x3"], "text": ["epsilon"], "year": [2022]}))
     assert idx.search("epsilon", k=1, filter="year == 2022")[0].doc_id == "x3"
+    class Frame(pd.DataFrame):  # a subclass (geopandas' GeoDataFrame is one) is a DataFrame too
+        pass
+
+    idx.add(Frame({"id": ["x4"], "text": ["zeta"], "year": [2023]}))
+    idx.add(pd.DataFrame({"id": ["x5"], "text": ["eta"], "year": [2024]}).set_index("id"))  # the id as index
+    idx.add(pa.Table.from_pandas(pd.DataFrame({"id": ["x6"], "text": ["theta"]}, index=[7])))  # pandas' index column
+    assert sorted(idx.snapshot.live_ids()) == ["x1", "x2", "x3", "x4", "x5", "x6"]
+    assert "__index_level_0__" not in idx.get("x6")
     meta = pd.DataFrame({"lang": ["en", "de"]})
     ix2 = xtrieve.Index.build_from_embeddings(tmp_path / "ix2", ["a", "b"], _vectors(2), metadata=meta)
     assert ix2.get("b")["lang"] == "de"
@@ -82,6 +90,10 @@ def test_mixed_types_name_a_document_before_the_batch_is_encoded(tmp_path):
     with pytest.raises(InputError, match=r"'year'.*document 'd3' has type str where 'd0' has type int"):
         xtrieve.Index.build(tmp_path / "ix", docs, encoder=Counting(DIM))
     assert Counting.calls == 0
+    docs[1]["year"], docs[3]["year"] = 2.5, None  # a float is fine with ints: the text after it is the odd one
+    docs[4]["year"] = "zz"
+    with pytest.raises(InputError, match=r"document 'd4' has type str where 'd0' has type int"):
+        xtrieve.Index.build(tmp_path / "ix", docs, encoder=Counting(DIM))
 
 
 def test_csv_empty_cells_are_null_and_a_nameless_column_is_dropped(tmp_path, caplog):
@@ -137,6 +149,8 @@ def test_a_txt_folder_reads_subfolders_and_skips_empty_files(tmp_path, caplog):
     (folder / "alpha.txt").write_text("first file")
     (folder / "sub" / "glacier.txt").write_text("ice moves slowly")
     (folder / "empty.txt").write_text("  \n")
+    (folder / ".ipynb_checkpoints").mkdir()
+    (folder / ".ipynb_checkpoints" / "alpha-checkpoint.txt").write_text("a hidden copy")
     docs = list(read_corpus(folder))
     assert [d["id"] for d in docs] == ["alpha", "sub/glacier"]
     assert "skipped 1 empty .txt file(s): empty.txt" in caplog.text
@@ -155,5 +169,22 @@ def test_list_and_zoned_timestamp_types_outlive_their_documents(tmp_path):
         idx.add_embeddings(["c"], _vectors(1, seed=2), [{"tags": "x"}])
     with pytest.raises(InputError, match="metadata types clash"):
         idx.add_embeddings(["c"], _vectors(1, seed=2), [{"t": 5}])
+    assert idx.info().metadata_columns == {"n": "int64", "t": "timestamp[us, tz=UTC]", "tags": "list<item: int64>"}
     idx.add_embeddings(["c"], _vectors(1, seed=2), [{"tags": [3], "t": when}])
     assert idx.info().metadata_columns == {"n": "int64", "t": "timestamp[us, tz=UTC]", "tags": "list<item: int64>"}
+
+
+def test_text_is_read_as_the_index_type_only_when_nothing_is_lost(tmp_path):
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["a"], _vectors(1),
+                                              [{"zip": 2139, "x": 1.5, "ok": True, "code": "A7"}])
+    for bad in ({"zip": "02134"}, {"x": "nan"}, {"ok": "1"}, {"code": True}):
+        with pytest.raises(InputError, match="metadata types clash"):
+            idx.add_embeddings(["b"], _vectors(1, seed=1), [bad])
+    idx.add_embeddings(["b"], _vectors(1, seed=1), [{"zip": "2134", "x": "2.5", "ok": "false", "code": 7}])
+    assert idx.get("b") == {"doc_id": "b", "zip": 2134, "x": 2.5, "ok": False, "code": "7"}
+    # one input is read against the index's types, not against its own earlier rows: the same
+    # error whatever its batches
+    for size in (1, 64):
+        with pytest.raises(InputError, match="'n'|Field n"):
+            xtrieve.Index.build_from_embeddings(tmp_path / f"ix{size}", ["c", "d"], _vectors(2), [{"n": 1}, {"n": "7"}],
+                                                config={"batch_size": size})

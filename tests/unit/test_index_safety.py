@@ -1,12 +1,15 @@
 """Index stage: locking, crash safety (SIGKILL mid-add), snapshots, checksums, manifest validation."""
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -43,9 +46,29 @@ def rewrite_manifest(path, change):
     (path / "manifest.json").write_text(json.dumps(body))
 
 
+@contextlib.contextmanager
+def another_writer(path):
+    """Another writer (a thread) holding the lock of ``path`` until the block ends."""
+    held, done = threading.Event(), threading.Event()
+
+    def write():
+        with WriterLock(path):
+            held.set()
+            done.wait()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    held.wait()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def test_second_writer_gets_locked_error(path):
     idx = xtrieve.Index.open(path)
-    with WriterLock(path):
+    with another_writer(path):
         with pytest.raises(IndexLockedError, match="locked by another writer"):
             idx.add_embeddings(["x"], rand(1, 5))
         with pytest.raises(IndexLockedError):
@@ -55,10 +78,23 @@ def test_second_writer_gets_locked_error(path):
     assert len(idx) == 21
 
 
+def test_a_write_inside_a_write_of_the_same_index_fails_at_once(path):
+    idx = xtrieve.Index.open(path, wait=math.inf)
+
+    def docs():  # a generator of embeddings that writes to the index it is being added to
+        idx.delete(["d1"])
+        yield rand(1, 5)[0]
+
+    t0 = time.perf_counter()
+    with pytest.raises(IndexLockedError, match="this same thread"):
+        idx.add_embeddings(["x"], docs())
+    assert time.perf_counter() - t0 < 10 and len(xtrieve.Index.open(path)) == 20
+    idx.delete(["d1"])  # the lock was let go
+    assert len(idx) == 19
+
+
 def _writer_for(path, seconds: float):
     """Another writer (a thread) that holds the lock for ``seconds``, returned once it holds it."""
-    import threading
-
     held = threading.Event()
 
     def write():
@@ -81,13 +117,14 @@ def test_a_writer_given_wait_waits_for_the_lock(path):
     assert idx.delete(["d1"]) == 1  # waited instead of failing
     assert time.perf_counter() - t0 >= 0.25 and len(idx) == 19
     other.join()
-    with WriterLock(path):
+    with another_writer(path):
         t0 = time.perf_counter()
         with pytest.raises(IndexLockedError, match=r"waited 0.2 s"):
             xtrieve.Index.open(path, wait=0.2).compact()
         assert time.perf_counter() - t0 >= 0.15
         with pytest.raises(IndexLockedError, match="--wait SECONDS"):  # no wait: at once, with the way to wait
             xtrieve.Index.build_from_embeddings(path, ["a"], rand(1), overwrite=True)
+    assert xtrieve.Index.open(path, wait=np.int64(5))._wait == 5.0
     for bad in (-1, float("nan"), "5", True):
         with pytest.raises(InputError, match="wait must be a number of seconds"):
             xtrieve.Index.open(path, wait=bad)
@@ -99,7 +136,7 @@ def test_cli_writers_wait(path):
 
     from xtrieve.cli.main import main
 
-    with WriterLock(path):
+    with another_writer(path):
         r = CliRunner().invoke(main, ["delete", str(path), "d2"])
     assert r.exit_code != 0 and "--wait SECONDS" in r.output
     other = _writer_for(path, 0.3)
