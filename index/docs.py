@@ -180,9 +180,10 @@ def _odd_one(ids: list[str], values: list[Any]) -> str:
 def as_index_types(schema: pa.Schema | None, table: pa.Table) -> pa.Table:
     """``table`` with each column whose type clashes with the index's (``schema``) read as that
     type where nothing is lost: whole numbers and dates into a text column (a CSV's 10001), and
-    text into another type when every value reads back as the same text ("2022-01-01" into a
-    date column, "7" into an int one; not "007", "1" as a bool or "nan"). Other columns are
-    left for :func:`unify` (types that widen) or to name the clash."""
+    text that parses into another type ("2022-01-01" into a date column, "2.5" into a float
+    one), into an int or bool column only when it reads back as the same text ("7", "true";
+    not "007" or "1"), never "nan" or "inf". Other columns are left for :func:`unify` (types
+    that widen) or to name the clash."""
     if schema is None:
         return table
     for i, name in enumerate(table.column_names):
@@ -199,7 +200,8 @@ def as_index_types(schema: pa.Schema | None, table: pa.Table) -> pa.Table:
             cast = table.column(i).cast(want)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
             continue  # some value does not convert: unify names the clash
-        if pa.types.is_string(have) and not cast.cast(pa.string()).equals(table.column(i)):
+        exact = pa.types.is_integer(want) or pa.types.is_boolean(want)
+        if pa.types.is_string(have) and exact and not cast.cast(pa.string()).equals(table.column(i)):
             continue  # "007" would be 7, "1" true: not the text it was
         if pa.types.is_floating(want) and pc.all(pc.is_finite(cast)).as_py() is False:
             continue  # "nan", "inf": not numbers a filter can compare

@@ -180,7 +180,7 @@ def test_text_is_read_as_the_index_type_only_when_nothing_is_lost(tmp_path):
     for bad in ({"zip": "02134"}, {"x": "nan"}, {"ok": "1"}, {"code": True}):
         with pytest.raises(InputError, match="metadata types clash"):
             idx.add_embeddings(["b"], _vectors(1, seed=1), [bad])
-    idx.add_embeddings(["b"], _vectors(1, seed=1), [{"zip": "2134", "x": "2.5", "ok": "false", "code": 7}])
+    idx.add_embeddings(["b"], _vectors(1, seed=1), [{"zip": "2134", "x": "2.50", "ok": "false", "code": 7}])
     assert idx.get("b") == {"doc_id": "b", "zip": 2134, "x": 2.5, "ok": False, "code": "7"}
     # one input is read against the index's types, not against its own earlier rows: the same
     # error whatever its batches
