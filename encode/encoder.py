@@ -115,6 +115,7 @@ class Encoder:
         self.device = torch.device(device)
         self.precision = precision
         self._backbone: torch.nn.Module | None = None  # transformers' model, loaded when first needed
+        self._state_sha256: str | None = None
         self._tokenizer = None
         # one query's few rows: a lean BERT pass or oneDNN-packed linears (xtrieve.onednn); on a
         # CPU, a plain BERT folder runs every batch through the lean pass without transformers
@@ -301,13 +302,31 @@ class Encoder:
         return state
 
     def head_sha256(self) -> str:
-        """Checksum of the head and of any backbone overlay (the parts a trained model changes)."""
+        """Checksum of the head, of any backbone overlay and of any fine-tuned backbone weights
+        (the parts a trained model changes)."""
         h = hashlib.sha256()
         overlay = {f"overlay.{k}": v.float() for k, v in (self.spec.backbone_overlay or {}).items()}
         for key, tensor in sorted({**self.head_state(), **overlay}.items()):
             h.update(key.encode())
             h.update(tensor.numpy().tobytes())
+        if self._tuned_package_backbone():  # (absent: checksums as before it counted)
+            h.update(self._backbone_state_sha256().encode())
         return h.hexdigest()
+
+    def _tuned_package_backbone(self) -> bool:
+        """Whether the model's backbone is a package's with fine-tuned weights over it (a
+        ``BACKBONE_STATE_FILE`` beside the head; a Stanford ColBERT checkpoint's own weights are not that)."""
+        return self.spec.backbone_state is not None and "package" in self.spec.backbone_ref
+
+    def _backbone_state_sha256(self) -> str:
+        """Checksum of the fine-tuned backbone weights the model folder brought (made once)."""
+        if self._state_sha256 is None:
+            h = hashlib.sha256()
+            for key, tensor in sorted(self.spec.backbone_state.items()):
+                h.update(key.encode())
+                h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            self._state_sha256 = h.hexdigest()
+        return self._state_sha256
 
     def identity(self) -> dict:
         """A JSON-able fingerprint: same name and head checksum = same model."""
@@ -338,6 +357,11 @@ class Encoder:
                 _umask_modes(target)
             ref = {"path": "backbone"}
         loaders.write_safetensors(self.head_state(), folder / loaders.HEAD_FILE)
+        state_path = folder / loaders.BACKBONE_STATE_FILE  # (a copied backbone holds these weights already)
+        if self._tuned_package_backbone() and not copy_backbone:
+            loaders.write_safetensors({k: v.contiguous() for k, v in self.spec.backbone_state.items()}, state_path)
+        elif state_path.exists():
+            state_path.unlink()
         overlay_path = folder / loaders.OVERLAY_FILE
         if self.spec.backbone_overlay is not None and not copy_backbone:
             loaders.write_safetensors({k: v.contiguous() for k, v in self.spec.backbone_overlay.items()}, overlay_path)

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "xtrieve_model.json"
 HEAD_FILE = "head.safetensors"
+BACKBONE_STATE_FILE = "backbone_weights.safetensors"  # a fine-tuned backbone's weights over a referenced one
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 PUNCTUATION = tuple("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
@@ -171,8 +172,8 @@ def load_xtrieve(folder: Path) -> ModelSpec:
     else:
         head_extra = None
     backbone_state = None
-    if (folder / "backbone_weights.safetensors").exists():
-        backbone_state = read_safetensors(folder / "backbone_weights.safetensors")
+    if (folder / BACKBONE_STATE_FILE).exists():
+        backbone_state = read_safetensors(folder / BACKBONE_STATE_FILE)
     overlay = None
     if (folder / OVERLAY_FILE).exists():
         overlay = read_safetensors(folder / OVERLAY_FILE)

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from xtrieve.encode.crisp import crisp_pool, maxsim
 from xtrieve.encode.heads import ResidualMLP, activate
-from xtrieve.encode.loaders import write_safetensors
+from xtrieve.encode.loaders import BACKBONE_STATE_FILE, write_safetensors
 from xtrieve.encode.precision import check_precision
 from xtrieve.encode.train_data import (
     ATTENDED, BM25, OUTPUT, StateCache, TrainSet, chunked, default_cache, encoder_cache_key, load_train_set, pad_flags,
@@ -672,7 +672,7 @@ def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
         enc.save(folder, name=name, extra={"training": info})
         if not cfg.freeze_backbone and "package" in enc.spec.backbone_ref:
             write_safetensors({k: v.detach().contiguous() for k, v in enc.backbone.state_dict().items()},
-                              folder / "backbone_weights.safetensors")
+                              folder / BACKBONE_STATE_FILE)
 
     if cfg.holdout > 0 and cfg.eval_every and step == 0 and best is None:
         res = evaluate_held()

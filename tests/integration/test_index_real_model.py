@@ -76,3 +76,30 @@ def test_cli_build_then_search(tmp_path):
     assert info["pool_factor"] == 2 and info["n_docs"] > 20
     r = runner.invoke(main, ["search", str(tmp_path / "ix"), "vaccines", "-k", "2", "--format", "json"])
     assert r.exit_code == 0 and "Traceback" not in r.output
+
+
+def test_a_fine_tuned_backbone_travels_with_the_model_and_the_index(tmp_path, encoder):
+    """A model trained with --no-freeze-backbone keeps its backbone weights beside the head
+    (over the packaged backbone): saving it again and building an index keep them too."""
+    import numpy as np
+
+    from xtrieve.encode.loaders import BACKBONE_STATE_FILE, write_safetensors
+
+    tuned_dir = tmp_path / "tuned"
+    encoder.save(tuned_dir)
+    state = {k: v.detach().clone().contiguous() for k, v in encoder.backbone.state_dict().items()}
+    state["encoder.layer.5.output.dense.weight"] *= 1.2  # a training step's worth of change
+    write_safetensors(state, tuned_dir / BACKBONE_STATE_FILE)
+    tuned = xtrieve.Encoder.load(tuned_dir)
+    q = "planets around other stars"
+    ref = tuned.encode_queries([q])[0]
+    assert not np.allclose(ref, encoder.encode_queries([q])[0], atol=1e-3)
+    assert tuned.identity() != encoder.identity()
+    again = xtrieve.Encoder.load(tuned.save(tmp_path / "again"))
+    assert np.allclose(again.encode_queries([q])[0], ref, atol=1e-6) and again.identity() == tuned.identity()
+    docs = list(read_corpus(SAMPLE))[:6]
+    xtrieve.Index.build(tmp_path / "ix", docs, encoder=tuned)
+    reopened = xtrieve.Index.open(tmp_path / "ix")
+    assert np.allclose(reopened.encoder.encode_queries([q])[0], ref, atol=1e-6)
+    with pytest.raises(ModelMismatchError):
+        xtrieve.Index.open(tmp_path / "ix", encoder=encoder)
