@@ -22,7 +22,8 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)  # learning rates, temperatu
 @click.option("--max-steps", type=click.IntRange(min=0), default=None, help="Training steps (default: one pass).")
 @click.option("--freeze-backbone/--no-freeze-backbone", default=True, show_default=True,
               help="Train only the head on cached backbone states (fast on CPU), or the whole model.")
-@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint (with the settings it was trained with).")
+@click.option("--overwrite", is_flag=True, help="Replace a model already in OUT.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True, help="Queries per step.")
 @click.option("--lr", type=POSITIVE, default=1e-3, show_default=True, help="Head learning rate.")
 @click.option("--backbone-lr", type=POSITIVE, default=2e-5, show_default=True, help="Backbone learning rate (--no-freeze-backbone, --train-layers).")
@@ -30,7 +31,7 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)  # learning rates, temperatu
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Where backbone token states are cached (default ~/.cache/xtrieve/train-states).")
 @click.option("--negatives", "n_negatives", type=click.IntRange(min=0), default=3, show_default=True,
-              help="Mined hard negatives per query and step.")
+              help="Hard negatives per query and step: a training row's own negatives first, then mined ones.")
 @click.option("--mine-depth", type=click.IntRange(min=1), default=30, show_default=True,
               help="Negatives are drawn from the base model's top documents that are not positives.")
 @click.option("--mine-with", type=click.Choice(["maxsim", "dense"]), default="maxsim", show_default=True)
@@ -59,7 +60,7 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)  # learning rates, temperatu
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--name", default=None, help="Model name written into the folder.")
 @PRECISION_OPTION
-def train_command(data_dirs, split, base, out, pool_factor, max_steps, freeze_backbone, resume, batch_size, lr,
+def train_command(data_dirs, split, base, out, pool_factor, max_steps, freeze_backbone, resume, overwrite, batch_size, lr,
                   backbone_lr, seed, cache_dir, n_negatives, mine_depth, mine_with, cache_corpus, temperature,
                   distill_weight, dense_weight, denoise, cluster, pool_queries, mlp_dim, train_layers, weight_decay,
                   holdout, eval_every,
@@ -71,7 +72,8 @@ def train_command(data_dirs, split, base, out, pool_factor, max_steps, freeze_ba
 
     cfg = TrainConfig(
         data=[str(d) for d in data_dirs], out=str(out), split=split, base=base, pool_factor=pool_factor,
-        max_steps=max_steps, freeze_backbone=freeze_backbone, resume=resume, batch_size=batch_size, lr=lr,
+        max_steps=max_steps, freeze_backbone=freeze_backbone, resume=resume, overwrite=overwrite, batch_size=batch_size,
+        lr=lr,
         backbone_lr=backbone_lr, seed=seed, cache_dir=str(cache_dir) if cache_dir else None,
         n_negatives=n_negatives, mine_depth=mine_depth, mine_with=mine_with, cache_corpus=cache_corpus,
         temperature=temperature, distill_weight=distill_weight, dense_weight=dense_weight, denoise=denoise,

@@ -30,7 +30,7 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from xtrieve.encode.crisp import crisp_pool, maxsim
 from xtrieve.encode.heads import ResidualMLP, activate
-from xtrieve.encode.loaders import BACKBONE_STATE_FILE, write_safetensors
+from xtrieve.encode.loaders import BACKBONE_STATE_FILE, MODEL_FILE, read_json, write_safetensors
 from xtrieve.encode.precision import check_precision
 from xtrieve.encode.train_data import (
     ATTENDED, BM25, OUTPUT, StateCache, TrainSet, chunked, default_cache, encoder_cache_key, load_train_set, pad_flags,
@@ -61,6 +61,7 @@ class TrainConfig:
     max_steps: int | None = None       # None: one pass over the training queries
     freeze_backbone: bool = True
     resume: bool = False
+    overwrite: bool = False            # replace a model already in ``out`` (without it, that is an error)
     batch_size: int = 32
     lr: float = 1e-3                   # head learning rate
     backbone_lr: float = 2e-5
@@ -250,7 +251,7 @@ def save_checkpoint(folder: Path, model: TrainModel, opt: torch.optim.Optimizer,
 def load_checkpoint(folder: Path, model: TrainModel, opt: torch.optim.Optimizer) -> dict:
     """Restore a training checkpoint into ``model`` and ``opt``; ModelLoadError when it is
     unreadable or was saved by a run with other trainable parts (--mlp-dim, --train-layers)."""
-    from xtrieve.encode.loaders import read_json, read_safetensors
+    from xtrieve.encode.loaders import read_safetensors
 
     state = read_json(folder / "state.json")
     try:
@@ -349,6 +350,13 @@ def base_scores(base_head, cache: StateCache, queries: list[str], docs: list[str
     return out
 
 
+def distinct_names(sets: list[TrainSet], sources: Sequence[str]) -> list[TrainSet]:
+    """``sets`` with a name each (negatives are stored by it): two of one name (nq/train.jsonl,
+    msmarco/train.jsonl) are named by the path they were given as instead."""
+    names = [s.name for s in sets]
+    return [dataclasses.replace(s, name=str(src)) if names.count(s.name) > 1 else s for s, src in zip(sets, sources)]
+
+
 def mine(cfg: TrainConfig, enc, cache: StateCache, data: TrainSet, qids: list[str], base_head) -> dict[str, list[str]]:
     """Hard negatives per query: the base model's top documents that are not positives."""
     depth = cfg.mine_depth
@@ -440,7 +448,7 @@ def read_mined(path: Path, resume: bool) -> dict[str, dict]:
 
 def prepare(cfg: TrainConfig, enc, cache: StateCache, base_head, out: Path) -> Prepared:
     """Load the data, cache the states and mine the negatives of every query a step will use."""
-    sets = [load_train_set(d, cfg.split) for d in cfg.data]
+    sets = distinct_names([load_train_set(d, cfg.split) for d in cfg.data], cfg.data)
     train_qids, held_qids = [], []
     for s in sets:
         qids = s.query_ids()
@@ -519,15 +527,21 @@ def make_batch(cfg: TrainConfig, prep: Prepared, step: int, cache: StateCache | 
         positives = sorted(data.positives[q])
         targets.append(len(docs))
         docs.append(rng.choice(positives))
-        negs = [d for d in prep.negatives[si].get(q, []) if d not in data.positives[q]]
+        # a training row's own negatives are used at every step (up to n_negatives of them, at least
+        # one); mined ones fill the other places
+        given = [d for d in data.negatives.get(q, []) if d not in data.positives[q]]
+        if len(given) > max(1, cfg.n_negatives):
+            given = rng.sample(given, max(1, cfg.n_negatives))
+        negs = [d for d in prep.negatives[si].get(q, []) if d not in data.positives[q] and d not in given]
         if cfg.denoise and cache is not None and negs:
             # likely false negatives (unlabelled relevant documents): the teacher prefers them to the positive
             qv = cache.dense(data.queries[q], True)
             bar = float(qv @ cache.dense(data.corpus[docs[-1]], False))
             negs = [d for d in negs if float(qv @ cache.dense(data.corpus[d], False)) < bar]
-        if len(negs) > cfg.n_negatives:
-            negs = rng.sample(negs, cfg.n_negatives)
-        docs.extend(negs)
+        room = max(0, cfg.n_negatives - len(given))
+        if len(negs) > room:
+            negs = rng.sample(negs, room)
+        docs.extend(given + negs)
     # mask documents of the batch that are positives of a query but not its target
     allowed = torch.ones((len(qids), len(docs)), dtype=torch.bool)
     for i, q in enumerate(qids):
@@ -587,8 +601,6 @@ def step_loss(cfg: TrainConfig, model: TrainModel, enc, cache: StateCache, batch
 
 def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
     """Train and write the model folder ``cfg.out`` (Encoder.load reads it); returns its path."""
-    from xtrieve.encode.encoder import Encoder
-
     cfg.validate()
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
@@ -596,10 +608,46 @@ def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
         raise InputError(f"--out {out} is a file; a model is written into a folder")
     if (out / "manifest.json").exists():
         raise InputError(f"--out {out} is an index folder; write the model into a folder of its own")
-    out.mkdir(parents=True, exist_ok=True)
     ckpt = out / CHECKPOINT_DIR
-    if cfg.resume and not (ckpt / "state.json").exists():
+    if (out / MODEL_FILE).exists() and not (cfg.resume or cfg.overwrite):
+        raise InputError(f"--out {out} holds a model already: --resume continues its training, --overwrite replaces it")
+    if cfg.resume and (ckpt / "state.json").exists():
+        check_resume(read_json(ckpt / "state.json"), cfg, ckpt)
+    elif cfg.resume:
         log.warning("no checkpoint in %s: starting from step 0", ckpt)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train(cfg, enc, callback, out, ckpt)
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a run that failed before writing anything leaves no folder behind
+        raise
+
+
+# settings a resumed run may change: how long and how visibly it runs, and where states are cached
+RESUME_FREE = frozenset({"out", "max_steps", "resume", "overwrite", "progress", "checkpoint_every", "eval_every",
+                         "cache_dir", "name"})
+
+
+def check_resume(state: dict, cfg: TrainConfig, ckpt: Path) -> None:
+    """InputError when ``cfg`` changes a setting the checkpoint was trained with (its optimizer
+    state would keep the old learning rate, its batches the old data, ...); a warning when
+    ``max_steps`` is already reached."""
+    saved, now = state.get("config") or {}, json.loads(json.dumps(cfg.to_json(), default=str))  # (as saved)
+    changed = [k for k in now if k not in RESUME_FREE and k in saved and saved[k] != now[k]]
+    if changed:
+        raise InputError(f"--resume continues {ckpt} with the settings it was trained with; this run changes "
+                         + ", ".join(f"{k} to {now[k]!r} (was {saved[k]!r})" for k in changed[:6])
+                         + ": give the same settings, or train into a new --out")
+    step = state.get("step")
+    if cfg.max_steps is not None and isinstance(step, int) and step >= cfg.max_steps:
+        log.warning("%s is at step %d already: --max-steps %d trains no further", ckpt, step, cfg.max_steps)
+
+
+def _train(cfg: TrainConfig, enc, callback, out: Path, ckpt: Path) -> Path:
+    from xtrieve.encode.encoder import Encoder
+
     if cfg.train_layers and not cfg.freeze_backbone:
         raise InputError("train_layers trains the top blocks of a frozen backbone; with --no-freeze-backbone all of it trains")
     enc = enc if enc is not None else Encoder.load(cfg.base, precision=cfg.precision)  # a given one keeps its own

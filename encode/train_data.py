@@ -24,7 +24,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -72,14 +72,27 @@ def doc_text(row: dict) -> str:
     return f"{title} {text}".strip() if title else text
 
 
-def read_jsonl(path: Path) -> Iterable[dict]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+def read_jsonl(path: Path, need: tuple[str, ...] = ()) -> Iterable[dict]:
+    """The rows of a JSON Lines file; InputError naming the line when one is not JSON or (an
+    object) lacks a key of ``need``."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise InputError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+                    missing = [k for k in need if not isinstance(row, dict) or k not in row]
+                    if missing:
+                        found = ", ".join(map(repr, row)) if isinstance(row, dict) else type(row).__name__
+                        raise InputError(f"{path}:{n}: a row needs {' and '.join(map(repr, need))} (BEIR's "
+                                         f"layout); it has {found}")
+                    yield row
+    except FileNotFoundError:
+        raise InputError(f"{path} is missing") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
 
 
 def load_beir(folder: Path, split: str = "train") -> TrainSet:
@@ -97,15 +110,26 @@ def load_beir(folder: Path, split: str = "train") -> TrainSet:
             if int(parts[2]) > 0:
                 positives[parts[0]][parts[1]] = int(parts[2])
     wanted = set(positives)
-    queries = {str(r["_id"]): r["text"] for r in read_jsonl(folder / "queries.jsonl") if str(r["_id"]) in wanted}
+    queries = {str(r["_id"]): r["text"] for r in read_jsonl(folder / "queries.jsonl", ("_id", "text"))
+               if str(r["_id"]) in wanted}
     corpus = {}
-    for r in read_jsonl(folder / "corpus.jsonl"):
+    for r in read_jsonl(folder / "corpus.jsonl", ("_id",)):
         t = doc_text(r)
         if t:
             corpus[str(r["_id"])] = t
     positives = {q: {d: s for d, s in docs.items() if d in corpus} for q, docs in positives.items() if q in queries}
     return TrainSet(name=f"{folder.name}:{split}", corpus=corpus, queries=queries,
                     positives={q: d for q, d in positives.items() if d})
+
+
+# the keys a training row's parts are read from, the first found (sentence-transformers' and PyLate's names too)
+QUERY_KEYS = ("query", "anchor", "question")
+POSITIVE_KEYS = ("positive", "pos", "document", "passage")
+NEGATIVE_KEYS = ("negative", "neg", "negatives", "hard_negative", "hard_negatives")
+
+
+def _first(row: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    return next((row[k] for k in keys if k in row), None)
 
 
 def load_pairs(path: Path) -> TrainSet:
@@ -123,14 +147,23 @@ def load_pairs(path: Path) -> TrainSet:
         return ids[text]
 
     qids: dict[str, str] = {}
+    ignored: set[str] = set()
     for n, row in enumerate(read_jsonl(Path(path)), 1):
         if isinstance(row, list):
+            if not all(isinstance(x, str) for x in row) or not 2 <= len(row) <= 3:
+                raise InputError(f"{path}:{n}: a list row is [query, positive] or [query, positive, negative] "
+                                 "strings (a JSON array of rows is not JSON Lines: write one row per line)")
             row = dict(zip(("query", "positive", "negative"), row))
-        q = row.get("query", row.get("anchor"))
-        p = row.get("positive", row.get("pos"))
-        neg = row.get("negative", row.get("neg"))
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{n}: expected a JSON object or list, got {type(row).__name__}")
+        q = _first(row, QUERY_KEYS)
+        p = _first(row, POSITIVE_KEYS)
+        neg = _first(row, NEGATIVE_KEYS)
+        ignored.update(k for k in row if k not in QUERY_KEYS + POSITIVE_KEYS + NEGATIVE_KEYS)
         if not isinstance(q, str) or not isinstance(p, str) or not q.strip() or not p.strip():
-            raise InputError(f"{path}:{n}: a row needs non-empty 'query' and 'positive' strings")
+            raise InputError(f"{path}:{n}: a row needs non-empty 'query' and 'positive' strings (also read as "
+                             f"{', '.join(QUERY_KEYS[1:])} / {', '.join(POSITIVE_KEYS[1:])}); it has "
+                             f"{', '.join(map(repr, row)) or 'no keys'}")
         if q not in qids:
             qids[q] = f"q{len(qids)}"
             queries[qids[q]] = q
@@ -141,6 +174,9 @@ def load_pairs(path: Path) -> TrainSet:
                 negatives[qid].append(did(t))
     if not queries:
         raise InputError(f"{path}: no training rows")
+    if ignored:
+        log.warning("%s: ignoring key(s) %s of the training rows (read: %s)", path, ", ".join(sorted(ignored)),
+                    ", ".join(QUERY_KEYS + POSITIVE_KEYS + NEGATIVE_KEYS))
     return TrainSet(name=Path(path).stem, corpus=corpus, queries=queries, positives=dict(positives),
                     negatives=dict(negatives), is_beir=False)
 

@@ -213,6 +213,13 @@ def run_eval(data_dir: str | Path | None = None, dataset: str | None = None, spl
     """Load a BEIR split, open or build its index (documents encoded in ``precision``), search
     every query (encoded in ``precision``) and score the run."""
     ds = resolve_dataset(data_dir, dataset, split, cache)
+    judged = ds.query_items(max_queries)
+    if not searchable(judged)[0]:  # (before building an index for nothing)
+        from xtrieve.errors import InputError
+
+        raise InputError(f"{ds.name}/{ds.split}: no query to evaluate: " + (
+            f"none of the {len(judged)} judged queries has a text (BEIR's queries.jsonl rows are "
+            '{"_id": ..., "text": ...})' if judged else "no judged query (qrels and queries share no id)"))
     docs, skipped = ds.documents()
     if not docs:
         from xtrieve.errors import InputError

@@ -211,3 +211,12 @@ def test_eval_refuses_an_index_built_from_another_corpus(toy, tmp_path, fake_enc
     res = CliRunner().invoke(main, ["eval", "--data-dir", str(other), "--index", str(index_dir)])
     assert res.exit_code != 0
     assert "was built from another corpus" in res.output and "corpus document id(s) are not in it" in res.output
+
+
+def test_queries_without_text_fail_before_an_index_is_built(toy, fake_eval_index):
+    rows = [json.loads(line) for line in (toy / "queries.jsonl").read_text(encoding="utf-8").splitlines()]
+    (toy / "queries.jsonl").write_text("".join(json.dumps({"_id": r["_id"], "query": r.get("text")}) + "\n"
+                                               for r in rows), encoding="utf-8")
+    res = CliRunner().invoke(main, ["eval", "--data-dir", str(toy)])
+    assert res.exit_code != 0 and "has a text" in res.output
+    assert fake_eval_index == []  # nothing was built

@@ -348,6 +348,9 @@ def test_a_new_run_into_the_same_folder_mines_afresh(setup, tmp_path):
     rows = [json.loads(line) for line in (beir / "corpus.jsonl").read_text().splitlines()]
     keep = {f"d{i}" for i in range(4)} | set(sorted({f"d{i}" for i in range(4, 8)} - gone)[:1])
     (beir / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["_id"] in keep))
+    with pytest.raises(InputError, match="holds a model already"):
+        train(cfg)
+    cfg = dataclasses.replace(cfg, overwrite=True)
     train(cfg)
     second = json.loads(mined_path.read_text())["sets"]["beir:train"]
     assert second["key"] != first["key"]
@@ -430,3 +433,77 @@ def test_bfloat16_caches_states_apart_and_trains(setup, tmp_path):
     trained = Encoder.load(out)
     assert trained.precision == "float32" and trained.encode_queries(["w1 w2"])[0].shape[1] == 8
     assert [p.name for p in (tmp_path / "cache").iterdir()] and (tmp_path / "cache" / encoder_cache_key(fast)).is_dir()
+
+
+def test_resume_refuses_changed_settings_and_out_keeps_its_model(setup, caplog):
+    cfg = _cfg(setup, "keep", max_steps=5, checkpoint_every=5)
+    train(cfg)
+    with pytest.raises(InputError, match=r"changes lr to 0.1 \(was 0.01\)"):
+        train(dataclasses.replace(cfg, max_steps=8, resume=True, lr=0.1))
+    with pytest.raises(InputError, match="pool_factor to 3"):
+        train(dataclasses.replace(cfg, max_steps=8, resume=True, pool_factor=3))
+    train(dataclasses.replace(cfg, max_steps=4, resume=True))  # already further: said, nothing more trained
+    assert "at step 5 already" in caplog.text
+    with pytest.raises(InputError, match="--overwrite replaces it"):
+        train(cfg)
+
+
+def test_a_run_that_fails_early_leaves_no_folder(setup, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(InputError):
+        train(_cfg(setup, "never", data=[str(empty)], max_steps=2))
+    assert not (setup[2] / "never").exists()
+
+
+def test_given_negatives_are_used_at_every_step(setup):
+    cfg = _cfg(setup, "neg", n_negatives=0, max_steps=4)
+    enc = Encoder.load(cfg.base)
+    from pathlib import Path
+
+    prep = prepare(cfg, enc, StateCache(cfg.cache_dir, enc), TrainModel(enc).eval(), Path(cfg.out))
+    data = prep.sets[0]
+    for step in range(4):
+        batch = make_batch(cfg, prep, step)
+        for q in batch["qids"]:
+            assert any(data.corpus[d] in batch["docs"] for d in data.negatives[q])  # even with n_negatives = 0
+
+
+def test_training_rows_read_common_key_names_and_say_what_they_ignore(tmp_path, caplog):
+    from xtrieve.encode.train_data import load_pairs
+
+    f = tmp_path / "rows.jsonl"
+    f.write_text(json.dumps({"anchor": "a query", "positive": "a doc", "negatives": ["n1", "n2"], "score": 1}) + "\n"
+                 + json.dumps({"question": "another", "document": "doc two", "hard_negative": "n3"}) + "\n")
+    data = load_pairs(f)
+    assert len(data.queries) == 2 and sum(len(v) for v in data.negatives.values()) == 3
+    assert "ignoring key(s) score" in caplog.text
+    f.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
+    with pytest.raises(InputError, match=r"rows.jsonl:1: a row needs .* it has 'question', 'answer'"):
+        load_pairs(f)
+    f.write_text(json.dumps([{"query": "q", "positive": "p"}]) + "\n")
+    with pytest.raises(InputError, match="JSON array of rows is not JSON Lines"):
+        load_pairs(f)
+
+
+def test_two_sets_of_one_name_train_and_resume(setup, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    make_triples(tmp_path / "a" / "t.jsonl", seed=1)
+    make_triples(tmp_path / "b" / "t.jsonl", seed=2)
+    data = [str(tmp_path / "a" / "t.jsonl"), str(tmp_path / "b" / "t.jsonl")]
+    cfg = _cfg(setup, "two", data=data, max_steps=4, checkpoint_every=2)
+    out = train(cfg)
+    assert set(json.loads((out / "mined_negatives.json").read_text())["sets"]) == set(data)
+    train(dataclasses.replace(cfg, max_steps=6, resume=True))
+
+
+def test_a_beir_folder_with_other_keys_is_a_clear_error(setup, tmp_path):
+    beir = make_beir(tmp_path / "beir", n_queries=4, n_docs=8)
+    rows = [json.loads(line) for line in (beir / "queries.jsonl").read_text().splitlines()]
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": r["_id"], "query": r["text"]}) + "\n" for r in rows))
+    with pytest.raises(InputError, match=r"queries.jsonl:1: a row needs '_id' and 'text'"):
+        train(_cfg(setup, "keys", data=[str(beir)], max_steps=2))
+    (beir / "queries.jsonl").unlink()
+    with pytest.raises(InputError, match="queries.jsonl is missing"):
+        train(_cfg(setup, "keys", data=[str(beir)], max_steps=2))
