@@ -102,7 +102,7 @@ def eval_command(data_dir, dataset, split, model, index_dir, run_file, fmt, k, k
 def bench_command(data_dir, dataset, split, model, fmt, out, grid, max_queries, k, nprobe, no_peers, peers_python,
                   cache_dir):
     """Benchmark exhaustive MaxSim, the fast path over a grid, and installed peers on the same vectors."""
-    from xtrieve.eval.bench import run_bench, table_lines, write_outputs
+    from xtrieve.eval.bench import SCORES_NOTE, run_bench, table_lines, write_outputs
     from xtrieve.eval.peers import PEERS
 
     if data_dir is None and dataset is None:
@@ -121,6 +121,7 @@ def bench_command(data_dir, dataset, split, model, fmt, out, grid, max_queries, 
                f"index {report['index_bytes'] / 1e6:.1f} MB ({report['bytes_per_vector']} B/vector); "
                f"peak RSS {report['peak_rss_mb']['end']} MiB")
     click.echo("\n".join(table_lines(report, markdown=False)))
+    click.echo(SCORES_NOTE)
     for name, why in report["peers_skipped"].items():
         click.echo(f"peer {name} skipped: {why}")
     if written:

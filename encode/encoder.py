@@ -144,7 +144,9 @@ class Encoder:
         with torch.no_grad():
             if spec.head_weight is None:
                 if self.config.dim != hidden:
-                    raise ModelLoadError(f"{spec.name}: no head, but dim {self.config.dim} != hidden size {hidden}")
+                    raise ModelLoadError(f"{spec.name}: the model has no projection head ({loaders.HEAD_FILE} or a "
+                                         f"Dense module), and its dim {self.config.dim} is not the backbone's hidden "
+                                         f"size {hidden}")
                 self.head.weight.copy_(torch.eye(hidden))
             else:
                 if tuple(spec.head_weight.shape) != (self.config.dim, hidden):
@@ -343,6 +345,10 @@ class Encoder:
         ``folder/backbone`` unless copy_backbone is False.
         """
         folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"cannot save a model to {folder}: it is a file")
+        if (folder / "manifest.json").exists():
+            raise InputError(f"cannot save a model into {folder}: it is an index folder")
         folder.mkdir(parents=True, exist_ok=True)
         ref = dict(self.spec.backbone_ref)
         if copy_backbone is None:

@@ -503,6 +503,10 @@ def load_spec(name_or_path: str | Path | None) -> ModelSpec:
         return load_sentence_transformers(folder)
     if (folder / "config.json").exists() and is_colbert_checkpoint(folder):
         return load_colbert(folder)
+    if (folder / "manifest.json").exists():  # an index: its model sits in a folder of its own inside
+        inner = sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / MODEL_FILE).exists())
+        raise ModelLoadError(f"{folder} is an index folder, not a model" + (
+            f": its model is {folder / inner[0]}" if inner else ""))
     raise ModelLoadError(
         f"{folder} is not a model folder xtrieve can load: expected {MODEL_FILE}, a sentence-transformers/PyLate "
         "modules.json, or a Stanford ColBERT checkpoint (config.json + weights with linear.weight)"

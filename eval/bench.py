@@ -246,6 +246,10 @@ def _cell(key: str, value: Any) -> str:
     return str(value)
 
 
+SCORES_NOTE = ("Every row scores the same token vectors by MaxSim alone; `xtrieve eval` also adds the model's dense "
+               "score where it has one (dense_weight > 0), so its figures can differ.")
+
+
 def table_lines(report: dict[str, Any], markdown: bool = True) -> list[str]:
     """The rows as a markdown (or plain aligned) table; quality figures x100."""
     header = [label for _, label in COLUMNS]
@@ -276,6 +280,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         "Quality x100; agree@10 = share of the exhaustive MaxSim top-10 found in the top-10. Peak RSS: this",
         "process so far for xtrieve rows (it includes the encoder), the peer's own child process for peers.",
+        SCORES_NOTE,
         "",
         *table_lines(report, markdown=True),
     ]

@@ -36,6 +36,11 @@ def rerank(query: Any, documents: Sequence[Any], k: int | None = None, encoder: 
     if isinstance(documents, (str, bytes, dict)) or not isinstance(documents, Sequence) and \
             not isinstance(documents, np.ndarray):
         raise InputError(f"documents must be a list of texts, dicts or token vectors, got {type(documents).__name__}")
+    if isinstance(query, (list, tuple)) and query and all(isinstance(x, str) for x in query):
+        raise InputError("rerank takes one query (a text or its [n, dim] token vectors), got a list of texts: "
+                         "call it once per query")
+    if type(query).__name__ == "Encoded":
+        raise InputError("rerank takes a query's token vectors, not an Encoded batch: pass encoded.vectors[0]")
     if len(documents) == 0:
         return []
     vector_docs = [not isinstance(d, (str, dict)) for d in documents]

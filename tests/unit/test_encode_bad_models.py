@@ -319,3 +319,23 @@ def test_numpy_integers_are_fine(colbert_folder):
     a = enc.encode_documents(TEXTS, batch_size=np.int64(1), pool_factor=np.int64(2))
     b = enc.encode_documents(TEXTS, batch_size=2, pool_factor=2)
     assert all(np.allclose(x, y, atol=1e-6) for x, y in zip(a, b))
+
+
+def test_an_index_folder_is_not_a_model_and_a_model_is_not_saved_into_one(tmp_path, pylate_folder):
+    import numpy as np
+
+    import xtrieve
+    from xtrieve.encode.encoder import Encoder
+    from xtrieve.errors import InputError, ModelLoadError
+
+    enc = Encoder.load(pylate_folder[0])
+    xtrieve.Index.build(tmp_path / "ix", ["some text", "more text"], encoder=enc)
+    with pytest.raises(ModelLoadError, match=r"is an index folder, not a model: its model is .*encoder"):
+        Encoder.load(tmp_path / "ix")
+    with pytest.raises(InputError, match="it is an index folder"):
+        enc.save(tmp_path / "ix")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(InputError, match="it is a file"):
+        enc.save(tmp_path / "f")
+    assert np.allclose(Encoder.load(tmp_path / "ix" / xtrieve.Index.open(tmp_path / "ix").snapshot.manifest.encoder_dir)
+                       .encode_queries(["text"])[0], enc.encode_queries(["text"])[0], atol=1e-6)

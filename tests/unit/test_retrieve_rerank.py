@@ -56,6 +56,7 @@ def test_pool_factor_one_scores_every_vector():
     ("moon", [{"id": "x", "text": ""}], None, "empty text"),
     (np.ones((2, 4), np.float32), [np.ones((2, 8), np.float32)], None, "dimension 4"),
     (np.ones((2, 8), np.float32), [np.ones((2, 8), np.float32), np.ones((2, 4), np.float32)], None, "dimension 4"),
+    (["moon", "tides"], DOCS, None, "call it once per query"),
 ])
 def test_bad_input_is_a_clear_error(query, documents, k, message):
     with pytest.raises(InputError, match=message):
