@@ -1,7 +1,7 @@
 """`xtrieve search --queries FILE`: JSONL ({"_id"|"id", "text"}), a JSON list of such objects or
 a JSON object {id: text}, TSV (id<TAB>text), CSV (id,text), or plain text (.txt: one query per
-line); ``-`` reads standard input (JSON Lines when it starts with "{", else TSV lines, a line
-without a tab being a query without an id)."""
+line); ``-`` reads standard input (JSON Lines when it starts with "{", a JSON list with "[",
+else TSV lines, a line without a tab being a query without an id)."""
 from __future__ import annotations
 
 import csv

@@ -107,7 +107,6 @@ class Index:
         from xtrieve.index.writer import create_index
 
         wait = check_wait(wait)
-
         config = IndexConfig.of(config)
         encoder = as_encoder(encoder)
         if encoder is None:
