@@ -60,7 +60,10 @@ def _stdin_rows(stream: Any) -> Iterator[Row]:
         lines[0] = lines[0][1:]
     first = next((line.lstrip() for line in lines if line.strip()), "")
     if first.startswith("{"):
-        yield from _json_lines(lines, "<stdin>")
+        from xtrieve.index.corpus import json_lines
+
+        for n, row in json_lines(lines, "<stdin>"):
+            yield _json_row(n, row, f"<stdin>:{n}")
     elif first.startswith("["):
         try:
             records = json.loads("\n".join(lines))
@@ -72,16 +75,6 @@ def _stdin_rows(stream: Any) -> Iterator[Row]:
             yield _json_row(n, row, f"<stdin>[{n - 1}]")
     else:
         yield from _tsv_rows(lines, "<stdin>", loose=True)
-
-
-def _json_lines(lines: list[str], where: str) -> Iterator[Row]:
-    for n, line in enumerate(lines, 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{where}:{n}: not valid JSON ({exc.msg})") from None
-            yield _json_row(n, row, f"{where}:{n}")
 
 
 def _json_rows(path: Path) -> Iterator[Row]:

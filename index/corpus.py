@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from xtrieve.errors import InputError
 from xtrieve.index.docs import PANDAS_INDEX
@@ -74,18 +74,24 @@ def iter_jsonl_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each JSON object of a JSONL file, as :func:`iter_jsonl`."""
     try:
         with _open_text(path) as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-                yield n, _row(obj, f"{path}:{n}")
+            yield from json_lines(f, str(path))
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError) as exc:  # unreadable, or a bad or truncated .gz
         raise InputError(f"{path}: cannot read ({exc})") from None
+
+
+def json_lines(lines: Iterable[str], where: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each JSON object of JSON Lines text (blank lines skipped; "_id"
+    read as "id"); errors name ``where`` and the line."""
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where}:{n}: not valid JSON ({exc.msg})") from None
+        yield n, _row(obj, f"{where}:{n}")
 
 
 def iter_json_records(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
