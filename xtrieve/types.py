@@ -37,13 +37,23 @@ class Encoded:
     factor); ``n_tokens``: each text's token vectors before pooling; ``dense``: [n_texts, hidden]
     L2-normalised mean of the backbone's token states, or None when the model does not add a
     dense score (``EncoderConfig.dense_weight`` 0); ``n_truncated``: texts longer than the model
-    reads (their tail has no vectors).
+    reads (their tail has no vectors). It is also the sequence of its vectors (``len``, indexing,
+    iteration), as PyLate's ``encode`` returns them.
     """
 
     vectors: list[np.ndarray]
     n_tokens: list[int]
     dense: np.ndarray | None = None
     n_truncated: int = 0
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def __getitem__(self, i):
+        return self.vectors[i]
+
+    def __iter__(self):
+        return iter(self.vectors)
 
 
 @dataclasses.dataclass(frozen=True)
