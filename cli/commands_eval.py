@@ -75,7 +75,8 @@ def eval_command(data_dir, dataset, split, model, index_dir, run_file, fmt, k, k
     if s["n_identical_dropped"]:
         lines.append(f"note        dropped {s['n_identical_dropped']} query's own document(s) (ignore_identical_ids)")
     if s["k"] < 100:
-        lines.append(f"note        the run holds {s['k']} hits per query: the @100 figures count those only")
+        cut = "@10 and @100" if s["k"] < 10 else "@100"
+        lines.append(f"note        the run holds {s['k']} hits per query: the {cut} figures count those only")
     if run_file is not None:
         lines.append(f"run file    {run_file}")
     click.echo("\n".join(lines))

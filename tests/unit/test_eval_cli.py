@@ -220,3 +220,14 @@ def test_queries_without_text_fail_before_an_index_is_built(toy, fake_eval_index
     res = CliRunner().invoke(main, ["eval", "--data-dir", str(toy)])
     assert res.exit_code != 0 and "has a text" in res.output
     assert fake_eval_index == []  # nothing was built
+
+
+def test_the_table_says_which_figures_a_short_run_cuts(toy, fake_eval_index):
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+        path = toy / name
+        path.write_text(path.read_text(encoding="utf-8").replace("q 5", "q5").replace("doc 3", "doc3"),
+                        encoding="utf-8")
+    out = CliRunner().invoke(main, ["eval", "--data-dir", str(toy), "-k", "5"]).output
+    assert "the @10 and @100 figures count those only" in out
+    out = CliRunner().invoke(main, ["eval", "--data-dir", str(toy), "-k", "20"]).output
+    assert "the @100 figures count those only" in out
