@@ -133,7 +133,8 @@ def _first(row: dict[str, Any], keys: tuple[str, ...]) -> Any:
 
 
 def load_pairs(path: Path) -> TrainSet:
-    """JSONL rows {"query", "positive", "negative"?} (also query/pos/neg keys or [q, p, n?] lists)."""
+    """JSONL rows {"query", "positive", "negative"?} (keys also read as QUERY_KEYS, POSITIVE_KEYS,
+    NEGATIVE_KEYS; a negative may be a list) or [q, p, n?] lists."""
     corpus: dict[str, str] = {}
     ids: dict[str, str] = {}
     queries: dict[str, str] = {}
