@@ -18,7 +18,7 @@ from xtrieve.errors import InputError
 from xtrieve.index.docs import AutoIds, check_embedding, explicit_ids, normalize, short_list
 from xtrieve.retrieve.maxsim import Gathered, chunk_maxsim
 from xtrieve.retrieve.searcher import check_query
-from xtrieve.types import Hit, make_hits
+from xtrieve.types import Encoded, Hit, make_hits
 
 
 def rerank(query: Any, documents: Sequence[Any], k: int | None = None, encoder: Any = None,
@@ -39,7 +39,7 @@ def rerank(query: Any, documents: Sequence[Any], k: int | None = None, encoder: 
     if isinstance(query, (list, tuple)) and query and all(isinstance(x, str) for x in query):
         raise InputError("rerank takes one query (a text or its [n, dim] token vectors), got a list of texts: "
                          "call it once per query")
-    if type(query).__name__ == "Encoded":
+    if isinstance(query, Encoded):
         raise InputError("rerank takes a query's token vectors, not an Encoded batch: pass encoded.vectors[0]")
     if len(documents) == 0:
         return []

@@ -60,14 +60,6 @@ class _Allowed:
         return row_selector(self.docs_mask[self._segment.vec_to_doc])
 
 
-class _NoRows:
-    """A segment-like holder of an empty table, for checking a filter on an index without documents."""
-
-    @property
-    def table(self) -> pa.Table:
-        return pa.schema([pa.field("doc_id", pa.string())]).empty_table()
-
-
 class _AllowedList(list):
     """One ``_Allowed`` per segment, plus the FAISS selectors of segment groups built for them."""
 
@@ -213,9 +205,8 @@ class Searcher:
     def _manifest_columns(self) -> dict[str, str]:
         return getattr(getattr(self.snapshot, "manifest", None), "columns", {})
 
-    def _filter_table(self, seg) -> "pa.Table":
+    def _filter_table(self, table: pa.Table) -> pa.Table:
         """A segment's table with a null column (of the type it had) for each index column it lacks."""
-        table = seg.table
         for name in sorted(self.columns.difference(table.column_names)):
             table = table.append_column(name, pa.nulls(table.num_rows, column_type(self._manifest_columns.get(name))))
         return table
@@ -236,10 +227,10 @@ class Searcher:
                 return hit[1]
         condition = as_condition(filter, self.columns)
         if not self.segments:  # nothing to evaluate: a typed empty table still checks the literals' types
-            allowed_rows(self._filter_table(_NoRows()), condition)
+            allowed_rows(self._filter_table(pa.schema([pa.field("doc_id", pa.string())]).empty_table()), condition)
         out = _AllowedList([])
         for seg, live in zip(self.segments, self._live):
-            mask = as_numpy(allowed_rows(self._filter_table(seg), condition))
+            mask = as_numpy(allowed_rows(self._filter_table(seg.table), condition))
             out.append(_Allowed(seg, mask & live.docs_mask))
         with self._lock:
             self._filter_cache[key] = (filter, out)
