@@ -315,6 +315,22 @@ class Encoder:
             h.update(self._backbone_state_sha256().encode())
         return h.hexdigest()
 
+    def refresh_lean(self) -> None:
+        """Run the transformers backbone's current weights (retrained ones too) through the lean
+        pass from now on: a lean pass built from the folder's files would keep the old ones."""
+        backbone = self.backbone
+        self.lean = (lean_bert.LeanBert.of_model(backbone)
+                     if self.device.type == "cpu" and lean_bert.supports(backbone) else None)
+
+    def adopt_backbone_weights(self) -> None:
+        """Take the transformers backbone's current (fine-tuned) weights as the model's own:
+        over a packaged backbone they are saved beside the head and counted in the identity
+        (a copied backbone holds them itself), and the lean pass runs them."""
+        if "package" in self.spec.backbone_ref:
+            self.spec.backbone_state = {k: v.detach().clone().contiguous() for k, v in self.backbone.state_dict().items()}
+            self._state_sha256 = None
+        self.refresh_lean()
+
     def _tuned_package_backbone(self) -> bool:
         """Whether the model's backbone is a package's with fine-tuned weights over it (a
         ``BACKBONE_STATE_FILE`` beside the head; a Stanford ColBERT checkpoint's own weights are not that)."""

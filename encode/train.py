@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from xtrieve.encode.crisp import crisp_pool, maxsim
 from xtrieve.encode.heads import ResidualMLP, activate
-from xtrieve.encode.loaders import BACKBONE_STATE_FILE, MODEL_FILE, read_json, write_safetensors
+from xtrieve.encode.loaders import MODEL_FILE, read_json, write_safetensors
 from xtrieve.encode.precision import check_precision
 from xtrieve.encode.train_data import (
     ATTENDED, BM25, OUTPUT, StateCache, TrainSet, chunked, default_cache, encoder_cache_key, load_train_set, pad_flags,
@@ -199,6 +199,7 @@ class TrainModel(torch.nn.Module):
         if self.top is not None:
             self.top.copy_into(enc.backbone)
             enc.spec.backbone_overlay = {**(enc.spec.backbone_overlay or {}), **self.top.overlay_state()}
+            enc.refresh_lean()
 
 
 def live_states(enc, texts: list[str], is_query: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -499,7 +500,7 @@ def prepare(cfg: TrainConfig, enc, cache: StateCache, base_head, out: Path) -> P
         for q in qids:  # given negatives (triples) come first
             given = [d for d in s.negatives.get(q, []) if d not in have.get(q, [])]
             have[q] = given + have.get(q, [])
-        docs_needed = {d for q in qids for d in list(s.positives[q]) + have[q][: cfg.mine_depth]}
+        docs_needed = {d for q in qids for d in list(s.positives[q]) + have[q][: cfg.mine_depth] + s.negatives.get(q, [])}
         cache.ensure([s.corpus[d] for d in docs_needed], False, progress=cfg.progress)
         if cfg.n_negatives > 0:
             mined_all[s.name] = {"key": key, "negatives": have}
@@ -527,11 +528,11 @@ def make_batch(cfg: TrainConfig, prep: Prepared, step: int, cache: StateCache | 
         positives = sorted(data.positives[q])
         targets.append(len(docs))
         docs.append(rng.choice(positives))
-        # a training row's own negatives are used at every step (up to n_negatives of them, at least
-        # one); mined ones fill the other places
+        # a training row's own negatives take the first of the n_negatives places at every step;
+        # mined ones fill the others
         given = [d for d in data.negatives.get(q, []) if d not in data.positives[q]]
-        if len(given) > max(1, cfg.n_negatives):
-            given = rng.sample(given, max(1, cfg.n_negatives))
+        if len(given) > cfg.n_negatives:
+            given = rng.sample(given, cfg.n_negatives)
         negs = [d for d in prep.negatives[si].get(q, []) if d not in data.positives[q] and d not in given]
         if cfg.denoise and cache is not None and negs:
             # likely false negatives (unlabelled relevant documents): the teacher prefers them to the positive
@@ -609,12 +610,17 @@ def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
     if (out / "manifest.json").exists():
         raise InputError(f"--out {out} is an index folder; write the model into a folder of its own")
     ckpt = out / CHECKPOINT_DIR
-    if (out / MODEL_FILE).exists() and not (cfg.resume or cfg.overwrite):
-        raise InputError(f"--out {out} holds a model already: --resume continues its training, --overwrite replaces it")
-    if cfg.resume and (ckpt / "state.json").exists():
+    resuming = cfg.resume and (ckpt / "state.json").exists()
+    if (out / MODEL_FILE).exists() and not (resuming or cfg.overwrite):
+        raise InputError(f"--out {out} holds a model already" + (
+            f" and no checkpoint to resume ({ckpt} is gone)" if cfg.resume else ": --resume continues its training")
+            + ", --overwrite replaces it")
+    if resuming:
         check_resume(read_json(ckpt / "state.json"), cfg, ckpt)
     elif cfg.resume:
         log.warning("no checkpoint in %s: starting from step 0", ckpt)
+    if cfg.overwrite and not resuming:
+        shutil.rmtree(out / "best", ignore_errors=True)  # (a new run writes its own best model)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -627,14 +633,27 @@ def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
 
 # settings a resumed run may change: how long and how visibly it runs, and where states are cached
 RESUME_FREE = frozenset({"out", "max_steps", "resume", "overwrite", "progress", "checkpoint_every", "eval_every",
-                         "cache_dir", "name"})
+                         "cache_dir", "name", "precision"})
+
+
+def _resolved(config: dict) -> dict:
+    """``config`` with its data paths and base model folder as absolute paths (one file may be
+    given as t.jsonl, ./t.jsonl or /data/t.jsonl)."""
+    out = dict(config)
+    if isinstance(out.get("data"), list):
+        out["data"] = [str(Path(d).resolve()) for d in out["data"]]
+    base = out.get("base")
+    if isinstance(base, str) and Path(base).expanduser().exists():
+        out["base"] = str(Path(base).expanduser().resolve())
+    return out
 
 
 def check_resume(state: dict, cfg: TrainConfig, ckpt: Path) -> None:
     """InputError when ``cfg`` changes a setting the checkpoint was trained with (its optimizer
     state would keep the old learning rate, its batches the old data, ...); a warning when
     ``max_steps`` is already reached."""
-    saved, now = state.get("config") or {}, json.loads(json.dumps(cfg.to_json(), default=str))  # (as saved)
+    saved = _resolved(state.get("config") or {})
+    now = _resolved(json.loads(json.dumps(cfg.to_json(), default=str)))  # (as saved)
     changed = [k for k in now if k not in RESUME_FREE and k in saved and saved[k] != now[k]]
     if changed:
         raise InputError(f"--resume continues {ckpt} with the settings it was trained with; this run changes "
@@ -717,10 +736,9 @@ def _train(cfg: TrainConfig, enc, callback, out: Path, ckpt: Path) -> Path:
         enc.config = enc.config.replace(pool_factor=cfg.pool_factor, dense_weight=dense_weight_of(cfg, enc))
         enc.spec.config = enc.config
         name = cfg.name or f"{enc.name}-crisp-x{cfg.pool_factor}"
+        if not cfg.freeze_backbone:
+            enc.adopt_backbone_weights()  # (saved beside the head over a packaged backbone)
         enc.save(folder, name=name, extra={"training": info})
-        if not cfg.freeze_backbone and "package" in enc.spec.backbone_ref:
-            write_safetensors({k: v.detach().contiguous() for k, v in enc.backbone.state_dict().items()},
-                              folder / BACKBONE_STATE_FILE)
 
     if cfg.holdout > 0 and cfg.eval_every and step == 0 and best is None:
         res = evaluate_held()
@@ -760,6 +778,7 @@ def _train(cfg: TrainConfig, enc, callback, out: Path, ckpt: Path) -> Path:
         if step % max(cfg.checkpoint_every, 1) == 0 or step == max_steps:
             save_checkpoint(ckpt, model, opt, step, {"config": cfg.to_json(), "history": history, "best": best})
     bar.close()
+    model.eval()  # the encoder given (its backbone too, when trained) encodes without dropout from now on
     info = {"step": step, "config": {k: v for k, v in cfg.to_json().items() if k not in ("progress",)},
             "history": history, "best": best, "seconds": round(time.time() - t0, 1)}
     write_model(out, info)

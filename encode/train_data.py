@@ -110,8 +110,13 @@ def load_beir(folder: Path, split: str = "train") -> TrainSet:
             if int(parts[2]) > 0:
                 positives[parts[0]][parts[1]] = int(parts[2])
     wanted = set(positives)
-    queries = {str(r["_id"]): r["text"] for r in read_jsonl(folder / "queries.jsonl", ("_id", "text"))
-               if str(r["_id"]) in wanted}
+    queries = {}
+    for r in read_jsonl(folder / "queries.jsonl", ("_id",)):
+        if str(r["_id"]) in wanted:
+            if "text" not in r:
+                raise InputError(f"{folder / 'queries.jsonl'}: query {r['_id']!r} has no 'text' (BEIR's layout); "
+                                 f"it has {', '.join(map(repr, r))}")
+            queries[str(r["_id"])] = r["text"]
     corpus = {}
     for r in read_jsonl(folder / "corpus.jsonl", ("_id",)):
         t = doc_text(r)

@@ -9,7 +9,7 @@ import numpy as np
 
 from xtrieve.config import IndexConfig, SearchConfig
 from xtrieve.errors import ConfigError, IndexFormatError, InputError
-from xtrieve.types import Hit, IndexInfo
+from xtrieve.types import Encoded, Hit, IndexInfo
 
 log = logging.getLogger(__name__)
 
@@ -365,6 +365,9 @@ class Index:
             queries = list(queries)  # texts, or [n_queries, n_tokens, dim] vectors
         if isinstance(queries, (str, np.ndarray)):
             raise InputError("search_batch expects a list of queries; use search() for one")
+        if isinstance(queries, Encoded):
+            raise InputError("search_batch takes texts or token vectors, not an Encoded batch: pass the texts (a model "
+                             "that adds a dense score needs them) or encoded.vectors (MaxSim alone)")
         if not isinstance(queries, Iterable):
             raise InputError(f"search_batch expects a list of queries, got {type(queries).__name__}")
         queries = list(queries)

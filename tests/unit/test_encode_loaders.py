@@ -466,8 +466,14 @@ def test_a_last_dense_with_activation_and_residual_outputs_its_vectors(pylate_fo
     assert np.allclose(enc.encode_queries(["cats"])[0], expected, atol=1e-5)
 
 
-def test_encoded_is_the_sequence_of_its_vectors(pylate_folder):
+def test_encoded_is_the_sequence_of_its_vectors(pylate_folder, tmp_path):
     enc = Encoder.load(pylate_folder[0])
     out = enc.encode(["what is late interaction", "the cat"], is_query=True)
     assert len(out) == 2 and out[1] is out.vectors[1] and all(a is b for a, b in zip(out, out.vectors))
     assert [v.shape[1] for v in out] == [enc.config.dim] * 2 and isinstance(out[0], np.ndarray)
+    import xtrieve
+
+    idx = xtrieve.Index.build(tmp_path / "ix", ["late interaction models", "a cat"], encoder=enc)
+    with pytest.raises(InputError, match="not an Encoded batch"):  # the texts may carry a dense score it lacks
+        idx.search_batch(out, k=1)
+    assert len(idx.search_batch(out.vectors, k=1)) == 2

@@ -166,6 +166,12 @@ def test_full_fine_tuning_runs_and_saves_the_backbone(setup):
     assert changed
     texts = ["w1 w2 w3"]
     assert not np.allclose(base.token_states(texts, False)[0], tuned.token_states(texts, False)[0])
+    # the encoder trained in this process encodes as the saved model does (its lean pass follows the new weights)
+    enc = Encoder.load(cfg.base)
+    train(dataclasses.replace(cfg, out=str(setup[2] / "ft2")), enc=enc)
+    saved = Encoder.load(setup[2] / "ft2")
+    assert np.allclose(enc.encode_queries(texts)[0], saved.encode_queries(texts)[0], atol=1e-5)
+    assert np.allclose(enc.encode_documents(texts)[0], saved.encode_documents(texts)[0], atol=1e-5)
 
 
 def test_beir_folder_and_holdout(setup, tmp_path):
@@ -457,7 +463,7 @@ def test_a_run_that_fails_early_leaves_no_folder(setup, tmp_path):
 
 
 def test_given_negatives_are_used_at_every_step(setup):
-    cfg = _cfg(setup, "neg", n_negatives=0, max_steps=4)
+    cfg = _cfg(setup, "neg", n_negatives=1, mine_depth=1, max_steps=4)
     enc = Encoder.load(cfg.base)
     from pathlib import Path
 
@@ -466,7 +472,7 @@ def test_given_negatives_are_used_at_every_step(setup):
     for step in range(4):
         batch = make_batch(cfg, prep, step)
         for q in batch["qids"]:
-            assert any(data.corpus[d] in batch["docs"] for d in data.negatives[q])  # even with n_negatives = 0
+            assert any(data.corpus[d] in batch["docs"] for d in data.negatives[q])  # before any mined one
 
 
 def test_training_rows_read_common_key_names_and_say_what_they_ignore(tmp_path, caplog):
@@ -502,8 +508,36 @@ def test_a_beir_folder_with_other_keys_is_a_clear_error(setup, tmp_path):
     beir = make_beir(tmp_path / "beir", n_queries=4, n_docs=8)
     rows = [json.loads(line) for line in (beir / "queries.jsonl").read_text().splitlines()]
     (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": r["_id"], "query": r["text"]}) + "\n" for r in rows))
-    with pytest.raises(InputError, match=r"queries.jsonl:1: a row needs '_id' and 'text'"):
+    with pytest.raises(InputError, match=r"queries.jsonl: query 'q0' has no 'text'"):
         train(_cfg(setup, "keys", data=[str(beir)], max_steps=2))
     (beir / "queries.jsonl").unlink()
     with pytest.raises(InputError, match="queries.jsonl is missing"):
         train(_cfg(setup, "keys", data=[str(beir)], max_steps=2))
+
+
+def test_many_given_negatives_past_the_mining_depth_are_cached(setup, tmp_path):
+    rows = [{"query": f"w{i} w{i + 1}", "positive": f"w{i} w{i + 1} w{i + 2}",
+             "negatives": [f"w{i + 3} w{i + 4}", f"w{i + 5} w{i + 6}", f"w{i + 7} w{i + 8}", f"w{i + 9} w{i + 10}"]}
+            for i in range(0, 40, 4)]
+    f = tmp_path / "many.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train(_cfg(setup, "many", data=[str(f)], n_negatives=3, mine_depth=1, max_steps=3))
+
+
+def test_resume_takes_one_file_however_its_path_is_written(setup, monkeypatch):
+    model, data, tmp = setup
+    monkeypatch.chdir(tmp)
+    cfg = _cfg(setup, "paths", data=[data.name], base=model.name, max_steps=3, checkpoint_every=3)
+    train(cfg)
+    train(dataclasses.replace(cfg, data=[str(data)], base=str(model), max_steps=4, resume=True))
+    train(dataclasses.replace(cfg, data=["./" + data.name], max_steps=5, resume=True))
+
+
+def test_resume_without_a_checkpoint_does_not_replace_a_model(setup):
+    cfg = _cfg(setup, "nock", max_steps=2, checkpoint_every=50)
+    out = train(cfg)
+    import shutil
+
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    with pytest.raises(InputError, match="no checkpoint to resume"):
+        train(dataclasses.replace(cfg, resume=True, max_steps=3))
