@@ -210,11 +210,11 @@ def as_index_types(schema: pa.Schema | None, table: pa.Table) -> pa.Table:
 
 
 def _widens(a: pa.DataType, b: pa.DataType) -> bool:
-    """Whether columns of types ``a`` and ``b`` unify into one type."""
+    """Whether columns of types ``a`` and ``b`` unify into one type (as :func:`unify` does)."""
     try:
-        pa.unify_schemas([pa.schema([("c", a)]), pa.schema([("c", b)])], promote_options="permissive")
+        unify(pa.schema([("c", a)]), pa.schema([("c", b)]).empty_table())
         return True
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except InputError:
         return False
 
 

@@ -106,7 +106,7 @@ class Index:
         from xtrieve.index.lock import check_wait
         from xtrieve.index.writer import create_index
 
-        wait = check_wait(wait)
+        wait = check_wait(wait)  # (before the model loads)
         config = IndexConfig.of(config)
         encoder = as_encoder(encoder)
         if encoder is None:
@@ -125,10 +125,7 @@ class Index:
                               show_progress: bool | None = None, wait: float = 0.0) -> "Index":
         """A new index over your own token vectors (list of [n_i, dim] arrays); no encoder stored."""
         from xtrieve.index.docs import check_embedding
-        from xtrieve.index.lock import check_wait
         from xtrieve.index.writer import check_embedding_input, create_index
-
-        wait = check_wait(wait)
 
         config = IndexConfig.of(config)
         ids, embeddings, metadata = check_embedding_input(ids, embeddings, metadata)
