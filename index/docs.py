@@ -16,6 +16,7 @@ ID_KEYS = ("id", "_id")
 PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # the columns pandas writes its index to
 ARROW_TYPE = "arrow:"  # a manifest's type name for a type pyarrow cannot name (see type_name)
 MAX_LISTED = 10
+MAX_VALUE = 65000  # |x| of a stored or query vector value: float16 holds it
 
 
 def short_list(items: list[str]) -> str:
@@ -332,6 +333,6 @@ def check_embedding(x: Any, dim: int | None, where: str) -> np.ndarray:
         raise InputError(f"{where}: embedding has dim 0")
     if not np.isfinite(arr).all():
         raise InputError(f"{where}: embedding contains NaN or infinite values")
-    if np.abs(arr).max() > 65000:
-        raise InputError(f"{where}: embedding values too large to store (|x| > 65000)")
+    if np.abs(arr).max() > MAX_VALUE:
+        raise InputError(f"{where}: embedding values too large to store (|x| > {MAX_VALUE})")
     return arr

@@ -31,14 +31,15 @@ MAX_DIM = (2**31 - 1) // ((BASE + 1) * 127 * 127)
 
 
 @functools.lru_cache(maxsize=None)
-def _int_mm_works() -> bool:
-    """Probed once: ``torch._int_mm`` exists on the CPU, has VNNI under it, and multiplies right."""
+def _int_mm_works(dim: int) -> bool:
+    """Probed once per dimension: ``torch._int_mm`` exists on the CPU, has VNNI under it, and
+    multiplies codes of ``dim`` dimensions right (torch 2.13 returns garbage for dim 1)."""
     vnni = getattr(torch.cpu, "_is_vnni_supported", None)
     if vnni is None or not vnni() or not hasattr(torch, "_int_mm"):
         return False
     try:
-        a = torch.arange(-9, 12, dtype=torch.int8).reshape(3, 7)
-        b = torch.arange(-20, 15, dtype=torch.int8).reshape(5, 7)
+        a = (torch.arange(3 * dim) % 23 - 11).to(torch.int8).reshape(3, dim)
+        b = (torch.arange(5 * dim) % 29 - 13).to(torch.int8).reshape(5, dim)
         out = torch._int_mm(a, b.T)
         return out.dtype is torch.int32 and torch.equal(out, (a.int() @ b.int().T))
     except (RuntimeError, NotImplementedError, TypeError) as exc:
@@ -48,7 +49,7 @@ def _int_mm_works() -> bool:
 
 def available(dim: int) -> bool:
     """Whether int8 codes of ``dim`` dimensions take this path (oneDNN on, VNNI, dim fits int32)."""
-    return dim <= MAX_DIM and bool(torch.backends.mkldnn.enabled) and _int_mm_works()
+    return dim <= MAX_DIM and bool(torch.backends.mkldnn.enabled) and _int_mm_works(dim)
 
 
 class QueryDigits:

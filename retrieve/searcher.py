@@ -13,7 +13,7 @@ import torch
 from xtrieve.config import SearchConfig
 from xtrieve.errors import InputError
 from xtrieve.index.arrow_numpy import arrow_indices, as_numpy
-from xtrieve.index.docs import column_type, numpy_readable
+from xtrieve.index.docs import MAX_VALUE, column_type, numpy_readable
 from xtrieve.retrieve.filters import allowed_rows, as_condition
 from xtrieve.retrieve.maxsim import SegmentVectors, token_maxima_across
 from xtrieve.retrieve.probe import Coarse, TokenProbe
@@ -87,6 +87,8 @@ def check_query(q: object, dim: int, i: int, against: str = "the index has") -> 
         raise InputError(f"query {i}: vectors have dimension {arr.shape[1]}, {against} {dim}")
     if not np.isfinite(arr).all():
         raise InputError(f"query {i}: contains NaN or infinite values")
+    if np.abs(arr).max() > MAX_VALUE:  # the documents' bound: far from overflowing a float32 score
+        raise InputError(f"query {i}: values too large (|x| > {MAX_VALUE})")
     return arr
 
 
@@ -422,8 +424,10 @@ class Searcher:
         if len(keys) == 0:
             return []
         n = min(k, len(keys))
-        top = np.argpartition(-scores, n - 1)[:n] if n < len(keys) else np.arange(len(keys))
-        top = top[np.lexsort((keys[top], -scores[top]))]
+        top = np.arange(len(keys))
+        if n < len(keys):  # documents tied with the n-th score all compete, so a smaller k is a prefix
+            top = np.flatnonzero(scores >= scores[np.argpartition(-scores, n - 1)[n - 1]])
+        top = top[np.lexsort((keys[top], -scores[top]))][:n]
         seg_nos = (keys[top] >> KEY_SHIFT).astype(np.int64)
         local = (keys[top] & ((1 << KEY_SHIFT) - 1)).astype(np.int64)
         metadata: list[dict] = [{} for _ in range(n)]

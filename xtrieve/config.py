@@ -5,6 +5,7 @@ import dataclasses
 import functools
 import json
 import math
+import numbers
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
@@ -18,6 +19,10 @@ class ConfigBase:
     """Base for configs: construction from a mapping checks keys and types."""
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # numpy scalars (an np.arange sweep) as Python numbers
+            value = getattr(self, f.name)
+            if isinstance(value, numbers.Number) and type(value) not in (int, float, bool):
+                object.__setattr__(self, f.name, _plain_number(value))
         self.validate()
 
     def validate(self) -> None:  # overridden where values need checks
@@ -94,6 +99,15 @@ def _defaults(cls: type[C]) -> C:
 def _check(cond: bool, message: str) -> None:
     if not cond:
         raise ConfigError(message)
+
+
+def _plain_number(value: numbers.Number) -> Any:
+    """An integral number as int, a real one as float; others (complex) as they are."""
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
 
 
 def _is_int(value: Any) -> bool:

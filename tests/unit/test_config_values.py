@@ -31,3 +31,13 @@ def test_good_values_still_load():
     assert SearchConfig.from_dict({"selective_filter_fraction": 0}).selective_filter_fraction == 0
     cfg = EncoderConfig.from_dict({"query_prefix": "[Q] ", "skiplist_words": [".", ","], "dense_weight": 1})
     assert cfg.skiplist_words == (".", ",")
+
+
+def test_numpy_numbers_are_stored_as_python_ones():
+    np = pytest.importorskip("numpy")
+    cfg = SearchConfig(k_prime=np.int64(32), selective_filter_fraction=np.float32(0.25))
+    assert type(cfg.k_prime) is int and cfg.k_prime == 32
+    assert type(cfg.selective_filter_fraction) is float and cfg.selective_filter_fraction == 0.25
+    assert SearchConfig.from_dict({"n_rerank": np.arange(8, 9)[0]}) == SearchConfig(n_rerank=8)
+    with pytest.raises(ConfigError, match="k_prime"):
+        SearchConfig(k_prime=np.float64(3.5))

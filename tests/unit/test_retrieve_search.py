@@ -316,11 +316,25 @@ def test_bad_queries(corpus):
         s.search([np.full((2, DIM), np.nan, np.float32)])
     with pytest.raises(InputError, match="complex"):
         s.search([queries[0].astype(np.complex64)])
+    with pytest.raises(InputError, match="too large"):  # its scores would overflow float32
+        s.search([queries[0] * 1e37])
     grad = torch.from_numpy(queries[0]).requires_grad_()  # a tensor from a model: used as its values
     assert s.search([grad], k=3)[0] == s.search([queries[0]], k=3)[0]
     for wrong in (None, 3.5, b"bytes"):
         with pytest.raises(InputError, match=f"expected a text or a .*got {type(wrong).__name__}"):
             s.search([wrong])
+
+
+@pytest.mark.parametrize("exhaustive", [True, False])
+def test_tied_documents_keep_one_order_whatever_k(exhaustive):
+    rng = np.random.default_rng(5)
+    doc = random_docs(rng, 1)[0]
+    seg = MemorySegment("a", [f"d{i:03d}" for i in range(300)], [doc] * 300, {})
+    s = Searcher(Snap([seg]))
+    ranked = {k: [h.doc_id for h in s.search([doc[:4]], k=k, exhaustive=exhaustive)[0]] for k in (5, 17, 64)}
+    assert ranked[5] == ranked[17][:5] == ranked[64][:5] and ranked[17] == ranked[64][:17]
+    if exhaustive:  # ties go by order of insertion (the fast path: among the candidates it found)
+        assert ranked[5] == [f"d{i:03d}" for i in range(5)]
 
 
 def test_threads_share_a_searcher(corpus):
