@@ -11,6 +11,8 @@ coarse step once.
 """
 from __future__ import annotations
 
+import copy
+
 import dataclasses
 import math
 
@@ -66,6 +68,13 @@ class TokenProbe:
                 and isinstance(faiss.downcast_index(self.ivf.quantizer), faiss.IndexFlat)):
             flat = self.ivf.quantizer.reconstruct_n(0, self.ivf.nlist)
             self.centroids = torch.from_numpy(np.ascontiguousarray(flat, dtype=np.float32))
+
+    def sharing(self, centroids: torch.Tensor) -> "TokenProbe":
+        """This probe (same FAISS index) with ``centroids``, an equal tensor that other probes
+        share; a copy, as searches of an earlier snapshot may still be reading this one."""
+        probe = copy.copy(self)
+        probe.centroids = centroids
+        return probe
 
     @property
     def ntotal(self) -> int:

@@ -93,8 +93,7 @@ def form_groups(cores: list, probes: list[TokenProbe],
     for members_cores, probe in reusable:
         members = [position.get(id(core)) for core in members_cores]
         if None not in members:
-            probe.centroids = probes[members[0]].centroids  # equal values: this snapshot's tensor
-            groups.append((members, probe))
+            groups.append((members, probe.sharing(probes[members[0]].centroids)))  # this snapshot's tensor
             taken.update(members)
     buckets: dict[tuple, list[int]] = {}
     for no, probe in enumerate(probes):
@@ -158,7 +157,4 @@ def merged_probe(indexes: list, centroids) -> TokenProbe | None:
         log.debug("segments searched one by one: %s", exc)
         return None
     probe = TokenProbe(merged)
-    if probe.centroids is None:
-        return None
-    probe.centroids = centroids
-    return probe
+    return None if probe.centroids is None else probe.sharing(centroids)

@@ -137,23 +137,26 @@ def test_a_refresh_keeps_the_groups_it_can_and_merges_only_new_segments(tmp_path
     idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"d{i}" for i in range(300)], docs[:300], config=CFG)
     first = idx._get_searcher()
     (group,), _ = first._segment_groups()
+    old_centroids = group.probe.centroids
     idx.delete(["d7"])
     after_delete = idx._get_searcher()
     assert after_delete is not first
     (same,), _ = after_delete._segment_groups()
-    assert same.probe is group.probe and same.members == group.members  # no merge on a delete
+    assert same.probe.index is group.probe.index and same.members == group.members  # no merge on a delete
+    # the earlier snapshot's probe is left as it was: its searches may still be running
+    assert group.probe.centroids is old_centroids and same.probe.centroids is after_delete._probe(0).centroids
     assert "d7" not in {h.doc_id for h in idx.search(docs[7][:6], k=10)}
     idx.delete(["d9"])
     idx._get_searcher()  # a searcher that never searches hands the groups on as it got them
     idx.delete(["d10"])
-    assert idx._get_searcher()._segment_groups()[0][0].probe is group.probe
+    assert idx._get_searcher()._segment_groups()[0][0].probe.index is group.probe.index
     idx.add_embeddings(["n0"], [docs[300]])
     groups, grouped = idx._get_searcher()._segment_groups()
-    assert [g.probe for g in groups] == [group.probe] and len(grouped) == 3  # the new segment alone
+    assert [g.probe.index for g in groups] == [group.probe.index] and len(grouped) == 3  # the new segment alone
     assert idx.search(docs[300][:6], k=1, config=SEARCH)[0].doc_id == "n0"
     idx.add_embeddings(["n1"], [docs[301]])
     groups, grouped = idx._get_searcher()._segment_groups()
-    assert groups[0].probe is group.probe and len(groups) == 2 and len(grouped) == 5  # the two new ones merged
+    assert groups[0].probe.index is group.probe.index and len(groups) == 2 and len(grouped) == 5  # the two new ones merged
     for i, doc_id in ((300, "n0"), (301, "n1"), (42, "d42")):
         assert idx.search(docs[i][:6], k=1, config=SEARCH)[0].doc_id == doc_id
 
