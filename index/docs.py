@@ -213,9 +213,9 @@ def as_index_types(schema: pa.Schema | None, table: pa.Table) -> pa.Table:
 def _widens(a: pa.DataType, b: pa.DataType) -> bool:
     """Whether columns of types ``a`` and ``b`` unify into one type (as :func:`unify` does)."""
     try:
-        unify(pa.schema([("c", a)]), pa.schema([("c", b)]).empty_table())
+        pa.unify_schemas([pa.schema([("c", a)]), pa.schema([("c", b)])], promote_options="permissive")
         return True
-    except InputError:
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
         return False
 
 
@@ -272,8 +272,13 @@ def unify(schema: pa.Schema | None, table: pa.Table) -> pa.Schema:
     try:
         return pa.unify_schemas([schema, table.schema], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise InputError(f"metadata types clash with the index (documents deleted or replaced count until a "
-                         f"compact): {exc}") from None
+        clash = next((f for f in table.schema if f.name in schema.names and not _widens(schema.field(f.name).type, f.type)),
+                     None)
+        if clash is None:
+            raise InputError(f"metadata types clash: {exc}") from None
+        raise InputError(f"metadata column {clash.name!r} holds {schema.field(clash.name).type} values, these documents "
+                         f"give {clash.type} (a column keeps its type, even once its documents are deleted: build "
+                         "the index anew to change it)") from None
 
 
 def check_one_type_per_column(tables: list[pa.Table], columns: set[str] | None = None) -> None:

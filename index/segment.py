@@ -11,6 +11,7 @@ the codes are relative to). See ``xtrieve.index.codecs``.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -144,7 +145,8 @@ class SegmentWriter:
         width = check_int4_dim(dim) if int4 else dim
         centroids = faiss_build.ivf_centroids(index) if int4 else None
         codes_path = self.dir / f"vectors.codes{TEMP_SUFFIX}"
-        codes = np.memmap(codes_path, dtype=np.uint8 if int4 else np.int8, mode="w+", shape=(n, width))
+        _allocate(codes_path, n * width)
+        codes = np.memmap(codes_path, dtype=np.uint8 if int4 else np.int8, mode="r+", shape=(n, width))
         scales = np.empty(n, dtype=np.float32)
         lists = None if centroids is None else np.empty(n, dtype=list_dtype(len(centroids)))
         all_hints = np.concatenate(self._lists) if self._lists else np.full(n, -1, dtype=np.int64)
@@ -188,6 +190,20 @@ class SegmentWriter:
             dense = np.ascontiguousarray(np.concatenate(self._dense))
             table = table.append_column(DENSE, _fixed_list(dense.reshape(-1), pa.float16(), dense.shape[1]))
         _write_ipc(self.dir / DOCS, table.combine_chunks())
+
+
+def _allocate(path: Path, size: int) -> None:
+    """A file of ``size`` bytes whose blocks are reserved on disk, so a full disk is an OSError
+    here rather than a SIGBUS when a memory map writes into a hole of a sparse file."""
+    with open(path, "wb") as f:
+        if hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(f.fileno(), 0, size)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without it
+                    raise
+        f.truncate(size)
 
 
 def _open_ipc(path: Path) -> pa.Table:

@@ -34,7 +34,9 @@ def read_tombstones(root: Path, rels: list[str], n_docs: int) -> np.ndarray:
         try:
             with pa.memory_map(str(path), "r") as f:
                 docs = as_numpy(pa.ipc.open_file(f).read_all().column("doc")).astype(np.int64)
-        except (pa.ArrowInvalid, KeyError) as exc:
+        except FileNotFoundError:
+            raise  # a writer may have replaced the snapshot: the store retries
+        except (pa.ArrowInvalid, KeyError, OSError) as exc:  # a truncated footer reads out of bounds (OSError)
             raise IndexFormatError(f"corrupt tombstone file {path}: {exc}") from None
         if len(docs) and (docs.min() < 0 or docs.max() >= n_docs):
             raise IndexFormatError(f"corrupt tombstone file {path}: doc number out of range")

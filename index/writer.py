@@ -254,17 +254,15 @@ class WriteSession:
                 schema = pa.schema([f for f in schema if f.name != name] + [pa.field(name, recorded)])
         return schema if schema.names else None
 
-    def _checked(self, batches: Iterable[Batch], replacing: list[str] | None = None) -> Iterator[Batch]:
-        """Reject ids repeated, or already live (unless ``replacing`` collects them), metadata
-        types that clash, and documents without the dense embedding the index's model fuses
-        (one it does not fuse is dropped)."""
+    def _input_check(self, replacing: list[str] | None) -> Callable[[pa.Table], pa.Table]:
+        """A check of each batch's rows, run before its documents are encoded: an id repeated in
+        the input, or already live (unless ``replacing`` collects it), and metadata types that
+        clash are InputErrors; values are read as the index's types where nothing is lost."""
         live, seen = self.live_ids(), set()
         schema = index_schema = self._schema()
-        fused = self.manifest.dense_weight > 0
-        for table, vectors, n_tokens, dense in batches:
-            if fused and dense is None:
-                raise InputError("this index's model adds a dense (mean-pooled) score to MaxSim, and these documents "
-                                 "come without one: add them as text with the index's encoder")
+
+        def check(table: pa.Table) -> pa.Table:
+            nonlocal schema
             ids = table.column("doc_id").to_pylist()
             dup = [i for i in ids if i in live]
             if dup and replacing is None:
@@ -281,18 +279,32 @@ class WriteSession:
                 raise InputError(f"duplicate id(s) in the input: {short_list(again)}")
             table = as_index_types(index_schema, table)  # (the types before this input, not as it goes)
             schema = unify(schema, table)
+            return table
+
+        return check
+
+    def _dense_checked(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+        """The batches, refused without the dense embedding the index's model fuses (one it
+        does not fuse is dropped)."""
+        fused = self.manifest.dense_weight > 0
+        for table, vectors, n_tokens, dense in batches:
+            if fused and dense is None:
+                raise InputError("this index's model adds a dense (mean-pooled) score to MaxSim, and these documents "
+                                 "come without one: add them as text with the index's encoder")
             yield table, vectors, n_tokens, dense if fused else None
 
-    def ingest(self, batches: Iterable[Batch], total: int | None, show_progress: bool | None,
-               next_auto_id: Callable[[], int] | None = None, replace: bool = False) -> list[str]:
+    def ingest(self, batches: Callable[[Callable[[pa.Table], pa.Table]], Iterable[Batch]], total: int | None,
+               show_progress: bool | None, next_auto_id: Callable[[], int] | None = None,
+               replace: bool = False) -> list[str]:
         """Write all batches as new segments and commit them together; returns the ids of live
         documents they replaced (``replace``: an id already live is tombstoned in the same
-        commit, else an InputError). ``next_auto_id``: the auto-id counter to commit, read once
-        the batches are consumed."""
+        commit, else an InputError). ``batches(check)`` yields them, each table passed through
+        ``check`` (:meth:`_input_check`) before its documents are encoded. ``next_auto_id``:
+        the auto-id counter to commit, read once the batches are consumed."""
         replacing: list[str] | None = [] if replace else None
         with _progress(total, show_progress, "indexing") as bar:
-            entries, next_segment = self._write_segments(self._checked(batches, replacing), bar.update,
-                                                         check_types=True)
+            entries, next_segment = self._write_segments(self._dense_checked(batches(self._input_check(replacing))),
+                                                         bar.update, check_types=True)
         if not entries:
             raise InputError("no documents to add (empty input)")
         changes = {} if next_auto_id is None else {"next_auto_id": next_auto_id()}
@@ -337,7 +349,7 @@ class WriteSession:
         seen: set[str] = explicit_ids(docs) if isinstance(docs, Sequence) else set()
         auto_id = AutoIds(lambda doc_id: doc_id in live or doc_id in seen, self.manifest.next_auto_id)
 
-        def batches() -> Iterator[Batch]:
+        def batches(check: Callable[[pa.Table], pa.Table]) -> Iterator[Batch]:
             position = 0
             for raw in batched(docs, self.config.batch_size):
                 ids, texts, rows = [], [], []
@@ -351,7 +363,7 @@ class WriteSession:
                     ids.append(doc_id)
                     texts.append(text)
                     rows.append(row)
-                table = rows_table(ids, rows, self.config.store_text)  # bad metadata fails before the encoding
+                table = check(rows_table(ids, rows, self.config.store_text))  # bad ids or metadata fail before encoding
                 started = time.perf_counter()
                 encoded = encoder.encode(texts, False, batch_size=ENCODE_BATCH, pool_factor=self.manifest.pool_factor,
                                          show_progress=False)
@@ -363,7 +375,7 @@ class WriteSession:
                 yield table, vectors, list(encoded.n_tokens), encoded.dense
 
         started = time.perf_counter()
-        replaced = self.ingest(batches(), total, show_progress, next_auto_id=lambda: auto_id.next, replace=replace)
+        replaced = self.ingest(batches, total, show_progress, next_auto_id=lambda: auto_id.next, replace=replace)
         if n_truncated[0]:
             _warn_truncated(n_truncated[0], len(all_ids), getattr(encoder, "config", None))
         elapsed = time.perf_counter() - started
@@ -378,15 +390,15 @@ class WriteSession:
         dim = self.manifest.dim
         doc_ids = [check_id(i, f"document {n}") for n, i in enumerate(ids)]
 
-        def batches() -> Iterator[Batch]:
+        def batches(check: Callable[[pa.Table], pa.Table]) -> Iterator[Batch]:
             size = self.config.batch_size
             for s in range(0, len(doc_ids), size):
                 bid = doc_ids[s:s + size]
                 vectors = [check_embedding(e, dim, f"document {i!r}") for i, e in zip(bid, embeddings[s:s + size])]
                 rows = [_meta_row(m, i) for i, m in zip(bid, metadata[s:s + size])] if metadata else [{} for _ in bid]
-                yield rows_table(bid, rows, self.config.store_text), vectors, [len(v) for v in vectors], None
+                yield check(rows_table(bid, rows, self.config.store_text)), vectors, [len(v) for v in vectors], None
 
-        replaced = self.ingest(batches(), len(doc_ids), show_progress, replace=replace)
+        replaced = self.ingest(batches, len(doc_ids), show_progress, replace=replace)
         log.info("added %d docs (%d of them replacing live ones)", len(doc_ids), len(replaced))
         return doc_ids
 

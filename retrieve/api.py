@@ -297,8 +297,8 @@ class Index:
             n_deleted += int(seg.deleted.sum())
             n_tokens += int(seg.n_tokens[live].sum())
             n_vectors += int(np.diff(seg.offsets)[live].sum())
-        size = (self.path / "manifest.json").stat().st_size
-        for rel in m.files():
+        size = 0
+        for rel in ("manifest.json", *m.files()):  # a file a later commit removed (or a moved folder) counts 0
             try:
                 size += (self.path / rel).stat().st_size
             except FileNotFoundError:

@@ -63,6 +63,21 @@ def test_failure_in_a_later_batch_removes_new_segments(tmp_path, idx):
     assert len(list((tmp_path / "ix2").glob("seg-*"))) == 1 and generation(tmp_path / "ix2") == 1
 
 
+@pytest.mark.parametrize("docs, message", [
+    ([{"id": "x", "text": "one"}, {"id": "x", "text": "two"}], "in the input"),
+    ([{"id": "a", "text": "one"}], "already in the index"),
+    ([{"id": "y", "text": "one", "year": "twenty"}], "'year' holds int64 values"),
+])
+def test_ids_and_metadata_types_are_refused_before_any_document_is_encoded(idx, docs, message, monkeypatch):
+    idx.add([{"id": "m1", "text": "x", "year": 2020}])
+    encoded = []
+    enc = idx.encoder
+    monkeypatch.setattr(enc, "encode", lambda texts, *a, **k: encoded.append(texts))
+    with pytest.raises(InputError, match=message):
+        idx.add(docs)
+    assert encoded == []
+
+
 def test_metadata_type_clash(idx):
     idx.add([{"id": "m1", "text": "x", "year": 2020}])
     with pytest.raises(InputError, match="year"):
@@ -404,7 +419,7 @@ def test_a_column_keeps_its_type_after_its_documents_are_deleted(tmp_path):
     idx = xtrieve.Index.build_from_embeddings(ix, ["a"], rand(1), metadata=[{"year": 2000}])
     idx.add_embeddings(["b"], rand(1, seed=1), metadata=[{"lang": "en"}])
     idx.delete(["a"])  # the only segment with 'year' goes
-    with pytest.raises(InputError, match="metadata types clash"):
+    with pytest.raises(InputError, match="metadata column '.+' holds .+ values, these documents give"):
         idx.add_embeddings(["c"], rand(1, seed=2), metadata=[{"year": "abc"}])
     assert generation(ix) == 3
     idx.add_embeddings(["d"], rand(1, seed=3), metadata=[{"year": 2.5}])  # int and float unify, as with live ones
@@ -417,7 +432,7 @@ def test_an_all_null_batch_does_not_forget_a_column_type(tmp_path):
     idx.add_embeddings(["b"], rand(1, seed=1), metadata=[{"year": None}])
     assert json.loads((ix / "manifest.json").read_text())["columns"]["year"] == "int64"
     idx.delete(["a"])
-    with pytest.raises(InputError, match="metadata types clash"):
+    with pytest.raises(InputError, match="metadata column '.+' holds .+ values, these documents give"):
         idx.add_embeddings(["c"], rand(1, seed=2), metadata=[{"year": "abc"}])
 
 

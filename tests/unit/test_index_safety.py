@@ -253,6 +253,38 @@ def test_compact_does_not_carry_a_corrupt_file_over(path):
     assert xtrieve.Index.open(path, verify=False).info().generation == generation  # nothing committed
 
 
+def test_a_full_disk_while_writing_codes_is_an_os_error_and_commits_nothing(path, monkeypatch):
+    import errno
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space, raising=False)
+    idx = xtrieve.Index.open(path)
+    with pytest.raises(OSError, match="No space"):
+        idx.add_embeddings(["x1"], rand(1, 7))
+    monkeypatch.undo()
+    assert len(xtrieve.Index.open(path)) == 20 and not list(path.glob("seg-*/*.tmp"))
+    idx.add_embeddings(["x1"], rand(1, 7))  # the next writer cleans up and goes on
+    assert len(xtrieve.Index.open(path)) == 21
+
+
+def test_a_damaged_tombstone_file_is_named_without_verification(path):
+    xtrieve.Index.open(path).delete(["d1"])
+    target = next(path.glob("seg-*/deleted-*.arrow"))
+    data = bytearray(target.read_bytes())
+    data[-10] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(IndexFormatError, match="corrupt tombstone file .*deleted-"):
+        xtrieve.Index.open(path, verify=False)
+
+
+def test_info_of_an_open_index_whose_folder_moved(path):
+    idx = xtrieve.Index.open(path)
+    path.rename(path.parent / "moved")
+    assert idx.info().n_docs == 20 and idx.search(rand(1)[0], k=1)[0].doc_id == "d0"
+
+
 def test_unreadable_segment_file_is_named_without_verification(path):
     target = next(path.glob("seg-*/vectors.arrow"))
     target.write_bytes(target.read_bytes()[:-20])  # the footer cut off
