@@ -291,7 +291,10 @@ TOKEN_NEUTRAL_MODULES = ("Pooling", "Normalize", "Dropout", "LayerNorm")
 
 
 def _module_entries(folder: Path) -> list[tuple[str, str]]:
-    """modules.json as (type, path) pairs, or ModelLoadError naming the bad entry."""
+    """modules.json as (type, path) pairs, or ModelLoadError naming the bad entry; a plain
+    transformers folder is one Transformer, as sentence-transformers reads it."""
+    if not (folder / "modules.json").exists():
+        return [("sentence_transformers.models.Transformer", "")]
     modules = read_json(folder / "modules.json", list)
     entries = []
     for i, m in enumerate(modules):
@@ -339,7 +342,7 @@ def load_sentence_transformers(folder: Path) -> ModelSpec:
     chain = read_dense_chain(dense_modules)
     weight, bias = chain.weight, chain.bias
     backbone_cfg = read_json(backbone_dir / "config.json")
-    dim = int(weight.shape[0]) if weight is not None else int_setting(backbone_cfg, "hidden_size", 0, backbone_dir / "config.json")
+    dim = int(weight.shape[0]) if weight is not None else hidden_width(backbone_cfg, backbone_dir / "config.json")
     st_file, bert_file = folder / "config_sentence_transformers.json", backbone_dir / "sentence_bert_config.json"
     if is_pylate:  # PyLate sets the Transformer's length from document_length (180 when absent)
         doc_maxlen = int_setting(st_cfg, "document_length", 180, st_file)
@@ -373,6 +376,24 @@ def load_sentence_transformers(folder: Path) -> ModelSpec:
                      "they are (no ColBERT markers; a model trained for late interaction will do better)", folder, dim)
     return ModelSpec(name=folder.name, backbone_dir=backbone_dir, backbone_ref={"path": str(backbone_dir)},
                      config=config, head_weight=weight, head_bias=bias, head_extra=chain.steps or None)
+
+
+# where transformers configs state the width of the token states (DistilBERT: dim, T5/BART: d_model, GPT-2: n_embd)
+HIDDEN_WIDTH_KEYS = ("hidden_size", "dim", "d_model", "n_embd")
+
+
+def hidden_width(backbone_cfg: dict[str, Any], path: Path) -> int:
+    """The width of a backbone's token states, from its config.json."""
+    for key in HIDDEN_WIDTH_KEYS:
+        if backbone_cfg.get(key) is not None:
+            return int(int_setting(backbone_cfg, key, 0, path))
+    raise ModelLoadError(f"{path}: states no width of the token states (none of {', '.join(HIDDEN_WIDTH_KEYS)})")
+
+
+def is_transformers_folder(folder: Path) -> bool:
+    """A backbone saved by transformers' ``save_pretrained`` with its tokenizer."""
+    return ((folder / "config.json").exists() and has_weights(folder)
+            and any((folder / name).exists() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")))
 
 
 def encoder_config(source: Path, **values: Any) -> EncoderConfig:
@@ -507,9 +528,12 @@ def load_spec(name_or_path: str | Path | None) -> ModelSpec:
         inner = sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / MODEL_FILE).exists())
         raise ModelLoadError(f"{folder} is an index folder, not a model" + (
             f": its model is {folder / inner[0]}" if inner else ""))
+    if is_transformers_folder(folder):  # a bare backbone: its token states, as sentence-transformers reads it
+        return load_sentence_transformers(folder)
     raise ModelLoadError(
         f"{folder} is not a model folder xtrieve can load: expected {MODEL_FILE}, a sentence-transformers/PyLate "
-        "modules.json, or a Stanford ColBERT checkpoint (config.json + weights with linear.weight)"
+        "modules.json, a Stanford ColBERT checkpoint (config.json + weights with linear.weight), or a transformers "
+        "backbone (config.json, weights and a tokenizer)"
     )
 
 

@@ -345,6 +345,29 @@ def test_plain_sentence_transformers_folder_keeps_every_token(pylate_folder):
     assert enc.encode_documents(["the cat, sat."])[0].shape[0] == len(enc.processor.encode_ids(["the cat, sat."], False)[0][0])
 
 
+def test_a_transformers_backbone_folder_reads_as_sentence_transformers_reads_it(tmp_path):
+    from transformers import DistilBertConfig, DistilBertModel
+
+    from conftest import make_tiny_bert
+
+    bert, tok = make_tiny_bert(tmp_path / "bert")
+    bert.save_pretrained(str(tmp_path / "bert"))
+    torch.manual_seed(0)  # DistilBERT states its width as "dim", not "hidden_size"
+    distil = DistilBertModel(DistilBertConfig(vocab_size=len(tok), dim=24, n_layers=1, n_heads=2, hidden_dim=48)).eval()
+    distil.save_pretrained(str(tmp_path / "distil"))
+    tok.save_pretrained(str(tmp_path / "distil"))
+    for name, model, width in (("bert", bert, 32), ("distil", distil, 24)):
+        enc = Encoder.load(tmp_path / name)
+        assert enc.config.dim == width and enc.config.query_prefix is None and enc.config.skiplist_words == ()
+        ids = tok(["the cat sat"], return_tensors="pt")
+        with torch.no_grad():
+            states = torch.nn.functional.normalize(model(**ids).last_hidden_state[0], dim=-1).numpy()
+        np.testing.assert_allclose(enc.encode_documents(["the cat sat"])[0], states, atol=1e-5)
+    (tmp_path / "bert" / "model.safetensors").unlink()  # no weights: not a model folder
+    with pytest.raises(ModelLoadError, match="not a model folder"):
+        Encoder.load(tmp_path / "bert")
+
+
 def test_save_writes_weights_with_the_umask(colbert_folder, tmp_path):
     import os
     import stat
