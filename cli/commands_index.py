@@ -94,7 +94,8 @@ def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, 
     docs = itertools.chain([first], docs)
     idx = Index.build(index, docs, encoder=encoder, config=config, overwrite=overwrite, show_progress=True, wait=wait)
     info = idx.info()
-    click.echo(f"built {index}: {info.n_docs} docs, {info.n_vectors} vectors in {info.n_segments} segment(s)", err=True)
+    click.echo(f"built {index}: {_count(info.n_docs, 'doc')}, {_count(info.n_vectors, 'vector')} in "
+               f"{_count(info.n_segments, 'segment')}", err=True)
 
 
 @click.command("add")
@@ -111,8 +112,8 @@ def add_command(index, corpus, replace, precision, wait):
 
     idx = Index.open(index, verify=False, precision=precision, wait=wait)
     ids = idx.add(read_corpus(corpus), show_progress=True, replace=replace)
-    click.echo(f"added {len(ids)} docs to {index}" + (", replacing those already there" if replace else "")
-               + f" ({len(idx)} docs now)", err=True)
+    click.echo(f"added {_count(len(ids), 'doc')} to {index}" + (", replacing those already there" if replace else "")
+               + f" ({_count(len(idx), 'doc')} now)", err=True)
 
 
 @click.command("delete")
@@ -121,16 +122,19 @@ def add_command(index, corpus, replace, precision, wait):
 @click.option("--ids-file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File with one id per line.")
 @click.option("--filter", "filter_expr", default=None,
               help="Delete every document this metadata filter matches, e.g. \"year < 2000\" (instead of ids).")
+@click.option("--missing-ok", is_flag=True, help="Skip ids not in the index (by default they are an error and "
+                                                 "nothing is deleted).")
 @WAIT_OPTION
-def delete_command(index, ids, ids_file, filter_expr, wait):
+def delete_command(index, ids, ids_file, filter_expr, missing_ok, wait):
     """Delete documents by id, or by a metadata filter, from INDEX."""
     from xtrieve.retrieve.api import Index
 
     if filter_expr is not None and (ids or ids_file is not None):
         raise click.UsageError("give ids or --filter, not both")
     idx = Index.open(index, verify=False, wait=wait)
-    n = idx.delete(filter=filter_expr) if filter_expr is not None else idx.delete(_read_ids(ids, ids_file))
-    click.echo(f"deleted {n} docs from {index} ({len(idx)} docs left)", err=True)
+    n = idx.delete(filter=filter_expr) if filter_expr is not None else \
+        idx.delete(_read_ids(ids, ids_file), missing_ok=missing_ok)
+    click.echo(f"deleted {_count(n, 'doc')} from {index} ({_count(len(idx), 'doc')} left)", err=True)
 
 
 @click.command("compact")
@@ -179,3 +183,7 @@ def info_command(index, fmt, no_verify):
     width = max(len(k) for k in data)
     for k, v in data.items():
         click.echo(f"{k:<{width}}  {v}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

@@ -15,9 +15,11 @@ from xtrieve.cli.search_options import search_config, search_config_options
 @click.command("search")
 @click.argument("index", type=click.Path(file_okay=False))
 @click.argument("query", required=False)
-@click.option("-k", "--top-k", "k", default=10, show_default=True, help="Number of hits per query.")
+@click.option("-k", "--top-k", "k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Number of hits per query.")
 @click.option("--filter", "filter_", default=None, help="Metadata filter, e.g. \"year >= 2020 and lang == 'en'\".")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "trec"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "trec"]), default="table", show_default=True,
+              help="json: one object per query and line (JSON Lines: {query_id, query, hits}); trec: a run file.")
 @click.option("--queries", "queries_file",
               type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
               help="File of queries (instead of QUERY): JSONL, JSON, TSV (id<TAB>text), CSV (id,text) or .txt (one "

@@ -42,8 +42,9 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)  # learning rates, temperatu
 @click.option("--distill", "distill_weight", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
               help="Weight of the KL term to the dense (mean-pooled backbone) teacher scores.")
 @click.option("--dense-weight", type=click.FloatRange(min=0.0), default=None,
-              help="Score = MaxSim / n_q + this x cosine of the backbone's mean-pooled embeddings, in training "
-                   "and in every index built with the model (default: the base model's, 0 for models from elsewhere).")
+              help="Score = MaxSim + this x n_q x cosine of the backbone's mean-pooled embeddings (the same ranking as "
+                   "MaxSim / n_q + this x cosine), in training and in every index built with the model (default: the "
+                   "base model's, 0 for models from elsewhere).")
 @click.option("--denoise/--no-denoise", default=True, show_default=True,
               help="Drop mined negatives that the dense teacher scores above the positive (likely unlabelled positives).")
 @click.option("--cluster", type=click.Choice(["ward", "kmeans"]), default="ward", show_default=True,

@@ -60,7 +60,21 @@ def main(verbose: int) -> None:
     # the CLI shows its own progress; silence the model loader's per-weight bar
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = _BetweenBars()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+class _BetweenBars(logging.Handler):
+    """Writes log lines to stderr above a running progress bar, not glued onto its line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except (OSError, ValueError):  # stderr closed
+            self.handleError(record)
 
 
 def _register() -> None:

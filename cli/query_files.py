@@ -1,4 +1,5 @@
-"""`xtrieve search --queries FILE`: JSONL ({"_id"|"id", "text"}), a JSON list of such objects or
+"""`xtrieve search --queries FILE`: JSONL ({"_id"|"id", "text"}, or other names of ID_NAMES /
+TEXT_NAMES such as "query_id", "query"), a JSON list of such objects or
 a JSON object {id: text}, TSV (id<TAB>text), CSV (id,text), or plain text (.txt: one query per
 line); ``-`` reads standard input (JSON Lines when it starts with "{", a JSON list with "[",
 else TSV lines, a line without a tab being a query without an id)."""
@@ -13,9 +14,9 @@ from typing import Any, Iterable, Iterator, Optional
 
 from xtrieve.errors import InputError
 
-# a first TSV line naming an id column then a text column is a header
-TSV_ID_HEADERS = ("id", "_id", "qid", "query-id", "query_id", "queryid")
-TSV_TEXT_HEADERS = ("text", "query", "question", "query-text", "query_text")
+# names of a query's id and text: JSON keys, and a first TSV/CSV line naming them is a header
+ID_NAMES = ("id", "_id", "qid", "query-id", "query_id", "queryid")
+TEXT_NAMES = ("text", "query", "question", "query-text", "query_text")
 STDIN = "-"
 Row = tuple[int, Optional[str], str]  # line (or record) number, id (None: not given), text
 
@@ -103,7 +104,7 @@ def _one_object(path: Path, encoding: str) -> dict | None:
         value = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         return None  # JSON Lines, or an error the record reader names
-    if not isinstance(value, dict) or any(key in value for key in ("text", "id", "_id")):
+    if not isinstance(value, dict) or any(key in value for key in ID_NAMES + TEXT_NAMES):
         return None  # one query object, not a mapping of them: the record reader says what is wrong
     return value
 
@@ -111,17 +112,18 @@ def _one_object(path: Path, encoding: str) -> dict | None:
 def _json_row(n: int, row: Any, where: str) -> Row:
     if not isinstance(row, dict):
         raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    if "_id" in row and "id" not in row:
-        row = {"id": row["_id"], **row}
-    if "text" not in row:
-        raise InputError(f"{where}: query has no 'text' field")
-    return n, _json_id(row, where), _text(row["text"], where)
+    text_key = next((key for key in TEXT_NAMES if key in row), None)
+    if text_key is None:
+        raise InputError(f"{where}: query has no text (a key named {', '.join(TEXT_NAMES)}); it has "
+                         f"{', '.join(map(repr, row)) or 'no keys'}")
+    return n, _json_id(row, where), _text(row[text_key], where)
 
 
 def _json_id(row: dict[str, Any], where: str) -> str | None:
-    if "id" not in row:  # (BEIR's "_id" reads as "id")
+    key = next((key for key in ID_NAMES if key in row), None)
+    if key is None:
         return None
-    qid = row["id"]
+    qid = row[key]
     if qid is None:
         raise InputError(f"{where}: query id is null")
     if isinstance(qid, bool) or not isinstance(qid, (str, int)):
@@ -176,8 +178,8 @@ def _is_header(cells: list[str]) -> bool:
     """Whether a first row names the columns: an id column then a text one, or a text one alone."""
     names = [c.strip().lower() for c in cells]
     if len(names) == 1:
-        return names[0] in TSV_TEXT_HEADERS
-    return len(names) == 2 and names[0] in TSV_ID_HEADERS and names[1] in TSV_TEXT_HEADERS
+        return names[0] in TEXT_NAMES
+    return len(names) == 2 and names[0] in ID_NAMES and names[1] in TEXT_NAMES
 
 
 def _text(value: Any, where: str) -> str:

@@ -193,6 +193,8 @@ def load_train_set(source: str | Path, split: str = "train") -> TrainSet:
         return load_beir(p, split)
     if p.is_file():
         return load_pairs(p)
+    if not p.exists():
+        raise InputError(f"training data {source} does not exist")
     raise InputError(f"training data {source} is neither a BEIR folder nor a JSONL file")
 
 

@@ -95,6 +95,7 @@ def _loader_class():
 
         def _load_qrels(self) -> None:
             missing: set[str] = set()
+            unknown_docs: set[str] = set()
             with open(self.qrels_file, encoding="utf-8-sig", newline="") as f:
                 for n, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL), 1):
                     if not row or not "".join(row).strip():
@@ -113,7 +114,13 @@ def _loader_class():
                     if qid not in self.queries:
                         missing.add(qid)
                         continue
+                    if self.corpus and did not in self.corpus and score > 0:
+                        unknown_docs.add(did)
                     self.qrels.setdefault(qid, {})[did] = score
+            if unknown_docs:  # kept, as beir keeps them: relevant documents no run can return
+                log.warning("%s: %d relevant document id(s) absent from %s (e.g. %r) stay in the qrels, so no run "
+                            "reaches full recall", self.qrels_file, len(unknown_docs), self.corpus_file,
+                            sorted(unknown_docs)[0])
             if missing:
                 log.warning("%s: dropped qrels of %d query id(s) absent from %s (e.g. %r)", self.qrels_file,
                             len(missing), self.query_file, sorted(missing)[0])

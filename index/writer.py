@@ -402,8 +402,9 @@ class WriteSession:
         log.info("added %d docs (%d of them replacing live ones)", len(doc_ids), len(replaced))
         return doc_ids
 
-    def delete(self, ids: Iterable[Any]) -> int:
-        """Tombstone documents by id; InputError (nothing changed) if any id is not live."""
+    def delete(self, ids: Iterable[Any], missing_ok: bool = False) -> int:
+        """Tombstone documents by id; InputError (nothing changed) if any id is not live, unless
+        ``missing_ok``: those are skipped (none live: 0, nothing written)."""
         if isinstance(ids, (str, bytes)) or (isinstance(ids, (int, np.integer)) and not isinstance(ids, bool)):
             ids = [ids]
         if not isinstance(ids, Iterable):
@@ -411,6 +412,11 @@ class WriteSession:
         wanted = list(dict.fromkeys(str(i) for i in ids))
         if not wanted:
             raise InputError("no ids to delete")
+        if missing_ok:
+            live = self.live_ids()
+            wanted = [i for i in wanted if i in live]
+            if not wanted:
+                return 0
         self.commit(self._tombstoned(wanted))
         self._live = None
         return len(wanted)

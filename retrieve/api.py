@@ -258,10 +258,11 @@ class Index:
         self.refresh()
         return out
 
-    def delete(self, ids: Iterable[Any] | None = None, *, filter: Any = None) -> int:
-        """Delete documents by id (InputError naming unknown ids; nothing changes then), or every
-        live document a metadata ``filter`` matches (as in :meth:`search`, evaluated on the
-        latest commit under the writer lock; none matched: 0, nothing written). Returns how many."""
+    def delete(self, ids: Iterable[Any] | None = None, *, filter: Any = None, missing_ok: bool = False) -> int:
+        """Delete documents by id (InputError naming unknown ids; nothing changes then; with
+        ``missing_ok`` they are skipped), or every live document a metadata ``filter`` matches
+        (as in :meth:`search`, evaluated on the latest commit under the writer lock; none
+        matched: 0, nothing written). Returns how many."""
         from xtrieve.index.writer import open_writer
 
         if ids is None and filter is None:
@@ -273,7 +274,7 @@ class Index:
                 ids = _matching_ids(session.snapshot(), filter)  # an empty index still checks the filter
                 if not ids:
                     return 0
-            n = session.delete(ids)
+            n = session.delete(ids, missing_ok=_flag(missing_ok, "missing_ok"))
         self.refresh()
         return n
 

@@ -42,6 +42,10 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def __dir__() -> list[str]:  # the lazy names too, for completion in editors and shells
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "ConfigError", "Encoder", "EncoderConfig", "FilterError", "Hit", "Index", "IndexConfig",
     "IndexFormatError", "IndexInfo", "IndexLockedError", "InputError", "ModelLoadError",

@@ -71,8 +71,9 @@ def test_query_files_of_every_kind(tmp_path):
     assert read_queries(write(tmp_path / "p.csv", ",id,text\n0,q1,moon\n1,q2,tides\n")) == \
         [("q1", "moon"), ("q2", "tides")]  # pandas' to_csv with its index
     assert read_queries(write(tmp_path / "p1.csv", ",query\n0,moon\n")) == [("2", "moon")]
-    with pytest.raises(InputError, match="has no 'text' field"):  # one query, not a mapping of them
-        read_queries(write(tmp_path / "one.json", '{"_id": "q1", "query": "what"}'))
+    assert read_queries(write(tmp_path / "one.json", '{"_id": "q1", "query": "what"}')) == [("q1", "what")]  # one query
+    assert read_queries(write(tmp_path / "k.jsonl", '{"query_id": "a", "query": "moon"}\n{"qid": "b", "question": "tides"}\n')) == \
+        [("a", "moon"), ("b", "tides")]  # the names a TSV header may give
     with pytest.raises(InputError, match="name it .txt"):
         read_queries(write(tmp_path / "q.tsv", "moon landing\n"))
     with pytest.raises(InputError, match=r"q3.csv:1: expected 'id,text', got 3 columns"):
@@ -217,7 +218,8 @@ def test_duplicate_query_ids_are_an_error(tmp_path):
     ("q.jsonl", '{"_id": "A1", "text": "ok"}\n\n{"_id": "A2", "text": null}\n', "q.jsonl:3: query text must be a string, got null"),
     ("q.jsonl", '{"_id": "A1", "text": ""}\n', "q.jsonl:1: empty query text"),
     ("q.jsonl", '{"_id": "A1", "text": 5}\n', "q.jsonl:1: query text must be a string, got int"),
-    ("q.jsonl", '{"_id": "A1"}\n', "q.jsonl:1: query has no 'text' field"),
+    ("q.jsonl", '{"_id": "A1"}\n', "q.jsonl:1: query has no text (a key named text, query, question, query-text, "
+                                   "query_text); it has 'id'"),
     ("q.jsonl", '{"_id": ["x"], "text": "a"}\n', "q.jsonl:1: query id must be a string or an integer, got list"),
     ("q.tsv", "id\ttext\n7\tvaccines\n\n8\t  \n", "q.tsv:4: empty query text"),
     ("q.tsv", "7\tvaccines\n8\n",

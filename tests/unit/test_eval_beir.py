@@ -76,7 +76,16 @@ def test_qrels_for_unknown_queries_dropped_and_float_scores(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         ds = beir_data.load_beir(folder)
     assert ds.qrels == {"1": {"a": 1, "7": 2}}
-    assert "absent from" in caplog.text
+    assert "absent from" in caplog.text and "relevant document" not in caplog.text
+
+
+def test_qrels_naming_documents_absent_from_the_corpus_are_kept_with_a_warning(tmp_path, caplog):
+    folder = beir_data.write_beir(tmp_path / "b", {"a": {"text": "x"}}, {"1": "query one"},
+                                  {"test": {"1": {"a": 1, "gone": 1, "zero": 0}}})
+    with caplog.at_level(logging.WARNING):
+        ds = beir_data.load_beir(folder)
+    assert ds.qrels == {"1": {"a": 1, "gone": 1, "zero": 0}}  # as beir reads them
+    assert "1 relevant document id(s) absent from" in caplog.text and "'gone'" in caplog.text
 
 
 def test_download_without_network_is_one_clear_line(tmp_path, monkeypatch):

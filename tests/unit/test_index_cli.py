@@ -103,6 +103,9 @@ def test_delete_by_filter(tmp_path, corpus):
     unknown = run("delete", ix, "--filter", "yeer == 2001")
     assert unknown.exit_code != 0 and "yeer" in unknown.output
     assert run("delete", ix, "--filter", "year > 3000").output.startswith("deleted 0 docs")
+    assert run("delete", ix, "doc1", "gone").exit_code != 0
+    r = run("delete", ix, "doc1", "gone", "--missing-ok")
+    assert r.exit_code == 0 and r.output.startswith("deleted 1 doc from") and "(7 docs left)" in r.output
 
 
 def test_parquet_and_txt_folder(tmp_path):

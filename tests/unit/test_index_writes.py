@@ -89,6 +89,9 @@ def test_delete_unknown_ids_changes_nothing(built, tmp_path):
     with pytest.raises(xtrieve.InputError, match="not in the index: 'nope'"):
         idx.delete(["d1", "nope"])
     assert manifest(tmp_path / "ix")["generation"] == gen and len(idx) == 40
+    assert idx.delete(["d1", "nope"], missing_ok=True) == 1 and len(idx) == 39
+    assert idx.delete(["d1", "nope"], missing_ok=True) == 0  # nothing live: nothing written
+    assert manifest(tmp_path / "ix")["generation"] == gen + 1
 
 
 def test_tiered_merge_after_adds(built, tmp_path):
