@@ -74,9 +74,15 @@ class TextProcessor:
         self.query_marker = self._marker_id(config.query_prefix)
         self.document_marker = self._marker_id(config.document_prefix)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.mask_id = tokenizer.mask_token_id
+        # the query expansion token, as PyLate picks it: [MASK], else (a decoder) the end-of-text token
+        self.mask_id = next((t for t in (getattr(tokenizer, f"{kind}_token_id", None) for kind in ("mask", "eos", "pad"))
+                             if t is not None), None)
         if config.query_augmentation and self.mask_id is None:
-            raise ModelLoadError("query_augmentation needs a tokenizer with a [MASK] token")
+            raise ModelLoadError("query_augmentation needs a tokenizer with a [MASK], end-of-text or padding token")
+        if getattr(tokenizer, "padding_side", "right") == "left":
+            log.warning("the tokenizer pads on the left: xtrieve pads on the right, as a text's vectors then do not "
+                        "depend on the other texts of its batch (PyLate's do, with such a tokenizer)")
+        self.keep_end = getattr(tokenizer, "truncation_side", "right") == "left"  # a long text keeps its end
         self.special_ids = set(tokenizer.all_special_ids)
         self.skip_ids = self._skiplist_ids(config.skiplist_words)
         self._told_overlap = False  # a capped doc_window_overlap is logged once
@@ -119,11 +125,18 @@ class TextProcessor:
         raise ModelLoadError("cannot tell where the tokenizer puts its special tokens")
 
     def _with_specials(self, ids: list[int], marker: int | None) -> list[int]:
-        """Specials around ``ids``; the marker goes right after the first special token."""
-        head = list(self.prefix_ids)
+        """Specials around ``ids``; the marker goes second, where ColBERT and PyLate insert it:
+        right after the first special token (a tokenizer with none before a text: after its
+        first token)."""
+        row = list(self.prefix_ids) + list(ids) + list(self.suffix_ids)
         if marker is not None:
-            head = head[:1] + [marker] + head[1:]
-        return head + list(ids) + list(self.suffix_ids)
+            row.insert(1, marker)
+        return row
+
+    def _content_positions(self, n: int, marker: int | None) -> torch.Tensor:
+        """Where a row from :meth:`_with_specials` holds its first ``n`` text tokens."""
+        positions = torch.arange(len(self.prefix_ids), len(self.prefix_ids) + n)
+        return positions + (positions >= 1).long() if marker is not None else positions
 
     def encode_ids(self, texts: list[str], is_query: bool) -> tuple[list[list[int]], int]:
         """Token ids per text with specials and marker, truncated to the max length."""
@@ -160,6 +173,8 @@ class TextProcessor:
             if n_windows > max_windows:
                 out.n_truncated += 1
                 n_windows = max_windows
+            if self.keep_end and max_windows == 1 and len(ids) > budget:  # the tokenizer truncates on the left
+                ids = ids[len(ids) - budget:]
             for k in range(n_windows):
                 start = 0 if k == 0 else budget + (k - 1) * stride - overlap
                 out.ids.append(self._with_specials(ids[start:start + budget], marker))
@@ -198,9 +213,9 @@ class TextProcessor:
                 if marker is not None:
                     output &= input_ids != marker
         if context is not None:
-            head = len(self._with_specials([], self.query_marker if is_query else self.document_marker)) - len(self.suffix_ids)
+            marker = self.query_marker if is_query else self.document_marker
             for i, n_context in enumerate(context):
-                output[i, head:head + n_context] = False
+                output[i, self._content_positions(n_context, marker)] = False
         # never return an empty bag: fall back to every attended position
         empty = output.sum(dim=1) == 0
         if context is not None:  # a later window may legitimately output nothing
