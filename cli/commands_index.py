@@ -178,6 +178,7 @@ def info_command(index, fmt, no_verify):
         click.echo(json.dumps(data, indent=2))
         return
     data["bytes"] = f"{info.bytes} ({_human(info.bytes)})"
+    data["model_bytes"] = f"{info.model_bytes} ({_human(info.model_bytes)})"
     data["faiss"] = ", ".join(sorted(set(info.faiss))) or "-"
     data["metadata_columns"] = ", ".join(f"{k} ({v})" for k, v in info.metadata_columns.items()) or "-"
     width = max(len(k) for k in data)

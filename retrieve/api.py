@@ -27,6 +27,14 @@ def as_encoder(encoder: Any) -> Any:
     return encoder
 
 
+def _size(path: Path) -> int:
+    """A file's bytes; 0 for one a later commit removed (or a folder moved away)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _flag(value: Any, name: str) -> bool:
     """``value`` as a bool, or an InputError (a string such as "no" would read as true)."""
     if not isinstance(value, (bool, np.bool_)):
@@ -298,18 +306,18 @@ class Index:
             n_deleted += int(seg.deleted.sum())
             n_tokens += int(seg.n_tokens[live].sum())
             n_vectors += int(np.diff(seg.offsets)[live].sum())
-        size = 0
-        for rel in ("manifest.json", *m.files()):  # a file a later commit removed (or a moved folder) counts 0
-            try:
-                size += (self.path / rel).stat().st_size
-            except FileNotFoundError:
-                pass
+        size = sum(_size(self.path / rel) for rel in ("manifest.json", *m.files()))
+        model_bytes = 0
+        if m.encoder is not None:
+            model_dir = self.path / m.encoder_dir
+            model_bytes = sum(_size(p) for p in model_dir.rglob("*") if p.is_file() and not p.is_symlink())
         return IndexInfo(
             path=str(self.path), n_docs=snap.n_docs, n_deleted=n_deleted, n_tokens=n_tokens, n_vectors=n_vectors,
             dim=snap.dim, n_segments=len(snap.segments), bytes=size,
             model=(m.encoder or {}).get("name") if m.encoder else None, generation=snap.generation,
             faiss=[s.faiss for s in m.segments], vector_storage=m.config.vector_storage, pool_factor=m.pool_factor,
             dense_weight=m.dense_weight, **_reading_lengths(m.encoder), metadata_columns=_metadata_columns(snap),
+            model_bytes=model_bytes,
         )
 
     def get(self, doc_id: str) -> dict[str, Any] | None:

@@ -80,6 +80,9 @@ class IndexInfo:
     doc_windows: int | None = None
     # the metadata columns filters can name, with their Arrow types ("int64", "string", ...)
     metadata_columns: dict[str, str] = dataclasses.field(default_factory=dict)
+    # bytes of the model folder inside the index (not in ``bytes``): a model from a folder is copied
+    # whole, backbone included; the packaged default model's backbone stays in its package
+    model_bytes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -61,6 +61,8 @@ def test_build_info_add_delete_compact(tmp_path, corpus):
     assert (info["n_docs"], info["dim"], info["model"], info["faiss"]) == (12, DIM, "fake", ["Flat"])
     assert info["metadata_columns"] == {"year": "int64"}
     assert "metadata_columns  year (int64)" in run("info", ix).output
+    model_dir = next(p for p in ix.iterdir() if p.name.startswith("encoder"))
+    assert info["model_bytes"] == sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file()) > 0
     idx = xtrieve.Index.open(ix, encoder=FakeEncoder())
     assert idx.get("doc3")["year"] == 2003 and idx.get("doc3")["title"] == "title 3"
 
