@@ -23,7 +23,13 @@ class ConfigBase:
             value = getattr(self, f.name)
             if isinstance(value, numbers.Number) and type(value) not in (int, float, bool):
                 object.__setattr__(self, f.name, _plain_number(value))
-        self.validate()
+        try:
+            self.validate()
+        except ConfigError as exc:  # a message that starts with a field's name gets its value
+            message, name = str(exc), str(exc).split(" ", 1)[0]
+            if name in self.field_names() and ", got " not in message:
+                raise ConfigError(f"{message}, got {getattr(self, name)!r:.60}") from None
+            raise
 
     def validate(self) -> None:  # overridden where values need checks
         """Raise :class:`ConfigError` for invalid values."""

@@ -119,6 +119,8 @@ def test_not_a_model_and_unknown_keys(tmp_path, colbert_folder):
         Encoder.load(colbert_folder[0], config={"poolfactor": 2})
     with pytest.raises(ConfigError, match="pool_factor"):
         EncoderConfig(pool_factor=0)
+    with pytest.raises(ConfigError, match="dim is fixed by the model's head: 8"):
+        Encoder.load(colbert_folder[0], config={"dim": 16})
 
 
 def test_xtrieve_folder_with_bad_config(tmp_path, colbert_folder):
