@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/xtrieve build demo_index --corpus examples/sample_corpus.jsonl
 	$(BIN)/xtrieve info demo_index
 	$(BIN)/xtrieve search demo_index "how do vaccines protect us?" -k 5
-	$(BIN)/xtrieve search demo_index "space exploration" -k 3 --filter "year >= 2019"
+	$(BIN)/xtrieve search demo_index "planets and stars" -k 3 --filter "year >= 2019"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
