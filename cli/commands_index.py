@@ -91,7 +91,7 @@ def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, 
     docs = read_corpus(corpus)
     first = next(docs)  # bad or empty corpus: fail before loading the model
     encoder = Encoder.load(model, config=encoder_changes, precision=precision)
-    docs = itertools.chain([first], docs)
+    docs = _with_count(itertools.chain([first], docs), docs)
     idx = Index.build(index, docs, encoder=encoder, config=config, overwrite=overwrite, show_progress=True, wait=wait)
     info = idx.info()
     click.echo(f"built {index}: {_count(info.n_docs, 'doc')}, {_count(info.n_vectors, 'vector')} in "
@@ -184,6 +184,13 @@ def info_command(index, fmt, no_verify):
     width = max(len(k) for k in data)
     for k, v in data.items():
         click.echo(f"{k:<{width}}  {v}")
+
+
+def _with_count(docs, source):
+    """``docs`` with the number of documents ``source`` gave (a progress bar's total), if any."""
+    from xtrieve.index.corpus import CountedDocuments
+
+    return CountedDocuments(docs, len(source)) if isinstance(source, CountedDocuments) else docs
 
 
 def _count(n: int, noun: str) -> str:

@@ -351,3 +351,18 @@ def test_with_text_shows_each_hits_text(tmp_path, index):
     shown = format_hits("q", "q", [long], "table", ["word " * 100]).splitlines()[-1].strip()
     assert shown.endswith("...") and len(shown) == 160
     assert "(no text stored)" in format_hits("q", "q", [long], "table", [None])
+
+
+def test_corpora_that_can_be_counted_up_front_say_how_many_documents_they_hold(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lines = write(tmp_path / "c.jsonl", '{"_id": "a", "text": "x"}\n\n{"_id": "b", "text": "y"}\n')
+    pq.write_table(pa.table({"id": ["p1", "p2", "p3"], "text": ["a", "b", "c"]}), tmp_path / "c.parquet")
+    (tmp_path / "txt").mkdir()
+    write(tmp_path / "txt" / "one.txt", "some text")
+    write(tmp_path / "txt" / "empty.txt", "")
+    for path, n in ((lines, 2), (tmp_path / "c.parquet", 3), (tmp_path / "txt", 1)):
+        docs = read_corpus(path)
+        assert len(docs) == n and len(list(docs)) == n
+    assert not hasattr(read_corpus(write(tmp_path / "c.csv", "id,text\na,x\n")), "__len__")  # rows may span lines
