@@ -453,6 +453,8 @@ class Encoder:
         """Backbone hidden states at the output positions (before the head), float32."""
         texts = check_texts(texts, "queries" if is_query else "documents")
         batch_size = check_batch_size(batch_size)
+        if not texts:
+            return []
         join = WindowJoin(len(texts))
         with torch.inference_mode():
             for owners, windows, batch in self._batches(texts, is_query, batch_size, show_progress,
@@ -496,6 +498,8 @@ class Encoder:
         texts = check_texts(texts, "queries" if is_query else "documents")
         batch_size = check_batch_size(batch_size)
         pool_factor = self.config.pool_factor if pool_factor is None else check_pool_factor(pool_factor)
+        if not texts:  # nothing in, nothing out, as in PyLate and sentence-transformers
+            return Encoded([], [], np.zeros((0, self.hidden_size), np.float32) if self.fuses_dense else None)
         vectors, dense, n_truncated = self._encode(texts, is_query, batch_size, show_progress, self.fuses_dense)
         counts = [int(v.shape[0]) for v in vectors]
         if not is_query:

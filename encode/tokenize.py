@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def check_texts(texts: object, what: str) -> list[str]:
-    """Validate a list of non-empty strings, naming the first bad item."""
+    """Validate a list (maybe empty) of non-empty strings, naming the first bad item."""
     if texts is None:
         raise InputError(f"{what}: got None, expected a list of strings")
     if isinstance(texts, str):
@@ -29,8 +29,6 @@ def check_texts(texts: object, what: str) -> list[str]:
         items = list(texts)  # type: ignore[call-overload]
     except TypeError:
         raise InputError(f"{what}: expected a list of strings, got {type(texts).__name__}") from None
-    if not items:
-        raise InputError(f"{what}: the list of texts is empty")
     for i, t in enumerate(items):
         if not isinstance(t, str):
             raise InputError(f"{what}: item {i} is {type(t).__name__}, not a string")

@@ -95,8 +95,14 @@ def test_truncation_is_counted(colbert_folder, caplog):
     assert "1 of 2 documents truncated" in caplog.text
 
 
+def test_no_texts_give_no_vectors(colbert_folder):
+    enc = Encoder.load(colbert_folder[0])
+    assert enc.encode_documents([]) == [] and enc.encode_queries([]) == [] and enc.token_states([], False) == []
+    assert len(enc.encode([], False)) == 0
+
+
 @pytest.mark.parametrize("bad, message", [
-    ([], "empty"), (None, "None"), (["ok", 3], "item 1 is int"), (["ok", "   "], "empty or whitespace"),
+    (None, "None"), (["ok", 3], "item 1 is int"), (["ok", "   "], "empty or whitespace"),
     ("a string", "single string"),
 ])
 def test_bad_texts(colbert_folder, bad, message):
