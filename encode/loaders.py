@@ -392,7 +392,8 @@ def hidden_width(backbone_cfg: dict[str, Any], path: Path) -> int:
 
 def is_transformers_folder(folder: Path) -> bool:
     """A backbone saved by transformers' ``save_pretrained`` with its tokenizer."""
-    return ((folder / "config.json").exists() and has_weights(folder)
+    sharded = (folder / "model.safetensors.index.json").exists()  # transformers reads the shards
+    return ((folder / "config.json").exists() and (has_weights(folder) or sharded)
             and any((folder / name).exists() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")))
 
 
