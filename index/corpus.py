@@ -102,7 +102,9 @@ def _row(obj: Any, where: str) -> dict[str, Any]:
 
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """JSON objects of a JSONL file (blank lines skipped; "_id" read as "id"), clear errors."""
-    for _, obj in iter_jsonl_lines(path):
+    for n, obj in iter_jsonl_lines(path):
+        if "id" not in obj:  # (the writer would name it by its position, not its line)
+            raise InputError(f"{path}:{n}: missing 'id' (or '_id') field")
         yield obj
 
 

@@ -366,3 +366,9 @@ def test_corpora_that_can_be_counted_up_front_say_how_many_documents_they_hold(t
         docs = read_corpus(path)
         assert len(docs) == n and len(list(docs)) == n
     assert not hasattr(read_corpus(write(tmp_path / "c.csv", "id,text\na,x\n")), "__len__")  # rows may span lines
+
+
+def test_a_corpus_line_without_an_id_is_named_by_its_line(tmp_path):
+    corpus = write(tmp_path / "c.jsonl", '{"_id": "a", "text": "x"}\n\n{"text": "no id"}\n')
+    with pytest.raises(InputError, match=r"c\.jsonl:3: missing 'id' \(or '_id'\) field"):
+        list(read_corpus(corpus))
