@@ -291,7 +291,8 @@ class Encoder:
         precisions.check_precision(precision)
         spec = loaders.load_spec(name_or_path)
         if config:
-            if spec.head_weight is not None and "dim" in config and config["dim"] != spec.config.dim:
+            dim = config.get("dim", spec.config.dim)
+            if spec.head_weight is not None and isinstance(dim, int) and not isinstance(dim, bool) and dim != spec.config.dim:
                 raise ConfigError(f"dim is fixed by the model's head: {spec.config.dim} for {spec.name}")
             spec.config = EncoderConfig.from_dict({**spec.config.to_dict(), **config})
         return cls(spec, device=device, precision=precision)

@@ -397,6 +397,17 @@ def is_transformers_folder(folder: Path) -> bool:
             and any((folder / name).exists() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")))
 
 
+def _check_bare_backbone(folder: Path) -> None:
+    """ModelLoadError for a folder whose other files say it is more than a backbone (a
+    sentence-transformers or PyLate folder that lost its modules.json): read as a bare
+    backbone, its head and settings would be ignored without a word."""
+    st_files = [p.name for p in folder.iterdir() if p.name in ("config_sentence_transformers.json",
+                "sentence_bert_config.json") or (p.is_dir() and "dense" in p.name.lower())]
+    if st_files:
+        raise ModelLoadError(f"{folder} has {', '.join(sorted(st_files))} but no modules.json: restore its "
+                             "modules.json (sentence-transformers / PyLate), or it would load without its head")
+
+
 def encoder_config(source: Path, **values: Any) -> EncoderConfig:
     """EncoderConfig(**values), or a ConfigError that names the file the values came from."""
     try:
@@ -494,12 +505,19 @@ def load_colbert(folder: Path) -> ModelSpec:
 
 
 def is_colbert_checkpoint(folder: Path) -> bool:
-    if (folder / "artifact.metadata").exists():
-        return True
-    st = folder / "model.safetensors"
+    """A Stanford ColBERT checkpoint: artifact.metadata, or weights with ColBERT's linear.weight."""
+    return (folder / "artifact.metadata").exists() or "linear.weight" in weight_names(folder)
+
+
+def weight_names(folder: Path) -> set[str]:
+    """The tensor names of a folder's weights file (or shards); empty when it has none."""
+    st, shards = folder / "model.safetensors", folder / "model.safetensors.index.json"
     if st.exists():
-        return "linear.weight" in safetensors_keys(st)
-    return False
+        return safetensors_keys(st)
+    if shards.exists():
+        weight_map = read_json(shards).get("weight_map")
+        return set(weight_map) if isinstance(weight_map, dict) else set()
+    return set(read_weights(folder)) if has_weights(folder) else set()
 
 
 def load_spec(name_or_path: str | Path | None) -> ModelSpec:
@@ -530,6 +548,7 @@ def load_spec(name_or_path: str | Path | None) -> ModelSpec:
         raise ModelLoadError(f"{folder} is an index folder, not a model" + (
             f": its model is {folder / inner[0]}" if inner else ""))
     if is_transformers_folder(folder):  # a bare backbone: its token states, as sentence-transformers reads it
+        _check_bare_backbone(folder)
         return load_sentence_transformers(folder)
     raise ModelLoadError(
         f"{folder} is not a model folder xtrieve can load: expected {MODEL_FILE}, a sentence-transformers/PyLate "

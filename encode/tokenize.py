@@ -1,7 +1,8 @@
 """Turn texts into model inputs the way ColBERT and PyLate do.
 
-Queries and documents get an optional marker token right after the first special token;
-queries are padded with [MASK] to ``query_maxlen`` when augmentation is on; documents
+Queries and documents get an optional marker token second in the row (right after the first
+special token, or the first token where none comes before a text); queries are padded with
+[MASK] (else end-of-text, else padding) to ``query_maxlen`` when augmentation is on; documents
 drop skiplist (punctuation) tokens from the output. A document longer than ``doc_maxlen`` is
 truncated, or with ``doc_windows`` > 1 split into windows (see :meth:`TextProcessor.rows`).
 Truncation is counted, not silent.

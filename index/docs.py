@@ -265,8 +265,9 @@ def widened_type_name(recorded: str | None, new: pa.DataType) -> str:
         return type_name(new)
 
 
-def unify(schema: pa.Schema | None, table: pa.Table) -> pa.Schema:
-    """The index schema widened by a new batch; InputError if a column's types clash."""
+def unify(schema: pa.Schema | None, table: pa.Table, index_columns: Sequence[str] = ()) -> pa.Schema:
+    """The schema widened by a new batch; InputError naming a column whose types clash (with
+    the advice to rebuild when it is one of the index's own ``index_columns``)."""
     if schema is None:
         return table.schema
     try:
@@ -276,9 +277,12 @@ def unify(schema: pa.Schema | None, table: pa.Table) -> pa.Schema:
                      None)
         if clash is None:
             raise InputError(f"metadata types clash: {exc}") from None
-        raise InputError(f"metadata column {clash.name!r} holds {schema.field(clash.name).type} values, these documents "
-                         f"give {clash.type} (a column keeps its type, even once its documents are deleted: build "
-                         "the index anew to change it)") from None
+        old = schema.field(clash.name).type
+        if clash.name in index_columns:
+            raise InputError(f"metadata column {clash.name!r} holds {old} values in the index, these documents give "
+                             f"{clash.type} (a column keeps its type, even once its documents are deleted: build the "
+                             "index anew to change it)") from None
+        raise InputError(f"metadata column {clash.name!r}: {old} and {clash.type} values do not mix") from None
 
 
 def check_one_type_per_column(tables: list[pa.Table], columns: set[str] | None = None) -> None:

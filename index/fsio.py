@@ -1,4 +1,4 @@
-"""Small filesystem helpers: fsync, atomic replace, checksums, safe relative paths."""
+"""Small filesystem helpers: fsync, atomic replace, checksums, safe relative paths, Arrow files."""
 from __future__ import annotations
 
 import errno
@@ -71,3 +71,16 @@ def safe_join(root: Path, rel: str, what: str = "path") -> Path:
     except ValueError:
         raise IndexFormatError(f"manifest of {root} names a {what} outside the index folder: {rel!r}") from None
     return full
+
+
+def read_arrow_file(path: Path, what: str):
+    """An Arrow IPC file's table, memory-mapped; IndexFormatError naming the ``what`` and path
+    when it does not parse. A missing or unreadable file raises as the OS says (a missing one
+    lets a reader whose snapshot a writer replaced retry)."""
+    import pyarrow as pa
+
+    source = pa.memory_map(str(path), "r")
+    try:
+        return pa.ipc.open_file(source).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:  # a truncated footer reads out of bounds (OSError)
+        raise IndexFormatError(f"corrupt {what} {path}: {exc}") from None

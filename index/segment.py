@@ -29,10 +29,11 @@ from xtrieve.index import faiss_build
 from xtrieve.index.arrow_numpy import as_numpy
 from xtrieve.index.codecs import check_int4_dim, decode_int4, list_dtype, quantize_int4, quantize_int8
 from xtrieve.index.docs import check_one_type_per_column
-from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
+from xtrieve.index.fsio import fsync_dir, fsync_file, read_arrow_file, sha256_file
 from xtrieve.index.manifest import SegmentEntry
 
 log = logging.getLogger(__name__)
+ALLOCATE_CHUNK = 1 << 20
 
 DOCS, VECTORS, FAISS = "docs.arrow", "vectors.arrow", "tokens.faiss"
 OFFSET, N_VECTORS, N_TOKENS, DENSE = "__offset", "__n_vectors", "__n_tokens", "__dense"
@@ -203,21 +204,14 @@ def _allocate(path: Path, size: int) -> None:
             except OSError as exc:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without it
                     raise
-        f.truncate(size)
-
-
-def _open_ipc(path: Path) -> pa.Table:
-    try:
-        return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
-    except FileNotFoundError:
-        raise  # a writer may have replaced the snapshot: the store retries
-    except (pa.ArrowInvalid, OSError) as exc:  # a truncated footer reads out of bounds (OSError)
-        raise IndexFormatError(f"corrupt segment file {path}: {exc}") from None
+        zeros = bytes(min(size, ALLOCATE_CHUNK))  # (macOS has no posix_fallocate) written blocks are allocated
+        for start in range(0, size, ALLOCATE_CHUNK):
+            f.write(zeros[:min(ALLOCATE_CHUNK, size - start)])
 
 
 def stored_columns(root: Path, name: str) -> pa.Table:
     """A written segment's docs table without the internal columns (doc_id, text, metadata)."""
-    docs = _open_ipc(root / name / DOCS)
+    docs = read_arrow_file(root / name / DOCS, "segment file")
     return docs.drop_columns([c for c in INTERNAL if c in docs.column_names])
 
 
@@ -227,8 +221,8 @@ class SegmentCore:
     def __init__(self, root: Path, entry: SegmentEntry, dim: int) -> None:
         self.entry, self.name, self.dim = entry, entry.name, dim
         folder = root / entry.name
-        docs = _open_ipc(folder / DOCS)
-        vectors = _open_ipc(folder / VECTORS)
+        docs = read_arrow_file(folder / DOCS, "segment file")
+        vectors = read_arrow_file(folder / VECTORS, "segment file")
         if docs.num_rows != entry.n_docs or vectors.num_rows != entry.n_vectors:
             raise IndexFormatError(f"segment {entry.name}: file row counts do not match the manifest")
         self.n_docs, self.n_vectors = entry.n_docs, entry.n_vectors

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from xtrieve.errors import IndexFormatError
 from xtrieve.index.arrow_numpy import as_numpy
-from xtrieve.index.fsio import fsync_file, sha256_file
+from xtrieve.index.fsio import fsync_file, read_arrow_file, sha256_file
 
 
 def tombstone_name(segment: str, generation: int) -> str:
@@ -31,13 +31,10 @@ def read_tombstones(root: Path, rels: list[str], n_docs: int) -> np.ndarray:
     mask = np.zeros(n_docs, dtype=bool)
     for rel in rels:
         path = root / rel
-        try:
-            with pa.memory_map(str(path), "r") as f:
-                docs = as_numpy(pa.ipc.open_file(f).read_all().column("doc")).astype(np.int64)
-        except FileNotFoundError:
-            raise  # a writer may have replaced the snapshot: the store retries
-        except (pa.ArrowInvalid, KeyError, OSError) as exc:  # a truncated footer reads out of bounds (OSError)
-            raise IndexFormatError(f"corrupt tombstone file {path}: {exc}") from None
+        table = read_arrow_file(path, "tombstone file")
+        if "doc" not in table.column_names:
+            raise IndexFormatError(f"corrupt tombstone file {path}: no 'doc' column")
+        docs = as_numpy(table.column("doc")).astype(np.int64)
         if len(docs) and (docs.min() < 0 or docs.max() >= n_docs):
             raise IndexFormatError(f"corrupt tombstone file {path}: doc number out of range")
         mask[docs] = True

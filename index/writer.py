@@ -278,7 +278,7 @@ class WriteSession:
             if again:
                 raise InputError(f"duplicate id(s) in the input: {short_list(again)}")
             table = as_index_types(index_schema, table)  # (the types before this input, not as it goes)
-            schema = unify(schema, table)
+            schema = unify(schema, table, index_schema.names if index_schema is not None else ())
             return table
 
         return check

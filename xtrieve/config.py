@@ -21,14 +21,15 @@ class ConfigBase:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # numpy scalars (an np.arange sweep) as Python numbers
             value = getattr(self, f.name)
-            if isinstance(value, numbers.Number) and type(value) not in (int, float, bool):
+            if (isinstance(value, numbers.Number) and type(value) not in (int, float, bool)) or _is_numpy_bool(value):
                 object.__setattr__(self, f.name, _plain_number(value))
         try:
             self.validate()
         except ConfigError as exc:  # a message that starts with a field's name gets its value
             message, name = str(exc), str(exc).split(" ", 1)[0]
             if name in self.field_names() and ", got " not in message:
-                raise ConfigError(f"{message}, got {getattr(self, name)!r:.60}") from None
+                shown = repr(getattr(self, name))
+                raise ConfigError(f"{message}, got {shown if len(shown) <= 60 else shown[:57] + '...'}") from None
             raise
 
     def validate(self) -> None:  # overridden where values need checks
@@ -107,8 +108,15 @@ def _check(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _plain_number(value: numbers.Number) -> Any:
-    """An integral number as int, a real one as float; others (complex) as they are."""
+def _is_numpy_bool(value: Any) -> bool:
+    return type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool")
+
+
+def _plain_number(value: Any) -> Any:
+    """A numpy bool as bool, an integral number as int, a real one as float; others (complex)
+    as they are."""
+    if _is_numpy_bool(value):
+        return bool(value)
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
@@ -132,9 +140,11 @@ HEAD_ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "silu")
 class EncoderConfig(ConfigBase):
     """How text becomes token vectors; saved with every model and index.
 
-    ``query_prefix``/``document_prefix`` are marker tokens inserted right after the first
-    special token (ColBERT's ``[unused0]``/``[unused1]``, PyLate's ``[Q] ``/``[D] ``); None
-    means no marker. ``query_augmentation`` pads queries with [MASK] to ``query_maxlen``.
+    ``query_prefix``/``document_prefix`` are marker tokens inserted second in a row, right after
+    the first special token (ColBERT's ``[unused0]``/``[unused1]``, PyLate's ``[Q] ``/``[D] ``;
+    a tokenizer with no special token before a text: after its first token); None means no
+    marker. ``query_augmentation`` pads queries to ``query_maxlen`` with [MASK] (a tokenizer
+    without one: its end-of-text, else its padding token, as PyLate does).
     ``doc_windows``: a document longer than ``doc_maxlen`` tokens is encoded as up to this many
     windows of ``doc_maxlen`` (1 = truncate, as ColBERT and PyLate do), window k > 0 seeing the
     last ``doc_window_overlap`` tokens of window k - 1 as context; the windows' vectors (and,

@@ -41,3 +41,12 @@ def test_numpy_numbers_are_stored_as_python_ones():
     assert SearchConfig.from_dict({"n_rerank": np.arange(8, 9)[0]}) == SearchConfig(n_rerank=8)
     with pytest.raises(ConfigError, match="k_prime"):
         SearchConfig(k_prime=np.float64(3.5))
+    assert IndexConfig(store_text=np.False_).store_text is False
+    assert EncoderConfig(query_augmentation=np.bool_(True)).query_augmentation is True
+
+
+def test_a_bad_value_is_shown_in_the_error():
+    with pytest.raises(ConfigError, match="doc_windows must be an int >= 1, got 'abc'$"):
+        EncoderConfig(doc_windows="abc")
+    with pytest.raises(ConfigError, match=r"got 'xxxx+\.\.\.$"):  # a long one shortened
+        IndexConfig(batch_size="x" * 100)

@@ -381,6 +381,21 @@ def test_a_transformers_backbone_folder_reads_as_sentence_transformers_reads_it(
         Encoder.load(tmp_path / "bert")
 
 
+def test_folders_that_are_more_than_a_backbone_do_not_load_as_one(colbert_folder, pylate_folder):
+    from xtrieve.encode.loaders import load_spec, read_weights
+
+    folder, weight, _, _ = colbert_folder  # a ColBERT checkpoint in pytorch_model.bin without its metadata
+    state = read_weights(folder)
+    (folder / "model.safetensors").unlink()
+    (folder / "artifact.metadata").unlink()
+    torch.save(state, str(folder / "pytorch_model.bin"))
+    spec = load_spec(folder)
+    assert torch.equal(spec.head_weight, weight) and spec.config.query_prefix == "[unused0]"
+    (pylate_folder[0] / "modules.json").unlink()  # its Dense head would be dropped
+    with pytest.raises(ModelLoadError, match="no modules.json"):
+        Encoder.load(pylate_folder[0])
+
+
 def test_save_writes_weights_with_the_umask(colbert_folder, tmp_path):
     import os
     import stat

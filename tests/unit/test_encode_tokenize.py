@@ -72,3 +72,4 @@ def test_windows_mask_their_context_where_the_marker_comes_second(decoder_tokeni
     # every text token is output once over the windows, each window's marker too
     assert [t for out in outputs for t in out if t != marker] == text_ids[:sum(len(o) - 1 for o in outputs)]
     assert all(out.count(marker) == 1 for out in outputs)
+    assert all(int(batch.input_ids[r, 1]) == marker for r in range(len(rows.ids)))  # second, as PyLate puts it

@@ -78,6 +78,12 @@ def test_ids_and_metadata_types_are_refused_before_any_document_is_encoded(idx, 
     assert encoded == []
 
 
+def test_a_type_clash_within_one_input_does_not_blame_the_index(tmp_path):
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["a"], rand(1), config={"batch_size": 2})
+    with pytest.raises(InputError, match="metadata column 'tag': string and int64 values do not mix$"):
+        idx.add_embeddings(["b", "c", "d"], rand(3, seed=1), metadata=[{"tag": "x"}, {"tag": "y"}, {"tag": 5}])
+
+
 def test_metadata_type_clash(idx):
     idx.add([{"id": "m1", "text": "x", "year": 2020}])
     with pytest.raises(InputError, match="year"):
@@ -419,7 +425,7 @@ def test_a_column_keeps_its_type_after_its_documents_are_deleted(tmp_path):
     idx = xtrieve.Index.build_from_embeddings(ix, ["a"], rand(1), metadata=[{"year": 2000}])
     idx.add_embeddings(["b"], rand(1, seed=1), metadata=[{"lang": "en"}])
     idx.delete(["a"])  # the only segment with 'year' goes
-    with pytest.raises(InputError, match="metadata column '.+' holds .+ values, these documents give"):
+    with pytest.raises(InputError, match="metadata column '.+' (holds .+ values in the index, these documents give|: .+ and .+ values do not mix)"):
         idx.add_embeddings(["c"], rand(1, seed=2), metadata=[{"year": "abc"}])
     assert generation(ix) == 3
     idx.add_embeddings(["d"], rand(1, seed=3), metadata=[{"year": 2.5}])  # int and float unify, as with live ones
@@ -432,7 +438,7 @@ def test_an_all_null_batch_does_not_forget_a_column_type(tmp_path):
     idx.add_embeddings(["b"], rand(1, seed=1), metadata=[{"year": None}])
     assert json.loads((ix / "manifest.json").read_text())["columns"]["year"] == "int64"
     idx.delete(["a"])
-    with pytest.raises(InputError, match="metadata column '.+' holds .+ values, these documents give"):
+    with pytest.raises(InputError, match="metadata column '.+' (holds .+ values in the index, these documents give|: .+ and .+ values do not mix)"):
         idx.add_embeddings(["c"], rand(1, seed=2), metadata=[{"year": "abc"}])
 
 

@@ -73,7 +73,7 @@ def test_a_later_files_columns_take_the_index_types(tmp_path):
     assert [idx.get(d)["zip"] for d in ("d1", "d3", "d4")] == ["02139", "10001", "94103"]
     assert str(idx.get("d4")["day"]) == "2023-05-06"
     assert {h.doc_id for h in idx.search("delta epsilon", k=4, filter="day >= '2022-01-01'")} == {"d3", "d4"}
-    with pytest.raises(InputError, match="metadata column '.+' holds .+ values, these documents give"):  # a value that does not convert
+    with pytest.raises(InputError, match="metadata column '.+' (holds .+ values in the index, these documents give|: .+ and .+ values do not mix)"):  # a value that does not convert
         idx.add([{"id": "d5", "text": "zeta", "day": "soon"}])
 
 
@@ -165,9 +165,9 @@ def test_list_and_zoned_timestamp_types_outlive_their_documents(tmp_path):
     idx.delete(["a"])
     idx.compact()  # a's segment is gone: only the manifest remembers the two columns
     assert "tags" not in idx.get("b")
-    with pytest.raises(InputError, match="metadata column '.+' holds .+ values, these documents give"):
+    with pytest.raises(InputError, match="metadata column '.+' (holds .+ values in the index, these documents give|: .+ and .+ values do not mix)"):
         idx.add_embeddings(["c"], _vectors(1, seed=2), [{"tags": "x"}])
-    with pytest.raises(InputError, match="metadata column '.+' holds .+ values, these documents give"):
+    with pytest.raises(InputError, match="metadata column '.+' (holds .+ values in the index, these documents give|: .+ and .+ values do not mix)"):
         idx.add_embeddings(["c"], _vectors(1, seed=2), [{"t": 5}])
     assert idx.info().metadata_columns == {"n": "int64", "t": "timestamp[us, tz=UTC]", "tags": "list<item: int64>"}
     idx.add_embeddings(["c"], _vectors(1, seed=2), [{"tags": [3], "t": when}])
@@ -178,7 +178,7 @@ def test_text_is_read_as_the_index_type_only_when_nothing_is_lost(tmp_path):
     idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["a"], _vectors(1),
                                               [{"zip": 2139, "x": 1.5, "ok": True, "code": "A7"}])
     for bad in ({"zip": "02134"}, {"x": "nan"}, {"ok": "1"}, {"code": True}):
-        with pytest.raises(InputError, match="metadata column '.+' holds .+ values, these documents give"):
+        with pytest.raises(InputError, match="metadata column '.+' (holds .+ values in the index, these documents give|: .+ and .+ values do not mix)"):
             idx.add_embeddings(["b"], _vectors(1, seed=1), [bad])
     idx.add_embeddings(["b"], _vectors(1, seed=1), [{"zip": "2134", "x": "2.50", "ok": "false", "code": 7}])
     assert idx.get("b") == {"doc_id": "b", "zip": 2134, "x": 2.5, "ok": False, "code": "7"}

@@ -267,6 +267,9 @@ def test_a_full_disk_while_writing_codes_is_an_os_error_and_commits_nothing(path
     assert len(xtrieve.Index.open(path)) == 20 and not list(path.glob("seg-*/*.tmp"))
     idx.add_embeddings(["x1"], rand(1, 7))  # the next writer cleans up and goes on
     assert len(xtrieve.Index.open(path)) == 21
+    monkeypatch.delattr(os, "posix_fallocate", raising=False)  # macOS: the blocks are written instead
+    idx.add_embeddings(["x2"], rand(1, 8))
+    assert len(xtrieve.Index.open(path)) == 22 and idx.search(rand(1, 8)[0], k=1)[0].doc_id == "x2"
 
 
 def test_a_damaged_tombstone_file_is_named_without_verification(path):
