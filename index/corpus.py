@@ -189,9 +189,12 @@ def _csv(path: Path) -> Iterator[dict[str, Any]]:
         parse = pcsv.ParseOptions(delimiter="\t", quote_char=False, newlines_in_values=False)
     else:
         parse = pcsv.ParseOptions(delimiter=",", newlines_in_values=True)
+    column_names = _headerless_columns(path, parse.delimiter)
+
     def open_csv(text_columns, include=None):
         return pcsv.open_csv(
-            str(path), read_options=pcsv.ReadOptions(block_size=CSV_BLOCK), parse_options=parse,
+            str(path), read_options=pcsv.ReadOptions(block_size=CSV_BLOCK, column_names=column_names),
+            parse_options=parse,
             convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in text_columns},
                                                 strings_can_be_null=False, include_columns=include),
         )
@@ -217,6 +220,20 @@ def _csv(path: Path) -> Iterator[dict[str, Any]]:
                 yield _row({k: None if v == "" and k not in TEXT_COLUMNS else v for k, v in row.items()}, str(path))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise InputError(f"{path}: cannot read as CSV ({exc})") from None
+
+
+def _headerless_columns(path: Path, delimiter: str) -> list[str] | None:
+    """id, text (and title) for a file without a header, such as ColBERT's and MS MARCO's
+    collection.tsv (pid<TAB>passage[<TAB>title]): a first line of 2 or 3 cells that names no
+    id, text or title column and starts with a whole number. None: the first line is the header."""
+    import csv
+
+    with open(path, encoding=ENCODING, newline="") as f:
+        first = next(csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL), [])
+    if not 2 <= len(first) <= 3 or any(c.strip().lower() in TEXT_COLUMNS for c in first) or not first[0].strip().isdigit():
+        return None
+    log.info("%s has no header: its columns are read as id, text%s", path, ", title" if len(first) == 3 else "")
+    return ["id", "text", "title"][:len(first)]
 
 
 def _leading_zero_columns(reader) -> list[str]:

@@ -372,3 +372,12 @@ def test_a_corpus_line_without_an_id_is_named_by_its_line(tmp_path):
     corpus = write(tmp_path / "c.jsonl", '{"_id": "a", "text": "x"}\n\n{"text": "no id"}\n')
     with pytest.raises(InputError, match=r"c\.jsonl:3: missing 'id' \(or '_id'\) field"):
         list(read_corpus(corpus))
+
+
+def test_a_collection_without_a_header_reads_as_colberts_collection_tsv(tmp_path):
+    tsv = write(tmp_path / "collection.tsv", '0\tThe "cat" sat.\n1\tDogs bark.\n')
+    assert list(read_corpus(tsv)) == [{"id": "0", "text": 'The "cat" sat.'}, {"id": "1", "text": "Dogs bark."}]
+    titled = write(tmp_path / "c.csv", '7,"A cat, on a mat",Cats\n')
+    assert list(read_corpus(titled)) == [{"id": "7", "text": "A cat, on a mat", "title": "Cats"}]
+    headed = write(tmp_path / "h.tsv", "doc\tbody\nx\ty\n")  # a header naming other columns stays a header
+    assert list(read_corpus(headed)) == [{"doc": "x", "body": "y"}]
