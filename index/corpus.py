@@ -220,6 +220,8 @@ def _csv(path: Path) -> Iterator[dict[str, Any]]:
                 yield _row({k: None if v == "" and k not in TEXT_COLUMNS else v for k, v in row.items()}, str(path))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise InputError(f"{path}: cannot read as CSV ({exc})") from None
+    except UnicodeDecodeError as exc:  # a header pyarrow cannot name its columns from
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
 
 
 def _headerless_columns(path: Path, delimiter: str) -> list[str] | None:
@@ -228,8 +230,12 @@ def _headerless_columns(path: Path, delimiter: str) -> list[str] | None:
     id, text or title column and starts with a whole number. None: the first line is the header."""
     import csv
 
-    with open(path, encoding=ENCODING, newline="") as f:
-        first = next(csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL), [])
+    try:
+        with open(path, encoding=ENCODING, newline="") as f:
+            first = next(csv.reader(f, delimiter=delimiter,
+                                    quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL), [])
+    except (UnicodeDecodeError, csv.Error):
+        return None  # the reader names the problem
     if not 2 <= len(first) <= 3 or any(c.strip().lower() in TEXT_COLUMNS for c in first) or not first[0].strip().isdigit():
         return None
     log.info("%s has no header: its columns are read as id, text%s", path, ", title" if len(first) == 3 else "")

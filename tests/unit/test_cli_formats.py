@@ -381,3 +381,10 @@ def test_a_collection_without_a_header_reads_as_colberts_collection_tsv(tmp_path
     assert list(read_corpus(titled)) == [{"id": "7", "text": "A cat, on a mat", "title": "Cats"}]
     headed = write(tmp_path / "h.tsv", "doc\tbody\nx\ty\n")  # a header naming other columns stays a header
     assert list(read_corpus(headed)) == [{"doc": "x", "body": "y"}]
+
+
+def test_a_csv_whose_header_is_not_utf8_is_named(tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_bytes(b"\xff\xfe0\tabc\n")
+    with pytest.raises(InputError, match="bad.tsv: not UTF-8 text"):
+        list(read_corpus(bad))
