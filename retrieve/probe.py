@@ -12,7 +12,6 @@ coarse step once.
 from __future__ import annotations
 
 import copy
-
 import dataclasses
 import math
 
