@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from xtrieve.errors import InputError
-from xtrieve.index.docs import PANDAS_INDEX
+from xtrieve.index.docs import PANDAS_INDEX, short_list
 
 TEXT_COLUMNS = ("id", "_id", "text", "title")
 CSV_BLOCK = 1 << 24
@@ -202,6 +202,11 @@ def _csv(path: Path) -> Iterator[dict[str, Any]]:
     try:
         reader = open_csv(TEXT_COLUMNS)
         names = reader.schema.names
+        if not {"id", "_id"} & set(names):
+            example = "id<TAB>text" if parse.delimiter == "\t" else "id,text"
+            raise InputError(f"{path}: its first line, read as the header, names no id column ({short_list(names)}); "
+                             f"give it a header line such as '{example}' (a file without one is read as id, text"
+                             "[, title] when its first cell is a whole number)")
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise InputError(f"{path}: column {repeated[0]!r} appears {names.count(repeated[0])} times in the header")

@@ -525,11 +525,14 @@ def check_embedding_input(ids: Any, embeddings: Any, metadata: Any) -> tuple[lis
     """Lists of equal length, at least one document."""
     if ids is None or embeddings is None:
         raise InputError("ids and embeddings are required")
+    one_array = getattr(embeddings, "ndim", None) == 2
     ids, embeddings = list(ids), list(embeddings)
     if not ids:
         raise InputError("no documents to add (empty ids)")
     if len(ids) != len(embeddings):
-        raise InputError(f"{len(ids)} ids but {len(embeddings)} embeddings")
+        raise InputError(f"{len(ids)} ids but {len(embeddings)} embeddings" + (
+            ": embeddings is one 2-D array; give one [n_tokens, dim] array per document (a list, or a 3-D array)"
+            if one_array else ""))
     if metadata is not None:
         metadata = list(as_records(metadata))
         if len(metadata) != len(ids):

@@ -374,6 +374,9 @@ class Index:
         if isinstance(queries, Encoded):
             raise InputError("search_batch takes texts or token vectors, not an Encoded batch: pass the texts (a model "
                              "that adds a dense score needs them) or encoded.vectors (MaxSim alone)")
+        if isinstance(queries, Mapping):
+            raise InputError("search_batch takes a list of queries, not a mapping (it would search its keys): pass "
+                             "list(queries.values()); the hits come back in that order")
         if not isinstance(queries, Iterable):
             raise InputError(f"search_batch expects a list of queries, got {type(queries).__name__}")
         queries = list(queries)

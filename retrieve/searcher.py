@@ -73,6 +73,9 @@ def check_query(q: object, dim: int, i: int, against: str = "the index has") -> 
     what the dimension is compared with, as the message says it)."""
     if q is None or isinstance(q, (bytes, dict, bool, int, float)):
         raise InputError(f"query {i}: expected a text or a [n_tokens, {dim}] array, got {type(q).__name__}")
+    if isinstance(q, (tuple, list)) and any(isinstance(x, str) for x in q):
+        raise InputError(f"query {i}: a {type(q).__name__} holding texts; a query is one text or a [n_tokens, {dim}] "
+                         "array (of (id, text) pairs, pass the texts)")
     q = numpy_readable(q)
     try:
         raw = np.asarray(q)

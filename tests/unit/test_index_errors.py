@@ -109,8 +109,10 @@ def test_bad_embeddings(tmp_path, emb, message):
 def test_bad_embedding_builds(tmp_path):
     with pytest.raises(InputError, match="empty ids"):
         xtrieve.Index.build_from_embeddings(tmp_path / "e", [], [])
-    with pytest.raises(InputError, match="2 ids but 1 embeddings"):
+    with pytest.raises(InputError, match="2 ids but 1 embeddings$"):
         xtrieve.Index.build_from_embeddings(tmp_path / "e", ["a", "b"], rand(1))
+    with pytest.raises(InputError, match="1 ids but 3 embeddings: embeddings is one 2-D array"):
+        xtrieve.Index.build_from_embeddings(tmp_path / "e", ["a"], rand(1)[0])
     with pytest.raises(InputError, match="dim 4, the index has dim 8"):
         xtrieve.Index.build_from_embeddings(tmp_path / "e", ["a", "b"], rand(1) + rand(1, dim=4))
     assert not (tmp_path / "e").exists()  # a failed build leaves nothing behind
@@ -284,6 +286,10 @@ def test_search_input_checks(idx):
     with pytest.raises(InputError, match="list of queries"):
         idx.search_batch("one string")
     assert idx.search_batch([]) == []
+    with pytest.raises(InputError, match="not a mapping .* list\\(queries.values\\(\\)\\)"):  # it would search the ids
+        idx.search_batch({"q1": "alpha", "q2": "gamma"})
+    with pytest.raises(InputError, match="query 0: a tuple holding texts"):
+        idx.search_batch([("q1", "alpha")])
 
 
 def test_docs_and_ids_of_the_wrong_type(tmp_path, idx):
