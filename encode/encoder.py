@@ -504,7 +504,7 @@ class Encoder:
         vectors, dense, n_truncated = self._encode(texts, is_query, batch_size, show_progress, self.fuses_dense)
         counts = [int(v.shape[0]) for v in vectors]
         if not is_query:
-            vectors = pool_documents(vectors, pool_factor)
+            vectors = pool_documents(vectors, pool_factor, self.config.pool_method)
         return Encoded(vectors=vectors, n_tokens=counts, dense=dense, n_truncated=n_truncated)
 
     def encode_queries(self, texts: list[str], batch_size: int = 32, show_progress: bool | None = None) -> list[np.ndarray]:

@@ -367,7 +367,7 @@ def load_sentence_transformers(folder: Path) -> ModelSpec:
             query_prefix=setting("query_prefix", "[Q] "), document_prefix=setting("document_prefix", "[D] "),
             query_augmentation=bool(setting("do_query_expansion", True)),
             attend_to_expansion_tokens=bool(setting("attend_to_expansion_tokens", False)),
-            skiplist_words=tuple(skiplist), keep_special_tokens=True, **common,
+            skiplist_words=tuple(skiplist), keep_special_tokens=True, pool_method="pylate", **common,
         )
     else:  # sentence-transformers' own token embeddings: every token, queries as long as documents
         config = encoder_config(folder, query_maxlen=doc_maxlen, skiplist_words=(), **common)

@@ -17,16 +17,21 @@ def check_pool_factor(pool_factor: Any) -> int:
     return int(pool_factor)
 
 
-def pool_document(vectors: np.ndarray, pool_factor: int) -> np.ndarray:
-    """Cluster ``vectors`` [n, dim] into ceil(n / pool_factor) renormalised centroids.
+def pool_document(vectors: np.ndarray, pool_factor: int, method: str = "ward") -> np.ndarray:
+    """Cluster ``vectors`` [n, dim] into about n / pool_factor vectors (pool_factor 1 returns
+    the input unchanged).
 
-    pool_factor 1 returns the input unchanged. Clustering is Ward agglomerative
-    clustering, so near-duplicate tokens merge first.
+    "ward": Ward agglomerative clustering of the vectors into ceil(n / pool_factor) clusters,
+    so near-duplicate tokens merge first; each centroid renormalised. "pylate": as PyLate's
+    ``pool_embeddings_hierarchical``: the first vector kept as it is, the others clustered by
+    Ward linkage over their cosine distances into max((n - 1) // pool_factor, 1) plain means.
     """
     pool_factor = check_pool_factor(pool_factor)
     n = int(vectors.shape[0])
     if pool_factor == 1 or n <= 1:
         return vectors
+    if method == "pylate":
+        return _pool_like_pylate(vectors, pool_factor)
     k = max(1, math.ceil(n / pool_factor))
     if k >= n:
         return vectors
@@ -41,8 +46,27 @@ def pool_document(vectors: np.ndarray, pool_factor: int) -> np.ndarray:
     return (sums / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def pool_documents(docs: list[np.ndarray], pool_factor: int) -> list[np.ndarray]:
+def _pool_like_pylate(vectors: np.ndarray, pool_factor: int) -> np.ndarray:
+    import torch
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    rest = np.ascontiguousarray(vectors[1:], dtype=np.float32)
+    n = len(rest)
+    k = max(n // pool_factor, 1)
+    if k >= n:
+        return vectors
+    rest_t = torch.from_numpy(rest)
+    distances = 1 - torch.mm(rest_t, rest_t.t()).numpy()  # float32, as PyLate computes them
+    labels = fcluster(linkage(distances[np.triu_indices(n, k=1)], method="ward"), t=k, criterion="maxclust") - 1
+    sums = torch.zeros(k, rest.shape[1]).index_add_(0, torch.from_numpy(labels.astype(np.int64)), rest_t).numpy()
+    counts = np.bincount(labels, minlength=k)
+    kept = counts > 0  # maxclust may give fewer clusters than asked
+    pooled = sums[kept] / counts[kept, None].astype(np.float32)
+    return np.concatenate([np.asarray(vectors[:1], dtype=np.float32), pooled]).astype(np.float32)
+
+
+def pool_documents(docs: list[np.ndarray], pool_factor: int, method: str = "ward") -> list[np.ndarray]:
     """Apply :func:`pool_document` to every document."""
     if check_pool_factor(pool_factor) == 1:
         return docs
-    return [pool_document(d, pool_factor) for d in docs]
+    return [pool_document(d, pool_factor, method) for d in docs]

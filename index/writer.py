@@ -53,7 +53,7 @@ Batch = tuple[pa.Table, list[np.ndarray], list[int], "np.ndarray | None"]
 # differs in one of them does not match an index (query-side fields such as query_maxlen may)
 DOCUMENT_SIDE_FIELDS = ("doc_maxlen", "doc_windows", "doc_window_overlap", "document_prefix", "skiplist_words",
                         "keep_special_tokens", "normalize", "head_bias", "lowercase", "dense_weight",
-                        "head_activation", "head_steps", "prompt")
+                        "head_activation", "head_steps", "prompt", "pool_method")
 
 
 def model_difference(a: dict | None, b: dict | None) -> str | None:

@@ -132,6 +132,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+# how a document's token vectors are pooled (xtrieve.encode.pooling)
+POOL_METHODS = ("ward", "pylate")
+
 # element-wise functions a head may apply after its linear map (xtrieve.encode.heads.activate)
 HEAD_ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "silu")
 
@@ -165,6 +168,9 @@ class EncoderConfig(ConfigBase):
     keep_special_tokens: bool = True
     normalize: bool = True
     pool_factor: int = 1
+    # how documents pool (pool_factor > 1): "ward" (Ward linkage over the vectors, centroids
+    # renormalised) or "pylate" (PyLate's: the first vector kept, Ward over cosine distances, plain means)
+    pool_method: str = "ward"
     head_bias: bool = False
     lowercase: bool = False
     dense_weight: float = 0.0
@@ -186,6 +192,7 @@ class EncoderConfig(ConfigBase):
         _check(_is_int(self.doc_window_overlap) and self.doc_window_overlap >= 0,
                "doc_window_overlap must be an int >= 0")
         _check(_is_int(self.pool_factor) and self.pool_factor >= 1, "pool_factor must be an int >= 1")
+        _check(self.pool_method in POOL_METHODS, f"pool_method must be one of {', '.join(POOL_METHODS)}")
         _check(_is_number(self.dense_weight) and self.dense_weight >= 0,
                f"dense_weight must be a finite number >= 0, got {self.dense_weight!r}")
         _check(not isinstance(self.skiplist_words, str) and all(isinstance(w, str) for w in self.skiplist_words),

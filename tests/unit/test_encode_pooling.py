@@ -61,3 +61,34 @@ def test_pooling_table_missing_folders_are_usage_errors(tmp_path, capsys):
             main(args)
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("n, factor", [(1, 2), (2, 2), (3, 2), (17, 2), (40, 3), (41, 4)])
+def test_pylate_pooling_keeps_the_first_vector_and_averages_ward_clusters_of_cosine_distances(n, factor):
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    out = pool_document(x, factor, "pylate")
+    rest = x[1:]
+    k = max((n - 1) // factor, 1)
+    if k >= n - 1:
+        assert out is x
+        return
+    labels = fcluster(linkage((1 - rest @ rest.T)[np.triu_indices(n - 1, k=1)], method="ward"), t=k,
+                      criterion="maxclust")
+    want = [rest[labels == c].mean(axis=0) for c in np.unique(labels)]  # plain means, not renormalised
+    assert out.shape == (1 + len(want), 16) and np.array_equal(out[0], x[0])
+    np.testing.assert_allclose(out[1:], np.stack(want), atol=1e-6)
+
+
+def test_pylate_folders_pool_as_pylate(pylate_folder):
+    from xtrieve.encode.encoder import Encoder
+
+    enc = Encoder.load(pylate_folder[0])
+    assert enc.config.pool_method == "pylate"
+    texts = ["the cat sat on the mat with every dog that barked at the cat"]
+    full = enc.encode_documents(texts)[0]
+    pooled = enc.encode_documents(texts, pool_factor=2)[0]
+    assert len(pooled) == 1 + (len(full) - 1) // 2 and np.allclose(pooled[0], full[0])
