@@ -733,7 +733,8 @@ def _train(cfg: TrainConfig, enc, callback, out: Path, ckpt: Path) -> Path:
 
     def write_model(folder: Path, info: dict) -> None:
         model.apply_to(enc)
-        enc.config = enc.config.replace(pool_factor=cfg.pool_factor, dense_weight=dense_weight_of(cfg, enc))
+        enc.config = enc.config.replace(pool_factor=cfg.pool_factor, dense_weight=dense_weight_of(cfg, enc),
+                                        pool_method="ward")  # the pooling training clustered as (a PyLate base's too)
         enc.spec.config = enc.config
         name = cfg.name or f"{enc.name}-crisp-x{cfg.pool_factor}"
         if not cfg.freeze_backbone:
