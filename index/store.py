@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from xtrieve.errors import IndexFormatError, IndexLockedError
 from xtrieve.index.fsio import sha256_file, safe_join
-from xtrieve.index.manifest import Manifest, read_manifest
+from xtrieve.index.manifest import MANIFEST, Manifest, read_manifest
 from xtrieve.index.segment import SegmentCore, SegmentReader
 from xtrieve.index.tombstones import read_tombstones
 
@@ -33,6 +33,8 @@ class Snapshot:
     manifest: Manifest
     segments: list[SegmentReader]
     _lookup: dict[str, tuple[int, int]] | None = field(default=None, repr=False)
+    # the manifest file's (inode, mtime, size) seen before it was read: unchanged, no newer commit
+    stamp: tuple[int, int, int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def dim(self) -> int:
@@ -91,13 +93,25 @@ class IndexStore:
     def manifest(self) -> Manifest:
         return read_manifest(self.path)
 
+    def manifest_stamp(self) -> tuple[int, int, int] | None:
+        """The manifest file's (inode, mtime in ns, size): a commit replaces the file, so a
+        different stamp; None when it cannot be read."""
+        try:
+            st = (self.path / MANIFEST).stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
     def snapshot(self) -> Snapshot:
         """Open the current commit; retries if a writer replaced it while opening."""
         deadline, pause = time.monotonic() + OPEN_PATIENCE_S, 0.001
         while True:
+            stamp = self.manifest_stamp()  # (taken first: a later commit can only make it differ)
             manifest = read_manifest(self.path)
             try:
-                return self._open(manifest)
+                snap = self._open(manifest)
+                snap.stamp = stamp
+                return snap
             except FileNotFoundError as exc:
                 if read_manifest(self.path) == manifest:
                     missing = exc.filename or self._first_missing(manifest) or f"? ({exc})"

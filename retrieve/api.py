@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -102,6 +103,7 @@ class Index:
         self._encoder = encoder
         self._searcher = None
         self._reusable: list = []  # merged segment groups a refresh hands to the next searcher
+        self._refresh_lock = threading.Lock()
 
     # -- construction ------------------------------------------------------------------
 
@@ -195,21 +197,29 @@ class Index:
             self._store.verify_files(self._snapshot.encoder_identity.get(ENCODER_FILES) or {})
 
     def refresh(self) -> "Index":
-        """Pick up the latest commit (including other writers')."""
-        snap = self._store.snapshot()
-        if snap.manifest != self._snapshot.manifest:  # (a replaced index may reach the same generation)
-            from xtrieve.index.writer import model_difference
+        """Pick up the latest commit (including other writers'); cheap when there is none.
+        Threads sharing this Index may call it at once: each ends on a commit at least as new
+        as the one on disk when it was called."""
+        with self._refresh_lock:  # (unlocked, a slower thread could put back an older snapshot)
+            stamp = self._store.manifest_stamp()
+            if stamp is not None and stamp == self._snapshot.stamp:
+                return self
+            snap = self._store.snapshot()
+            if snap.manifest != self._snapshot.manifest:  # (a replaced index may reach the same generation)
+                from xtrieve.index.writer import model_difference
 
-            if model_difference(snap.encoder_identity, self._snapshot.encoder_identity) is not None:
-                self._encoder = None  # the index was rebuilt with another model: load that one
-            # the next searcher takes over the merged segment groups still wholly in the snapshot
-            from xtrieve.retrieve.segment_groups import core_of
+                if model_difference(snap.encoder_identity, self._snapshot.encoder_identity) is not None:
+                    self._encoder = None  # the index was rebuilt with another model: load that one
+                # the next searcher takes over the merged segment groups still wholly in the snapshot
+                from xtrieve.retrieve.segment_groups import core_of
 
-            live = {id(core_of(seg)) for seg in snap.segments}
-            held = self._searcher.merged_groups() if self._searcher is not None else self._reusable
-            self._reusable = [(cores, probe) for cores, probe in held if all(id(c) in live for c in cores)]
-            self._searcher = None
-            self._snapshot = snap
+                live = {id(core_of(seg)) for seg in snap.segments}
+                held = self._searcher.merged_groups() if self._searcher is not None else self._reusable
+                self._reusable = [(cores, probe) for cores, probe in held if all(id(c) in live for c in cores)]
+                self._searcher = None
+                self._snapshot = snap
+            else:
+                self._snapshot.stamp = snap.stamp  # the same commit, rewritten: this stamp stands for it now
         return self
 
     def warm_up(self) -> "Index":
@@ -353,10 +363,11 @@ class Index:
     def _get_searcher(self):
         from xtrieve.retrieve.searcher import Searcher
 
-        if self._searcher is None or self._searcher.snapshot is not self._snapshot:
-            self._searcher = Searcher(self._snapshot, self._encoder, reuse=self._reusable)
+        snap, searcher = self._snapshot, self._searcher  # (read once: a refresh may replace them meanwhile)
+        if searcher is None or searcher.snapshot is not snap:
+            searcher = self._searcher = Searcher(snap, self._encoder, reuse=self._reusable)
             self._reusable = []
-        return self._searcher
+        return searcher
 
     def search_batch(self, queries: Sequence[Any], k: int = 10, filter: Any = None, exhaustive: bool = False,
                      config: SearchConfig | Mapping[str, Any] | None = None) -> list[list[Hit]]:

@@ -353,3 +353,35 @@ def test_an_index_checks_its_stored_encoder_files(pylate_folder, tmp_path):
     with pytest.raises(IndexFormatError, match="checksum mismatch .*config.json"):
         xtrieve.Index.open(tmp_path / "ix").search("a text", k=1)
     assert len(xtrieve.Index.open(tmp_path / "ix", verify=False).search("a text", k=1)) == 1  # opted out
+
+
+def test_threads_refreshing_one_index_never_go_back_to_an_older_commit(path, monkeypatch):
+    idx = xtrieve.Index.open(path)
+    real, slow, started = idx._store.snapshot, threading.Event(), threading.Event()
+
+    def slow_snapshot():
+        snap = real()  # read before the commit below
+        if threading.current_thread().name == "slow":
+            started.set()
+            slow.wait(10)
+        return snap
+
+    monkeypatch.setattr(idx._store, "snapshot", slow_snapshot)
+    xtrieve.Index.open(path).add_embeddings(["n1"], rand(1, 5))  # a commit the first refresh will not see...
+    first = threading.Thread(target=idx.refresh, name="slow")
+    first.start()
+    started.wait(10)
+    xtrieve.Index.open(path).add_embeddings(["n2"], rand(1, 6))  # ...and one it has not seen either
+    second = threading.Thread(target=idx.refresh)
+    second.start()
+    time.sleep(0.2)
+    slow.set()
+    first.join()
+    second.join()
+    assert len(idx) == 22 and idx.search(rand(1, 6)[0], k=1)[0].doc_id == "n2"
+
+
+def test_a_refresh_without_a_new_commit_reads_nothing(path, monkeypatch):
+    idx = xtrieve.Index.open(path)
+    monkeypatch.setattr(idx._store, "snapshot", lambda: pytest.fail("read the index again"))
+    assert idx.refresh() is idx and len(idx) == 20
