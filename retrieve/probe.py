@@ -84,12 +84,13 @@ class TokenProbe:
         dist, ids, _ = self.search_with_centroid_scores(queries, k, nprobe, selector)
         return dist, ids
 
-    def nprobe_for(self, k: int, nprobe: int) -> int:
+    def nprobe_for(self, k: int, nprobe: int, allowed: float = 1.0) -> int:
         """``nprobe``, raised where needed so the probed lists hold PROBED_PER_RETRIEVED x ``k``
-        vectors on average (capped at every list)."""
+        vectors on average (capped at every list), counting only the ``allowed`` fraction of
+        them that a filter (or deletes) lets through."""
         if self.ivf is None or self.ivf.nlist == 0:
             return nprobe
-        mean_list = max(1.0, self.ivf.ntotal / self.ivf.nlist)
+        mean_list = max(1.0, self.ivf.ntotal * allowed / self.ivf.nlist)
         return int(min(self.ivf.nlist, max(nprobe, math.ceil(PROBED_PER_RETRIEVED * k / mean_list))))
 
     def coarse(self, queries: np.ndarray, nprobe: int) -> Coarse | None:

@@ -53,6 +53,13 @@ class _Allowed:
         self._segment = segment
 
     @cached_property
+    def n_vectors(self) -> int:
+        """The stored vectors of the allowed docs."""
+        if self.all_allowed:
+            return int(self._segment.n_vectors)
+        return int(np.diff(self._segment.offsets)[self.docs_mask].sum())
+
+    @cached_property
     def selector(self):
         """None when every doc (or none) is allowed; two threads may both build it: equal ones."""
         if self.all_allowed or not self.n_allowed:
@@ -262,7 +269,9 @@ class Searcher:
         n_allowed = sum(a.n_allowed for a in allowed)
         if n_allowed == 0:
             return [[] for _ in qs]
-        selective = filter is not None and n_allowed <= config.selective_filter_fraction * max(self.n_live, 1)
+        # a filter allowing few vectors is scored exactly: no worse than token retrieval in time, and exact
+        selective = filter is not None and (sum(a.n_vectors for a in allowed) <= config.exact_filter_vectors
+                                            or n_allowed <= config.selective_filter_fraction * max(self.n_live, 1))
         small = sum(len(q) for q in qs) <= SMALL_BATCH_TOKENS
         if exhaustive or selective or n_allowed <= max(config.n_rerank, k):
             with small_work_threads(small and (not exhaustive or self.n_vectors <= SMALL_EXACT_VECTORS)):
@@ -296,9 +305,11 @@ class Searcher:
                                  lambda rows, no=no, v=seg.vec_to_doc: _key(no, v[rows])))
         sizes = []  # (k', lists to probe) per search
         widest: dict[int, int] = {}  # per centroid set: the most lists any of its probes scans
-        for probe, *_ in searches:
+        for probe, selector, members, _ in searches:
             k = min(k_prime, probe.ntotal)
-            probed = probe.nprobe_for(k, nprobe)
+            # a filter (or deletes) leaves fewer vectors per list: probe more lists for the same k'
+            passed = 1.0 if selector is None else sum(allowed[no].n_vectors for no in members) / max(probe.ntotal, 1)
+            probed = probe.nprobe_for(k, nprobe, passed)
             sizes.append((k, probed))
             if probe.centroids is not None:
                 widest[id(probe.centroids)] = max(widest.get(id(probe.centroids), 0), probed)

@@ -115,3 +115,16 @@ def test_probe_passes_the_selector_through_other_wrappers(factory):
     sel = faiss.IDSelectorBitmap(index.ntotal, faiss.swig_ptr(bits))
     _, ids = TokenProbe(index).search(q, 10, nprobe=8, selector=sel)
     assert (ids >= 0).all() and allowed[ids].all()
+
+
+def test_a_filter_widens_the_probe_so_the_probed_lists_still_hold_enough_vectors():
+    from xtrieve.retrieve.probe import PROBED_PER_RETRIEVED
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4096, 16)).astype(np.float32)
+    index = faiss.index_factory(16, "IVF64,Flat", faiss.METRIC_INNER_PRODUCT)
+    index.train(x)
+    index.add(x)
+    probe = TokenProbe(index)
+    assert probe.nprobe_for(64, 2) == PROBED_PER_RETRIEVED * 64 // 64  # 64 vectors a list: 2 lists
+    assert probe.nprobe_for(64, 2, allowed=0.25) == 8 and probe.nprobe_for(64, 2, allowed=0.001) == 64

@@ -281,13 +281,34 @@ def test_filters_and_deletes(corpus):
     s = Searcher(Snap(segs))
     for exhaustive in (False, True):
         assert top not in [h.doc_id for h in s.search([queries[0]], k=50, exhaustive=exhaustive)[0]]
-        hits = s.search([queries[0]], k=10, filter="year >= 2025", exhaustive=exhaustive)[0]
+        hits = s.search([queries[0]], k=10, filter="year >= 2025", exhaustive=exhaustive,
+                        config=SearchConfig(exact_filter_vectors=0))[0]  # (the fast path, through a selector)
         assert hits and all(h.metadata["year"] >= 2025 for h in hits)
     # a selective filter (one year of 30, one doc) is scored directly
     hits = s.search([queries[1]], k=10, filter="year == 2003 and doc_id == 'd3'")[0]
     assert [h.doc_id for h in hits] == ["d3"]
     with pytest.raises(FilterError, match="unknown column"):
         s.search([queries[0]], k=5, filter="colour == 'red'")
+
+
+def test_filters_allowing_few_vectors_are_scored_exactly(corpus, monkeypatch):
+    docs, segs, queries = corpus
+    s = Searcher(Snap(segs))
+    n_vectors = sum(len(d) for i, d in enumerate(docs) if 2000 + i % 30 >= 2020)  # a third of the docs
+    want = s.search([queries[0]], k=10, filter="year >= 2020", exhaustive=True)[0]
+    paths = []
+    real_fast, real_exact = Searcher._fast, Searcher._exact
+    monkeypatch.setattr(Searcher, "_fast", lambda self, *a, **kw: paths.append("fast") or real_fast(self, *a, **kw))
+    monkeypatch.setattr(Searcher, "_exact", lambda self, *a, **kw: paths.append("exact") or real_exact(self, *a, **kw))
+
+    def path(**config):
+        paths.clear()
+        hits = s.search([queries[0]], k=10, filter="year >= 2020", config=SearchConfig(**config))[0]
+        return paths[0], hits
+
+    assert path(exact_filter_vectors=n_vectors) == ("exact", want)
+    assert path(exact_filter_vectors=n_vectors - 1)[0] == "fast"
+    assert path(exact_filter_vectors=0, selective_filter_fraction=0.5)[0] == "exact"
 
 
 def test_expression_filters_that_print_alike_are_not_confused(corpus):

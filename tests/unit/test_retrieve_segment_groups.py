@@ -11,7 +11,7 @@ from xtrieve.retrieve import segment_groups
 DIM = 32
 N_DOCS = 300
 CFG = {"flat_max_vectors": 800, "nlist": 16, "docs_per_segment": 100}
-SEARCH = {"k_prime": 200, "n_rerank": 100, "nprobe": 16}
+SEARCH = {"k_prime": 200, "n_rerank": 100, "nprobe": 16, "exact_filter_vectors": 0}  # filters: the fast path too
 
 
 @pytest.fixture(scope="module")
