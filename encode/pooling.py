@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from xtrieve.config import POOL_METHODS
 from xtrieve.errors import InputError
 
 
@@ -27,6 +28,8 @@ def pool_document(vectors: np.ndarray, pool_factor: int, method: str = "ward") -
     Ward linkage over their cosine distances into max((n - 1) // pool_factor, 1) plain means.
     """
     pool_factor = check_pool_factor(pool_factor)
+    if method not in POOL_METHODS:
+        raise InputError(f"pool method must be one of {', '.join(POOL_METHODS)}, got {method!r}")
     n = int(vectors.shape[0])
     if pool_factor == 1 or n <= 1:
         return vectors

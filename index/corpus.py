@@ -232,7 +232,8 @@ def _csv(path: Path) -> Iterator[dict[str, Any]]:
 def _headerless_columns(path: Path, delimiter: str) -> list[str] | None:
     """id, text (and title) for a file without a header, such as ColBERT's and MS MARCO's
     collection.tsv (pid<TAB>passage[<TAB>title]): a first line of 2 or 3 cells that names no
-    id, text or title column and starts with a whole number. None: the first line is the header."""
+    id, text or title column and starts with a whole number, not all of its cells numbers. None:
+    the first line is the header."""
     import csv
 
     try:
@@ -241,8 +242,9 @@ def _headerless_columns(path: Path, delimiter: str) -> list[str] | None:
                                     quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL), [])
     except (UnicodeDecodeError, csv.Error):
         return None  # the reader names the problem
-    if not 2 <= len(first) <= 3 or any(c.strip().lower() in TEXT_COLUMNS for c in first) or not first[0].strip().isdigit():
-        return None
+    if (not 2 <= len(first) <= 3 or any(c.strip().lower() in TEXT_COLUMNS for c in first)
+            or not first[0].strip().isdigit() or all(c.strip().isdigit() for c in first)):
+        return None  # (pandas names unnamed columns 0, 1, ...: a header)
     log.info("%s has no header: its columns are read as id, text%s", path, ", title" if len(first) == 3 else "")
     return ["id", "text", "title"][:len(first)]
 

@@ -33,8 +33,8 @@ class Snapshot:
     manifest: Manifest
     segments: list[SegmentReader]
     _lookup: dict[str, tuple[int, int]] | None = field(default=None, repr=False)
-    # the manifest file's (inode, mtime, size) seen before it was read: unchanged, no newer commit
-    stamp: tuple[int, int, int] | None = field(default=None, repr=False, compare=False)
+    # the manifest file's bytes, read before it was parsed: while the file holds them, no newer commit
+    stamp: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def dim(self) -> int:
@@ -93,14 +93,15 @@ class IndexStore:
     def manifest(self) -> Manifest:
         return read_manifest(self.path)
 
-    def manifest_stamp(self) -> tuple[int, int, int] | None:
-        """The manifest file's (inode, mtime in ns, size): a commit replaces the file, so a
-        different stamp; None when it cannot be read."""
+    def manifest_stamp(self) -> bytes | None:
+        """The manifest file's bytes (a few KB; every commit writes a new generation into it, so
+        other bytes): cheaper to compare than opening a snapshot. None when it cannot be read.
+        (Its stat would not do: two commits within one mtime tick can leave inode, size and
+        mtime alike.)"""
         try:
-            st = (self.path / MANIFEST).stat()
+            return (self.path / MANIFEST).read_bytes()
         except OSError:
             return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def snapshot(self) -> Snapshot:
         """Open the current commit; retries if a writer replaced it while opening."""

@@ -56,16 +56,21 @@ DOCUMENT_SIDE_FIELDS = ("doc_maxlen", "doc_windows", "doc_window_overlap", "docu
                         "head_activation", "head_steps", "prompt", "pool_method")
 
 
-def model_difference(a: dict | None, b: dict | None) -> str | None:
+def model_difference(a: dict | None, b: dict | None, pooled: bool = True) -> str | None:
     """What makes two encoder identities different models (None when they are the same): name,
-    head checksum, dim, or a document-side config field (where both identities record one)."""
+    head checksum, dim, or a document-side config field (where both identities record one;
+    pool_method, read as "ward" where one does not, only where documents are ``pooled``)."""
     if a is None or b is None:
         return None if a is b else "one side has no model"
     for key in ("name", "head_sha256", "dim"):
         if a.get(key) != b.get(key):
             return key
     ca, cb = a.get("config") or {}, b.get("config") or {}
+    if pooled:  # (identities from before pool_method pooled as "ward")
+        ca, cb = ({"pool_method": "ward", **c} for c in (ca, cb))
     for key in DOCUMENT_SIDE_FIELDS:
+        if key == "pool_method" and not pooled:
+            continue
         if key in ca and key in cb and _as_json(ca[key]) != _as_json(cb[key]):
             return f"config {key} ({ca[key]!r} vs {cb[key]!r})"
     return None
@@ -84,7 +89,7 @@ def check_encoder(manifest: Manifest, encoder: Any, root: Path) -> None:
         if int(ident.get("dim", encoder.config.dim)) != manifest.dim:
             raise ModelMismatchError(f"encoder dim {ident.get('dim')} differs from index {root} dim {manifest.dim}")
         return
-    diff = model_difference(ident, manifest.encoder)
+    diff = model_difference(ident, manifest.encoder, pooled=manifest.pool_factor > 1)
     if diff is not None:
         raise ModelMismatchError(
             f"encoder {ident.get('name')!r} (head {str(ident.get('head_sha256'))[:12]}) differs from the model of "

@@ -27,6 +27,8 @@ from xtrieve.index.faiss_build import search_params
 # into the lowest similarity probed: top-10 agreement with exhaustive MaxSim fell from 99.7% at
 # k' = 384 to 97.8% at k' = 768 (80K vectors, 8 of 1,024 lists probed: ~630 vectors)
 PROBED_PER_RETRIEVED = 2
+# a filter widens the probe by the share of vectors it leaves, up to this factor
+MAX_FILTER_WIDENING = 8
 
 
 @dataclasses.dataclass
@@ -87,11 +89,17 @@ class TokenProbe:
     def nprobe_for(self, k: int, nprobe: int, allowed: float = 1.0) -> int:
         """``nprobe``, raised where needed so the probed lists hold PROBED_PER_RETRIEVED x ``k``
         vectors on average (capped at every list), counting only the ``allowed`` fraction of
-        them that a filter (or deletes) lets through."""
+        them that a filter (or deletes) lets through, up to MAX_FILTER_WIDENING x the lists
+        an unfiltered search probes (a segment a filter leaves a few documents of is not
+        scanned whole)."""
         if self.ivf is None or self.ivf.nlist == 0:
             return nprobe
-        mean_list = max(1.0, self.ivf.ntotal * allowed / self.ivf.nlist)
-        return int(min(self.ivf.nlist, max(nprobe, math.ceil(PROBED_PER_RETRIEVED * k / mean_list))))
+        def lists(share: float) -> int:
+            mean_list = max(1.0, self.ivf.ntotal * share / self.ivf.nlist)
+            return max(nprobe, math.ceil(PROBED_PER_RETRIEVED * k / mean_list))
+
+        widest = lists(1.0) * (MAX_FILTER_WIDENING if allowed < 1.0 else 1)
+        return int(min(self.ivf.nlist, lists(allowed), widest))
 
     def coarse(self, queries: np.ndarray, nprobe: int) -> Coarse | None:
         """The coarse step (None when this index has no torch coarse step: not IVF, or not

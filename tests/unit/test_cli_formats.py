@@ -379,6 +379,9 @@ def test_a_collection_without_a_header_reads_as_colberts_collection_tsv(tmp_path
     assert list(read_corpus(tsv)) == [{"id": "0", "text": 'The "cat" sat.'}, {"id": "1", "text": "Dogs bark."}]
     titled = write(tmp_path / "c.csv", '7,"A cat, on a mat",Cats\n')
     assert list(read_corpus(titled)) == [{"id": "7", "text": "A cat, on a mat", "title": "Cats"}]
+    numbered = write(tmp_path / "n.csv", "0,1\na,x\n")  # pandas' header of unnamed columns
+    with pytest.raises(InputError, match="names no id column \\('0', '1'\\)"):
+        list(read_corpus(numbered))
     headed = write(tmp_path / "h.tsv", "doc1\tfirst passage\n")  # no whole number first: read as a header
     with pytest.raises(InputError, match=r"h\.tsv: its first line, read as the header, names no id column "
                                          r"\('doc1', 'first passage'\); give it a header line such as 'id<TAB>text'"):

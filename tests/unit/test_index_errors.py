@@ -510,3 +510,15 @@ def test_get_takes_one_id(idx):
     assert idx.get("a")["doc_id"] == "a" and idx.get("zzz") is None
     with pytest.raises(InputError, match="get takes one document id"):
         idx.get(["a"])
+
+
+def test_the_pool_method_tells_models_apart_only_where_documents_are_pooled():
+    from xtrieve.index.writer import model_difference
+
+    def ident(**config):
+        return {"name": "m", "head_sha256": "0" * 64, "dim": 8, "config": config}
+
+    old = ident(doc_maxlen=180)  # an identity from before pool_method: pooled as "ward"
+    assert model_difference(ident(doc_maxlen=180, pool_method="ward"), old) is None
+    assert "pool_method ('pylate' vs 'ward')" in model_difference(ident(doc_maxlen=180, pool_method="pylate"), old)
+    assert model_difference(ident(doc_maxlen=180, pool_method="pylate"), old, pooled=False) is None

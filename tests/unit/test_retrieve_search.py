@@ -383,3 +383,18 @@ def test_make_hits_builds_the_same_frozen_hits_as_the_constructor():
     assert repr(hits[0]) == repr(Hit("a", 2.0, {"year": 2020}))
     with pytest.raises(dataclasses.FrozenInstanceError):
         hits[0].score = 3.0
+
+
+def test_a_filter_widens_the_probe_of_the_segments_it_thins(corpus, monkeypatch):
+    from xtrieve.retrieve.probe import TokenProbe
+
+    _, segs, queries = corpus
+    s = Searcher(Snap([segs[1]]))  # IVF16: ~220 vectors a list
+    probed = []
+    real = TokenProbe.search_with_centroid_scores
+    monkeypatch.setattr(TokenProbe, "search_with_centroid_scores",
+                        lambda self, q, k, nprobe, *a, **kw: probed.append(nprobe) or real(self, q, k, nprobe, *a, **kw))
+    config = SearchConfig(exact_filter_vectors=0, k_prime=200, nprobe=1, n_rerank=10)
+    s.search([queries[0]], k=10, config=config)
+    s.search([queries[0]], k=10, filter="year < 2008", config=config)  # 8 years of 30
+    assert probed[0] >= 2 and probed[1] >= 3 * probed[0]
