@@ -30,7 +30,8 @@ def _pct(x) -> str:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("-k", "--top-k", "k", type=click.IntRange(min=1), default=100, show_default=True, help="Hits per query.")
 @search_config_options
-@click.option("--exhaustive", is_flag=True, help="Score every document by exact MaxSim over its stored vectors (int8 by default; slow, the ground truth).")
+@click.option("--exhaustive", is_flag=True,
+              help="Score every document by exact MaxSim over its stored vectors (int8 by default; slow, the ground truth).")
 @click.option("--max-queries", type=click.IntRange(min=1), default=None, help="Evaluate only the first N queries.")
 @click.option("--keep-identical-ids", is_flag=True,
               help="Keep a query's own document in its results (BEIR drops it by default).")

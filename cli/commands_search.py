@@ -24,7 +24,8 @@ from xtrieve.cli.search_options import search_config, search_config_options
               type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
               help="File of queries (instead of QUERY): JSONL, JSON, TSV (id<TAB>text), CSV (id,text) or .txt (one "
                    "per line); - reads standard input.")
-@click.option("--exhaustive", is_flag=True, help="Score every document by exact MaxSim over its stored vectors (int8 by default; slow, the ground truth).")
+@click.option("--exhaustive", is_flag=True,
+              help="Score every document by exact MaxSim over its stored vectors (int8 by default; slow, the ground truth).")
 @click.option("--with-text", is_flag=True, help="Show each hit's stored text (json: whole; table: its start).")
 @PRECISION_OPTION
 @search_config_options
