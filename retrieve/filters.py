@@ -314,7 +314,10 @@ def _column_test(text: str, name: str, op: str, shown: Any, values: "pa.Array | 
             raise FilterError(f"{holds}: a list (or other nested) column cannot be tested with {op!r}, "
                               "only with 'is null' or 'is not null'")
         typed = values
-        if values is not None:
+        if (values is not None and op in ("==", "!=", "in") and pa.types.is_string(column.type)
+                and pa.types.is_integer(values.type)):
+            typed = values.cast(pa.string())  # doc_id == 31715818: ids (and other text) as written
+        elif values is not None:
             try:
                 typed = _as_type_of(column.type, values)
             except _Unreadable as exc:

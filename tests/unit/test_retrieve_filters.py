@@ -236,3 +236,23 @@ def test_a_type_clash_is_named_on_an_index_without_documents(tmp_path):
     with pytest.raises(FilterError, match="holds int64 values"):
         idx.search(vectors[0], k=1, filter="year == 'abc'")
     assert idx.delete(filter="year == 2000") == 0 and idx.search(vectors[0], k=1, filter="year >= 0") == []
+
+
+def test_integers_compared_for_equality_with_a_text_column_read_as_their_digits(tmp_path):
+    import numpy as np
+
+    import xtrieve
+
+    rng = np.random.default_rng(0)
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [5, 17, 300], [rng.standard_normal((3, 8)).astype("f4") for _ in range(3)],
+                                              metadata=[{"zip": "10001"}, {"zip": "007"}, {"zip": "3"}])
+    q = rng.standard_normal((2, 8)).astype("f4")
+
+    def ids(f):
+        return sorted(h.doc_id for h in idx.search(q, k=5, filter=f))
+
+    assert ids("doc_id == 17") == ["17"] and ids("doc_id in (5, 300)") == ["300", "5"]
+    assert ids("doc_id not in (5, 300)") == ["17"] and ids("zip != 10001") == ["17", "300"]
+    assert ids("zip == 7") == []  # '007' is not 7's digits
+    with pytest.raises(FilterError, match="'>' cannot compare"):  # an order of text and number stays an error
+        idx.search(q, k=5, filter="doc_id > 5")
