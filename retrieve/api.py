@@ -226,6 +226,8 @@ class Index:
         """Do a first search's one-time work now (servers, timings): load FAISS, the model and
         every segment's token index, pack the encoder's weights and run one search (torch and
         oneDNN set up their kernels on first use)."""
+        import pyarrow.dataset  # noqa: F401  (a pyarrow Expression filter's first search imports it: ~0.2 s)
+
         self._get_searcher().warm_up()
         if len(self):
             query = "warm up" if self.encoder is not None else np.full((1, self.dim), self.dim ** -0.5, dtype=np.float32)
