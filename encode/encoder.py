@@ -63,6 +63,20 @@ def weights_misfit(model: torch.nn.Module, missing: Iterable[str], unexpected: I
     return "; ".join(parts) or None
 
 
+def check_device(device: Any) -> torch.device:
+    """``device`` ("cpu", "cuda", "cuda:1", "mps" or a torch.device) if torch can use it here,
+    else a ConfigError naming it."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device must be a torch device name such as 'cpu' or 'cuda', got {device!r:.40}") from None
+    usable = {"cpu": True, "cuda": torch.cuda.is_available(),
+              "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if not usable.get(dev.type, True):
+        raise ConfigError(f"device {device!r}: torch has no {dev.type} device here")
+    return dev
+
+
 def check_batch_size(batch_size: Any) -> int:
     """``batch_size`` if it is an int >= 1 (not a bool), else InputError."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -289,6 +303,7 @@ class Encoder:
             raise ConfigError(f"Encoder.load(config=...) takes a dict of EncoderConfig fields, e.g. "
                               f"config={{'pool_factor': 2}}, got {type(config).__name__} {config!r:.60}")
         precisions.check_precision(precision)
+        check_device(device)  # (before any weights load)
         spec = loaders.load_spec(name_or_path)
         if config:
             dim = config.get("dim", spec.config.dim)
@@ -496,6 +511,8 @@ class Encoder:
                show_progress: bool | None = None) -> Encoded:
         """Token vectors (documents pooled by ``pool_factor``, default the model's), token counts
         and, when the model fuses one, each text's dense embedding."""
+        if not isinstance(is_query, (bool, np.bool_)):
+            raise InputError(f"is_query must be True or False, got {is_query!r:.40}")
         texts = check_texts(texts, "queries" if is_query else "documents")
         batch_size = check_batch_size(batch_size)
         pool_factor = self.config.pool_factor if pool_factor is None else check_pool_factor(pool_factor)

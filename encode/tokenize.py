@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Mapping
 
 import torch
 
@@ -26,6 +27,9 @@ def check_texts(texts: object, what: str) -> list[str]:
         raise InputError(f"{what}: got None, expected a list of strings")
     if isinstance(texts, str):
         raise InputError(f"{what}: expected a list of strings, got a single string (wrap it in a list)")
+    if isinstance(texts, Mapping):
+        raise InputError(f"{what}: expected a list of strings, got a mapping (its keys would be encoded): pass "
+                         "list(texts.values())")
     try:
         items = list(texts)  # type: ignore[call-overload]
     except TypeError:

@@ -414,7 +414,7 @@ class WriteSession:
             ids = [ids]
         if not isinstance(ids, Iterable):
             raise InputError(f"ids must be an id or an iterable of ids, got {type(ids).__name__}")
-        wanted = list(dict.fromkeys(str(i) for i in ids))
+        wanted = list(dict.fromkeys(check_id(i, f"delete: id {n}") for n, i in enumerate(ids)))
         if not wanted:
             raise InputError("no ids to delete")
         if missing_ok:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -36,11 +37,21 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _flag(value: Any, name: str) -> bool:
-    """``value`` as a bool, or an InputError (a string such as "no" would read as true)."""
+def _flag(value: Any, name: str, optional: bool = False) -> bool | None:
+    """``value`` as a bool (``optional``: or None), or an InputError (a string such as "false"
+    would read as true)."""
+    if optional and value is None:
+        return None
     if not isinstance(value, (bool, np.bool_)):
-        raise InputError(f"{name} must be True or False, got {value!r:.40}")
+        raise InputError(f"{name} must be True or False{' or None' if optional else ''}, got {value!r:.40}")
     return bool(value)
+
+
+def _index_path(path: Any) -> Path:
+    """``path`` (a str or os.PathLike) as a Path, or an InputError naming it."""
+    if isinstance(path, (bytes, bool)) or not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise InputError(f"path must be a folder path (a non-empty str or Path), got {path!r:.60}")
+    return Path(path)
 
 
 def _reading_lengths(encoder: dict | None) -> dict[str, int | None]:
@@ -86,7 +97,8 @@ class Index:
         from xtrieve.index.store import IndexStore
         from xtrieve.index.writer import check_encoder
 
-        self.path = Path(path)
+        self.path = _index_path(path)
+        verify = _flag(verify, "verify")
         self._wait = check_wait(wait)
         if precision is not None:
             from xtrieve.encode.precision import check_precision
@@ -117,7 +129,8 @@ class Index:
         from xtrieve.index.writer import create_index
 
         wait = check_wait(wait)  # (before the model loads)
-        config = IndexConfig.of(config)
+        path, config = _index_path(path), IndexConfig.of(config)
+        overwrite, show_progress = _flag(overwrite, "overwrite"), _flag(show_progress, "show_progress", optional=True)
         encoder = as_encoder(encoder)
         if encoder is None:
             from xtrieve.encode.encoder import Encoder
@@ -137,7 +150,8 @@ class Index:
         from xtrieve.index.docs import check_embedding
         from xtrieve.index.writer import check_embedding_input, create_index
 
-        config = IndexConfig.of(config)
+        path, config = _index_path(path), IndexConfig.of(config)
+        overwrite, show_progress = _flag(overwrite, "overwrite"), _flag(show_progress, "show_progress", optional=True)
         ids, embeddings, metadata = check_embedding_input(ids, embeddings, metadata)
         dim = check_embedding(embeddings[0], None, f"document {ids[0]!r}").shape[1]
         with create_index(path, dim, config, None, 1, overwrite, wait) as session:
@@ -250,7 +264,7 @@ class Index:
         the new document replaces the old one in the same commit, so a crash leaves either."""
         from xtrieve.index.writer import check_encoder, open_writer
 
-        replace = _flag(replace, "replace")
+        replace, show_progress = _flag(replace, "replace"), _flag(show_progress, "show_progress", optional=True)
         encoder = as_encoder(encoder)
         if encoder is not None:
             check_encoder(self._snapshot.manifest, encoder, self.path)
@@ -271,7 +285,7 @@ class Index:
         """Add documents given as token vectors [n_i, dim] (``replace`` as in :meth:`add`)."""
         from xtrieve.index.writer import open_writer
 
-        replace = _flag(replace, "replace")
+        replace, show_progress = _flag(replace, "replace"), _flag(show_progress, "show_progress", optional=True)
         with open_writer(self.path, wait=self._wait) as session:
             out = session.add_embeddings(ids, embeddings, metadata, show_progress, replace=replace)
             session.merge_after_commit()
@@ -378,6 +392,9 @@ class Index:
         When the index's model adds a dense score, text queries get it; token vectors are
         scored by MaxSim alone. ``config``: a SearchConfig or a dict of its fields.
         """
+        from xtrieve.retrieve.searcher import check_k
+
+        check_k(k)  # (before any query is encoded)
         config = SearchConfig.of(config)
         exhaustive = _flag(exhaustive, "exhaustive")
         if isinstance(queries, np.ndarray) and (queries.dtype.kind in "OSU" and queries.ndim == 1 or queries.ndim == 3):

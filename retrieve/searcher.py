@@ -75,6 +75,11 @@ class _AllowedList(list):
         self.group_selectors: dict[int, tuple] = {}
 
 
+def check_k(k: object) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise InputError(f"k must be a positive integer, got {k!r}")
+
+
 def check_query(q: object, dim: int, i: int, against: str = "the index has") -> np.ndarray:
     """A query as a C-contiguous float32 [n_q, dim] array, or a clear InputError (``against``:
     what the dimension is compared with, as the message says it)."""
@@ -255,8 +260,7 @@ class Searcher:
     def search(self, queries: Sequence[np.ndarray], k: int = 10, filter=None, exhaustive: bool = False,
                config: SearchConfig | None = None, dense: Sequence[np.ndarray | None] | None = None) -> list[list[Hit]]:
         """Top-k hits for each query array [n_q, dim] (and its dense embedding, if given)."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-            raise InputError(f"k must be a positive integer, got {k!r}")
+        check_k(k)
         config = config or SearchConfig()
         qs = [check_query(q, self.dim, i) for i, q in enumerate(queries)]
         if not qs:

@@ -17,7 +17,7 @@ from xtrieve.errors import (
     ModelMismatchError,
     XtrieveError,
 )
-from xtrieve.types import Hit, IndexInfo
+from xtrieve.types import Encoded, Hit, IndexInfo
 
 __version__ = "0.1.0"
 
@@ -47,7 +47,7 @@ def __dir__() -> list[str]:  # the lazy names too, for completion in editors and
 
 
 __all__ = [
-    "ConfigError", "Encoder", "EncoderConfig", "FilterError", "Hit", "Index", "IndexConfig",
+    "ConfigError", "Encoded", "Encoder", "EncoderConfig", "FilterError", "Hit", "Index", "IndexConfig",
     "IndexFormatError", "IndexInfo", "IndexLockedError", "InputError", "ModelLoadError",
     "ModelMismatchError", "SearchConfig", "XtrieveError", "__version__", "rerank",
 ]

@@ -19,10 +19,12 @@ class ConfigBase:
     """Base for configs: construction from a mapping checks keys and types."""
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):  # numpy scalars (an np.arange sweep) as Python numbers
+        for f in dataclasses.fields(self):  # numpy scalars (an np.arange sweep) as Python numbers, lists as tuples
             value = getattr(self, f.name)
             if (isinstance(value, numbers.Number) and type(value) not in (int, float, bool)) or _is_numpy_bool(value):
                 object.__setattr__(self, f.name, _plain_number(value))
+            elif isinstance(value, (list, set, frozenset)):  # (hashable, equal to the tuple, saved as JSON)
+                object.__setattr__(self, f.name, tuple(value) if isinstance(value, list) else tuple(sorted(value, key=str)))
         try:
             self.validate()
         except ConfigError as exc:  # a message that starts with a field's name gets its value
@@ -307,5 +309,5 @@ class SearchConfig(ConfigBase):
         k_prime = self.scaled_k_prime(n_vectors)
         if n_tokens >= self.short_query_tokens:
             return k_prime, self.nprobe
-        factor = (self.short_query_tokens / n_tokens) ** 2
+        factor = (self.short_query_tokens / max(n_tokens, 1)) ** 2
         return int(k_prime * factor), int(self.nprobe * factor)

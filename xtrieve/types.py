@@ -15,6 +15,9 @@ class Hit:
     score: float
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    def __hash__(self) -> int:  # (its metadata dict is not hashable; equal hits share id and score)
+        return hash((self.doc_id, self.score))
+
 
 def make_hits(doc_ids: list[str], scores: list[float], metadata: list[dict[str, Any]]) -> list[Hit]:
     """Hits for parallel lists, ~3x faster than calling Hit() for each (a frozen dataclass's
@@ -29,7 +32,7 @@ def make_hits(doc_ids: list[str], scores: list[float], metadata: list[dict[str, 
     return out
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Encoded:
     """What ``Encoder.encode`` returns for a list of texts.
 
@@ -54,6 +57,13 @@ class Encoded:
 
     def __iter__(self):
         return iter(self.vectors)
+
+    def __repr__(self) -> str:
+        dense = None if self.dense is None else tuple(self.dense.shape)
+        dim = self.vectors[0].shape[1] if self.vectors else None
+        counts = self.n_tokens if len(self.n_tokens) <= 8 else [*self.n_tokens[:8], "..."]
+        return (f"Encoded({len(self.vectors)} texts, dim={dim}, n_tokens={counts}, dense={dense}, "
+                f"n_truncated={self.n_truncated})")
 
 
 @dataclasses.dataclass(frozen=True)

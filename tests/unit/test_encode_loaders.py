@@ -528,3 +528,17 @@ def test_encoded_is_the_sequence_of_its_vectors(pylate_folder, tmp_path):
     with pytest.raises(InputError, match="not an Encoded batch"):  # the texts may carry a dense score it lacks
         idx.search_batch(out, k=1)
     assert len(idx.search_batch(out.vectors, k=1)) == 2
+
+
+def test_bad_devices_and_arguments_are_config_and_input_errors(colbert_folder):
+    enc = Encoder.load(colbert_folder[0])
+    for device in ("tpu", None):
+        with pytest.raises(ConfigError, match="device must be a torch device name"):
+            Encoder.load(colbert_folder[0], device=device)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no cuda device here"):
+            Encoder.load(colbert_folder[0], device="cuda")
+    with pytest.raises(InputError, match="got a mapping"):  # it would encode the keys
+        enc.encode({"q1": "the cat"}, True)
+    with pytest.raises(InputError, match="is_query must be True or False"):
+        enc.encode(["the cat"], "no")

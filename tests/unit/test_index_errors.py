@@ -522,3 +522,32 @@ def test_the_pool_method_tells_models_apart_only_where_documents_are_pooled():
     assert model_difference(ident(doc_maxlen=180, pool_method="ward"), old) is None
     assert "pool_method ('pylate' vs 'ward')" in model_difference(ident(doc_maxlen=180, pool_method="pylate"), old)
     assert model_difference(ident(doc_maxlen=180, pool_method="pylate"), old, pooled=False) is None
+
+
+def test_flags_paths_and_ids_of_the_wrong_type_are_named_before_anything_changes(tmp_path, idx):
+    path = tmp_path / "ix"
+    with pytest.raises(InputError, match="overwrite must be True or False, got 'false'"):  # a true string
+        xtrieve.Index.build_from_embeddings(path, ["new"], rand(1), overwrite="false")
+    assert len(xtrieve.Index.open(path, encoder=FakeEncoder())) == 2
+    with pytest.raises(InputError, match="verify must be True or False"):
+        xtrieve.Index.open(path, verify="no")
+    with pytest.raises(InputError, match="show_progress must be True or False or None"):
+        idx.add([{"id": "z", "text": "zeta"}], show_progress="no")
+    for bad in (None, 3, b"/x"):
+        with pytest.raises(InputError, match="path must be a folder path"):
+            xtrieve.Index.open(bad)
+    with pytest.raises(InputError, match="delete: id 0: id must be a string or an int, got NoneType"):
+        idx.delete([None])
+    with pytest.raises(InputError, match="k must be a positive integer"):
+        idx.search_batch([], k=0)
+
+
+def test_results_and_configs_behave_as_values():
+    from xtrieve.config import EncoderConfig
+
+    assert hash(xtrieve.Hit("a", 1.0, {"x": [1]})) == hash(xtrieve.Hit("a", 1.0, {"x": [1]}))
+    cfg = EncoderConfig(skiplist_words=["b", "a"], head_steps=["tanh"])
+    assert cfg == EncoderConfig(skiplist_words=("b", "a"), head_steps=("tanh",)) and hash(cfg) == hash(EncoderConfig(
+        skiplist_words=("b", "a"), head_steps=("tanh",)))
+    encoded = xtrieve.Encoded([np.zeros((3, 8), np.float32)] * 20, [3] * 20)
+    assert len(repr(encoded)) < 120 and encoded == encoded
