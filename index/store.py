@@ -93,6 +93,13 @@ class IndexStore:
     def manifest(self) -> Manifest:
         return read_manifest(self.path)
 
+    def close(self) -> None:
+        """Close the segments' open files; a later snapshot opens them again."""
+        with self._lock:
+            for core in self._cores.values():
+                core.close()
+            self._cores.clear()
+
     def manifest_stamp(self) -> bytes | None:
         """The manifest file's bytes (a few KB; every commit writes a new generation into it, so
         other bytes): cheaper to compare than opening a snapshot. None when it cannot be read.

@@ -171,6 +171,31 @@ class Index:
     # -- state -------------------------------------------------------------------------
 
     @property
+    def _snapshot(self):
+        snap = self.__dict__.get("_snap")
+        if snap is None:
+            raise InputError(f"index {self.path} is closed")
+        return snap
+
+    @_snapshot.setter
+    def _snapshot(self, snap) -> None:
+        self._snap = snap
+
+    def close(self) -> None:
+        """Release the index's open files now (FAISS files, memory-mapped segments once nothing
+        else holds them) rather than when the object is collected; later calls are an
+        InputError. Leaving a ``with Index.open(...) as idx:`` block closes it too."""
+        with self._refresh_lock:
+            self._snap, self._searcher, self._reusable = None, None, []
+            self._store.close()
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
     def snapshot(self):
         """The :class:`~xtrieve.index.store.Snapshot` this object searches."""
         return self._snapshot
@@ -252,7 +277,10 @@ class Index:
         return self._snapshot.n_docs
 
     def __repr__(self) -> str:
-        return f"Index({str(self.path)!r}, n_docs={len(self)}, generation={self._snapshot.generation})"
+        snap = self.__dict__.get("_snap")
+        if snap is None:
+            return f"Index({str(self.path)!r}, closed)"
+        return f"Index({str(self.path)!r}, n_docs={snap.n_docs}, generation={snap.generation})"
 
     # -- writes ------------------------------------------------------------------------
 

@@ -385,3 +385,17 @@ def test_a_refresh_without_a_new_commit_reads_nothing(path, monkeypatch):
     idx = xtrieve.Index.open(path)
     monkeypatch.setattr(idx._store, "snapshot", lambda: pytest.fail("read the index again"))
     assert idx.refresh() is idx and len(idx) == 20
+
+
+def test_closing_an_index_releases_its_files(path):
+    def open_fds():
+        return sum(1 for f in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{f}").startswith(str(path)))
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("no /proc here")
+    with xtrieve.Index.open(path) as idx:
+        assert idx.search(rand(1)[0], k=1)[0].doc_id == "d0" and open_fds() > 0
+    assert open_fds() == 0 and "closed" in repr(idx)
+    with pytest.raises(xtrieve.InputError, match="is closed"):
+        idx.search(rand(1)[0], k=1)
+    assert xtrieve.Index.open(path).search(rand(1)[0], k=1)[0].doc_id == "d0"  # the folder is as it was
