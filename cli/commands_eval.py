@@ -109,6 +109,11 @@ def bench_command(data_dir, dataset, split, model, fmt, out, grid, max_queries, 
 
     if data_dir is None and dataset is None:
         raise click.UsageError("give --data-dir DIR (a local BEIR folder) or --dataset NAME")
+    if out is not None:  # (a folder that cannot be made fails now, not after the benchmark)
+        try:
+            Path(out).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.UsageError(f"--out {out}: cannot make the folder ({exc.strerror})") from None
     report = run_bench(data_dir=data_dir, dataset=dataset, split=split, model=model, grid=grid,
                        max_queries=max_queries, k=k, base_config=search_config(None, None, nprobe, None),
                        peers=() if no_peers else PEERS, cache=cache_dir, peers_python=peers_python)

@@ -134,7 +134,10 @@ def run_bench(data_dir: str | Path | None = None, dataset: str | None = None, sp
 
     ds = resolve_dataset(data_dir, dataset, split, cache)
     docs, skipped = ds.documents()
-    items, _ = searchable(ds.query_items(max_queries))  # (a query with an empty text cannot be timed)
+    items, blank = searchable(ds.query_items(max_queries))  # (a query with an empty text cannot be timed)
+    if blank:
+        log.warning("%d query(ies) have an empty text (e.g. %r): left out of the benchmark, where eval scores "
+                    "them 0", len(blank), blank[0])
     if not docs or not items:
         raise InputError(f"{ds.path}: nothing to benchmark ({len(docs)} documents, {len(items)} queries)")
     configs = grid_configs(grid, base_config)

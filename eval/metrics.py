@@ -71,7 +71,11 @@ def evaluate(qrels: Qrels, results: Results, k_values: Iterable[int] = (10, 100)
 
     k_values = sorted({int(k) for k in k_values} | {int(k) for k in mrr_k})
     judged = {str(q): {str(d): int(s) for d, s in docs.items()} for q, docs in qrels.items() if docs}
-    run = {str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in results.items() if str(q) in judged}
+    # documents of one score in trec_eval's order (id descending), which pytrec_eval applies for
+    # nDCG/MAP/Recall: beir's MRR keeps the run's order, and the two disagreed on tied copies
+    run = {str(q): dict(sorted(((str(d), float(s)) for d, s in docs.items()), key=lambda ds: (ds[1], ds[0]),
+                               reverse=True))
+           for q, docs in results.items() if str(q) in judged}
     if not run:
         return {f"{name}@{k}": 0.0 for k in k_values for name in ("ndcg", "recall", "map", "p", "mrr")} | {"n_scored": 0}
     ndcg, _map, recall, precision = EvaluateRetrieval.evaluate(judged, run, k_values, ignore_identical_ids=False)

@@ -24,7 +24,7 @@ from xtrieve.config import SearchConfig
 from xtrieve.errors import XtrieveError
 from xtrieve.eval.beir_data import find_beir_folder, load_beir, searchable
 from xtrieve.eval.evaluate import EVAL_INDEX_CONFIG
-from xtrieve.eval.metrics import evaluate, hits_to_results
+from xtrieve.eval.metrics import drop_identical_ids, evaluate, hits_to_results, top_k
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,13 @@ def table_rows(data_dir: str | Path, models: list[tuple[str, str, list[int]]], c
 
     ds = load_beir(data_dir, split)
     docs, _ = ds.documents()
-    items = [(q, t) for q, t in searchable(ds.query_items())[0] if q in ds.qrels]
+    items, blank = searchable(ds.query_items())
+    items = [(q, t) for q, t in items if q in ds.qrels]
+    if blank:
+        log.warning("%d judged query(ies) have an empty text (e.g. %r): left out, where eval scores them 0",
+                    len(blank), blank[0])
     texts, queries = [d["text"] for d in docs], [t for _, t in items]
+    doc_ids = {d["id"] for d in docs}
     rows = []
     for label, folder, factors in models:
         enc = xtrieve.Encoder.load(folder)
@@ -57,9 +62,11 @@ def table_rows(data_dir: str | Path, models: list[tuple[str, str, list[int]]], c
             with tempfile.TemporaryDirectory(prefix="xtrieve-pooling-") as tmp:
                 idx = xtrieve.Index.build_from_embeddings(Path(tmp) / "ix", [d["id"] for d in docs], d_vectors,
                                                           config=EVAL_INDEX_CONFIG, show_progress=False)
-                hits = idx.search_batch(q_vectors, k=K, config=SearchConfig())
+                ask = K + 1 if any(q in doc_ids for q, _ in items) else K  # (a query's own document is dropped)
+                hits = idx.search_batch(q_vectors, k=ask, config=SearchConfig())
                 info = idx.info()
-            metrics = evaluate(ds.qrels, hits_to_results([q for q, _ in items], hits))
+            results, _ = drop_identical_ids(hits_to_results([q for q, _ in items], hits))  # as eval and bench do
+            metrics = evaluate(ds.qrels, top_k(results, K))
             rows.append({"dataset": ds.name, "model": label, "pool_factor": pf, "ndcg@10": metrics["ndcg@10"],
                          "recall@100": metrics["recall@100"], "n_tokens": n_tokens,
                          "n_vectors": int(info.n_vectors), "index_bytes": int(info.bytes)})
@@ -87,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", action="append", type=_model_arg, required=True,
                    help="NAME=FOLDER:POOL_FACTORS (FOLDER 'default' = the packaged model)")
     p.add_argument("--cache-dir", default=None)
+    p.add_argument("--split", default="test", help="the qrels split to score (default: test)")
     p.add_argument("--json", default=None, help="also write the rows here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     except XtrieveError as exc:
         p.error(str(exc))
     try:
-        rows = [r for d in args.data_dir for r in table_rows(d, models, args.cache_dir)]
+        rows = [r for d in args.data_dir for r in table_rows(d, models, args.cache_dir, args.split)]
     except XtrieveError as exc:
         p.exit(1, f"{p.prog}: error: {exc}\n")
     if args.json:

@@ -242,3 +242,12 @@ def test_repeated_corpus_ids_keep_the_last_line_and_warn(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         ds = beir_data.load_beir(folder)
     assert ds.corpus["a"]["text"] == "second" and "1 repeated _id(s)" in caplog.text
+
+
+def test_tied_documents_rank_alike_for_every_metric():
+    from xtrieve.eval.metrics import evaluate
+
+    qrels = {"q": {"a": 2, "b": 0}}
+    for run in ({"q": {"a": 1.0, "b": 1.0}}, {"q": {"b": 1.0, "a": 1.0}}):  # trec_eval's order: b, then a
+        scores = evaluate(qrels, run)
+        assert scores["mrr@10"] == 0.5 and scores["ndcg@10"] < 1.0 and scores["map@100"] == 0.5
