@@ -96,6 +96,7 @@ def _loader_class():
         def _load_qrels(self) -> None:
             missing: set[str] = set()
             unknown_docs: set[str] = set()
+            conflicts: list[tuple[str, str]] = []
             with open(self.qrels_file, encoding="utf-8-sig", newline="") as f:
                 for n, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL), 1):
                     if not row or not "".join(row).strip():
@@ -116,7 +117,13 @@ def _loader_class():
                         continue
                     if self.corpus and did not in self.corpus and score > 0:
                         unknown_docs.add(did)
-                    self.qrels.setdefault(qid, {})[did] = score
+                    judged = self.qrels.setdefault(qid, {})
+                    if judged.get(did, score) != score:
+                        conflicts.append((qid, did))
+                    judged[did] = score  # (the last line wins, as in beir)
+            if conflicts:
+                log.warning("%s: %d (query, document) pair(s) judged twice with different scores, the last line "
+                            "kept (e.g. %r)", self.qrels_file, len(conflicts), conflicts[0])
             if unknown_docs:  # kept, as beir keeps them: relevant documents no run can return
                 log.warning("%s: %d relevant document id(s) absent from %s (e.g. %r) stay in the qrels, so no run "
                             "reaches full recall", self.qrels_file, len(unknown_docs), self.corpus_file,

@@ -251,3 +251,12 @@ def test_tied_documents_rank_alike_for_every_metric():
     for run in ({"q": {"a": 1.0, "b": 1.0}}, {"q": {"b": 1.0, "a": 1.0}}):  # trec_eval's order: b, then a
         scores = evaluate(qrels, run)
         assert scores["mrr@10"] == 0.5 and scores["ndcg@10"] < 1.0 and scores["map@100"] == 0.5
+
+
+def test_a_pair_judged_twice_differently_is_warned_and_the_last_kept(tmp_path, caplog):
+    folder = beir_data.write_beir(tmp_path / "b", {"a": {"text": "x"}}, {"1": "query one"}, {"test": {"1": {"a": 2}}})
+    qrels = folder / "qrels" / "test.tsv"
+    qrels.write_text(qrels.read_text() + "1\ta\t0\n")
+    with caplog.at_level(logging.WARNING):
+        ds = beir_data.load_beir(folder)
+    assert ds.qrels == {"1": {"a": 0}} and "judged twice with different scores" in caplog.text
