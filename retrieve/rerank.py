@@ -9,13 +9,13 @@ search would give it, up to the index's int8 rounding of the stored vectors.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from xtrieve.errors import InputError
-from xtrieve.index.docs import AutoIds, check_embedding, explicit_ids, normalize, short_list
+from xtrieve.index.docs import AutoIds, as_records, check_embedding, explicit_ids, normalize, short_list
 from xtrieve.retrieve.maxsim import Gathered, chunk_maxsim
 from xtrieve.retrieve.searcher import check_query
 from xtrieve.types import Encoded, Hit, make_hits
@@ -33,9 +33,11 @@ def rerank(query: Any, documents: Sequence[Any], k: int | None = None, encoder: 
     ``pool_factor``: None uses the model's own, 1 scores every token vector."""
     if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0):
         raise InputError(f"k must be a positive integer or None, got {k!r}")
-    if isinstance(documents, (str, bytes, dict)) or not isinstance(documents, Sequence) and \
-            not isinstance(documents, np.ndarray):
+    documents = as_records(documents)  # a DataFrame or pyarrow Table: a row per document, as Index.build reads it
+    if isinstance(documents, (str, bytes, Mapping)) or not isinstance(documents, Iterable):
         raise InputError(f"documents must be a list of texts, dicts or token vectors, got {type(documents).__name__}")
+    if not isinstance(documents, (Sequence, np.ndarray)):
+        documents = list(documents)  # a generator
     if isinstance(query, (list, tuple)) and query and all(isinstance(x, str) for x in query):
         raise InputError("rerank takes one query (a text or its [n, dim] token vectors), got a list of texts: "
                          "call it once per query")

@@ -72,3 +72,15 @@ def test_texts_without_ids_skip_the_ids_dicts_give():
 
 def test_no_documents_is_no_hits():
     assert xtrieve.rerank("moon", [], encoder=WordHashEncoder(8)) == []
+
+
+def test_documents_come_as_index_build_takes_them_frames_tables_and_generators_too():
+    pd = pytest.importorskip("pandas")
+    import pyarrow as pa
+
+    enc = WordHashEncoder(8)
+    frame = pd.DataFrame({"id": ["a", "b"], "text": ["cats purr", "dogs bark"], "year": [1, 2]})
+    rerank = xtrieve.rerank
+    want = rerank("cats", frame.to_dict("records"), encoder=enc)
+    assert rerank("cats", frame, encoder=enc) == want == rerank("cats", pa.Table.from_pandas(frame), encoder=enc)
+    assert [h.doc_id for h in rerank("dogs", (t for t in ["cats purr", "dogs bark"]), encoder=enc)] == ["1", "0"]
