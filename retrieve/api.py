@@ -123,8 +123,12 @@ class Index:
     def build(cls, path: str | Path, docs: Iterable[Any], encoder: Any = None,
               config: IndexConfig | Mapping[str, Any] | None = None, *, overwrite: bool = False,
               show_progress: bool | None = None, wait: float = 0.0) -> "Index":
-        """Encode ``docs`` (str or {"id"/"_id", "text", "title"?, **metadata}) into a new index.
-        ``wait``: as in :meth:`open`, for this build and the returned object's writes."""
+        """Encode ``docs`` (str or {"id"/"_id", "text", "title"?, **metadata}; a DataFrame or
+        pyarrow Table: a row per document) into a new index at ``path``. ``encoder``: an
+        Encoder, a model folder or name (None: the default model); ``config``: an IndexConfig
+        or a dict of its fields; ``overwrite``: replace an index already there in one commit;
+        ``show_progress``: a progress bar (None: when stderr is a terminal). ``wait``: as in
+        :meth:`open`, for this build and the returned object's writes."""
         from xtrieve.index.lock import check_wait
         from xtrieve.index.writer import create_index
 
@@ -146,7 +150,10 @@ class Index:
                               metadata: Sequence[Mapping[str, Any]] | None = None,
                               config: IndexConfig | Mapping[str, Any] | None = None, *, overwrite: bool = False,
                               show_progress: bool | None = None, wait: float = 0.0) -> "Index":
-        """A new index over your own token vectors (list of [n_i, dim] arrays); no encoder stored."""
+        """A new index over your own token vectors: ``ids`` (str or int), ``embeddings`` (one
+        [n_i, dim] array per document, or a 3-D array), ``metadata`` (one dict per document, or
+        None); stored as given, no encoder. ``config``, ``overwrite``, ``show_progress`` and
+        ``wait`` as in :meth:`build`."""
         from xtrieve.index.docs import check_embedding
         from xtrieve.index.writer import check_embedding_input, create_index
 
@@ -161,7 +168,8 @@ class Index:
     @classmethod
     def open(cls, path: str | Path, encoder: Any = None, verify: bool = True, precision: str | None = None,
              wait: float = 0.0) -> "Index":
-        """Open an index; ``encoder`` (optional) must match its model; checksums verified by default.
+        """Open an index; ``encoder`` (optional) must match its model; ``verify``: check every
+        file's checksum against the manifest (hashes them all: ``False`` skips it for large indexes).
         ``precision``: "bfloat16" runs the index's own encoder (queries, added documents) in
         bfloat16, faster on CPUs with bfloat16 units (``xtrieve.encode.precision``). ``wait``:
         seconds a write (add, delete, compact) waits for another writer to finish before
@@ -286,7 +294,9 @@ class Index:
 
     def add(self, docs: Iterable[Any], encoder: Any = None, show_progress: bool | None = None,
             replace: bool = False) -> list[str]:
-        """Encode and add documents; returns their ids (assigned ones for plain strings).
+        """Encode and add documents (as :meth:`build` takes them); returns their ids (assigned
+        ones for plain strings). ``encoder``: one matching the index's model, kept for this
+        Index's later queries and adds (None: the index's own).
 
         An id already in the index is an InputError (nothing added), unless ``replace``: then
         the new document replaces the old one in the same commit, so a crash leaves either."""
@@ -415,10 +425,12 @@ class Index:
 
     def search_batch(self, queries: Sequence[Any], k: int = 10, filter: Any = None, exhaustive: bool = False,
                      config: SearchConfig | Mapping[str, Any] | None = None) -> list[list[Hit]]:
-        """Top-k hits for each query (a string, or token vectors [n_q, dim]).
+        """Top-k hits for each query (a string, or token vectors [n_q, dim]), in the queries'
+        order; FAISS calls are shared by the batch. ``filter``, ``exhaustive`` and ``config`` as
+        in :meth:`search`, for every query.
 
         When the index's model adds a dense score, text queries get it; token vectors are
-        scored by MaxSim alone. ``config``: a SearchConfig or a dict of its fields.
+        scored by MaxSim alone.
         """
         from xtrieve.retrieve.searcher import check_k
 
@@ -445,7 +457,14 @@ class Index:
 
     def search(self, query: Any, k: int = 10, filter: Any = None, exhaustive: bool = False,
                config: SearchConfig | Mapping[str, Any] | None = None) -> list[Hit]:
-        """Top-k hits for one query (a string or token vectors [n_q, dim])."""
+        """Top-k hits for one query (a string or token vectors [n_q, dim]), best first.
+
+        ``filter``: a filter string over the metadata columns (README: Filters) or a pyarrow
+        Expression; ``exhaustive``: score every allowed document by exact MaxSim (the ground
+        truth) instead of token retrieval and a rerank; ``config``: a SearchConfig or a dict of
+        its fields (k', rerank depth, nprobe, ...)."""
         if isinstance(query, (list, tuple)) and query and all(isinstance(q, str) for q in query):
             raise InputError("search expects one query; use search_batch for a list of queries")
+        if isinstance(query, str) and not query.strip():
+            raise InputError("the query is an empty or whitespace-only text")
         return self.search_batch([query], k, filter, exhaustive, config)[0]

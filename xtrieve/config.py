@@ -230,7 +230,7 @@ class IndexConfig(ConfigBase):
     pq_bytes: int | None = None
     vector_storage: str = "int8"
     pool_factor: int | None = None
-    batch_size: int = 256
+    batch_size: int = 256  # documents read, checked and encoded per step of an add (the model's own batches are 32)
     docs_per_segment: int = 50_000
     merge_factor: int = 8
     store_text: bool = True
