@@ -1,6 +1,7 @@
 """``xtrieve.Index``: the public facade over the index stage and the Searcher."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -196,6 +197,7 @@ class Index:
         with self._refresh_lock:
             self._snap, self._searcher, self._reusable = None, None, []
             self._store.close()
+        gc.collect()  # (a memory map held only through a reference cycle closes now, not at some later collection)
 
     def __enter__(self) -> "Index":
         return self
