@@ -227,9 +227,9 @@ class SegmentCore:
             raise IndexFormatError(f"segment {entry.name}: file row counts do not match the manifest")
         self.n_docs, self.n_vectors = entry.n_docs, entry.n_vectors
         self.codec, self.vectors_raw, self.scales, self.lists = _read_vectors(vectors, entry.name, dim, self.n_vectors)
-        counts = as_numpy(docs.column(N_VECTORS)).astype(np.int64)
+        self.vector_counts = as_numpy(docs.column(N_VECTORS)).astype(np.int64)  # each document's stored vectors
         self.offsets = np.zeros(self.n_docs + 1, dtype=np.int64)
-        np.cumsum(counts, out=self.offsets[1:])
+        np.cumsum(self.vector_counts, out=self.offsets[1:])
         self.n_tokens = as_numpy(docs.column(N_TOKENS))
         self.dense = None  # [n_docs, hidden] float16, when the model fuses a dense score
         if DENSE in docs.column_names:
@@ -248,7 +248,7 @@ class SegmentCore:
 
     @cached_property
     def vec_to_doc(self) -> np.ndarray:
-        return np.repeat(np.arange(self.n_docs, dtype=np.int32), np.diff(self.offsets))
+        return np.repeat(np.arange(self.n_docs, dtype=np.int32), self.vector_counts)
 
     def conformed(self, schema: pa.Schema) -> pa.Table:
         """The docs table under a snapshot-wide schema (cached for the last schema asked)."""
@@ -362,6 +362,7 @@ class SegmentReader:
         self.core = core
         self.name, self.n_docs, self.n_vectors, self.dim = core.name, core.n_docs, core.n_vectors, core.dim
         self.offsets, self.vectors_raw, self.scales, self.lists = core.offsets, core.vectors_raw, core.scales, core.lists
+        self.vector_counts = core.vector_counts
         self.codec = core.codec
         self.dense = core.dense
         self.table = core.table if table is None else table

@@ -371,7 +371,7 @@ class Index:
             live = ~seg.deleted
             n_deleted += int(seg.deleted.sum())
             n_tokens += int(seg.n_tokens[live].sum())
-            n_vectors += int(np.diff(seg.offsets)[live].sum())
+            n_vectors += int(seg.vector_counts[live].sum())
         size = sum(_size(self.path / rel) for rel in ("manifest.json", *m.files()))
         model_bytes = 0
         if m.encoder is not None:

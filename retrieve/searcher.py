@@ -57,7 +57,7 @@ class _Allowed:
         """The stored vectors of the allowed docs."""
         if self.all_allowed:
             return int(self._segment.n_vectors)
-        return int(np.diff(self._segment.offsets)[self.docs_mask].sum())
+        return int(self._segment.vector_counts[self.docs_mask].sum())
 
     @cached_property
     def selector(self):

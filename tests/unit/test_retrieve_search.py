@@ -25,6 +25,7 @@ class MemorySegment:
 
     def __init__(self, name, ids, docs, meta, factory="Flat"):
         self.name, self.doc_ids, self.n_docs, self.dim = name, list(ids), len(ids), DIM
+        self.vector_counts = np.array([len(d) for d in docs], dtype=np.int64)
         self.offsets = np.zeros(len(docs) + 1, dtype=np.int64)
         np.cumsum([len(d) for d in docs], out=self.offsets[1:])
         vectors = np.concatenate(docs).astype(np.float32)
