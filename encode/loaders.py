@@ -386,7 +386,7 @@ def hidden_width(backbone_cfg: dict[str, Any], path: Path) -> int:
     """The width of a backbone's token states, from its config.json."""
     for key in HIDDEN_WIDTH_KEYS:
         if backbone_cfg.get(key) is not None:
-            return int(int_setting(backbone_cfg, key, 0, path))
+            return int_setting(backbone_cfg, key, 0, path)
     raise ModelLoadError(f"{path}: states no width of the token states (none of {', '.join(HIDDEN_WIDTH_KEYS)})")
 
 
