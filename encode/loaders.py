@@ -499,6 +499,7 @@ def load_colbert(folder: Path) -> ModelSpec:
         query_prefix=str(meta.get("query_token_id", "[unused0]")), document_prefix=str(meta.get("doc_token_id", "[unused1]")),
         query_augmentation=True, attend_to_expansion_tokens=bool(meta.get("attend_to_mask_tokens", False)),
         skiplist_words=PUNCTUATION if meta.get("mask_punctuation", True) else (), keep_special_tokens=True,
+        title_separator=" | ",  # as ColBERT reads a collection.tsv's title column
     )
     return ModelSpec(name=folder.name, backbone_dir=folder, backbone_ref={"path": str(folder)}, config=config,
                      head_weight=weight, backbone_state=base)

@@ -96,8 +96,10 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any], doc_id: str) -> None:
         out[prefix] = None if is_missing(value) else value
 
 
-def normalize(doc: Any, position: int, auto_id: Callable[[], str]) -> tuple[str, str, dict[str, Any]]:
-    """(doc_id, text for the encoder, stored columns: title/text/metadata) of one document."""
+def normalize(doc: Any, position: int, auto_id: Callable[[], str],
+              title_separator: str = " ") -> tuple[str, str, dict[str, Any]]:
+    """(doc_id, text for the encoder: title, ``title_separator``, text; stored columns:
+    title/text/metadata) of one document."""
     if isinstance(doc, str):
         if not doc.strip():
             raise InputError(f"document {position}: empty text")
@@ -118,7 +120,7 @@ def normalize(doc: Any, position: int, auto_id: Callable[[], str]) -> tuple[str,
         text = ""
     if not isinstance(text, str) or not (title is None or isinstance(title, str)):
         raise InputError(f"document {doc_id!r}: 'text' and 'title' must be strings")
-    full = f"{title} {text}" if title and title.strip() else text
+    full = f"{title}{title_separator}{text}" if title and title.strip() else text
     if not full.strip():
         raise InputError(f"document {doc_id!r}: empty text")
     stored: dict[str, Any] = {"text": text}

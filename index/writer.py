@@ -53,7 +53,7 @@ Batch = tuple[pa.Table, list[np.ndarray], list[int], "np.ndarray | None"]
 # differs in one of them does not match an index (query-side fields such as query_maxlen may)
 DOCUMENT_SIDE_FIELDS = ("doc_maxlen", "doc_windows", "doc_window_overlap", "document_prefix", "skiplist_words",
                         "keep_special_tokens", "normalize", "head_bias", "lowercase", "dense_weight",
-                        "head_activation", "head_steps", "prompt", "pool_method")
+                        "head_activation", "head_steps", "prompt", "pool_method", "title_separator")
 
 
 def model_difference(a: dict | None, b: dict | None, pooled: bool = True) -> str | None:
@@ -353,13 +353,14 @@ class WriteSession:
         # ids given in this input: an auto id skips them (all of a list's, up front; a stream's so far)
         seen: set[str] = explicit_ids(docs) if isinstance(docs, Sequence) else set()
         auto_id = AutoIds(lambda doc_id: doc_id in live or doc_id in seen, self.manifest.next_auto_id)
+        title_separator = getattr(encoder.config, "title_separator", " ")
 
         def batches(check: Callable[[pa.Table], pa.Table]) -> Iterator[Batch]:
             position = 0
             for raw in batched(docs, self.config.batch_size):
                 ids, texts, rows = [], [], []
                 for doc in raw:
-                    doc_id, text, row = normalize(doc, position, auto_id)
+                    doc_id, text, row = normalize(doc, position, auto_id, title_separator)
                     if not isinstance(doc, str) and doc_id in auto_id.given:
                         raise InputError(f"document {position}: id {doc_id!r} was already given automatically to an "
                                          "earlier plain-string document; give ids to all documents or to none")

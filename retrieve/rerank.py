@@ -100,8 +100,9 @@ def _encoded_documents(documents: Sequence[Any], enc: Any, pool_factor: int | No
     """(ids, pooled token vectors, metadata, dense embeddings or None) of text documents."""
     ids, texts, metadata = [], [], []
     auto_id = AutoIds(explicit_ids(documents).__contains__)  # as Index.build numbers texts
+    title_separator = getattr(enc.config, "title_separator", " ")
     for position, doc in enumerate(documents):
-        doc_id, text, row = normalize(doc, position, auto_id)
+        doc_id, text, row = normalize(doc, position, auto_id, title_separator)
         ids.append(doc_id)
         texts.append(text)
         metadata.append({key: value for key, value in row.items() if key != "text"})

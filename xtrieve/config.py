@@ -185,6 +185,8 @@ class EncoderConfig(ConfigBase):
     # text put before every query and document before tokenising (a sentence-transformers
     # folder's default prompt, which PyLate prepends to both); None = none
     prompt: str | None = None
+    # what joins a document's title and text (Stanford ColBERT's collections: " | ")
+    title_separator: str = " "
 
     def validate(self) -> None:
         _check(_is_int(self.dim) and self.dim > 0, f"dim must be a positive int, got {self.dim!r}")
@@ -197,6 +199,7 @@ class EncoderConfig(ConfigBase):
         _check(self.pool_method in POOL_METHODS, f"pool_method must be one of {', '.join(POOL_METHODS)}")
         _check(_is_number(self.dense_weight) and self.dense_weight >= 0,
                f"dense_weight must be a finite number >= 0, got {self.dense_weight!r}")
+        _check(isinstance(self.title_separator, str), f"title_separator must be a string, got {self.title_separator!r}")
         _check(not isinstance(self.skiplist_words, str) and all(isinstance(w, str) for w in self.skiplist_words),
                "skiplist_words must be a list of strings")
         _check(self.head_activation is None or self.head_activation in HEAD_ACTIVATIONS,

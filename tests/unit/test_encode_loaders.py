@@ -542,3 +542,21 @@ def test_bad_devices_and_arguments_are_config_and_input_errors(colbert_folder):
         enc.encode({"q1": "the cat"}, True)
     with pytest.raises(InputError, match="is_query must be True or False"):
         enc.encode(["the cat"], "no")
+
+
+def test_colbert_models_join_a_title_as_colbert_reads_collections(colbert_folder, tmp_path):
+    """ColBERT encodes a collection.tsv row with a title as 'title | passage'; other models as
+    'title passage' (BEIR's join)."""
+    import xtrieve
+
+    enc = Encoder.load(colbert_folder[0])
+    assert enc.config.title_separator == " | " and EncoderConfig().title_separator == " "
+    doc = {"id": "d", "title": "Cats", "text": "the cat sat on the mat"}
+    q = enc.encode_queries(["where did the cat sit"])[0]
+    joined, plain = enc.encode_documents(["Cats | the cat sat on the mat", "Cats the cat sat on the mat"])
+    want, other = (float((q @ d.T).max(1).sum()) for d in (joined, plain))
+    assert abs(want - other) > 5e-2
+    assert xtrieve.rerank(q, [doc], k=1, encoder=enc)[0].score == pytest.approx(want, abs=1e-5)
+    idx = xtrieve.Index.build(tmp_path / "ix", [doc], encoder=enc, config={"vector_storage": "float16"})
+    assert idx.search(q, k=1, exhaustive=True)[0].score == pytest.approx(want, abs=1e-2)
+    assert idx.get("d")["title"] == "Cats" and idx.get("d")["text"] == "the cat sat on the mat"
