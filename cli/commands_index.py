@@ -1,7 +1,6 @@
 """Index commands: build, add, delete, compact, info."""
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
@@ -89,9 +88,8 @@ def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, 
     if pool_factor is not None and encoder_changes and "pool_factor" in encoder_changes:
         raise click.UsageError("give the pool factor once: --pool-factor or --encoder-config pool_factor=N")
     docs = read_corpus(corpus)
-    first = next(docs)  # bad or empty corpus: fail before loading the model
+    next(iter(docs))  # bad or empty corpus: fail before loading the model
     encoder = Encoder.load(model, config=encoder_changes, precision=precision)
-    docs = _with_count(itertools.chain([first], docs), docs)
     idx = Index.build(index, docs, encoder=encoder, config=config, overwrite=overwrite, show_progress=True, wait=wait)
     info = idx.info()
     click.echo(f"built {index}: {_count(info.n_docs, 'doc')}, {_count(info.n_vectors, 'vector')} in "
@@ -184,13 +182,6 @@ def info_command(index, fmt, no_verify):
     width = max(len(k) for k in data)
     for k, v in data.items():
         click.echo(f"{k:<{width}}  {v}")
-
-
-def _with_count(docs, source):
-    """``docs`` with the number of documents ``source`` gave (a progress bar's total), if any."""
-    from xtrieve.index.corpus import CountedDocuments
-
-    return CountedDocuments(docs, len(source)) if isinstance(source, CountedDocuments) else docs
 
 
 def _count(n: int, noun: str) -> str:

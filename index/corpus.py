@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from xtrieve.errors import InputError
 from xtrieve.index.docs import PANDAS_INDEX, short_list
@@ -17,10 +19,10 @@ BEIR_CORPUS_FILES = ("corpus.jsonl", "corpus.jsonl.gz")
 log = logging.getLogger(__name__)
 
 
-def read_corpus(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Stream documents from a corpus file or folder; InputError if unreadable or empty.
+def read_corpus(path: str | Path) -> "CorpusFile":
+    """The documents of a corpus file or folder; InputError if unreadable or empty.
 
-    The path and format are checked at once; emptiness when the stream ends. JSON Lines,
+    The path and format are checked at once; emptiness when a reading ends. JSON Lines,
     Parquet, BEIR and .txt folders also give their number of documents (``len``).
     """
     path = Path(path)
@@ -34,27 +36,45 @@ def read_corpus(path: str | Path) -> Iterator[dict[str, Any]]:
                    ".tsv": _csv, ".parquet": _parquet, ".pq": _parquet}
         if suffix not in readers:
             raise InputError(f"unknown corpus format {path.name!r}: use .jsonl, .json, .csv, .tsv, .parquet, a folder of .txt or a BEIR folder")
-        reader = readers[suffix](path)
+        reader = partial(readers[suffix], path)
         count = _line_count(path) if suffix in (".jsonl", ".ndjson") else _row_count(path) if suffix in (".parquet", ".pq") else None
-    docs = _nonempty(reader, path)
-    return docs if count is None else CountedDocuments(docs, count)
+    return CorpusFile(path, reader, count)
 
 
-class CountedDocuments:
-    """A stream of documents whose number is known before reading them (``len``: a progress
-    bar's total; a line or file that holds no document may make it a little high)."""
+class CorpusFile:
+    """The documents of a corpus file or folder, read afresh by each iteration (so that an add
+    can check them all before it encodes one; later readings do not log what the first one
+    did). ``len``: their number where the format gives it (a progress bar's total; a line or
+    file that holds no document may make it a little high), else a TypeError."""
 
-    def __init__(self, docs: Iterator[dict[str, Any]], count: int) -> None:
-        self._docs, self._count = docs, count
+    def __init__(self, path: Path, reader: Callable[[], Iterator[dict[str, Any]]], count: int | None) -> None:
+        self.path, self._reader, self._count, self._readings = path, reader, count, 0
 
-    def __iter__(self) -> "CountedDocuments":
-        return self
-
-    def __next__(self) -> dict[str, Any]:
-        return next(self._docs)
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self._readings += 1
+        docs = _nonempty(self._reader(), self.path)
+        return docs if self._readings == 1 else _unlogged(docs)
 
     def __len__(self) -> int:
+        if self._count is None:
+            raise TypeError(f"{self.path.name}: the number of documents is known only once it is read")
         return self._count
+
+
+def _unlogged(docs: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """``docs`` without the log records this module makes in this thread while reading them."""
+    thread = threading.get_ident()
+    mute = logging.Filter()
+    mute.filter = lambda record: record.thread != thread  # type: ignore[method-assign]
+    while True:
+        log.addFilter(mute)  # (only while reading: a reading left unfinished mutes nothing)
+        try:
+            doc = next(docs)
+        except StopIteration:
+            return
+        finally:
+            log.removeFilter(mute)
+        yield doc
 
 
 def _line_count(path: Path) -> int:
@@ -280,10 +300,10 @@ def _parquet(path: Path) -> Iterator[dict[str, Any]]:
         raise InputError(f"{path}: cannot read as Parquet ({exc})") from None
 
 
-def _folder(path: Path) -> tuple[Iterator[dict[str, Any]], int | None]:
+def _folder(path: Path) -> tuple[Callable[[], Iterator[dict[str, Any]]], int | None]:
     """A BEIR dataset folder (its corpus.jsonl), or else a folder of .txt files (one document
-    each, subfolders included: the id is the path under ``path`` without .txt); with the
-    number of documents where it is known."""
+    each, subfolders included: the id is the path under ``path`` without .txt): its reader, with
+    the number of documents where it is known."""
     files = sorted((p for p in path.rglob("*") if p.suffix.lower() == ".txt" and p.is_file()
                     and not any(part.startswith(".") for part in p.relative_to(path).parts)),  # .git, checkpoints
                    key=lambda p: p.relative_to(path).as_posix())
@@ -292,9 +312,9 @@ def _folder(path: Path) -> tuple[Iterator[dict[str, Any]], int | None]:
             if files:
                 log.warning("%s is a BEIR folder: reading %s, not its %d .txt file(s)", path, name, len(files))
             log.info("reading the BEIR corpus %s", path / name)
-            return iter_jsonl(path / name), None if name.endswith(".gz") else _line_count(path / name)
+            return partial(iter_jsonl, path / name), None if name.endswith(".gz") else _line_count(path / name)
     if files:
-        return _txt_files(path, files), sum(1 for p in files if p.stat().st_size)
+        return partial(_txt_files, path, files), sum(1 for p in files if p.stat().st_size)
     raise InputError(f"corpus folder {path} has no .txt files and no {' or '.join(BEIR_CORPUS_FILES)}")
 
 

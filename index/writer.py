@@ -23,6 +23,7 @@ from xtrieve.config import IndexConfig
 from xtrieve.errors import ConfigError, IndexFormatError, InputError, ModelMismatchError, XtrieveError
 from xtrieve.faiss_loader import load_faiss
 from xtrieve.index import faiss_build
+from xtrieve.index.corpus import CorpusFile
 from xtrieve.index.docs import (AutoIds, add_metadata, as_index_types, as_records, batched, check_embedding,
                                 check_id, check_one_type_per_column, column_type, explicit_ids, name_type, normalize,
                                 rows_table, short_list, unify, widened_type_name)
@@ -349,13 +350,11 @@ class WriteSession:
         live = self.live_ids()
         all_ids: list[str] = []
         encode_seconds, n_truncated = [0.0], [0]
-
-        # ids given in this input: an auto id skips them (all of a list's, up front; a stream's so far)
-        seen: set[str] = explicit_ids(docs) if isinstance(docs, Sequence) else set()
-        auto_id = AutoIds(lambda doc_id: doc_id in live or doc_id in seen, self.manifest.next_auto_id)
         title_separator = getattr(encoder.config, "title_separator", " ")
 
-        def batches(check: Callable[[pa.Table], pa.Table]) -> Iterator[Batch]:
+        def read(check: Callable[[pa.Table], pa.Table], auto_id: AutoIds,
+                 seen: set[str]) -> Iterator[tuple[list[str], list[str], pa.Table]]:
+            """Each batch's ids, texts for the encoder and checked stored columns."""
             position = 0
             for raw in batched(docs, self.config.batch_size):
                 ids, texts, rows = [], [], []
@@ -369,7 +368,22 @@ class WriteSession:
                     ids.append(doc_id)
                     texts.append(text)
                     rows.append(row)
-                table = check(rows_table(ids, rows, self.config.store_text))  # bad ids or metadata fail before encoding
+                yield ids, texts, check(rows_table(ids, rows, self.config.store_text))
+
+        def auto_ids() -> tuple[AutoIds, set[str]]:
+            # ids given in this input: an auto id skips them (all of a list's, up front; a stream's so far)
+            seen: set[str] = explicit_ids(docs) if isinstance(docs, Sequence) else set()
+            return AutoIds(lambda doc_id: doc_id in live or doc_id in seen, self.manifest.next_auto_id), seen
+
+        if _readable_twice(docs) and (total is None or total > self.config.batch_size):
+            # a bad document late in a long input fails now, not after encoding those before it
+            log.info("checking %s documents before encoding them", total if total is not None else "the")
+            for _ in read(self._input_check([] if replace else None), *auto_ids()):
+                pass
+        auto_id, seen = auto_ids()
+
+        def batches(check: Callable[[pa.Table], pa.Table]) -> Iterator[Batch]:
+            for ids, texts, table in read(check, auto_id, seen):  # bad ids or metadata fail before encoding
                 started = time.perf_counter()
                 encoded = encoder.encode(texts, False, batch_size=ENCODE_BATCH, pool_factor=self.manifest.pool_factor,
                                          show_progress=False)
@@ -514,6 +528,11 @@ def _warn_truncated(n: int, total: int, config: Any) -> None:
                 "no query matches it; to read more of each, build the index with more windows: --encoder-config "
                 "doc_windows=%d on xtrieve build (--overwrite for an existing index) or eval, or Encoder.load(config="
                 "{'doc_windows': %d})", n, total, reads, more, more)
+
+
+def _readable_twice(docs: Any) -> bool:
+    """Whether ``docs`` gives all its documents again on a second reading (a list, a corpus file)."""
+    return isinstance(docs, (Sequence, CorpusFile))
 
 
 def _meta_row(meta: Any, doc_id: str) -> dict[str, Any]:

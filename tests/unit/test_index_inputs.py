@@ -188,3 +188,56 @@ def test_text_is_read_as_the_index_type_only_when_nothing_is_lost(tmp_path):
         with pytest.raises(InputError, match="'n'|Field n"):
             xtrieve.Index.build_from_embeddings(tmp_path / f"ix{size}", ["c", "d"], _vectors(2), [{"n": 1}, {"n": "7"}],
                                                 config={"batch_size": size})
+
+
+class CountingEncoder(WordHashEncoder):
+    """Counts the texts it encodes."""
+
+    def __init__(self):
+        super().__init__(DIM)
+        self.encoded = 0
+
+    def encode(self, texts, is_query, **kwargs):
+        self.encoded += len(texts)
+        return super().encode(texts, is_query, **kwargs)
+
+
+@pytest.mark.parametrize("bad, message", [({"id": "d3", "text": " "}, "empty text"),
+                                          ({"id": "d1", "text": "again"}, "duplicate id"),
+                                          ({"id": "z", "text": "x", "year": "late"}, "year")])
+def test_a_bad_document_late_in_a_long_input_fails_before_any_encoding(tmp_path, bad, message, caplog):
+    """A list or a corpus file is checked whole before its first batch is encoded; a stream
+    (a generator) batch by batch; either way nothing is committed."""
+    import json
+
+    docs = [{"id": f"d{i}", "text": f"word{i} text", "year": 2000 + i} for i in range(9)] + [bad]
+    config = {"batch_size": 4}
+    enc = CountingEncoder()
+    idx = xtrieve.Index.build(tmp_path / "ix", docs[:1], encoder=enc, config=config)
+    corpus = tmp_path / "late.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs[1:]))
+    (tmp_path / "late.tsv").write_text("id\ttext\n" + "".join(f"{d['id']}\t{d['text']}\n" for d in docs[1:]))
+    enc.encoded = 0
+    for given in (docs[1:], read_corpus(corpus)) + ((read_corpus(tmp_path / "late.tsv"),) if "year" not in bad else ()):
+        with pytest.raises(InputError, match=message):
+            idx.add(given)
+        assert enc.encoded == 0 and len(idx) == 1
+    with pytest.raises(InputError, match=message):
+        idx.add(iter(docs[1:]))
+    assert enc.encoded == 8 and len(idx) == 1  # two batches encoded, then the third fails
+    idx.add(docs[1:-1])
+    assert len(idx) == 9
+
+
+def test_a_corpus_file_read_twice_logs_once(tmp_path, caplog):
+    folder = tmp_path / "txt"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"t{i}.txt").write_text(f"some text {i}")
+    (folder / "empty.txt").write_text("")
+    docs = read_corpus(folder)
+    assert len(docs) == 6
+    with caplog.at_level("INFO"):
+        xtrieve.Index.build(tmp_path / "ix", docs, encoder=WordHashEncoder(DIM), config={"batch_size": 4})
+    assert caplog.text.count("skipped 1 empty .txt file") == 1 and "checking 6 documents" in caplog.text
+    assert [d["id"] for d in docs] == [f"t{i}" for i in range(6)]
