@@ -88,7 +88,7 @@ def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, 
     if pool_factor is not None and encoder_changes and "pool_factor" in encoder_changes:
         raise click.UsageError("give the pool factor once: --pool-factor or --encoder-config pool_factor=N")
     docs = read_corpus(corpus)
-    next(iter(docs))  # bad or empty corpus: fail before loading the model
+    docs.first()  # bad or empty corpus: fail before loading the model
     encoder = Encoder.load(model, config=encoder_changes, precision=precision)
     idx = Index.build(index, docs, encoder=encoder, config=config, overwrite=overwrite, show_progress=True, wait=wait)
     info = idx.info()

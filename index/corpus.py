@@ -43,17 +43,23 @@ def read_corpus(path: str | Path) -> "CorpusFile":
 
 class CorpusFile:
     """The documents of a corpus file or folder, read afresh by each iteration (so that an add
-    can check them all before it encodes one; later readings do not log what the first one
-    did). ``len``: their number where the format gives it (a progress bar's total; a line or
-    file that holds no document may make it a little high), else a TypeError."""
+    can check them all before it encodes one; once a reading has finished, later ones do not
+    repeat its log lines). ``len``: their number where the format gives it (a progress bar's
+    total; a line or file that holds no document may make it a little high), else a TypeError."""
 
     def __init__(self, path: Path, reader: Callable[[], Iterator[dict[str, Any]]], count: int | None) -> None:
-        self.path, self._reader, self._count, self._readings = path, reader, count, 0
+        self.path, self._reader, self._count, self._read_whole = path, reader, count, False
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        self._readings += 1
-        docs = _nonempty(self._reader(), self.path)
-        return docs if self._readings == 1 else _unlogged(docs)
+        return _unlogged(self._reading()) if self._read_whole else self._reading()
+
+    def _reading(self) -> Iterator[dict[str, Any]]:
+        yield from _nonempty(self._reader(), self.path)
+        self._read_whole = True
+
+    def first(self) -> dict[str, Any]:
+        """The first document, read without logging (InputError for an empty corpus)."""
+        return next(_unlogged(_nonempty(self._reader(), self.path)))
 
     def __len__(self) -> int:
         if self._count is None:

@@ -238,6 +238,7 @@ def test_a_corpus_file_read_twice_logs_once(tmp_path, caplog):
     docs = read_corpus(folder)
     assert len(docs) == 6
     with caplog.at_level("INFO"):
+        assert docs.first() == {"id": "t0", "text": "some text 0"}  # (the CLI's early look: not a whole reading)
         xtrieve.Index.build(tmp_path / "ix", docs, encoder=WordHashEncoder(DIM), config={"batch_size": 4})
     assert caplog.text.count("skipped 1 empty .txt file") == 1 and "checking 6 documents" in caplog.text
     assert [d["id"] for d in docs] == [f"t{i}" for i in range(6)]
