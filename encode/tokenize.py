@@ -16,7 +16,7 @@ from typing import Mapping
 import torch
 
 from xtrieve.config import EncoderConfig
-from xtrieve.errors import InputError, ModelLoadError
+from xtrieve.errors import InputError, ModelLoadError, check_unicode
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ def check_texts(texts: object, what: str) -> list[str]:
             raise InputError(f"{what}: item {i} is {type(t).__name__}, not a string")
         if not t.strip():
             raise InputError(f"{what}: item {i} is an empty or whitespace-only text")
+        check_unicode(t, f"{what}: item {i}")
     return items
 
 

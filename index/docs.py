@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from xtrieve.errors import InputError
+from xtrieve.errors import InputError, check_unicode
 
 ID_KEYS = ("id", "_id")
 PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # the columns pandas writes its index to
@@ -31,7 +31,7 @@ def check_id(value: Any, where: str) -> str:
     doc_id = str(value)
     if not doc_id.strip():
         raise InputError(f"{where}: empty id")
-    return doc_id
+    return check_unicode(doc_id, f"{where}: id {doc_id!r}")
 
 
 def explicit_ids(docs: Sequence[Any]) -> set[str]:
@@ -123,6 +123,7 @@ def normalize(doc: Any, position: int, auto_id: Callable[[], str],
     full = f"{title}{title_separator}{text}" if title and title.strip() else text
     if not full.strip():
         raise InputError(f"document {doc_id!r}: empty text")
+    check_unicode(full, f"document {doc_id!r}: its title or text")
     stored: dict[str, Any] = {"text": text}
     if title is not None:
         stored["title"] = title
@@ -150,12 +151,30 @@ def rows_table(ids: list[str], rows: list[dict[str, Any]], store_text: bool) -> 
     columns = {"doc_id": pa.array(ids, type=pa.string())}
     for name in names:
         values = [row.get(name) for row in rows]
+        check_unicode(name, f"metadata column {name!r}")
         try:
             columns[name] = pa.array(values)
+        except UnicodeEncodeError as exc:
+            for doc_id, value in zip(ids, values):
+                for text in _strings(value):
+                    check_unicode(text, f"document {doc_id!r}: metadata column {name!r}")
+            raise InputError(f"metadata column {name!r}: text that is not valid Unicode ({exc})") from None
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
             raise InputError(f"metadata column {name!r}: values of mixed or unsupported types{_odd_one(ids, values)} "
                              f"({exc})") from None
     return pa.table(columns)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """The strings in a metadata value, inside lists and dicts too."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
 
 
 def _odd_one(ids: list[str], values: list[Any]) -> str:

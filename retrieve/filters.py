@@ -36,7 +36,7 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from xtrieve.errors import FilterError
+from xtrieve.errors import FilterError, InputError, check_unicode
 from xtrieve.index.arrow_numpy import arrow_literals
 
 _TOKEN = re.compile(
@@ -434,6 +434,10 @@ def compile_filter(text: str, columns: set[str]) -> Condition:
     """Parse a filter string over the given metadata columns into a :class:`Condition`."""
     if not isinstance(text, str):
         raise FilterError(f"a filter must be a string or a pyarrow Expression, got {type(text).__name__}")
+    try:
+        check_unicode(text, "filter")
+    except InputError as exc:
+        raise FilterError(str(exc)) from None
     return _Parser(text, columns).parse()
 
 

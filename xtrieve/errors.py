@@ -1,6 +1,10 @@
 """Exceptions raised by xtrieve. Every one subclasses :class:`XtrieveError`."""
 from __future__ import annotations
 
+import re
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 
 class XtrieveError(Exception):
     """Base class: a problem xtrieve can name (the CLI prints it without a traceback)."""
@@ -33,3 +37,13 @@ class IndexLockedError(XtrieveError):
 
 class FilterError(XtrieveError, ValueError):
     """A metadata filter that cannot be parsed or names an unknown column."""
+
+
+def check_unicode(text: str, what: str) -> str:
+    """``text`` if it can be written as UTF-8, else an InputError naming ``what`` and the lone
+    surrogate (half of an emoji cut by a JSON writer, or bytes that were not UTF-8)."""
+    bad = _SURROGATE.search(text)
+    if bad is not None:
+        raise InputError(f"{what}: not valid Unicode: a lone surrogate {bad.group()!r} at character {bad.start()} "
+                         "(half of a cut emoji, or bytes that were not UTF-8)")
+    return text

@@ -551,3 +551,29 @@ def test_results_and_configs_behave_as_values():
         skiplist_words=("b", "a"), head_steps=("tanh",)))
     encoded = xtrieve.Encoded([np.zeros((3, 8), np.float32)] * 20, [3] * 20)
     assert len(repr(encoded)) < 120 and encoded == encoded
+
+
+def test_text_that_is_not_valid_unicode_is_named(tmp_path, colbert_folder):
+    """A lone surrogate (a JSON "\\ud83d" escape of a cut emoji, argv or file names read with
+    surrogateescape) is an InputError naming where it is, not an encoder or Arrow traceback."""
+    from xtrieve.encode.encoder import Encoder
+
+    cut = json.loads('"caf\\u00e9 \\ud83d"')
+    enc = FakeEncoder()
+    idx = xtrieve.Index.build(tmp_path / "ix", [{"id": "a", "text": "cafe", "city": "x"}], encoder=enc)
+    for doc, where in (({"id": "b", "text": cut}, "document 'b': its title or text"),
+                       ({"id": "b", "text": "t", "title": cut}, "document 'b': its title or text"),
+                       ({"id": cut, "text": "t"}, "document 0: id"),
+                       ({"id": "b", "text": "t", "city": cut}, "document 'b': metadata column 'city'"),
+                       ({"id": "b", "text": "t", "tags": ["ok", cut]}, "document 'b': metadata column 'tags'"),
+                       ({"id": "b", "text": "t", cut: 1}, "metadata column")):
+        with pytest.raises(InputError, match=f"{where}.*lone surrogate '\\\\ud83d' at character"):
+            idx.add([doc])
+    assert len(idx) == 1
+    with pytest.raises(FilterError, match="filter: not valid Unicode"):
+        idx.search("cafe", filter=f"city == '{cut}'")
+    real = Encoder.load(colbert_folder[0])
+    for call in (lambda: real.encode_queries([cut]), lambda: real.encode_documents(["fine", cut]),
+                 lambda: xtrieve.rerank(cut, ["cafe"], encoder=real)):
+        with pytest.raises(InputError, match="item [01]: not valid Unicode"):
+            call()
