@@ -217,16 +217,17 @@ def _csv(path: Path) -> Iterator[dict[str, Any]]:
         parse = pcsv.ParseOptions(delimiter=",", newlines_in_values=True)
     column_names = _headerless_columns(path, parse.delimiter)
 
-    def open_csv(text_columns, include=None):
-        return pcsv.open_csv(
-            str(path), read_options=pcsv.ReadOptions(block_size=CSV_BLOCK, column_names=column_names),
-            parse_options=parse,
-            convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in text_columns},
-                                                strings_can_be_null=False, include_columns=include),
-        )
+    read = pcsv.ReadOptions(block_size=CSV_BLOCK, column_names=column_names)
+
+    def convert(types, include):
+        return pcsv.ConvertOptions(column_types=types, strings_can_be_null=False, include_columns=include)
+
+    def open_csv(types, include=None):
+        return pcsv.open_csv(str(path), read_options=read, parse_options=parse, convert_options=convert(types, include))
 
     try:
-        reader = open_csv(TEXT_COLUMNS)
+        text = {c: pa.string() for c in TEXT_COLUMNS}
+        reader = open_csv(text)
         names = reader.schema.names
         if not {"id", "_id"} & set(names):
             example = "id<TAB>text" if parse.delimiter == "\t" else "id,text"
@@ -236,11 +237,14 @@ def _csv(path: Path) -> Iterator[dict[str, Any]]:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise InputError(f"{path}: column {repeated[0]!r} appears {names.count(repeated[0])} times in the header")
-        whole = [f.name for f in reader.schema if pa.types.is_integer(f.type)]
+        metadata = [n for n in names if n not in TEXT_COLUMNS and n]
+        types = _metadata_types(path, pcsv.read_csv(str(path), read_options=read, parse_options=parse,
+                                                    convert_options=convert({}, metadata))) if metadata else {}
+        whole = [name for name, t in types.items() if pa.types.is_integer(t)]
         if whole:  # "007" would read as 7: such a column stays text
-            zeros = _leading_zero_columns(open_csv(whole, whole))
-            if zeros:
-                reader = open_csv(TEXT_COLUMNS + tuple(zeros))
+            types.update(dict.fromkeys(_leading_zero_columns(open_csv(dict.fromkeys(whole, pa.string()), whole)),
+                                       pa.string()))
+        reader = open_csv({**text, **types, **({"": pa.string()} if "" in names else {})})
         if "" in names:
             log.warning("%s: a column has no name in the header (a pandas index written by to_csv without "
                         "index=False?): it is not stored", path)
@@ -273,6 +277,20 @@ def _headerless_columns(path: Path, delimiter: str) -> list[str] | None:
         return None  # (pandas names unnamed columns 0, 1, ...: a header)
     log.info("%s has no header: its columns are read as id, text%s", path, ", title" if len(first) == 3 else "")
     return ["id", "text", "title"][:len(first)]
+
+
+def _metadata_types(path: Path, table: Any) -> dict[str, Any]:
+    """The Arrow type of each column of ``table``, a CSV file's metadata columns read whole (a
+    streaming reader takes the types from its first block: a column empty there would fail on a
+    later value); a column with no value is text, one that is not UTF-8 an InputError."""
+    import pyarrow as pa
+
+    types = {}
+    for field in table.schema:
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            raise InputError(f"{path}: column {field.name!r} holds text that is not UTF-8")
+        types[field.name] = pa.string() if pa.types.is_null(field.type) else field.type
+    return types
 
 
 def _leading_zero_columns(reader) -> list[str]:

@@ -394,3 +394,21 @@ def test_a_csv_whose_header_is_not_utf8_is_named(tmp_path):
     bad.write_bytes(b"\xff\xfe0\tabc\n")
     with pytest.raises(InputError, match="bad.tsv: not UTF-8 text"):
         list(read_corpus(bad))
+
+
+def test_csv_metadata_types_come_from_every_row(tmp_path, monkeypatch):
+    """A column empty (or all integers) in the first block of a long CSV takes the type of all
+    its rows, not a null (or int) type that a later value fails to convert to; a metadata
+    column that is not UTF-8 is named, not stored as bytes."""
+    import xtrieve.index.corpus as corpus
+
+    monkeypatch.setattr(corpus, "CSV_BLOCK", 1 << 12)  # many blocks from a small file
+    rows = [f"d{i},text {i},,{i},{2000 + i % 20}" for i in range(400)]
+    path = write(tmp_path / "c.csv", "id,text,note,code,year\n" + "\n".join(rows) + "\nz,last,a note,X7,NA\n")
+    docs = list(read_corpus(path))
+    assert docs[0] == {"id": "d0", "text": "text 0", "note": None, "code": "0", "year": 2000}
+    assert docs[-1] == {"id": "z", "text": "last", "note": "a note", "code": "X7", "year": None}
+    latin1 = tmp_path / "l.csv"
+    latin1.write_bytes(b"id,text,city\nd1,hello,Montr\xe9al\nd2,world,Paris\n")
+    with pytest.raises(InputError, match="column 'city' holds text that is not UTF-8"):
+        list(read_corpus(latin1))
