@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from typing import Any, Sequence
 
 from xtrieve.eval.metrics import check_trec_id
@@ -38,6 +39,17 @@ def check_trec_doc_ids(results: Sequence[Sequence[Any]]) -> None:
 
 
 TABLE_TEXT_CHARS = 160
+BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+def shown(value: Any) -> str:
+    """``value`` as one line for a terminal: runs of whitespace as one space, control characters
+    (escape sequences that would drive the terminal) and bidi overrides written as escapes."""
+    text = " ".join(str(value).split())
+    if text.isprintable():
+        return text
+    return "".join(c.encode("unicode_escape").decode() if c in BIDI_CONTROLS or unicodedata.category(c) == "Cc"
+                   else c for c in text)
 
 
 def format_hits(qid: str, query: str, hits: Sequence[Any], fmt: str,
@@ -52,13 +64,13 @@ def format_hits(qid: str, query: str, hits: Sequence[Any], fmt: str,
         return to_json({"query_id": qid, "query": query, "hits": rows})
     if fmt == "trec":
         return "\n".join(f"{qid} Q0 {h.doc_id} {r} {h.score:.6f} xtrieve" for r, h in enumerate(hits, 1))
-    lines = [f"query: {query}"] if query else []
+    lines = [f"query: {shown(query)}"] if query else []
     lines.append(f"{'rank':>4}  {'score':>8}  {'doc_id':<20}  title")
     for r, h in enumerate(hits, 1):
-        title = " ".join(str(h.metadata.get("title") or "").split())[:60]
-        lines.append(f"{r:>4}  {h.score:>8.3f}  {h.doc_id:<20}  {title}")
+        title = shown(h.metadata.get("title") or "")[:60]
+        lines.append(f"{r:>4}  {h.score:>8.3f}  {shown(h.doc_id):<20}  {title}")
         if texts is not None:
             stored = texts[r - 1]
-            text = "(no text stored)" if stored is None else " ".join(str(stored).split())
+            text = "(no text stored)" if stored is None else shown(stored)
             lines.append(" " * 16 + (text if len(text) <= TABLE_TEXT_CHARS else text[:TABLE_TEXT_CHARS - 3] + "..."))
     return "\n".join(lines)

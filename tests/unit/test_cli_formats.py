@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from helpers import WordHashEncoder
-from xtrieve.cli.formats import check_trec_id, format_hits, to_json
+from xtrieve.cli.formats import check_trec_id, format_hits, shown, to_json
 from xtrieve.cli.main import main
 from xtrieve.cli.query_files import read_queries
 from xtrieve.errors import InputError
@@ -412,3 +412,15 @@ def test_csv_metadata_types_come_from_every_row(tmp_path, monkeypatch):
     latin1.write_bytes(b"id,text,city\nd1,hello,Montr\xe9al\nd2,world,Paris\n")
     with pytest.raises(InputError, match="column 'city' holds text that is not UTF-8"):
         list(read_corpus(latin1))
+
+
+def test_the_table_writes_stored_text_as_one_line_without_terminal_controls():
+    from xtrieve.types import make_hits
+
+    hits = make_hits(["\x1b[2J\x1b]0;title\x07id", "line1\nline2"], [2.0, 1.0],
+                     [{"title": "T\x1b[31mred"}, {"title": "a\u202eb"}])
+    out = format_hits("q", "what\nnow", hits, "table", texts=["x\x1b[5my", "café 🙂 中文"])
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "\\x1b[2J\\x1b]0;title\\x07id" in out and "line1 line2" in out and "query: what now" in out
+    assert "T\\x1b[31mred" in out and "a\\u202eb" in out and "café 🙂 中文" in out
+    assert shown("plain text") == "plain text"
