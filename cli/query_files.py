@@ -1,13 +1,15 @@
 """`xtrieve search --queries FILE`: JSONL ({"_id"|"id", "text"}, or other names of ID_NAMES /
 TEXT_NAMES such as "query_id", "query"), a JSON list of such objects or
 a JSON object {id: text}, TSV (id<TAB>text), CSV (id,text), or plain text (.txt: one query per
-line); ``-`` reads standard input (JSON Lines when it starts with "{", a JSON list with "[",
-else TSV lines, a line without a tab being a query without an id)."""
+line); ``-`` reads standard input (JSON Lines when it starts as a JSON object does, ``{"``, a
+JSON list when it starts as one does, ``[{``, ``["`` or a lone ``[``; else TSV lines, a line
+without a tab being a query without an id, so "[citation needed] ..." is a question)."""
 from __future__ import annotations
 
 import csv
 import io
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
@@ -18,6 +20,7 @@ from xtrieve.errors import InputError
 ID_NAMES = ("id", "_id", "qid", "query-id", "query_id", "queryid")
 TEXT_NAMES = ("text", "query", "question", "query-text", "query_text")
 STDIN = "-"
+JSON_START = re.compile(r'([{[])\s*(["{}\]]|$)')  # how a JSON object or list of queries begins
 Row = tuple[int, Optional[str], str]  # line (or record) number, id (None: not given), text
 
 
@@ -59,13 +62,16 @@ def _stdin_rows(stream: Any) -> Iterator[Row]:
         raise InputError(f"<stdin>: not UTF-8 text ({exc.reason})") from None
     if lines and lines[0].startswith("\ufeff"):  # a byte-order mark
         lines[0] = lines[0][1:]
-    first = next((line.lstrip() for line in lines if line.strip()), "")
-    if first.startswith("{"):
+    first = next((line.strip() for line in lines if line.strip()), "")
+    start = JSON_START.match(first)
+    if start is None:
+        yield from _tsv_rows(lines, "<stdin>", loose=True)
+    elif start.group(1) == "{":
         from xtrieve.index.corpus import json_lines
 
         for n, row in json_lines(lines, "<stdin>"):
             yield _json_row(n, row, f"<stdin>:{n}")
-    elif first.startswith("["):
+    else:
         try:
             records = json.loads("\n".join(lines))
         except json.JSONDecodeError as exc:
@@ -74,8 +80,6 @@ def _stdin_rows(stream: Any) -> Iterator[Row]:
             raise InputError("<stdin>: expected a JSON list of query objects")
         for n, row in enumerate(records, 1):
             yield _json_row(n, row, f"<stdin>[{n - 1}]")
-    else:
-        yield from _tsv_rows(lines, "<stdin>", loose=True)
 
 
 def _json_rows(path: Path) -> Iterator[Row]:
@@ -194,6 +198,8 @@ def _with_ids(rows: list[Row], where: str) -> list[tuple[str, str]]:
     taken: dict[str, int] = {}
     for n, qid, _ in rows:
         if qid is not None:
+            if not qid.strip():
+                raise InputError(f"{where}:{n}: empty query id (leave the id out and the line number is used)")
             if qid in taken:
                 raise InputError(f"{where}:{n}: duplicate query id {qid!r} (also on line {taken[qid]})")
             taken[qid] = n

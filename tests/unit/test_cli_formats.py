@@ -97,6 +97,13 @@ def test_queries_from_standard_input(index):
             assert [json.loads(x)["query_id"] for x in r.output.splitlines() if x.startswith("{")] == ["L1", "2"]
         else:  # JSON Lines with a line that is not JSON
             assert r.exit_code != 0 and "<stdin>:2: not valid JSON" in r.output
+    for given in ("[citation needed] moon tides\nvaccines\n", "{braces} in a question\n"):  # questions, not JSON
+        r = CliRunner().invoke(main, ["search", str(index), "--queries", "-", "--format", "json"], input=given)
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.output.splitlines()[0])["query"] == given.splitlines()[0]
+    r = CliRunner().invoke(main, ["search", str(index), "--queries", "-", "--format", "json"],
+                           input='[\n  {"id": "P1", "text": "moon"}\n]\n')  # a JSON list written over lines
+    assert r.exit_code == 0 and json.loads(r.output.splitlines()[0])["query_id"] == "P1", r.output
 
 
 def test_tsv_corpus_has_no_quoting_csv_keeps_it(tmp_path):
@@ -195,6 +202,10 @@ def test_null_query_id_is_an_error(tmp_path):
     f = write(tmp_path / "q.jsonl", '{"id": "1", "text": "moon"}\n{"id": null, "text": "glacier"}\n')
     with pytest.raises(InputError, match=r"q\.jsonl:2: query id is null"):
         read_queries(f)
+    for name, content in (("e.tsv", "1\tmoon\n\tglacier\n"), ("b.tsv", "1\tmoon\n   \tglacier\n"),
+                          ("e.jsonl", '{"id": "1", "text": "moon"}\n{"id": "", "text": "glacier"}\n')):
+        with pytest.raises(InputError, match=f"{name}:2: empty query id"):
+            read_queries(write(tmp_path / name, content))
 
 
 def test_automatic_ids_never_collide(tmp_path):
