@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+_NUMPY_TYPES = {getattr(pa, name)(): np.dtype(name) for name in (
+    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32", "float64")}
+
 
 def as_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A primitive array without nulls as NumPy: a zero-copy view of its data (a chunked
@@ -24,7 +27,7 @@ def as_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
         return bits[offset:offset + n].astype(bool)
     if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
         raise TypeError(f"expected a numeric or boolean Arrow array, got {values.type}")
-    dtype = np.dtype(values.type.to_pandas_dtype())
+    dtype = np.dtype(_NUMPY_TYPES[values.type])  # (not to_pandas_dtype: pyarrow < 26 imports pandas for it)
     if n == 0:
         return np.zeros(0, dtype=dtype)
     return np.frombuffer(buffer, dtype=dtype, count=n, offset=offset * dtype.itemsize)

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import threading
+import weakref
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
@@ -239,6 +240,7 @@ class SegmentCore:
             self.dense = as_numpy(col.values).reshape(self.n_docs, col.type.list_size)
         self.table = docs.drop_columns([c for c in INTERNAL if c in docs.column_names])
         self._faiss_file = open(folder / FAISS, "rb")  # kept open: the file may be unlinked later
+        weakref.finalize(self, self._faiss_file.close)  # closed with the last reader of this segment
         self._faiss = None
         self._lock = threading.Lock()
 

@@ -37,7 +37,9 @@ def test_fast_path_matches_exhaustive_on_real_text(index):
 
 def test_obvious_queries_find_their_document(index):
     cold = index.search("how do vaccines protect us?", k=3)
-    assert index.warm_up() is index and index.search("how do vaccines protect us?", k=3) == cold
+    warm = index.warm_up().search("how do vaccines protect us?", k=3)  # (thread counts follow the machine's
+    assert [h.doc_id for h in warm] == [h.doc_id for h in cold]       # load: scores agree to float rounding)
+    assert [h.score for h in warm] == pytest.approx([h.score for h in cold], abs=1e-4)
     assert cold[0].doc_id == "bio-3"
     assert index.search("the first person on the Moon", k=3)[0].doc_id == "hist-4"
 

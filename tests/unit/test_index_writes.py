@@ -196,3 +196,23 @@ def test_delete_by_filter(built, tmp_path):
     assert len(idx) == 0
     with pytest.raises(xtrieve.FilterError, match="nope"):  # an empty index still checks the filter
         idx.delete(filter="nope == 1")
+
+
+def test_segments_a_commit_drops_close_their_files(tmp_path):
+    """A token index file stays open for the readers of a segment, and is closed with the last
+    of them (no ResourceWarning for code that runs with warnings as errors)."""
+    import gc
+    import warnings
+
+    from helpers import WordHashEncoder
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        idx = xtrieve.Index.build(tmp_path / "ix", ["moon tides", "vaccines"], encoder=WordHashEncoder(8))
+        idx.search("moon", k=1)
+        idx.add(["glaciers carve valleys"])
+        idx.compact()
+        assert idx.search("glaciers", k=1)[0].doc_id == "2"
+        del idx
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
