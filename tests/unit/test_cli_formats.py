@@ -435,3 +435,8 @@ def test_the_table_writes_stored_text_as_one_line_without_terminal_controls():
     assert "\\x1b[2J\\x1b]0;title\\x07id" in out and "line1 line2" in out and "query: what now" in out
     assert "T\\x1b[31mred" in out and "a\\u202eb" in out and "café 🙂 中文" in out
     assert shown("plain text") == "plain text"
+
+
+def test_python_dash_m_xtrieve_is_the_cli(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "xtrieve", "--version"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.startswith("xtrieve, version"), out.stderr
