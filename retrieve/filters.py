@@ -381,6 +381,7 @@ def _read_each(texts: list[str], parse: Callable[[str], Any]) -> list[tuple[str,
 
 
 _FRACTION = re.compile(r"(\d{2}:\d{2}:\d{2})\.(\d+)")
+_FIXED_OFFSET = re.compile(r"([+-])(\d{2}):(\d{2})")
 
 
 def _iso_for_python(text: str) -> str:
@@ -413,7 +414,11 @@ def _zoned_timestamps(texts: list[str], column_type: pa.DataType) -> pa.Array:
         tick = (when - epoch) // datetime.timedelta(microseconds=1) * scale
         if not -2**63 <= tick < 2**63:
             raise _Unreadable(text, f"beyond the range of {column_type}")
-        if when.tzinfo is None:
+        fixed = _FIXED_OFFSET.fullmatch(column_type.tz)
+        if when.tzinfo is None and fixed:  # a zone such as +05:00 (which pyarrow < 19 cannot look up)
+            minutes = int(fixed.group(2)) * 60 + int(fixed.group(3))
+            tick -= (-minutes if fixed.group(1) == "-" else minutes) * 60 * 10**6 * scale
+        elif when.tzinfo is None:
             try:
                 wall = arrow_literals([tick]).cast(pa.timestamp(unit))
                 tick = pc.assume_timezone(wall, timezone=column_type.tz).cast(pa.int64())[0].as_py()
