@@ -71,7 +71,10 @@ class SegmentWriter:
         if self.dir.exists():  # an orphan of a crashed writer: never named by a manifest
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
-        self._tmp_path = self.dir / f"vectors.f16{TEMP_SUFFIX}"
+        # int4 codes are re-encoded from float32 on a merge: rounding them through float16 moved
+        # the extreme values, and each rewrite's scale, a little further out every time
+        self._tmp_dtype = np.float32 if storage == "int4" else np.float16
+        self._tmp_path = self.dir / f"vectors.{np.dtype(self._tmp_dtype).name}{TEMP_SUFFIX}"
         self._tmp = open(self._tmp_path, "wb")
         self._tables: list[pa.Table] = []
         self._counts: list[np.ndarray] = []
@@ -89,7 +92,7 @@ class SegmentWriter:
         if self.storage == "int4":
             n = int(np.sum(counts))
             self._lists.append(np.full(n, -1, dtype=np.int64) if lists is None else np.asarray(lists, dtype=np.int64))
-        self._tmp.write(np.ascontiguousarray(vectors, dtype=np.float16).tobytes())
+        self._tmp.write(np.ascontiguousarray(vectors, dtype=self._tmp_dtype).tobytes())
         self._tables.append(table)
         self._counts.append(np.asarray(counts, dtype=np.int64))
         self._tokens.append(np.asarray(n_tokens, dtype=np.int64))
@@ -109,7 +112,7 @@ class SegmentWriter:
         os.fsync(self._tmp.fileno())
         self._tmp.close()
         n, dim = self.n_vectors, self.dim
-        raw = np.memmap(self._tmp_path, dtype=np.float16, mode="r", shape=(n, dim))
+        raw = np.memmap(self._tmp_path, dtype=self._tmp_dtype, mode="r", shape=(n, dim))
         try:
             def rows(idx: np.ndarray) -> np.ndarray:
                 return np.asarray(raw[idx], dtype=np.float32)

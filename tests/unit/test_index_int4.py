@@ -95,16 +95,28 @@ def test_ivf_segments_store_residuals_against_their_centroids(ivf_index):
             assert got[h.doc_id] == pytest.approx(h.score, rel=1e-5)
 
 
-def test_compact_keeps_int4_codes(ivf_index, tmp_path):
+def test_compact_keeps_int4_codes_and_scales(ivf_index, tmp_path):
+    """A rewrite decodes, stages in float32 and re-encodes against the same centroid: the same
+    codes and scales, however many compactions (through float16 the scales crept up)."""
     idx, _ = ivf_index
-    before = {d: v for s in idx.snapshot.segments for d, v in ((s.doc_ids[i], s.doc_vectors(i)) for i in range(s.n_docs))}
-    idx.compact()
+
+    def stored(index):
+        out = {}
+        for s in index.snapshot.segments:
+            for i in range(s.n_docs):
+                rows = slice(int(s.offsets[i]), int(s.offsets[i + 1]))
+                out[s.doc_ids[i]] = (np.asarray(s.vectors_raw[rows]).copy(), s.scales[rows].copy(), s.doc_vectors(i))
+        return out
+
+    before = stored(idx)
+    for _ in range(5):
+        idx.compact()
     idx = xtrieve.Index.open(tmp_path / "ix")
-    assert idx.info().generation == 2
-    for seg in idx.snapshot.segments:  # rewritten: decode -> float16 -> re-encode
-        assert seg.codec == "int4"
-        for i in range(seg.n_docs):  # the same codes, up to float16 rounding of the decoded input
-            np.testing.assert_allclose(seg.doc_vectors(i), before[seg.doc_ids[i]], atol=2e-3)
+    assert idx.info().generation == 6 and all(seg.codec == "int4" for seg in idx.snapshot.segments)
+    for doc_id, (codes, scales, vectors) in stored(idx).items():
+        assert np.array_equal(codes, before[doc_id][0])
+        np.testing.assert_allclose(scales, before[doc_id][1], rtol=1e-6)
+        np.testing.assert_allclose(vectors, before[doc_id][2], atol=1e-6)
 
 
 def test_odd_dimension_and_bad_files_are_clear_errors(ivf_index, tmp_path):
