@@ -216,3 +216,20 @@ def test_segments_a_commit_drops_close_their_files(tmp_path):
         del idx
         gc.collect()
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_a_long_lived_reader_remembers_only_the_files_it_still_reads(tmp_path):
+    """A verifying reader keeps a note of the files it has checked; commits that replace them
+    (a sync job's small updates, merges) do not make that note grow."""
+    rng = np.random.default_rng(0)
+    ids = [f"d{i}" for i in range(40)]
+    writer = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ids, [rng.standard_normal((3, 8)) for _ in ids],
+                                                 config={"docs_per_segment": 10})
+    reader = xtrieve.Index.open(tmp_path / "ix")
+    for step in range(30):
+        pick = [ids[step % 40], ids[(7 * step + 3) % 40]]
+        writer.add_embeddings(pick, [rng.standard_normal((3, 8)) for _ in pick], replace=True)
+        reader.refresh()
+        assert len(reader.search(rng.standard_normal((2, 8)), k=40)) == 40
+    named = set(reader.snapshot.manifest.files().items())
+    assert set(reader._store._verified) <= named  # (the 30 commits named ~150 files over time)
