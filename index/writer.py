@@ -431,7 +431,9 @@ class WriteSession:
             raise InputError(f"ids must be an id or an iterable of ids, got {type(ids).__name__}")
         wanted = list(dict.fromkeys(check_id(i, f"delete: id {n}") for n, i in enumerate(ids)))
         if not wanted:
-            raise InputError("no ids to delete")
+            if missing_ok:  # (a sync job's list of ids to remove may be empty)
+                return 0
+            raise InputError("no ids to delete (missing_ok=True takes an empty list as nothing to do)")
         if missing_ok:
             live = self.live_ids()
             wanted = [i for i in wanted if i in live]

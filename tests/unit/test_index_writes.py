@@ -91,6 +91,9 @@ def test_delete_unknown_ids_changes_nothing(built, tmp_path):
     assert manifest(tmp_path / "ix")["generation"] == gen and len(idx) == 40
     assert idx.delete(["d1", "nope"], missing_ok=True) == 1 and len(idx) == 39
     assert idx.delete(["d1", "nope"], missing_ok=True) == 0  # nothing live: nothing written
+    assert idx.delete([], missing_ok=True) == 0  # an empty list of ids to remove: nothing to do
+    with pytest.raises(xtrieve.InputError, match="no ids to delete"):
+        idx.delete([])
     assert manifest(tmp_path / "ix")["generation"] == gen + 1
 
 
