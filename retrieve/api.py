@@ -16,8 +16,6 @@ from xtrieve.types import Encoded, Hit, IndexInfo
 
 log = logging.getLogger(__name__)
 
-SMALL_QUERY_BATCH = 4
-
 
 def as_encoder(encoder: Any) -> Any:
     """An encoder given as an object, or as a model folder or name (loaded); None stays None."""
@@ -405,10 +403,9 @@ class Index:
             enc = self.encoder
             if enc is None:
                 raise InputError(f"index {self.path} has no encoder: pass query token vectors [n_q, {self.dim}]")
-            from xtrieve.retrieve.threads import small_work_threads
+            from xtrieve.retrieve.threads import idle_core_threads
 
-            # a few short queries are a small forward pass: idle cores only, as for the search
-            with small_work_threads(len(texts) <= SMALL_QUERY_BATCH):
+            with idle_core_threads():  # on the cores other processes leave idle, as the search
                 encoded = enc.encode([queries[i] for i in texts], True)
             for row, i in enumerate(texts):
                 out[i] = encoded.vectors[row]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -18,18 +18,16 @@ from xtrieve.retrieve.filters import allowed_rows, as_condition
 from xtrieve.retrieve.maxsim import SegmentVectors, token_maxima_across
 from xtrieve.retrieve.probe import Coarse, TokenProbe
 from xtrieve.retrieve.segment_groups import SegmentGroup, core_of, form_groups, row_selector
-from xtrieve.retrieve.threads import small_work_threads
+from xtrieve.retrieve.threads import idle_core_threads
 from xtrieve.retrieve.xtr import RetrievedTable, global_top, top_indices
 from xtrieve.types import Hit, make_hits
 
 
 KEY_SHIFT = 32
 FILTER_CACHE_SIZE = 16
-# batches with at most this many query tokens are small work: FAISS and torch run on the cores
-# other processes leave idle (retrieve/threads.py)
-SMALL_BATCH_TOKENS = 256
-# exhaustive MaxSim over at most this many stored vectors is small work too
-SMALL_EXACT_VECTORS = 65_536
+# a batch's token retrieval runs on slices of about this many query tokens: its memory grows with
+# them (times k' times segments), and larger slices are no faster
+BATCH_TOKENS = 1024
 # a query whose token retrieval found fewer than k documents searches again with k' and nprobe
 # scaled by up to this much (then exactly, if it still falls short)
 MAX_WIDENING = 16
@@ -276,11 +274,10 @@ class Searcher:
         # a filter allowing few vectors is scored exactly: no worse than token retrieval in time, and exact
         selective = filter is not None and (sum(a.n_vectors for a in allowed) <= config.exact_filter_vectors
                                             or n_allowed <= config.selective_filter_fraction * max(self.n_live, 1))
-        small = sum(len(q) for q in qs) <= SMALL_BATCH_TOKENS
         if exhaustive or selective or n_allowed <= max(config.n_rerank, k):
-            with small_work_threads(small and (not exhaustive or self.n_vectors <= SMALL_EXACT_VECTORS)):
+            with idle_core_threads():  # FAISS and torch on the cores other processes leave idle
                 return [self._exact(q, d, allowed, k) for q, d in zip(qs, qd)]
-        return self._fast(qs, qd, allowed, k, config, small)
+        return self._fast(qs, qd, allowed, k, config)
 
     def _exact(self, q: np.ndarray, qd: torch.Tensor | None, allowed: list[_Allowed], k: int) -> list[Hit]:
         keys, scores = [], []
@@ -337,14 +334,14 @@ class Searcher:
         return (*global_top(scores, keys, k_prime), centroid_sims)
 
     def _fast(self, qs: list[np.ndarray], qd: list[torch.Tensor | None], allowed: list[_Allowed], k: int,
-              config: SearchConfig, small: bool) -> list[list[Hit]]:
+              config: SearchConfig) -> list[list[Hit]]:
         # one FAISS call per group of queries searched alike (all threads when large): short
         # queries search wider, and a batch should not make every token as wide as its widest
         groups: dict[tuple[int, int], list[int]] = {}
         for i, q in enumerate(qs):
             groups.setdefault(config.widened(len(q), self.n_vectors), []).append(i)
         out: list[list[Hit]] = [[] for _ in qs]
-        self._fast_groups(groups, qs, qd, allowed, k, config, small, out)
+        self._fast_groups(groups, qs, qd, allowed, k, config, out)
         # a large k can outnumber the documents token retrieval brings back: such queries search
         # again with k' and nprobe widened to match, and exactly if that still falls short
         want = min(k, sum(a.n_allowed for a in allowed))
@@ -355,24 +352,26 @@ class Searcher:
                 factor = min(MAX_WIDENING, -(-2 * want // max(len(out[i]), 1)))
                 k_prime, nprobe = config.widened(len(qs[i]), self.n_vectors)
                 wider.setdefault((k_prime * factor, nprobe * factor), []).append(i)
-            self._fast_groups(wider, qs, qd, allowed, k, config, small, out)
+            self._fast_groups(wider, qs, qd, allowed, k, config, out)
             for i in short:
                 if len(out[i]) < want:
-                    with small_work_threads(small):
+                    with idle_core_threads():
                         out[i] = self._exact(qs[i], qd[i], allowed, k)
         return out
 
     def _fast_groups(self, groups: dict[tuple[int, int], list[int]], qs: list[np.ndarray],
                      qd: list[torch.Tensor | None], allowed: list[_Allowed], k: int, config: SearchConfig,
-                     small: bool, out: list[list[Hit]]) -> None:
-        """Search each group of queries with its (k', nprobe), writing their hits into ``out``."""
+                     out: list[list[Hit]]) -> None:
+        """Search each group of queries with its (k', nprobe), writing their hits into ``out``;
+        a large group in slices of about BATCH_TOKENS query tokens (a FAISS call's result arrays
+        grow with its tokens times k' times segments)."""
         for (k_prime, nprobe), members in groups.items():
-            group = [qs[i] for i in members]
-            with small_work_threads(small):
-                scores, keys, centroid_sims = self._retrieve(group, allowed, k_prime, nprobe)
-            with small_work_threads(True):  # each rerank is small work
-                reranked = self._rerank_all(group, [qd[i] for i in members], scores, keys, centroid_sims, k, config)
-                for i, hits in zip(members, reranked):
+            for part in _token_slices(members, [len(q) for q in qs], BATCH_TOKENS):
+                group = [qs[i] for i in part]
+                with idle_core_threads():
+                    scores, keys, centroid_sims = self._retrieve(group, allowed, k_prime, nprobe)
+                    reranked = self._rerank_all(group, [qd[i] for i in part], scores, keys, centroid_sims, k, config)
+                for i, hits in zip(part, reranked):
                     out[i] = hits
 
     def _rerank_all(self, qs, qd, scores, keys, centroid_sims, k: int, config: SearchConfig) -> list[list[Hit]]:
@@ -458,3 +457,16 @@ class Searcher:
                 metadata[i] = row
         doc_ids = [seg.doc_ids for seg in self.segments]
         return make_hits([doc_ids[s][d] for s, d in zip(seg_nos.tolist(), local.tolist())], scores[top].tolist(), metadata)
+
+
+def _token_slices(members: list[int], lengths: list[int], budget: int) -> Iterator[list[int]]:
+    """``members`` in order, in slices of at most ``budget`` tokens (a longer query alone)."""
+    part, tokens = [], 0
+    for i in members:
+        if part and tokens + lengths[i] > budget:
+            yield part
+            part, tokens = [], 0
+        part.append(i)
+        tokens += lengths[i]
+    if part:
+        yield part

@@ -1,11 +1,12 @@
-"""Thread counts for small searches.
+"""Thread counts for searches and query encoding.
 
-One query's FAISS probe, MaxSim rerank and query encoding are millisecond kernels. On idle
-cores a second thread still pays (measured on 2 cores: -0.45 ms of 2.8 ms per scifact query),
-but when other processes keep the cores busy, OpenMP threads that wait for a descheduled
-partner make the same kernels 10x slower. So a small search uses the cores that other
-processes left idle over the last fraction of a second (one when the machine is busy); the
-process-wide settings of FAISS and torch come back when the last small search finishes.
+On idle cores a second thread pays (measured on 2 cores: -0.45 ms of 2.8 ms per scifact
+query), but when other processes keep the cores busy, OpenMP threads that wait for a
+descheduled partner make the same kernels 4-10x slower, small and large alike (exhaustive
+MaxSim over scifact with one core busy elsewhere: 207 ms on 2 threads, 51 ms on 1). So search
+work uses the cores that other processes left idle over the last fraction of a second (one
+when the machine is busy); the process-wide settings of FAISS and torch come back when the last
+search finishes.
 """
 from __future__ import annotations
 
@@ -124,6 +125,6 @@ _IDLE = IdleCores()
 _LIMIT = _ThreadLimit()
 
 
-def small_work_threads(small: bool):
-    """Context: for small work, FAISS and torch on the idle cores only (one when busy)."""
-    return _LIMIT.limit(_IDLE()) if small else contextlib.nullcontext()
+def idle_core_threads():
+    """Context: FAISS and torch on the cores other processes leave idle (one when busy)."""
+    return _LIMIT.limit(_IDLE())

@@ -148,6 +148,18 @@ def test_batch_equals_single(corpus):
         assert [h.doc_id for h in s.search([q], k=5)[0]] == [h.doc_id for h in hits]
 
 
+def test_a_large_batch_is_searched_in_slices_of_query_tokens(corpus, monkeypatch):
+    from xtrieve.retrieve import searcher
+
+    assert list(searcher._token_slices([0, 1, 2, 3], [5, 5, 20, 1], 10)) == [[0, 1], [2], [3]]
+    _, segs, queries = corpus
+    s = Searcher(Snap(segs))
+    whole = s.search(queries, k=5)
+    monkeypatch.setattr(searcher, "BATCH_TOKENS", 2 * max(len(q) for q in queries))
+    for a, b in zip(s.search(queries, k=5), whole):
+        assert [h.doc_id for h in a] == [h.doc_id for h in b]
+
+
 def test_warm_up_loads_every_probe_and_changes_no_result(corpus):
     _, segs, queries = corpus
     cold, warm = Searcher(Snap(segs)), Searcher(Snap(segs))

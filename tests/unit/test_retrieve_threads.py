@@ -1,4 +1,4 @@
-"""Thread policy for small searches, and FAISS imported after torch."""
+"""Thread policy for searches (the cores other processes leave idle), and FAISS imported after torch."""
 from __future__ import annotations
 
 import subprocess
@@ -32,9 +32,9 @@ def test_other_processes_busy_time_lowers_the_count(monkeypatch):
 
 def test_limit_restores_settings():
     before = torch.get_num_threads()
-    with threads.small_work_threads(True):
+    with threads.idle_core_threads():
         assert torch.get_num_threads() <= before
-        with threads.small_work_threads(True):
+        with threads.idle_core_threads():
             pass
     assert torch.get_num_threads() == before
 
