@@ -236,3 +236,30 @@ def test_a_long_lived_reader_remembers_only_the_files_it_still_reads(tmp_path):
         assert len(reader.search(rng.standard_normal((2, 8)), k=40)) == 40
     named = set(reader.snapshot.manifest.files().items())
     assert set(reader._store._verified) <= named  # (the 30 commits named ~150 files over time)
+
+
+@pytest.mark.parametrize("storage", ["int8", "int4"])
+def test_compact_retrains_a_template_the_collection_has_outgrown(tmp_path, storage):
+    """Built small, grown 16x: compact() trains an IVF template with the lists the collection
+    now calls for (int4 codes then find their nearest new centroid); search stays exact."""
+    rng = np.random.default_rng(5)
+    cfg = {"flat_max_vectors": 500, "vector_storage": storage}
+    first = unit_token_docs(rng, 200, 16, 4, 5)
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"a{i}" for i in range(200)], first, config=cfg)
+    assert idx.info().faiss == ["IVF128,PQ8x4fs"]
+    more = unit_token_docs(rng, 3000, 16, 4, 5)
+    idx.add_embeddings([f"b{i}" for i in range(3000)], more)
+    assert manifest(tmp_path / "ix")["faiss_template"]["factory"] == "IVF128,PQ8x4fs"  # adds keep the template
+    idx.compact()
+    assert manifest(tmp_path / "ix")["faiss_template"]["factory"] == "IVF512,PQ8x4fs"
+    assert idx.info().faiss == ["IVF512,PQ8x4fs"] and len(idx) == 3200
+    assert len(list((tmp_path / "ix").glob("ivf_template*"))) == 1  # the old one is gone
+    if storage == "int4":
+        seg = idx.snapshot.segments[0]
+        assert int(seg.lists.max()) >= 128 and seg.bases.shape == (512, 16)
+    q = more[7][:3]
+    exact = idx.search(q, k=10, exhaustive=True)
+    assert exact[0].doc_id == "b7"
+    assert idx.search(q, k=1, config={"k_prime": 256, "nprobe": 64})[0].doc_id == "b7"
+    idx.compact()  # grown no further: nothing to retrain or rewrite
+    assert manifest(tmp_path / "ix")["faiss_template"]["factory"] == "IVF512,PQ8x4fs"
