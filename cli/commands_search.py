@@ -27,10 +27,12 @@ from xtrieve.cli.search_options import search_config, search_config_options
 @click.option("--exhaustive", is_flag=True,
               help="Score every document by exact MaxSim over its stored vectors (int8 by default; slow, the ground truth).")
 @click.option("--with-text", is_flag=True, help="Show each hit's stored text (json: whole; table: its start).")
+@click.option("--no-verify", is_flag=True,
+              help="Do not check the index files' checksums on opening (reading them all takes ~2.5 s per GB).")
 @PRECISION_OPTION
 @search_config_options
-def search_command(index, query, k, filter_, fmt, queries_file, exhaustive, with_text, precision, k_prime, n_rerank,
-                   nprobe, imputation):
+def search_command(index, query, k, filter_, fmt, queries_file, exhaustive, with_text, no_verify, precision, k_prime,
+                   n_rerank, nprobe, imputation):
     """Search INDEX for QUERY (or every query in --queries)."""
     import xtrieve
 
@@ -42,7 +44,7 @@ def search_command(index, query, k, filter_, fmt, queries_file, exhaustive, with
     pairs = [("q1", query)] if query is not None else read_queries(queries_file)
     if fmt == "trec":
         check_trec_query_ids([qid for qid, _ in pairs])
-    idx = xtrieve.Index.open(index, precision=precision)
+    idx = xtrieve.Index.open(index, precision=precision, verify=not no_verify)
     idx.warm_up()  # load FAISS and the model and run it once before timing the search
     start = time.perf_counter()
     results = idx.search_batch([t for _, t in pairs], k=k, filter=filter_, exhaustive=exhaustive, config=config)

@@ -440,3 +440,15 @@ def test_the_table_writes_stored_text_as_one_line_without_terminal_controls():
 def test_python_dash_m_xtrieve_is_the_cli(tmp_path):
     out = subprocess.run([sys.executable, "-m", "xtrieve", "--version"], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.startswith("xtrieve, version"), out.stderr
+
+
+def test_search_no_verify_skips_the_checksums(index, monkeypatch):
+    import xtrieve
+
+    opened = []
+    real = xtrieve.Index.open.__func__
+    monkeypatch.setattr(xtrieve.Index, "open", classmethod(lambda cls, *a, **kw: opened.append(kw["verify"]) or
+                                                           real(cls, *a, **kw)))
+    assert run("search", index, "moon", "--no-verify").exit_code == 0
+    assert run("search", index, "moon").exit_code == 0
+    assert opened == [False, True]
