@@ -335,7 +335,7 @@ class Searcher:
 
     def _fast(self, qs: list[np.ndarray], qd: list[torch.Tensor | None], allowed: list[_Allowed], k: int,
               config: SearchConfig) -> list[list[Hit]]:
-        # one FAISS call per group of queries searched alike (all threads when large): short
+        # one FAISS call per group of queries searched alike (per slice of BATCH_TOKENS): short
         # queries search wider, and a batch should not make every token as wide as its widest
         groups: dict[tuple[int, int], list[int]] = {}
         for i, q in enumerate(qs):
