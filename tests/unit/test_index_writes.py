@@ -117,7 +117,11 @@ def test_plan_merge():
     assert plan_merge([seg(0, 100), seg(1, 120), seg(2, 5000), seg(3, 110)], 3, 1000) == [0, 1, 3]
     assert plan_merge([seg(0, 100), seg(1, 120), seg(3, 110)], 3, 25) is None  # too many docs together
     assert plan_merge([seg(0, 50), seg(1, 40), seg(2, 60)], 2, 1000) == [0, 1]
-    assert plan_merge([seg(0, 30), seg(1, 40), seg(2, 50)], 2, 1000) == [1, 2]  # 30 is a tier lower
+    assert plan_merge([seg(0, 30), seg(1, 40), seg(2, 50)], 2, 1000) == [0, 1]  # of about one size
+    assert plan_merge([seg(0, 10), seg(1, 40), seg(2, 50)], 2, 1000) == [1, 2]  # 10 is a level lower
+    # segments of one size on both sides of 8^4 vectors are one group (fixed tiers split them in two)
+    assert plan_merge([seg(i, 4096 + (-1) ** i * (10 + i)) for i in range(8)], 8, 1000) == list(range(8))
+    assert plan_merge([seg(i, 4096 + (-1) ** i * (10 + i)) for i in range(7)] + [seg(7, 60)], 8, 1000) is None
 
 
 def test_streaming_build_splits_segments(tmp_path):
