@@ -180,8 +180,9 @@ class IndexStore:
 
     def _open(self, manifest: Manifest) -> Snapshot:
         with self._lock:
+            named = manifest.files()
             if self.verify:
-                self._verify_all(manifest.files())
+                self._verify_all(named)
             readers = []
             live_keys = set()
             for entry in manifest.segments:
@@ -197,9 +198,9 @@ class IndexStore:
             for key in list(self._cores):  # forget segments this commit no longer names
                 if key not in live_keys:
                     del self._cores[key]
-            named, encoder_dir = set(manifest.files().items()), f"{manifest.encoder_dir}/"
+            encoder_dir = f"{manifest.encoder_dir}/"
             self._verified = {(rel, sha) for rel, sha in self._verified  # and files (a reader lives long)
-                              if (rel, sha) in named or rel.startswith(encoder_dir)}
+                              if named.get(rel) == sha or rel.startswith(encoder_dir)}
             segments = [SegmentReader(core, deleted, core.conformed(schema) if schema else None) for core, deleted in readers]
             return Snapshot(path=self.path, manifest=manifest, segments=segments)
 

@@ -31,7 +31,7 @@ from xtrieve.index.docs import (AutoIds, add_metadata, as_index_types, as_record
 from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
 from xtrieve.index.lock import LOCK_FILE, WriterLock, check_wait
 from xtrieve.index.manifest import ENCODER_DIR, ENCODER_DIR_NAME, MANIFEST, Manifest, SegmentEntry, read_manifest, write_manifest
-from xtrieve.index.merge_policy import plan_merge
+from xtrieve.index.merge_policy import live_docs, live_vectors, plan_merge
 from xtrieve.index.segment import SegmentReader, SegmentWriter, stored_columns
 from xtrieve.index.store import IndexStore, Snapshot
 from xtrieve.index.tombstones import tombstone_name, write_tombstones
@@ -548,9 +548,8 @@ class WriteSession:
         found = re.match(r"IVF(\d+),", template["factory"]) if template else None
         if found is None or config.faiss_factory != "auto" or config.nlist:
             return None
-        docs = sum(s.n_docs for s in self.manifest.segments)
-        live = sum(s.n_docs - s.n_deleted for s in self.manifest.segments)
-        vectors = sum(s.n_vectors for s in self.manifest.segments) * live / max(docs, 1)
+        live = sum(live_docs(s) for s in self.manifest.segments)
+        vectors = sum(live_vectors(s) for s in self.manifest.segments)
         per_segment = vectors * min(1.0, config.docs_per_segment / max(live, 1))
         have, want = int(found.group(1)), faiss_build.auto_nlist(int(per_segment))
         return (have, want) if want >= TEMPLATE_GROWTH * have and per_segment > config.flat_max_vectors else None
