@@ -533,8 +533,8 @@ class WriteSession:
         if outgrown is not None:
             log.info("the collection has outgrown its IVF template (%d lists, %d now called for): compacting "
                      "trains a new one", *outgrown)
+            self._retraining, self._template_index = True, None
         if len(segs) > 1 or any(s.n_deleted for s in segs) or outgrown is not None:
-            self._retraining, self._template_index = outgrown is not None, None
             try:
                 self.merge(list(range(len(segs))))
             finally:
