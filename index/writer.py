@@ -380,9 +380,12 @@ class WriteSession:
                     rows.append(row)
                 yield ids, texts, check(rows_table(ids, rows, self.config.store_text))
 
+        # ids given in this input: an auto id skips them (all of a list's, up front; a stream's so far)
+        given = explicit_ids(docs) if isinstance(docs, Sequence) else set()
+
         def auto_ids() -> tuple[AutoIds, set[str]]:
-            # ids given in this input: an auto id skips them (all of a list's, up front; a stream's so far)
-            seen: set[str] = explicit_ids(docs) if isinstance(docs, Sequence) else set()
+            """A fresh auto-id counter and set of ids seen, for one reading of ``docs``."""
+            seen = set(given)
             return AutoIds(lambda doc_id: doc_id in live or doc_id in seen, self.manifest.next_auto_id), seen
 
         if _readable_twice(docs) and (total is None or total > self.config.batch_size):
