@@ -24,14 +24,15 @@ def _pct(x) -> str:
 @click.option("--split", default="test", show_default=True, help="Qrels split (qrels/SPLIT.tsv).")
 @click.option("--model", default=None, help="Model name or folder (default: the offline default model).")
 @click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Reuse the index in this folder, or build it there (default: a temporary folder).")
+              help="Reuse the index in this folder, or build it there, without stored text (default: a temporary folder).")
 @click.option("--run-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the run in TREC format (qid Q0 docid rank score tag).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("-k", "--top-k", "k", type=click.IntRange(min=1), default=100, show_default=True, help="Hits per query.")
 @search_config_options
 @click.option("--exhaustive", is_flag=True,
-              help="Score every document by exact MaxSim over its stored vectors (int8 by default; slow, the ground truth).")
+              help="Score every document (that --filter allows) exactly over its stored vectors (int8 by default): "
+                   "MaxSim, plus the model's dense term where it has one; slow, the ground truth.")
 @click.option("--max-queries", type=click.IntRange(min=1), default=None, help="Evaluate only the first N queries.")
 @click.option("--keep-identical-ids", is_flag=True,
               help="Keep a query's own document in its results (BEIR drops it by default).")

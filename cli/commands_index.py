@@ -25,7 +25,7 @@ WAIT_OPTION = click.option(
 ENCODER_CONFIG_OPTION = click.option(
     "--encoder-config", "encoder_config", multiple=True, metavar="KEY=VALUE",
     help="Change a setting of the model's EncoderConfig for this index, e.g. doc_windows=8 (read long documents "
-         "whole) or doc_maxlen=180; VALUE is JSON (8, true, null, [...]) or else text. Repeatable.")
+         "further: up to 8 windows of doc_maxlen tokens) or doc_maxlen=180; VALUE is JSON (8, true, null, [...]) or else text. Repeatable.")
 
 
 def parse_encoder_config(pairs: tuple[str, ...]) -> dict[str, object] | None:
@@ -60,11 +60,11 @@ def _read_ids(ids: tuple[str, ...], ids_file: Path | None) -> list[str]:
 @click.option("--corpus", type=CORPUS, required=True, help="JSONL (BEIR), JSON, CSV/TSV, Parquet, a folder of .txt files or a BEIR folder (its corpus.jsonl).")
 @click.option("--model", default=None, help="Model name or folder (default: the offline default model).")
 @click.option("--pool-factor", type=click.IntRange(min=1), default=None, help="Token pooling factor (default: the model's).")
-@click.option("--faiss", "faiss_factory", default=None, help='FAISS factory string, or "auto".')
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Documents per encode call.")
+@click.option("--faiss", "faiss_factory", default=None, help='FAISS factory string, or "auto" (the default: Flat for small segments, IVF fast-scan PQ for large).')
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Documents read, checked and encoded per step (default 256; the model's own batches are 32).")
 @click.option("--vector-storage", type=click.Choice(list(VECTOR_STORAGES)), default=None,
               help="Rerank vector storage: int8 (default), int4 (4-bit residuals, ~half the bytes) or float16.")
-@click.option("--docs-per-segment", type=click.IntRange(min=1), default=None, help="Maximum documents per segment.")
+@click.option("--docs-per-segment", type=click.IntRange(min=1), default=None, help="Maximum documents per segment (default 50,000).")
 @click.option("--no-store-text", is_flag=True, help="Do not keep title/text in the index.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index at INDEX.")
 @ENCODER_CONFIG_OPTION

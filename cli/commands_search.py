@@ -23,9 +23,11 @@ from xtrieve.cli.search_options import search_config, search_config_options
 @click.option("--queries", "queries_file",
               type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
               help="File of queries (instead of QUERY): JSONL, JSON, TSV (id<TAB>text), CSV (id,text) or .txt (one "
-                   "per line); - reads standard input.")
+                   "per line); - reads standard input: one query or id<TAB>text per line, or JSON Lines / a JSON "
+                   "list when it starts as JSON does.")
 @click.option("--exhaustive", is_flag=True,
-              help="Score every document by exact MaxSim over its stored vectors (int8 by default; slow, the ground truth).")
+              help="Score every document (that --filter allows) exactly over its stored vectors (int8 by default): "
+                   "MaxSim, plus the model's dense term where it has one; slow, the ground truth.")
 @click.option("--with-text", is_flag=True, help="Show each hit's stored text (json: whole; table: its start).")
 @click.option("--no-verify", is_flag=True,
               help="Do not check the index files' checksums on opening (reading them all takes ~2.5 s per GB).")

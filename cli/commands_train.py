@@ -27,14 +27,16 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)  # learning rates, temperatu
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True, help="Queries per step.")
 @click.option("--lr", type=POSITIVE, default=1e-3, show_default=True, help="Head learning rate.")
 @click.option("--backbone-lr", type=POSITIVE, default=2e-5, show_default=True, help="Backbone learning rate (--no-freeze-backbone, --train-layers).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the hold-out split, the batches and each step's choice of positives and negatives.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
-              help="Where backbone token states are cached (default ~/.cache/xtrieve/train-states).")
+              help="Where backbone token states are cached (default $XTRIEVE_CACHE/train-states or "
+                   "~/.cache/xtrieve/train-states).")
 @click.option("--negatives", "n_negatives", type=click.IntRange(min=0), default=3, show_default=True,
               help="Hard negatives per query and step: a training row's own negatives first, then mined ones.")
 @click.option("--mine-depth", type=click.IntRange(min=1), default=30, show_default=True,
               help="Negatives are drawn from the base model's top documents that are not positives.")
-@click.option("--mine-with", type=click.Choice(["maxsim", "dense"]), default="maxsim", show_default=True)
+@click.option("--mine-with", type=click.Choice(["maxsim", "dense"]), default="maxsim", show_default=True,
+              help="Rank documents for mining by the base model's MaxSim (unpooled) or by the dense teacher's cosine.")
 @click.option("--cache-corpus", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
               help="Cache every document's states (mining over the whole corpus) or only what the steps need.")
 @click.option("--temperature", type=POSITIVE, default=0.05, show_default=True,
@@ -54,11 +56,13 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)  # learning rates, temperatu
               help="Width of a residual MLP before the linear head (0 = linear head only).")
 @click.option("--train-layers", type=click.IntRange(min=0), default=0, show_default=True,
               help="With a frozen backbone, also train its top N transformer blocks on cached inputs (lr --backbone-lr).")
-@click.option("--weight-decay", type=click.FloatRange(min=0.0), default=0.0, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0.0), default=0.0, show_default=True, help="AdamW weight decay.")
 @click.option("--holdout", type=click.FloatRange(0.0, 0.9), default=0.0, show_default=True,
               help="Fraction of training queries held out; with --eval-every the best step is saved to OUT/best.")
-@click.option("--eval-every", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--eval-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Score the held-out queries (nDCG@10) every N steps and keep the best step in OUT/best (0: never).")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Save OUT/checkpoint (what --resume continues from) every N steps.")
 @click.option("--name", default=None, help="Model name written into the folder.")
 @PRECISION_OPTION
 def train_command(data_dirs, split, base, out, pool_factor, max_steps, freeze_backbone, resume, overwrite, batch_size, lr,

@@ -7,13 +7,19 @@ import click
 
 from xtrieve.config import IMPUTATIONS, SearchConfig
 
+_DEFAULTS = SearchConfig()
 _OPTIONS = (
     click.option("--k-prime", type=click.IntRange(min=1), default=None,
-                 help="Tokens retrieved per query token (more on collections past 400K vectors: docs/BENCHMARKS.md)."),
-    click.option("--n-rerank", type=click.IntRange(min=1), default=None, help="Candidates reranked with exact MaxSim."),
-    click.option("--nprobe", type=click.IntRange(min=1), default=None, help="IVF lists probed per query token."),
+                 help=f"Tokens retrieved per query token (default {_DEFAULTS.k_prime}; more on collections past "
+                      f"{_DEFAULTS.k_prime_reference_vectors:,} vectors and for short queries: docs/BENCHMARKS.md)."),
+    click.option("--n-rerank", type=click.IntRange(min=1), default=None,
+                 help=f"Candidates reranked with exact MaxSim (default {_DEFAULTS.n_rerank}; at least k)."),
+    click.option("--nprobe", type=click.IntRange(min=1), default=None,
+                 help=f"IVF lists probed per query token, at least (default {_DEFAULTS.nprobe}; raised for short "
+                      "queries, a large k' and broad filters)."),
     click.option("--imputation", type=click.Choice(IMPUTATIONS), default=None,
-                 help="A missing similarity in XTR scoring: the lowest retrieved (floor) or that minus a measured gap."),
+                 help="A missing similarity in XTR scoring: the lowest retrieved (floor) or that minus a measured gap "
+                      f"(default {_DEFAULTS.imputation})."),
 )
 
 

@@ -88,7 +88,8 @@ class IndexInfo:
     query_maxlen: int | None = None
     doc_maxlen: int | None = None
     doc_windows: int | None = None
-    # the metadata columns filters can name, with their Arrow types ("int64", "string", ...)
+    # the metadata columns, with their Arrow types ("int64", "string", ...); filters can also name
+    # doc_id and (where stored) title
     metadata_columns: dict[str, str] = dataclasses.field(default_factory=dict)
     # bytes of the model folder inside the index (not in ``bytes``): a model from a folder is copied
     # whole, backbone included; the packaged default model's backbone stays in its package
