@@ -41,7 +41,7 @@ from xtrieve.index.arrow_numpy import arrow_literals
 
 _TOKEN = re.compile(
     r"""\s*(?:
-        (?P<num>-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)
+        (?P<num>-?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)
       | (?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
       | (?P<op>==|!=|<=|>=|=|<|>)
       | (?P<punct>[(),])
@@ -56,6 +56,25 @@ QUOTE_HINT = "(a column name with spaces, '-' or a keyword goes in backticks: `p
 MAX_DEPTH = 64
 
 
+class _Digits(int):
+    """An integer literal that keeps its text (``02134``), which a text column compares with."""
+
+    def __new__(cls, text: str) -> "_Digits":
+        out = super().__new__(cls, int(text))
+        out.text = text
+        return out
+
+
+def _as_text(value: Any) -> Any:
+    """An integer literal as it was written; any other literal as it is."""
+    return value.text if isinstance(value, _Digits) else value
+
+
+def _shown(text: str, limit: int = 300) -> str:
+    """A filter's text for an error message (a long one cut)."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 def _unquote(text: str) -> str:
     """A quoted token's content: ``\\`` and a backslashed quote lose their backslash."""
     return re.sub(r"\\([\\'\"`])", r"\1", text[1:-1])
@@ -68,7 +87,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
             hint = f" {QUOTE_HINT}" if out and out[-1][0] == "name" else ""
-            raise FilterError(f"filter {text!r}: cannot parse near {text[pos:pos + 15]!r}{hint}")
+            raise FilterError(f"filter {_shown(text)}: cannot parse near {text[pos:pos + 15]!r}{hint}")
         kind = m.lastgroup
         value = m.group(kind)
         if kind == "name" and value.lower() in _KEYWORDS:
@@ -104,9 +123,13 @@ class Condition:
     def _joined(parts: list["Condition"], join) -> "Condition":
         if len(parts) == 1:
             return parts[0]
-        expression = parts[0].expression
-        for part in parts[1:]:
-            expression = join(expression, part.expression)
+        # a balanced tree: pyarrow frees and prints an Expression recursively, and a chain as deep
+        # as a long "or" list crashed the process
+        level = [part.expression for part in parts]
+        while len(level) > 1:
+            paired = [join(a, b) for a, b in zip(level[::2], level[1::2])]
+            level = paired + level[len(paired) * 2:]
+        expression = level[0]
 
         def evaluate(table: pa.Table):
             out = parts[0].evaluate(table)
@@ -170,7 +193,7 @@ def _with_struct_views(table: pa.Table) -> pa.Table:
     return table
 
 
-_COMPARE = {"==": pc.equal, "=": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
+_COMPARE = {"==": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
             ">": pc.greater, ">=": pc.greater_equal}
 
 
@@ -182,7 +205,7 @@ class _Parser:
         self.used: set[str] = set()
 
     def fail(self, what: str) -> FilterError:
-        return FilterError(f"filter {self.text!r}: {what}")
+        return FilterError(f"filter {_shown(self.text)}: {what}")
 
     def peek(self) -> tuple[str, str] | None:
         return self.toks[self.i] if self.i < len(self.toks) else None
@@ -238,7 +261,7 @@ class _Parser:
     def literal(self) -> Any:
         kind, value = self.take()
         if kind == "num":
-            return float(value) if any(c in value for c in ".eE") else int(value)
+            return float(value) if any(c in value for c in ".eE") else _Digits(value)
         if kind == "str":
             return _unquote(value)
         if kind == "kw" and value in ("true", "false"):
@@ -276,6 +299,8 @@ class _Parser:
                                 _column_test(self.text, name, "in", None, None,
                                              lambda column, _: pc.if_else(pc.is_valid(column), false, null)))
                 return ~out if negate else out
+            if {type(v) for v in values} == {str, _Digits}:  # doc_id in ('d1', 2): ints read as written
+                values = [_as_text(v) for v in values]
             try:
                 value_set = arrow_literals(values)
             except TypeError as exc:
@@ -287,6 +312,7 @@ class _Parser:
         if negate:
             raise self.fail("'not' after a column name must be followed by 'in'")
         _, op = self.take("op")
+        op = "==" if op == "=" else op
         literal = self.literal()
         try:
             value = arrow_literals([literal])
@@ -309,25 +335,29 @@ def _column_test(text: str, name: str, op: str, shown: Any, values: "pa.Array | 
     column, its type and the literal."""
     def evaluate(table: pa.Table):
         column = table.column(name)
-        holds = f"filter {text!r}: column {name!r} holds {column.type} values"
+
+        def holds() -> str:  # (built only for an error: a long filter has many tests)
+            return f"filter {_shown(text)}: column {name!r} holds {column.type} values"
+
         if pa.types.is_nested(column.type):
-            raise FilterError(f"{holds}: a list (or other nested) column cannot be tested with {op!r}, "
+            raise FilterError(f"{holds()}: a list (or other nested) column cannot be tested with {op!r}, "
                               "only with 'is null' or 'is not null'")
         typed = values
         if (values is not None and op in ("==", "!=", "in") and pa.types.is_string(column.type)
                 and pa.types.is_integer(values.type)):
-            typed = values.cast(pa.string())  # doc_id == 31715818: ids (and other text) as written
+            # doc_id == 31715818, zip == 02134: ids (and other text) as written
+            typed = arrow_literals([str(_as_text(v)) for v in (shown if isinstance(shown, tuple) else (shown,))])
         elif values is not None:
             try:
                 typed = _as_type_of(column.type, values)
             except _Unreadable as exc:
                 bad, reason = exc.args
-                raise FilterError(f"{holds}; {bad!r} is not one ({reason})") from None
+                raise FilterError(f"{holds()}; {bad!r} is not one ({reason})") from None
         try:
             return test(column, typed)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
             reason = f" ({exc})" if isinstance(exc, pa.ArrowInvalid) else ""
-            raise FilterError(f"filter {text!r}: cannot be applied: column {name!r} holds {column.type} values, "
+            raise FilterError(f"filter {_shown(text)}: cannot be applied: column {name!r} holds {column.type} values, "
                               f"which {op!r} cannot compare with {shown!r}{reason}") from None
 
     return evaluate
@@ -339,7 +369,16 @@ def _in_set(column, value_set, null):
     if pa.types.is_null(column.type):
         return pa.nulls(len(column), pa.bool_())
     pc.equal(column.slice(0, 0), value_set[0])  # a type '==' cannot compare fails here too (is_in would cast it)
+    if pa.types.is_floating(column.type):  # is_in hashes -0.0 apart from 0.0, which '==' finds equal
+        column, value_set = _positive_zeros(column), _positive_zeros(value_set)
     return pc.if_else(pc.is_valid(column), pc.is_in(column, value_set=value_set), null)
+
+
+def _positive_zeros(values):
+    """Numbers with -0.0 read as 0.0."""
+    if not pa.types.is_floating(values.type):
+        return values
+    return pc.if_else(pc.equal(values, arrow_literals([0.0])[0]), pc.abs(values), values)
 
 
 def _as_type_of(column_type: pa.DataType, values: pa.Array) -> pa.Array:

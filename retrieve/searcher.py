@@ -221,9 +221,14 @@ class Searcher:
         return getattr(getattr(self.snapshot, "manifest", None), "columns", {})
 
     def _filter_table(self, table: pa.Table) -> pa.Table:
-        """A segment's table with a null column (of the type it had) for each index column it lacks."""
+        """A segment's table with a null column of the type the index knows for each column it
+        lacks or holds only nulls of (its typed documents deleted), so literals stay type-checked."""
         for name in sorted(self.columns.difference(table.column_names)):
             table = table.append_column(name, pa.nulls(table.num_rows, column_type(self._manifest_columns.get(name))))
+        for i, field in enumerate(table.schema):
+            kind = column_type(self._manifest_columns.get(field.name))
+            if pa.types.is_null(field.type) and not pa.types.is_null(kind):
+                table = table.set_column(i, field.name, pa.nulls(table.num_rows, kind))
         return table
 
     # -- allowed documents --------------------------------------------------------------
