@@ -267,9 +267,24 @@ def read_index_from(f: BinaryIO):
     """Read an index from an open file (works after the file was unlinked)."""
     faiss = load_faiss()
 
-    f.seek(0)
-    data = np.frombuffer(f.read(), dtype=np.uint8)
-    return faiss.deserialize_index(data)
+    return faiss.deserialize_index(_whole_file(f))
+
+
+def _whole_file(f: BinaryIO) -> np.ndarray:
+    """A file's bytes, read at explicit offsets where the OS can (processes forked after the file
+    was opened share its position: a seek and read of each could interleave)."""
+    fd = f.fileno()
+    if not hasattr(os, "preadv"):
+        f.seek(0)
+        return np.frombuffer(f.read(), dtype=np.uint8)
+    data = np.empty(os.fstat(fd).st_size, dtype=np.uint8)
+    view, done = memoryview(data), 0
+    while done < len(data):
+        n = os.preadv(fd, [view[done:]], done)
+        if n == 0:  # the file shrank: what there is (FAISS names what is missing)
+            return data[:done]
+        done += n
+    return data
 
 
 def ivf_centroids(index) -> np.ndarray | None:

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from xtrieve.errors import IndexFormatError
+from xtrieve.errors import IndexFormatError, InputError
 from xtrieve.faiss_loader import load_faiss
 from xtrieve.index import faiss_build
 from xtrieve.index.arrow_numpy import as_numpy
@@ -273,6 +273,10 @@ class SegmentCore:
                     self._faiss = faiss_build.read_index_from(self._faiss_file)
                 except RuntimeError as exc:  # FAISS's own error for an unreadable index
                     raise IndexFormatError(f"corrupt token index of segment {self.name}: {exc}") from None
+                except ValueError:  # its file closed: the index was closed during this search
+                    if not self._faiss_file.closed:
+                        raise
+                    raise InputError("the index was closed during this search") from None
             return self._faiss
 
     @cached_property

@@ -5,8 +5,7 @@ query), but when other processes keep the cores busy, OpenMP threads that wait f
 descheduled partner make the same kernels 4-10x slower, small and large alike (exhaustive
 MaxSim over scifact with one core busy elsewhere: 207 ms on 2 threads, 51 ms on 1). So search
 work uses the cores that other processes left idle over the last fraction of a second (one
-when the machine is busy); the process-wide settings of FAISS and torch come back when the last
-search finishes.
+when the machine is busy); each thread's settings of FAISS and torch come back after its search.
 """
 from __future__ import annotations
 
@@ -88,36 +87,46 @@ def _from_load_average(n: int) -> int:
 
 
 class _ThreadLimit:
-    """A reference-counted limit on the process-wide thread settings of FAISS and torch."""
+    """FAISS's and torch's thread counts lowered for a search and put back after it.
+
+    OpenMP keeps the count per thread (and torch one that new threads start from), so each thread
+    sets its own; every thread puts back the counts found when no search was running (the
+    process's own setting, which caps the limit), not what it saw on entering: a thread that
+    entered while another held the count at 1 would otherwise keep 1 for good."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._depth = 0
-        self._saved: tuple[int, int] | None = None
+        self._running = 0
+        self._normal = (1, 1)
+        self._local = threading.local()
 
     @contextlib.contextmanager
     def limit(self, n: int):
         faiss = load_faiss()
-
+        local = self._local
+        if getattr(local, "inside", False):  # nested in this thread: the outer limit holds
+            yield
+            return
         with self._lock:
-            if self._depth == 0:
-                saved = (faiss.omp_get_max_threads(), torch.get_num_threads())
-                n = max(1, min(n, saved[1]))
-                # setting what is already set still costs (~0.05 ms a search, torch re-applies it)
-                self._saved = None if saved == (n, n) else saved
-                if self._saved is not None:
-                    faiss.omp_set_num_threads(n)
-                    torch.set_num_threads(n)
-            self._depth += 1
+            if self._running == 0:
+                self._normal = (faiss.omp_get_max_threads(), torch.get_num_threads())
+            self._running += 1
+            normal = self._normal
+        n = max(1, min(n, normal[1]))
+        # setting what is already set still costs (~0.05 ms a search, torch re-applies it)
+        if (faiss.omp_get_max_threads(), torch.get_num_threads()) != (n, n):
+            faiss.omp_set_num_threads(n)
+            torch.set_num_threads(n)
+        local.inside = True
         try:
             yield
         finally:
+            local.inside = False
+            if (n, n) != normal:
+                faiss.omp_set_num_threads(normal[0])
+                torch.set_num_threads(normal[1])
             with self._lock:
-                self._depth -= 1
-                if self._depth == 0 and self._saved is not None:
-                    faiss.omp_set_num_threads(self._saved[0])
-                    torch.set_num_threads(self._saved[1])
-                    self._saved = None
+                self._running -= 1
 
 
 # what they watch and guard is process-wide, so are they

@@ -47,3 +47,39 @@ def test_faiss_before_torch_is_warned():
     proc = subprocess.run([sys.executable, "-c", "from xtrieve.faiss_loader import load_faiss\nload_faiss()\n"],
                           capture_output=True, text=True, timeout=120)
     assert "imported before torch" not in proc.stderr
+
+
+def test_each_thread_gets_the_normal_counts_back_whatever_the_order():
+    import threading
+
+    from xtrieve.faiss_loader import load_faiss
+
+    faiss, limit = load_faiss(), threads._ThreadLimit()
+    entered, left = threading.Event(), threading.Event()
+    after = {}
+
+    def counts():
+        return faiss.omp_get_max_threads(), torch.get_num_threads()
+
+    normal = counts()  # what no search holds (a thread started while one does starts from its count)
+
+    def first():  # enters first, leaves first
+        with limit.limit(1):
+            entered.set()
+            left.wait(30)
+        after["first"] = counts()
+        with limit.limit(99):
+            after["first again"] = counts()
+
+    def second():  # enters while the first holds 1, leaves last
+        entered.wait(30)
+        with limit.limit(1):
+            left.set()
+            worker.join(30)
+        after["second"] = counts()
+
+    worker = threading.Thread(target=first)
+    other = threading.Thread(target=second)
+    worker.start(), other.start()
+    other.join(30)
+    assert after == {"first": normal, "first again": normal, "second": normal}  # nobody is left at one thread
