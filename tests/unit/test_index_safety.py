@@ -399,3 +399,19 @@ def test_closing_an_index_releases_its_files(path):
     with pytest.raises(xtrieve.InputError, match="is closed"):
         idx.search(rand(1)[0], k=1)
     assert xtrieve.Index.open(path).search(rand(1)[0], k=1)[0].doc_id == "d0"  # the folder is as it was
+
+
+def test_a_token_index_is_read_without_moving_the_shared_file_position(tmp_path):
+    # workers forked after opening share each file's position: a seek and a read could interleave
+    import numpy as np
+
+    from xtrieve.faiss_loader import load_faiss
+    from xtrieve.index.faiss_build import read_index_from
+
+    faiss = load_faiss()
+    flat = faiss.IndexFlatIP(8)
+    flat.add(np.random.default_rng(0).standard_normal((5, 8)).astype("f4"))
+    faiss.write_index(flat, str(tmp_path / "t.faiss"))
+    with open(tmp_path / "t.faiss", "rb") as f:
+        f.seek(7)
+        assert read_index_from(f).ntotal == 5 and f.tell() == 7
