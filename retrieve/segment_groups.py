@@ -10,8 +10,10 @@ results up to ties at the k' boundary (6 segments: 3.93 -> 2.68 ms p50 at k = 10
 2.4 ms). Segments of over MAX_SEGMENT_VECTORS vectors are searched alone (their scan outweighs
 the fixed cost), and a group stops at MAX_GROUP_VECTORS: the copy holds ~32 B per vector (PQ
 codes) and takes ~0.3 us per vector, once, at a snapshot's first search or ``warm_up``. A
-refresh keeps every group whose segments are all still there, so an add merges only new
-segments that no group holds yet.
+snapshot's groups depend on its segments alone (a reader that refreshed after each of many adds
+groups as a newly opened one: refreshed readers had kept their old groups and grouped only the
+new segments, and searched 2x slower with other results); a refresh keeps the merged probe of
+a group whose segments are unchanged.
 """
 from __future__ import annotations
 
@@ -84,32 +86,32 @@ def trained_state(index) -> bytes | None:
 def form_groups(cores: list, probes: list[TokenProbe],
                 reusable: list[tuple[tuple, TokenProbe]]) -> list[tuple[list[int], TokenProbe]]:
     """(segment numbers, merged probe) of each group of a snapshot whose segments have these
-    ``cores`` and ``probes``. An earlier snapshot's group (``reusable``: its members' cores and
-    probe) whose segments are all still here is kept as it is, so a refresh merges only segments
-    no group holds yet; those form new groups by equal centroids (one shared tensor) and
-    trained state, up to the size limits."""
-    position = {id(core): no for no, core in enumerate(cores)}  # ``reusable`` keeps its cores alive
-    groups, taken = [], set()
-    for members_cores, probe in reusable:
-        members = [position.get(id(core)) for core in members_cores]
-        if None not in members:
-            groups.append((members, probe.sharing(probes[members[0]].centroids)))  # this snapshot's tensor
-            taken.update(members)
+    ``cores`` and ``probes``: segments with equal centroids (one shared tensor) and trained state,
+    up to the size limits. The groups depend on the snapshot alone, so a reader that refreshed
+    searches as a newly opened one does; an earlier snapshot's merged probe (``reusable``: its
+    members' cores and probe) serves a group of exactly its segments."""
+    earlier = {tuple(id(core) for core in members): probe for members, probe in reusable}
     buckets: dict[tuple, list[int]] = {}
     for no, probe in enumerate(probes):
-        if no in taken or probe.centroids is None or not 0 < probe.ntotal <= MAX_SEGMENT_VECTORS:
+        if probe.centroids is None or not 0 < probe.ntotal <= MAX_SEGMENT_VECTORS:
             continue
         state = trained_state(probe.index)
         if state is not None:
             buckets.setdefault((id(probe.centroids), state), []).append(no)
+    groups = []
     for members in buckets.values():
         sizes = np.cumsum([probes[no].ntotal for no in members])
         members = members[:int(np.searchsorted(sizes, MAX_GROUP_VECTORS, side="right"))]
         if len(members) > 1:
             members = safe_to_merge([probes[no].index for no in members], members,
                                     [_cached_list_sizes(cores[no], probes[no].index) for no in members])
-        merged = merged_probe([probes[no].index for no in members], probes[members[0]].centroids) \
-            if len(members) > 1 else None
+        if len(members) < 2:
+            continue
+        merged = earlier.get(tuple(id(cores[no]) for no in members))
+        if merged is not None:
+            merged = merged.sharing(probes[members[0]].centroids)  # this snapshot's tensor
+        else:
+            merged = merged_probe([probes[no].index for no in members], probes[members[0]].centroids)
         if merged is not None:
             groups.append((members, merged))
     return groups

@@ -131,7 +131,7 @@ def test_segments_whose_merge_would_overrun_faiss_buffers_are_left_out():
     assert segment_groups.safe_to_merge([plain, plain], [3, 5]) == [3, 5]  # plain inverted lists: no such case
 
 
-def test_a_refresh_keeps_the_groups_it_can_and_merges_only_new_segments(tmp_path):
+def test_a_refresh_keeps_unchanged_groups_and_groups_as_a_fresh_reader_does(tmp_path):
     rng = np.random.default_rng(12)
     docs = unit_token_docs(rng, 320, DIM, 8, 12)
     idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"d{i}" for i in range(300)], docs[:300], config=CFG)
@@ -150,15 +150,17 @@ def test_a_refresh_keeps_the_groups_it_can_and_merges_only_new_segments(tmp_path
     idx._get_searcher()  # a searcher that never searches hands the groups on as it got them
     idx.delete(["d10"])
     assert idx._get_searcher()._segment_groups()[0][0].probe.index is group.probe.index
-    idx.add_embeddings(["n0"], [docs[300]])
-    groups, grouped = idx._get_searcher()._segment_groups()
-    assert [g.probe.index for g in groups] == [group.probe.index] and len(grouped) == 3  # the new segment alone
-    assert idx.search(docs[300][:6], k=1, config=SEARCH)[0].doc_id == "n0"
-    idx.add_embeddings(["n1"], [docs[301]])
-    groups, grouped = idx._get_searcher()._segment_groups()
-    assert groups[0].probe.index is group.probe.index and len(groups) == 2 and len(grouped) == 5  # the two new ones merged
-    for i, doc_id in ((300, "n0"), (301, "n1"), (42, "d42")):
-        assert idx.search(docs[i][:6], k=1, config=SEARCH)[0].doc_id == doc_id
+    def members(index):
+        return [g.members for g in index._get_searcher()._segment_groups()[0]]
+
+    for i in (300, 301, 302):  # a reader that refreshed after each add groups as one opened afresh
+        idx.add_embeddings([f"n{i}"], [docs[i]])
+        with xtrieve.Index.open(tmp_path / "ix") as fresh:
+            assert members(idx) == members(fresh)
+            for j in (i, 42):
+                assert [(h.doc_id, h.score) for h in idx.search(docs[j][:6], k=5, config=SEARCH)] == \
+                    [(h.doc_id, h.score) for h in fresh.search(docs[j][:6], k=5, config=SEARCH)]
+    assert idx.search(docs[301][:6], k=1, config=SEARCH)[0].doc_id == "n301"
 
 
 def test_threads_searching_a_fresh_snapshot_agree(index):
