@@ -425,14 +425,16 @@ class Encoder:
             truncated.append(rows.n_truncated)
         if rows.n_truncated:
             maxlen = self.config.query_maxlen if is_query else self.config.doc_maxlen * self.config.doc_windows
-            log.info("%d of %d %s truncated to about %d tokens", rows.n_truncated, len(texts), desc, maxlen)
+            # (a search encodes its queries: a log line per long one would be noise at INFO)
+            log.log(logging.DEBUG if is_query else logging.INFO, "%d of %d %s truncated to about %d tokens",
+                    rows.n_truncated, len(texts), desc, maxlen)
         order = sorted(range(len(rows.ids)), key=lambda r: len(rows.ids[r]), reverse=True)
-        if show_progress is None:
-            show_progress = len(texts) >= PROGRESS_MIN_TEXTS
+        # None: a bar for many texts when stderr is a terminal (tqdm's disable=None)
+        hidden = (None if len(texts) >= PROGRESS_MIN_TEXTS else True) if show_progress is None else not show_progress
         from tqdm.auto import tqdm
 
         unit = "text" if len(rows.ids) == len(texts) else "window"
-        with tqdm(total=len(rows.ids), desc=f"encoding {desc}", unit=unit, disable=not show_progress) as bar:
+        with tqdm(total=len(rows.ids), desc=f"encoding {desc}", unit=unit, disable=hidden) as bar:
             max_tokens = self._batch_tokens()
             start = 0
             while start < len(order):  # longest rows first: a batch is as wide as its first row
