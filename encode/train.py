@@ -172,6 +172,7 @@ class TrainModel(torch.nn.Module):
         self.normalize = enc.config.normalize
         self.activation = enc.config.head_activation
         self.backbone = enc.backbone if train_backbone else None
+        self._encoder = enc if train_backbone else None  # (its states change as it trains: none cached)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         x = states if self.mlp is None else self.mlp(states)
@@ -179,7 +180,11 @@ class TrainModel(torch.nn.Module):
         return F.normalize(x, dim=-1) if self.normalize else x
 
     def encode_cached(self, cache: StateCache, texts: list[str], is_query: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded output vectors [n, L, dim] and their mask [n, L] from cached states."""
+        """Padded output vectors [n, L, dim] and their mask [n, L] from cached states (from the
+        backbone's live ones while it trains)."""
+        if self._encoder is not None:
+            states, present, _ = live_states(self._encoder, texts, is_query)
+            return self(states), present
         states, present = pad_states([cache.states(t, is_query) for t in texts], cache.hidden)
         if self.top is None:
             return self(states), present
@@ -187,6 +192,13 @@ class TrainModel(torch.nn.Module):
         hidden = self.top(states, (flags & ATTENDED) > 0)
         out, mask = pad_rows([hidden[i][(flags[i] & OUTPUT) > 0] for i in range(len(texts))])
         return self(out), mask
+
+    def dense(self, cache: StateCache, texts: list[str], is_query: bool) -> torch.Tensor:
+        """[n, hidden] dense embeddings (the backbone's normalised mean states), as the model
+        being trained gives them: cached, or live while the backbone trains."""
+        if self._encoder is not None:
+            return live_states(self._encoder, texts, is_query, with_dense=True)[2]
+        return torch.from_numpy(np.stack([cache.dense(t, is_query) for t in texts]))
 
     def head_params(self) -> list[torch.nn.Parameter]:
         return list(self.linear.parameters()) + (list(self.mlp.parameters()) if self.mlp is not None else [])
@@ -202,16 +214,29 @@ class TrainModel(torch.nn.Module):
             enc.refresh_lean()
 
 
-def live_states(enc, texts: list[str], is_query: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backbone states at the output positions, padded [n, L, H], with gradient."""
+def live_states(enc, texts: list[str], is_query: bool,
+                with_dense: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Backbone states at the output positions, padded [n, L, H], their mask, and (``with_dense``)
+    each text's dense embedding [n, H] (normalised mean of its attended states over all its
+    windows, as the Encoder gives it), with gradient."""
     rows = enc.processor.rows(texts, is_query)
     batch = enc.processor.batch(rows.ids, is_query, context=rows.context)
-    hidden = enc.backbone(input_ids=batch.input_ids.to(enc.device),
-                          attention_mask=batch.attention_mask.to(enc.device)).last_hidden_state
+    attention = batch.attention_mask.to(enc.device)
+    hidden = enc.backbone(input_ids=batch.input_ids.to(enc.device), attention_mask=attention).last_hidden_state
     parts: list[list[torch.Tensor]] = [[] for _ in texts]
     for r, i in enumerate(rows.owner):  # rows come in window order
         parts[i].append(hidden[r][batch.output_mask[r].to(enc.device)])
-    return pad_rows([p[0] if len(p) == 1 else torch.cat(p) for p in parts])
+    states, mask = pad_rows([p[0] if len(p) == 1 else torch.cat(p) for p in parts])
+    dense = None
+    if with_dense:
+        owner = torch.as_tensor(rows.owner, device=hidden.device)
+        att = attention.unsqueeze(-1).to(hidden.dtype)
+        sums = torch.zeros(len(texts), hidden.shape[-1], dtype=hidden.dtype, device=hidden.device)
+        counts = torch.zeros(len(texts), dtype=hidden.dtype, device=hidden.device)
+        sums = sums.index_add(0, owner, (hidden * att).sum(1))
+        counts = counts.index_add(0, owner, att.sum((1, 2)))
+        dense = F.normalize(sums / counts.clamp(min=1.0)[:, None], dim=-1)
+    return states, mask, dense
 
 
 def pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -569,8 +594,8 @@ def step_loss(cfg: TrainConfig, model: TrainModel, enc, cache: StateCache, batch
         q, qm = model.encode_cached(cache, batch["queries"], True)
         d, dm = model.encode_cached(cache, batch["docs"], False)
     else:
-        qs, qm = live_states(enc, batch["queries"], True)
-        ds, dm = live_states(enc, batch["docs"], False)
+        qs, qm, qdense = live_states(enc, batch["queries"], True, with_dense=True)
+        ds, dm, ddense = live_states(enc, batch["docs"], False, with_dense=True)
         q, d = model(qs), model(ds)
     if cfg.pool_factor > 1:
         d, dm = crisp_pool(d, dm, cfg.pool_factor, cfg.cluster)
@@ -578,8 +603,9 @@ def step_loss(cfg: TrainConfig, model: TrainModel, enc, cache: StateCache, batch
             q, qm = crisp_pool(q, qm, cfg.pool_factor, cfg.cluster)
     scores = maxsim(q, qm, d, dm)
     w = dense_weight_of(cfg, enc)
-    if w > 0:
-        scores = scores + w * dense_cosines(cache, batch["queries"], batch["docs"])
+    if w > 0:  # the dense term of the model being trained (a trained backbone's own; the teacher below stays the base's)
+        cosines = dense_cosines(cache, batch["queries"], batch["docs"]) if model.backbone is None else qdense @ ddense.T
+        scores = scores + w * cosines
     allowed = batch["allowed"]
     logits = (scores / cfg.temperature).masked_fill(~allowed, float("-inf"))
     loss_ce = F.cross_entropy(logits, batch["targets"])

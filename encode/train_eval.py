@@ -112,14 +112,15 @@ def evaluate_rerank(head, cache: StateCache, data: TrainSet, candidates: dict[st
     docs = sorted({d for c in candidates.values() for d in c})
     pos = {d: i for i, d in enumerate(docs)}
     d, dm, _ = project_corpus(head, cache, [data.corpus[x] for x in docs], pool_factor, method=method)
+    # the model's own dense embeddings (a trained backbone's, where it trains)
+    dense = torch.cat([head.dense(cache, [data.corpus[x] for x in docs[i:i + 64]], False)
+                       for i in range(0, len(docs), 64)]) if dense_weight > 0 else None
     run = {}
     for q, cand in candidates.items():
         qv, qm = head.encode_cached(cache, [data.queries[q]], True)
         idx = torch.tensor([pos[c] for c in cand])
         sc = maxsim(qv, qm, d[idx], dm[idx], normalize_by_length=False)[0]
-        if dense_weight > 0:
-            qd = cache.dense(data.queries[q], True)
-            cos = torch.from_numpy(np.stack([cache.dense(data.corpus[c], False) for c in cand]) @ qd)
-            sc = sc + dense_weight * int(qm.sum()) * cos
+        if dense is not None:
+            sc = sc + dense_weight * int(qm.sum()) * (dense[idx] @ head.dense(cache, [data.queries[q]], True)[0])
         run[q] = {c: float(s) for c, s in zip(cand, sc.tolist())}
     return ndcg_at(run, {q: data.positives[q] for q in candidates})

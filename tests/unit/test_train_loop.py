@@ -174,6 +174,36 @@ def test_full_fine_tuning_runs_and_saves_the_backbone(setup):
     assert np.allclose(enc.encode_documents(texts)[0], saved.encode_documents(texts)[0], atol=1e-5)
 
 
+def test_a_training_backbone_is_scored_as_it_now_is_not_from_the_cache(setup, tmp_path):
+    # held-out scores (and the choice of OUT/best) must follow a backbone that trains
+    enc = Encoder.load(setup[0])
+    cache = StateCache(tmp_path / "c", enc)
+    for is_query in (False, True):
+        cache.ensure(TEXTS, is_query, progress=False)  # the base backbone's states
+    model = TrainModel(enc, train_backbone=True).eval()
+    with torch.no_grad():
+        for param in enc.backbone.parameters():
+            param.mul_(1.5)
+        enc.refresh_lean()
+        got, mask = model.encode_cached(cache, TEXTS, False)
+        dense = model.dense(cache, TEXTS, False)
+    out = enc.encode(TEXTS, False, pool_factor=1)
+    for i, ref in enumerate(out.vectors):
+        assert np.allclose(got[i][mask[i]].numpy(), ref, atol=1e-4)
+    assert np.allclose(dense.numpy(), out.dense if out.dense is not None else enc_dense(enc, TEXTS), atol=1e-4)
+
+
+def enc_dense(enc, texts):
+    """The encoder's dense embeddings of documents (for a model that does not fuse them)."""
+    from xtrieve.encode.encoder import WindowJoin
+
+    join = WindowJoin(len(texts), enc.hidden_size)
+    with torch.no_grad():
+        for owners, _, batch in enc._batches(texts, False, 32, False, "documents"):
+            join.add_states(owners, enc._hidden(batch, False), batch.attention_mask)
+    return join.dense()
+
+
 def test_beir_folder_and_holdout(setup, tmp_path):
     model, _, _ = setup
     beir = tmp_path / "beir"
