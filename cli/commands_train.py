@@ -38,7 +38,9 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)  # learning rates, temperatu
 @click.option("--mine-with", type=click.Choice(["maxsim", "dense"]), default="maxsim", show_default=True,
               help="Rank documents for mining by the base model's MaxSim (unpooled) or by the dense teacher's cosine.")
 @click.option("--cache-corpus", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
-              help="Cache every document's states (mining over the whole corpus) or only what the steps need.")
+              help="yes: cache every document's states and mine --mine-depth deep over the whole corpus; no: cache "
+                   "only what the steps need, mining among a few BM25 candidates per query (--negatives + 1); auto: "
+                   "yes when the corpus is at most ~1.25x those candidates.")
 @click.option("--temperature", type=POSITIVE, default=0.05, show_default=True,
               help="Softmax temperature on length-normalised MaxSim scores.")
 @click.option("--distill", "distill_weight", type=click.FloatRange(min=0.0), default=0.0, show_default=True,

@@ -383,26 +383,26 @@ def distinct_names(sets: list[TrainSet], sources: Sequence[str]) -> list[TrainSe
     return [dataclasses.replace(s, name=str(src)) if names.count(s.name) > 1 else s for s, src in zip(sets, sources)]
 
 
-def mine(cfg: TrainConfig, enc, cache: StateCache, data: TrainSet, qids: list[str], base_head) -> dict[str, list[str]]:
-    """Hard negatives per query: the base model's top documents that are not positives."""
+def mine(cfg: TrainConfig, enc, cache: StateCache, data: TrainSet, qids: list[str], base_head,
+         n_train_queries: int) -> dict[str, list[str]]:
+    """Hard negatives per query: the base model's top documents that are not positives. How they
+    are mined depends on the data and the options alone (not on what the cache holds, nor on how
+    many queries this call mines), so a resumed or repeated run mines the same ones."""
     depth = cfg.mine_depth
     doc_ids = list(data.corpus)
-    n_missing = len(cache.missing((data.corpus[d] for d in doc_ids), False))
     # partial mode: BM25 proposes a few candidates per query, the base model ranks them
     per_query = cfg.n_negatives + cfg.mine_skip + 1
-    if cfg.cache_corpus == "yes":
-        full = True
-    elif cfg.cache_corpus == "no":
-        full = n_missing == 0
-    else:  # caching the whole corpus is worth it when it costs little more than the candidates
-        full = n_missing <= 1.25 * min(len(doc_ids), len(qids) * per_query)
+    if cfg.cache_corpus == "auto":  # the whole corpus is worth caching when it is little more than the candidates
+        full = len(doc_ids) <= 1.25 * n_train_queries * per_query
+    else:
+        full = cfg.cache_corpus == "yes"
     pos_docs = {d for q in qids for d in data.positives[q]} | {d for q in qids for d in data.negatives.get(q, [])}
     candidates: dict[str, list[str]] = {}
     if full:
         cache.ensure([data.corpus[d] for d in doc_ids], False, progress=cfg.progress)
     else:
-        log.info("%s: %d documents not cached; mining among BM25 candidates (cache_corpus=yes mines the whole corpus)",
-                 data.name, n_missing)
+        log.info("%s: mining among %d BM25 candidates per query, not the whole corpus of %d (cache_corpus=yes "
+                 "mines the whole corpus, --mine-depth deep)", data.name, per_query, len(doc_ids))
         bm = BM25([data.corpus[d] for d in doc_ids])
         candidates = {}
         for q in qids:
@@ -520,7 +520,7 @@ def prepare(cfg: TrainConfig, enc, cache: StateCache, base_head, out: Path) -> P
             have.update({q: [] for q in need})
         elif need:
             t0 = time.time()
-            have.update(mine(cfg, enc, cache, s, need, base_head))
+            have.update(mine(cfg, enc, cache, s, need, base_head, len(train_qids[si])))
             log.info("%s: mined negatives for %d queries in %.0fs", s.name, len(need), time.time() - t0)
         for q in qids:  # given negatives (triples) come first
             given = [d for d in s.negatives.get(q, []) if d not in have.get(q, [])]

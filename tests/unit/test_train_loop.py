@@ -571,3 +571,14 @@ def test_resume_without_a_checkpoint_does_not_replace_a_model(setup):
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
     with pytest.raises(InputError, match="no checkpoint to resume"):
         train(dataclasses.replace(cfg, resume=True, max_steps=3))
+
+
+def test_mined_negatives_do_not_depend_on_what_the_cache_holds(setup, tmp_path):
+    enc = Encoder.load(setup[0])
+    warm = StateCache(tmp_path / "warm", enc)
+    warm.ensure(list(load_pairs(setup[1]).corpus.values()), False, progress=False)  # every document cached
+    mined = []
+    for name, cache in (("cold", tmp_path / "cold"), ("warm", tmp_path / "warm")):
+        out = train(_cfg(setup, name, max_steps=2, cache_dir=str(cache)))
+        mined.append(json.loads((out / "mined_negatives.json").read_text())["sets"])
+    assert mined[0] == mined[1]
