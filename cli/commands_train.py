@@ -53,7 +53,8 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)  # learning rates, temperatu
               help="Drop mined negatives that the dense teacher scores above the positive (likely unlabelled positives).")
 @click.option("--cluster", type=click.Choice(["ward", "kmeans"]), default="ward", show_default=True,
               help="How token clusters are assigned in the forward pass (ward = as the index pools).")
-@click.option("--pool-queries", is_flag=True, help="Cluster query tokens too.")
+@click.option("--pool-queries", is_flag=True,
+              help="Cluster query tokens too, in training only (an experiment: searches never pool queries).")
 @click.option("--mlp-dim", type=click.IntRange(min=0), default=0, show_default=True,
               help="Width of a residual MLP before the linear head (0 = linear head only).")
 @click.option("--train-layers", type=click.IntRange(min=0), default=0, show_default=True,

@@ -124,6 +124,8 @@ class TrainConfig:
         whole("eval_every", 0)
         whole("checkpoint_every", 1)
         whole("seed", None)
+        if not -2**63 <= self.seed < 2**63:
+            raise ConfigError(f"seed must fit in 64 bits, got {self.seed}")
         for name in ("lr", "backbone_lr", "temperature", "teacher_temperature"):
             real(name, positive=True)
         for name in ("weight_decay", "distill_weight"):
@@ -269,9 +271,13 @@ def save_checkpoint(folder: Path, model: TrainModel, opt: torch.optim.Optimizer,
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
     (tmp / "state.json").write_text(json.dumps({"step": step, "param_groups": groups, "scalars": scalars, **extra},
                                                indent=1, default=str))
+    old = folder.with_name(folder.name + ".old")  # a kill at any point leaves a whole checkpoint under one name
+    if old.exists():
+        shutil.rmtree(old)
     if folder.exists():
-        shutil.rmtree(folder)
+        os.replace(folder, old)
     os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_checkpoint(folder: Path, model: TrainModel, opt: torch.optim.Optimizer) -> dict:
@@ -636,11 +642,19 @@ def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
     if (out / "manifest.json").exists():
         raise InputError(f"--out {out} is an index folder; write the model into a folder of its own")
     ckpt = out / CHECKPOINT_DIR
+    previous = ckpt.with_name(ckpt.name + ".old")
+    if cfg.resume and not ckpt.exists() and (previous / "state.json").exists():
+        os.replace(previous, ckpt)  # killed while replacing it: the one before stands
     resuming = cfg.resume and (ckpt / "state.json").exists()
     if (out / MODEL_FILE).exists() and not (resuming or cfg.overwrite):
         raise InputError(f"--out {out} holds a model already" + (
             f" and no checkpoint to resume ({ckpt} is gone)" if cfg.resume else ": --resume continues its training")
             + ", --overwrite replaces it")
+    if out.is_dir() and not (out / MODEL_FILE).exists() and not resuming:
+        theirs = sorted(e.name for e in out.iterdir() if e.name not in _RUN_FILES)
+        if theirs:
+            raise InputError(f"--out {out} holds files that are not a model's ({', '.join(theirs[:3])}"
+                             f"{', ...' if len(theirs) > 3 else ''}): give a new or empty folder")
     if resuming:
         check_resume(read_json(ckpt / "state.json"), cfg, ckpt)
     elif cfg.resume:
@@ -657,9 +671,14 @@ def train(cfg: TrainConfig, enc=None, callback=None) -> Path:
         raise
 
 
+# what a run writes into --out before its model (a folder holding only these may be trained into)
+_RUN_FILES = frozenset({CHECKPOINT_DIR, CHECKPOINT_DIR + ".tmp", CHECKPOINT_DIR + ".old", "best", "train_log.json",
+                        MINED_FILE, MINED_FILE + ".tmp"})
+
 # settings a resumed run may change: how long and how visibly it runs, and where states are cached
+# (not precision: the states a step reads, and so its negatives and gradients, follow it)
 RESUME_FREE = frozenset({"out", "max_steps", "resume", "overwrite", "progress", "checkpoint_every", "eval_every",
-                         "cache_dir", "name", "precision"})
+                         "cache_dir", "name"})
 
 
 def _resolved(config: dict) -> dict:
@@ -710,6 +729,17 @@ def _train(cfg: TrainConfig, enc, callback, out: Path, ckpt: Path) -> Path:
     log.info("data ready in %.0fs: %s", time.time() - t0,
              ", ".join(f"{s.name} {len(t)} train / {len(h)} held-out queries" for s, t, h in
                        zip(prep.sets, prep.train_qids, prep.held_qids)))
+    data_key = hashlib.sha256("|".join(s.fingerprint() for s in prep.sets).encode()).hexdigest()
+    if cfg.resume and (ckpt / "state.json").exists():
+        saved_key = read_json(ckpt / "state.json").get("data")
+        if saved_key is not None and saved_key != data_key:
+            raise InputError(f"--resume continues {ckpt}, trained on other data than {', '.join(cfg.data)} holds now "
+                             "(rows, queries, judgments or documents changed): train into a new --out")
+    if cfg.max_steps == 0:
+        log.warning("--max-steps 0: the model is written untrained (the base model with this run's settings)")
+    if cfg.pool_queries:
+        log.warning("--pool-queries clusters query tokens in training only: searches never pool queries, so the "
+                    "head learns for query vectors it will not be given")
     n_per_set = [len(t) for t in prep.train_qids]
     max_steps = cfg.max_steps if cfg.max_steps is not None else len(batch_plan(n_per_set, cfg.batch_size, cfg.seed, 0))
 
@@ -803,7 +833,8 @@ def _train(cfg: TrainConfig, enc, callback, out: Path, ckpt: Path) -> Path:
                 best = {"step": step, "score": res.get("mean", 0.0)}
                 write_model(out / "best", {"step": step, "heldout": res})
         if step % max(cfg.checkpoint_every, 1) == 0 or step == max_steps:
-            save_checkpoint(ckpt, model, opt, step, {"config": cfg.to_json(), "history": history, "best": best})
+            save_checkpoint(ckpt, model, opt, step, {"config": cfg.to_json(), "history": history, "best": best,
+                                                     "data": data_key})
     bar.close()
     model.eval()  # the encoder given (its backbone too, when trained) encodes without dropout from now on
     info = {"step": step, "config": {k: v for k, v in cfg.to_json().items() if k not in ("progress",)},

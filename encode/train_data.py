@@ -102,13 +102,22 @@ def load_beir(folder: Path, split: str = "train") -> TrainSet:
     if not qrels_path.exists():
         raise InputError(f"{folder}: no qrels/{split}.tsv")
     positives: dict[str, dict[str, int]] = defaultdict(dict)
-    with open(qrels_path, encoding="utf-8") as f:
-        for n, line in enumerate(f):
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) < 3 or (n == 0 and not parts[2].lstrip("-").isdigit()):
-                continue
-            if int(parts[2]) > 0:
-                positives[parts[0]][parts[1]] = int(parts[2])
+    try:
+        with open(qrels_path, encoding="utf-8") as f:
+            for n, line in enumerate(f):
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) < 3:
+                    continue
+                try:
+                    score = float(parts[2])  # (graded; 1.0 as some tools write it)
+                except ValueError:
+                    if n == 0:  # the header
+                        continue
+                    raise InputError(f"{qrels_path}:{n + 1}: the score {parts[2][:20]!r} is not a number") from None
+                if score > 0:
+                    positives[parts[0]][parts[1]] = max(1, round(score))  # (pytrec_eval grades are ints)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{qrels_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     wanted = set(positives)
     queries = {}
     for r in read_jsonl(folder / "queries.jsonl", ("_id",)):
@@ -122,7 +131,15 @@ def load_beir(folder: Path, split: str = "train") -> TrainSet:
         t = doc_text(r)
         if t:
             corpus[str(r["_id"])] = t
+    judged = sum(len(docs) for docs in positives.values())
+    no_query = sorted(q for q in positives if q not in queries)
+    of_no_query = sum(len(positives[q]) for q in no_query)
     positives = {q: {d: s for d, s in docs.items() if d in corpus} for q, docs in positives.items() if q in queries}
+    of_no_doc = judged - of_no_query - sum(len(docs) for docs in positives.values())
+    if of_no_query or of_no_doc:
+        log.warning("%s: %d of %d positive judgments skipped: %d of queries not in queries.jsonl (e.g. %r), %d of "
+                    "documents not in corpus.jsonl (or without text)", qrels_path, of_no_query + of_no_doc, judged,
+                    of_no_query, no_query[0] if no_query else None, of_no_doc)
     return TrainSet(name=f"{folder.name}:{split}", corpus=corpus, queries=queries,
                     positives={q: d for q, d in positives.items() if d})
 
@@ -175,8 +192,12 @@ def load_pairs(path: Path) -> TrainSet:
             queries[qids[q]] = q
         qid = qids[q]
         positives[qid][did(p)] = 1
+        if neg is not None and not isinstance(neg, str) and not (
+                isinstance(neg, list) and all(isinstance(t, str) for t in neg)):
+            raise InputError(f"{path}:{n}: a row's negative is a string or a list of strings, got "
+                             f"{type(neg).__name__} {json.dumps(neg)[:60]}")
         for t in ([neg] if isinstance(neg, str) else (neg or [])):
-            if isinstance(t, str) and t.strip():
+            if t.strip():
                 negatives[qid].append(did(t))
     if not queries:
         raise InputError(f"{path}: no training rows")

@@ -217,7 +217,7 @@ def test_beir_folder_and_holdout(setup, tmp_path):
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(16, 20)))
     ts = load_beir(beir, "train")
     assert len(ts.query_ids()) == 16 and "q17" not in ts.queries
-    cfg = _cfg(setup, "beir", data=[str(beir)], max_steps=4, holdout=0.25, eval_every=2)
+    cfg = _cfg(setup, "beir-model", data=[str(beir)], max_steps=4, holdout=0.25, eval_every=2)
     out = train(cfg)
     log = json.loads((out / "train_log.json").read_text())
     assert [h["step"] for h in log["history"]] == [0, 2, 4]
@@ -579,6 +579,50 @@ def test_mined_negatives_do_not_depend_on_what_the_cache_holds(setup, tmp_path):
     warm.ensure(list(load_pairs(setup[1]).corpus.values()), False, progress=False)  # every document cached
     mined = []
     for name, cache in (("cold", tmp_path / "cold"), ("warm", tmp_path / "warm")):
-        out = train(_cfg(setup, name, max_steps=2, cache_dir=str(cache)))
+        out = train(_cfg(setup, f"from-{name}", max_steps=2, cache_dir=str(cache)))
         mined.append(json.loads((out / "mined_negatives.json").read_text())["sets"])
     assert mined[0] == mined[1]
+
+
+def test_bad_rows_qrels_and_folders_are_clear_errors(setup, tmp_path):
+    from xtrieve.encode.train_data import load_beir
+
+    bad = tmp_path / "neg.jsonl"
+    for neg in (5, {"text": "n"}, ["ok", 3]):
+        bad.write_text(json.dumps({"query": "q", "positive": "p", "negative": neg}) + "\n")
+        with pytest.raises(InputError, match="neg.jsonl:1: a row's negative is a string or a list of strings"):
+            load_pairs(bad)
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "w1 w2"}) + "\n")
+    (beir / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "text": "w1 w3"}) + "\n")
+    (beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1.0\nq1\tgone\t1\nq9\td1\t2\n")
+    data = load_beir(beir)
+    assert data.positives == {"q1": {"d1": 1}}
+    (beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\tyes\n")
+    with pytest.raises(InputError, match="train.tsv:2: the score 'yes' is not a number"):
+        load_beir(beir)
+    (beir / "qrels" / "train.tsv").write_bytes(b"q1\td1\t1\nq\xe9\td1\t1\n")
+    with pytest.raises(InputError, match="not UTF-8"):
+        load_beir(beir)
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not a model's \\(notes.txt\\)"):
+        train(_cfg(setup, "notes", max_steps=1))
+    with pytest.raises(Exception, match="seed must fit in 64 bits"):
+        _cfg(setup, "x", seed=2**70).validate()
+
+
+def test_resume_refuses_changed_data_without_negatives_and_a_kill_while_saving_keeps_a_checkpoint(setup):
+    import os
+
+    cfg = _cfg(setup, "chg", max_steps=2, n_negatives=0, checkpoint_every=1)
+    out = train(cfg)
+    ckpt = out / "checkpoint"
+    os.replace(ckpt, ckpt.with_name("checkpoint.old"))  # killed between moving the old one aside and the new one in
+    rows = setup[1].read_text().splitlines()
+    setup[1].write_text("\n".join(rows[1:]) + "\n")
+    with pytest.raises(InputError, match="trained on other data"):
+        train(dataclasses.replace(cfg, max_steps=3, resume=True))
+    assert (ckpt / "state.json").exists()
