@@ -59,18 +59,16 @@ def sha256_file(path: Path) -> str:
 
 
 def safe_join(root: Path, rel: str, what: str = "path") -> Path:
-    """``root / rel`` for a relative path that stays inside ``root``, else IndexFormatError."""
+    """``root / rel`` for a relative path that names no place outside ``root`` (no absolute path,
+    drive or ".."), else IndexFormatError."""
     if not isinstance(rel, str) or not rel or "\x00" in rel:
         raise IndexFormatError(f"invalid {what} {rel!r} in the manifest of {root}")
     p = Path(rel)
     if p.is_absolute() or rel.startswith(("/", "\\")) or ".." in p.parts or (p.drive if hasattr(p, "drive") else ""):
         raise IndexFormatError(f"manifest of {root} names a {what} outside the index folder: {rel!r}")
-    full = root / p
-    try:
-        full.resolve().relative_to(root.resolve())
-    except ValueError:
-        raise IndexFormatError(f"manifest of {root} names a {what} outside the index folder: {rel!r}") from None
-    return full
+    # (not resolved: links the operator put inside the folder, such as a segment kept on another
+    # disk or a tree of links to a cache, are followed as the folder's own files)
+    return root / p
 
 
 def read_arrow_file(path: Path, what: str):

@@ -46,6 +46,9 @@ TEMPLATE_PREFIX = "ivf_template"
 # search scans more vectors for a worse top (1,024 lists for 4.8M vectors: +27% latency)
 TEMPLATE_GROWTH = 2
 OWN_NAMES = (MANIFEST, LOCK_FILE)
+SEGMENT_NAME = re.compile(r"seg-\d{6,}")
+# what a segment folder may hold of ours (a sync tool's own files there are left alone)
+SEGMENT_FILE = re.compile(r"(docs\.arrow|vectors\.arrow|tokens\.faiss|deleted-g\d+\.arrow)(\.tmp.*)?")
 # the key of the manifest's encoder identity that lists INDEX/encoder's files with their sha256
 ENCODER_FILES = "files"
 
@@ -107,27 +110,37 @@ def collect_garbage(root: Path, manifest: Manifest) -> int:
     """Remove segment folders, tombstones, templates and temp files no manifest names."""
     named = set(manifest.files())
     dirs = {s.name for s in manifest.segments}
-    removed = 0
+    removed, kept = 0, []
     for entry in root.iterdir():
         name = entry.name
         if name.startswith("seg-") and entry.is_dir():
             if name not in dirs:
-                shutil.rmtree(entry, ignore_errors=True)
-                removed += 1
+                removed += _remove(entry, kept)
                 continue
-            for f in entry.iterdir():
-                if f"{name}/{f.name}" not in named:
-                    f.unlink(missing_ok=True)
-                    removed += 1
+            for f in entry.iterdir():  # a live segment's files it no longer names (older tombstones)
+                if f"{name}/{f.name}" not in named and SEGMENT_FILE.fullmatch(f.name) and f.is_file():
+                    removed += _remove(f, kept)
         elif (name.startswith(TEMPLATE_PREFIX) and name not in named) or name.startswith(f"{MANIFEST}.tmp"):
-            entry.unlink(missing_ok=True)
-            removed += 1
+            removed += _remove(entry, kept)
         elif _is_encoder_dir(entry) and (manifest.encoder is None or name != manifest.encoder_dir):
-            shutil.rmtree(entry, ignore_errors=True)  # a replaced index's encoder, or an unfinished one's
-            removed += 1
+            removed += _remove(entry, kept)  # a replaced index's encoder, or an unfinished one's
     if removed:
         log.info("removed %d unreferenced file(s) from %s", removed, root)
+    if kept:
+        log.warning("could not remove %d unreferenced file(s) from %s (%s)", len(kept), root, short_list(kept))
     return removed
+
+
+def _remove(path: Path, kept: list[str]) -> int:
+    """Remove a file or folder: 1, or 0 with its name added to ``kept`` when the OS refuses."""
+    try:
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+        return 1
+    except FileNotFoundError:
+        return 1
+    except OSError as exc:
+        kept.append(f"{path.name}: {exc.strerror}")
+        return 0
 
 
 def _progress(total: int | None, show: bool | None, desc: str):
@@ -618,8 +631,13 @@ def open_writer(root: str | Path, encoder: Any = None, wait: float = 0.0) -> Ite
 
 
 def _is_ours(entry: Path) -> bool:
+    """Whether a folder entry has the name and kind of one an index (or an unfinished build) has."""
     name = entry.name
-    return name in OWN_NAMES or name.startswith(("seg-", TEMPLATE_PREFIX, f"{MANIFEST}.tmp")) or _is_encoder_dir(entry)
+    if name in OWN_NAMES or name.startswith(f"{MANIFEST}.tmp"):
+        return True
+    if SEGMENT_NAME.fullmatch(name):
+        return entry.is_dir()
+    return (name.startswith(TEMPLATE_PREFIX) and entry.is_file()) or _is_encoder_dir(entry)
 
 
 def _is_encoder_dir(entry: Path) -> bool:
@@ -670,7 +688,15 @@ def create_index(root: str | Path, dim: int, config: IndexConfig, encoder: Any =
 
 
 def _check_only_ours(root: Path) -> None:
-    foreign = sorted(e.name for e in root.iterdir() if not _is_ours(e)) if root.is_dir() else []
+    """InputError unless ``root`` is missing, empty, or an index folder (or an unfinished build's,
+    which holds the writer lock file) holding only what an index holds: files of index-like names
+    in any other folder are the user's."""
+    if not root.is_dir():
+        return
+    entries = list(root.iterdir())
+    foreign = sorted(e.name for e in entries if not _is_ours(e))
+    if entries and not foreign and not any(e.name in OWN_NAMES for e in entries):
+        foreign = sorted(e.name for e in entries)  # index-like names, but no index nor build was here
     if foreign:
         raise InputError(f"cannot create an index at {root}: the folder is not empty (it holds {short_list(foreign)})")
 

@@ -577,3 +577,37 @@ def test_text_that_is_not_valid_unicode_is_named(tmp_path, colbert_folder):
                  lambda: xtrieve.rerank(cut, ["cafe"], encoder=real)):
         with pytest.raises(InputError, match="item [01]: not valid Unicode"):
             call()
+
+
+def test_a_folder_of_index_like_names_that_held_no_index_is_not_emptied(tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "encoder").mkdir(parents=True)
+    (mine / "encoder" / "model.bin").write_text("mine")
+    (mine / "seg-001.txt").write_text("a document")
+    with pytest.raises(InputError, match="not empty.*seg-001.txt"):
+        xtrieve.Index.build(mine, ["text"], encoder=FakeEncoder())
+    (mine / "seg-001.txt").unlink()
+    with pytest.raises(InputError, match="not empty.*encoder"):  # no index nor build was ever here
+        xtrieve.Index.build(mine, ["text"], encoder=FakeEncoder())
+    assert (mine / "encoder" / "model.bin").read_text() == "mine"
+
+
+def test_garbage_collection_leaves_other_tools_files_in_segments_and_says_what_it_could_not_remove(
+        tmp_path, idx, caplog, monkeypatch):
+    import shutil
+
+    ix = tmp_path / "ix"
+    seg = next(p for p in ix.iterdir() if p.name.startswith("seg-"))
+    (seg / ".stversions").mkdir()  # a sync tool's
+    (seg / "notes.txt").write_text("mine")
+    stale = ix / "seg-999999"
+    stale.mkdir()
+
+    def refuse(path, *a, **k):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(shutil, "rmtree", refuse)
+    with caplog.at_level("WARNING"):
+        idx.delete(["b"])
+    assert (seg / ".stversions").is_dir() and (seg / "notes.txt").exists() and stale.is_dir()
+    assert "could not remove 1 unreferenced file(s)" in caplog.text and "Permission denied" in caplog.text

@@ -415,3 +415,23 @@ def test_a_token_index_is_read_without_moving_the_shared_file_position(tmp_path)
     with open(tmp_path / "t.faiss", "rb") as f:
         f.seek(7)
         assert read_index_from(f).ntotal == 5 and f.tell() == 7
+
+
+def test_an_index_of_links_opens(path, tmp_path):
+    import shutil
+
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    elsewhere = tmp_path / "other-disk"
+    elsewhere.mkdir()
+    for entry in path.iterdir():  # a segment moved to another disk, the rest links to the files
+        if entry.name.startswith("seg-") and not any(elsewhere.iterdir()):
+            shutil.copytree(entry, elsewhere / entry.name)
+            (linked / entry.name).symlink_to(elsewhere / entry.name)
+        elif entry.is_dir():
+            shutil.copytree(entry, linked / entry.name, copy_function=os.symlink)
+        else:
+            (linked / entry.name).symlink_to(entry)
+    with xtrieve.Index.open(path) as a, xtrieve.Index.open(linked) as b:
+        q = np.random.default_rng(0).standard_normal((4, a.dim)).astype("f4")
+        assert [(h.doc_id, h.score) for h in a.search(q, k=3)] == [(h.doc_id, h.score) for h in b.search(q, k=3)]
