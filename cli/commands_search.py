@@ -30,7 +30,8 @@ from xtrieve.cli.search_options import search_config, search_config_options
                    "MaxSim, plus the model's dense term where it has one; slow, the ground truth.")
 @click.option("--with-text", is_flag=True, help="Show each hit's stored text (json: whole; table: its start).")
 @click.option("--no-verify", is_flag=True,
-              help="Do not check the index files' checksums on opening (reading them all takes ~2.5 s per GB).")
+              help="Do not check the index files' checksums on opening (reading them all takes ~2.5 s per GB): the files' "
+                   "structure is still checked, but damage to stored values then goes unnoticed.")
 @PRECISION_OPTION
 @search_config_options
 def search_command(index, query, k, filter_, fmt, queries_file, exhaustive, with_text, no_verify, precision, k_prime,

@@ -231,10 +231,20 @@ class SegmentCore:
             raise IndexFormatError(f"segment {entry.name}: file row counts do not match the manifest")
         self.n_docs, self.n_vectors = entry.n_docs, entry.n_vectors
         self.codec, self.vectors_raw, self.scales, self.lists = _read_vectors(vectors, entry.name, dim, self.n_vectors)
-        self.vector_counts = as_numpy(docs.column(N_VECTORS)).astype(np.int64)  # each document's stored vectors
+        # cheap checks that also hold an index opened without verifying its checksums together
+        missing = [c for c in ("doc_id", N_VECTORS, N_TOKENS) if c not in docs.column_names]
+        if missing:
+            raise IndexFormatError(f"segment file {folder / DOCS} has no column {', '.join(missing)}")
+        try:
+            self.vector_counts = as_numpy(docs.column(N_VECTORS)).astype(np.int64)  # each document's stored vectors
+            self.n_tokens = as_numpy(docs.column(N_TOKENS))
+        except (ValueError, TypeError) as exc:
+            raise IndexFormatError(f"corrupt segment file {folder / DOCS}: {exc}") from None
+        if (self.vector_counts < 0).any() or int(self.vector_counts.sum()) != self.n_vectors:
+            raise IndexFormatError(f"segment file {folder / DOCS}: its documents' vector counts do not add up to "
+                                   f"the {self.n_vectors} vectors of {VECTORS}")
         self.offsets = np.zeros(self.n_docs + 1, dtype=np.int64)
         np.cumsum(self.vector_counts, out=self.offsets[1:])
-        self.n_tokens = as_numpy(docs.column(N_TOKENS))
         self.dense = None  # [n_docs, hidden] float16, when the model fuses a dense score
         if DENSE in docs.column_names:
             col = docs.column(DENSE).combine_chunks()
@@ -270,13 +280,17 @@ class SegmentCore:
         with self._lock:
             if self._faiss is None:
                 try:
-                    self._faiss = faiss_build.read_index_from(self._faiss_file)
+                    index = faiss_build.read_index_from(self._faiss_file)
                 except RuntimeError as exc:  # FAISS's own error for an unreadable index
                     raise IndexFormatError(f"corrupt token index of segment {self.name}: {exc}") from None
                 except ValueError:  # its file closed: the index was closed during this search
                     if not self._faiss_file.closed:
                         raise
                     raise InputError("the index was closed during this search") from None
+                if index.ntotal != self.n_vectors or index.d != self.dim:
+                    raise IndexFormatError(f"token index of segment {self.name} holds {index.ntotal} vectors of "
+                                           f"{index.d} dimensions, not the segment's {self.n_vectors} of {self.dim}")
+                self._faiss = index
             return self._faiss
 
     @cached_property

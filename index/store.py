@@ -193,6 +193,9 @@ class IndexStore:
                     core = SegmentCore(self.path, entry, manifest.dim)
                     self._cores[key] = core
                 deleted = read_tombstones(self.path, sorted(entry.tombstones), entry.n_docs)
+                if int(deleted.sum()) != entry.n_deleted:
+                    raise IndexFormatError(f"segment {entry.name}: its tombstone files delete {int(deleted.sum())} "
+                                           f"documents, the manifest says {entry.n_deleted}")
                 readers.append((core, deleted))
             schema = _unified([core.table.schema for core, _ in readers])
             for key in list(self._cores):  # forget segments this commit no longer names

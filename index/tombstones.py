@@ -34,7 +34,10 @@ def read_tombstones(root: Path, rels: list[str], n_docs: int) -> np.ndarray:
         table = read_arrow_file(path, "tombstone file")
         if "doc" not in table.column_names:
             raise IndexFormatError(f"corrupt tombstone file {path}: no 'doc' column")
-        docs = as_numpy(table.column("doc")).astype(np.int64)
+        try:
+            docs = as_numpy(table.column("doc")).astype(np.int64)
+        except (ValueError, TypeError) as exc:  # nulls, or not numbers
+            raise IndexFormatError(f"corrupt tombstone file {path}: {exc}") from None
         if len(docs) and (docs.min() < 0 or docs.max() >= n_docs):
             raise IndexFormatError(f"corrupt tombstone file {path}: doc number out of range")
         mask[docs] = True

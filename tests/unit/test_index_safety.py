@@ -435,3 +435,32 @@ def test_an_index_of_links_opens(path, tmp_path):
     with xtrieve.Index.open(path) as a, xtrieve.Index.open(linked) as b:
         q = np.random.default_rng(0).standard_normal((4, a.dim)).astype("f4")
         assert [(h.doc_id, h.score) for h in a.search(q, k=3)] == [(h.doc_id, h.score) for h in b.search(q, k=3)]
+
+
+def test_damage_that_only_checksums_would_name_is_still_an_index_format_error_without_them(path, tmp_path):
+    import shutil
+
+    xtrieve.Index.open(path).add_embeddings(["x0", "x1"], rand(2))
+    xtrieve.Index.open(path).delete(["d3"])
+    segs = sorted(p for p in path.iterdir() if p.name.startswith("seg-"))
+    q = rand(1)[0][:4]
+
+    def damaged(how):
+        copy = tmp_path / how
+        shutil.copytree(path, copy)
+        seg0, seg1 = sorted(p for p in copy.iterdir() if p.name.startswith("seg-"))
+        if how == "swapped token indexes":
+            (seg0 / "tokens.faiss").write_bytes((seg1 / "tokens.faiss").read_bytes())
+        elif how == "emptied tombstones":
+            tomb = next(seg0.glob("deleted-g*.arrow"))
+            import pyarrow as pa
+
+            with pa.ipc.new_file(str(tomb), pa.schema([("doc", pa.int32())])) as w:
+                w.write_table(pa.table({"doc": pa.array([], pa.int32())}))
+        return copy
+
+    assert len(segs) == 2
+    for how, message in (("swapped token indexes", "token index of segment .* holds"),
+                         ("emptied tombstones", "tombstone files delete 0 documents, the manifest says 1")):
+        with pytest.raises(IndexFormatError, match=message):
+            xtrieve.Index.open(damaged(how), verify=False).warm_up()  # (reads the token indexes)
