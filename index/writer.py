@@ -113,7 +113,7 @@ def collect_garbage(root: Path, manifest: Manifest) -> int:
     removed, kept = 0, []
     for entry in root.iterdir():
         name = entry.name
-        if name.startswith("seg-") and entry.is_dir():
+        if SEGMENT_NAME.fullmatch(name) and entry.is_dir():
             if name not in dirs:
                 removed += _remove(entry, kept)
                 continue
