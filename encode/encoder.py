@@ -70,7 +70,7 @@ def check_device(device: Any) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise ConfigError(f"device must be a torch device name such as 'cpu' or 'cuda', got {device!r:.40}") from None
-    usable = {"cpu": True, "cuda": torch.cuda.is_available(),
+    usable = {"cpu": True, "meta": False, "cuda": torch.cuda.is_available(),
               "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
     if not usable.get(dev.type, True):
         raise ConfigError(f"device {device!r}: torch has no {dev.type} device here")

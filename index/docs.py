@@ -349,6 +349,8 @@ def numpy_readable(x: Any) -> Any:
 def check_embedding(x: Any, dim: int | None, where: str) -> np.ndarray:
     """A float32 [n, dim] array with n >= 1 and finite, float16-representable values."""
     x = numpy_readable(x)
+    if np.iscomplexobj(x):  # (a cast would keep the real part, with only a warning)
+        raise InputError(f"{where}: embedding holds complex numbers, not real vectors")
     try:
         arr = np.asarray(x, dtype=np.float32)
     except (TypeError, ValueError):

@@ -603,7 +603,7 @@ def check_embedding_input(ids: Any, embeddings: Any, metadata: Any) -> tuple[lis
     if ids is None or embeddings is None:
         raise InputError("ids and embeddings are required")
     one_array = getattr(embeddings, "ndim", None) == 2
-    ids, embeddings = list(ids), list(embeddings)
+    ids, embeddings = _as_list(ids, "ids"), _as_list(embeddings, "embeddings")
     if not ids:
         raise InputError("no documents to add (empty ids)")
     if len(ids) != len(embeddings):
@@ -611,10 +611,20 @@ def check_embedding_input(ids: Any, embeddings: Any, metadata: Any) -> tuple[lis
             ": embeddings is one 2-D array; give one [n_tokens, dim] array per document (a list, or a 3-D array)"
             if one_array else ""))
     if metadata is not None:
-        metadata = list(as_records(metadata))
+        metadata = _as_list(as_records(metadata), "metadata")
         if len(metadata) != len(ids):
             raise InputError(f"{len(ids)} ids but {len(metadata)} metadata rows")
     return ids, embeddings, metadata
+
+
+def _as_list(values: Any, name: str) -> list:
+    """A list of one item per document, or an InputError (a str would be one id per character)."""
+    if isinstance(values, (str, bytes)):
+        raise InputError(f"{name} must be a list with one item per document, got a {type(values).__name__}")
+    try:
+        return list(values)
+    except TypeError:
+        raise InputError(f"{name} must be a list with one item per document, got {type(values).__name__}") from None
 
 
 @contextlib.contextmanager

@@ -538,6 +538,8 @@ def test_bad_devices_and_arguments_are_config_and_input_errors(colbert_folder):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no cuda device here"):
             Encoder.load(colbert_folder[0], device="cuda")
+    with pytest.raises(ConfigError, match="no meta device here"):  # tensors without data
+        Encoder.load(colbert_folder[0], device="meta")
     with pytest.raises(InputError, match="got a mapping"):  # it would encode the keys
         enc.encode({"q1": "the cat"}, True)
     with pytest.raises(InputError, match="is_query must be True or False"):

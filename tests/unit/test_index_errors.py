@@ -98,6 +98,7 @@ def test_metadata_type_clash(idx):
     (np.zeros((0, 8), np.float32), "0 rows"),
     (np.full((2, 8), np.nan, np.float32), "NaN or infinite"),
     ("text", "not an array of numbers"),
+    (np.ones((2, 8)) * 1j, "complex numbers"),
 ])
 def test_bad_embeddings(tmp_path, emb, message):
     ix = xtrieve.Index.build_from_embeddings(tmp_path / "e", ["a"], rand(1))
@@ -115,6 +116,10 @@ def test_bad_embedding_builds(tmp_path):
         xtrieve.Index.build_from_embeddings(tmp_path / "e", ["a"], rand(1)[0])
     with pytest.raises(InputError, match="dim 4, the index has dim 8"):
         xtrieve.Index.build_from_embeddings(tmp_path / "e", ["a", "b"], rand(1) + rand(1, dim=4))
+    for ids, embeddings, metadata, what in ((7, rand(1), None, "ids"), ("ab", rand(2), None, "ids"),
+                                            (["a"], 5, None, "embeddings"), (["a"], rand(1), 5, "metadata")):
+        with pytest.raises(InputError, match=f"{what} must be a list with one item per document"):
+            xtrieve.Index.build_from_embeddings(tmp_path / "e", ids, embeddings, metadata)
     assert not (tmp_path / "e").exists()  # a failed build leaves nothing behind
     with pytest.raises(ConfigError, match="FAISS factory"):
         xtrieve.Index.build_from_embeddings(tmp_path / "e", ["a"], rand(1), config={"faiss_factory": "Nonsense12"})
