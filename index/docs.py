@@ -165,6 +165,16 @@ def rows_table(ids: list[str], rows: list[dict[str, Any]], store_text: bool) -> 
     return pa.table(columns)
 
 
+def without_null_parents(table: pa.Table, known: Iterable[str] = ()) -> pa.Table:
+    """``table`` without a column of nulls only named as the parent of a nested column (``a``
+    beside ``a.b``, here or in ``known``): a document whose nested field is null (a null struct)
+    has only null children, not a column of its own that filters would find null everywhere."""
+    names = set(table.column_names).union(known)
+    parents = {".".join(parts[:i]) for parts in (name.split(".") for name in names) for i in range(1, len(parts))}
+    drop = [f.name for f in table.schema if pa.types.is_null(f.type) and f.name in parents]
+    return table.drop_columns(drop) if drop else table
+
+
 def _strings(value: Any) -> Iterator[str]:
     """The strings in a metadata value, inside lists and dicts too."""
     if isinstance(value, str):

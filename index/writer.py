@@ -27,7 +27,7 @@ from xtrieve.index import faiss_build
 from xtrieve.index.corpus import CorpusFile
 from xtrieve.index.docs import (AutoIds, add_metadata, as_index_types, as_records, batched, check_embedding,
                                 check_id, check_one_type_per_column, column_type, explicit_ids, name_type, normalize,
-                                rows_table, short_list, unify, widened_type_name)
+                                rows_table, short_list, unify, widened_type_name, without_null_parents)
 from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
 from xtrieve.index.lock import LOCK_FILE, WriterLock, check_wait
 from xtrieve.index.manifest import ENCODER_DIR, ENCODER_DIR_NAME, MANIFEST, Manifest, SegmentEntry, read_manifest, write_manifest
@@ -306,6 +306,7 @@ class WriteSession:
                 seen.add(i)
             if again:
                 raise InputError(f"duplicate id(s) in the input: {short_list(again)}")
+            table = without_null_parents(table, (schema.names if schema is not None else []) + list(self.manifest.columns))
             table = as_index_types(index_schema, table)  # (the types before this input, not as it goes)
             schema = unify(schema, table, index_schema.names if index_schema is not None else ())
             return table

@@ -242,3 +242,18 @@ def test_a_corpus_file_read_twice_logs_once(tmp_path, caplog):
         xtrieve.Index.build(tmp_path / "ix", docs, encoder=WordHashEncoder(DIM), config={"batch_size": 4})
     assert caplog.text.count("skipped 1 empty .txt file") == 1 and "checking 6 documents" in caplog.text
     assert [d["id"] for d in docs] == [f"t{i}" for i in range(6)]
+
+
+def test_a_null_nested_field_stores_null_children_not_a_column_of_its_own(tmp_path):
+    import numpy as np
+
+    import xtrieve
+
+    rng = np.random.default_rng(0)
+    vecs = [rng.standard_normal((3, 8)).astype("f4") for _ in range(4)]
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["d1", "d2", "d3"], vecs[:3], [
+        {"nested": {"a": 1, "b": {"c": "x"}}}, {"nested": None}, {"nested": {"a": 3, "b": None}}])
+    idx.add_embeddings(["d4"], vecs[3:], [{"nested": None}])  # a later add of nulls only
+    assert idx.info().metadata_columns == {"nested.a": "int64", "nested.b.c": "string"}
+    assert sorted(h.doc_id for h in idx.search(vecs[0], k=9, filter="nested.a is null")) == ["d2", "d4"]
+    assert idx.get("d2") == {"doc_id": "d2", "nested.a": None, "nested.b.c": None}
