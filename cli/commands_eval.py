@@ -1,6 +1,7 @@
 """`xtrieve eval` and `xtrieve bench`: argument parsing and printing only."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -47,6 +48,13 @@ def eval_command(data_dir, dataset, split, model, index_dir, run_file, fmt, k, k
 
     if data_dir is None and dataset is None:
         raise click.UsageError("give --data-dir DIR (a local BEIR folder) or --dataset NAME")
+    if run_file is not None:  # (a place that cannot take the file fails now, not after the search)
+        try:
+            run_file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.UsageError(f"--run-file {run_file}: cannot make its folder ({exc.strerror})") from None
+        if run_file.is_dir() or not os.access(run_file.parent, os.W_OK):
+            raise click.UsageError(f"--run-file {run_file}: cannot write a file there")
     report = run_eval(data_dir=data_dir, dataset=dataset, split=split, model=model, index_dir=index_dir, k=k,
                       search_config=search_config(k_prime, n_rerank, nprobe, imputation), exhaustive=exhaustive,
                       run_file=run_file, cache=cache_dir, max_queries=max_queries,

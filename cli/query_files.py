@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-from xtrieve.errors import InputError
+from xtrieve.errors import InputError, check_unicode
 
 # names of a query's id and text: JSON keys, and a first TSV/CSV line naming them is a header
 ID_NAMES = ("id", "_id", "qid", "query-id", "query_id", "queryid")
@@ -200,6 +200,7 @@ def _with_ids(rows: list[Row], where: str) -> list[tuple[str, str]]:
         if qid is not None:
             if not qid.strip():
                 raise InputError(f"{where}:{n}: empty query id (leave the id out and the line number is used)")
+            check_unicode(qid, f"{where}:{n}: query id")
             if qid in taken:
                 raise InputError(f"{where}:{n}: duplicate query id {qid!r} (also on line {taken[qid]})")
             taken[qid] = n

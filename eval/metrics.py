@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from xtrieve.errors import InputError
+from xtrieve.errors import InputError, check_unicode
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +118,13 @@ def agreement(results: Results, reference: Results, k: int = 10) -> float:
 
 
 def check_trec_id(kind: str, value: str) -> None:
-    """InputError unless ``value`` is one non-empty field without whitespace, as a TREC run needs."""
-    if value.split() != [value]:
-        raise InputError(f"{kind} id {value!r} cannot be written in TREC format (it is empty or contains whitespace)")
+    """InputError unless ``value`` is one non-empty field without whitespace or control
+    characters (which terminals and C readers such as trec_eval take as commands or ends), as a
+    TREC run needs."""
+    if value.split() != [value] or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InputError(f"{kind} id {value!r} cannot be written in TREC format (it is empty or contains whitespace "
+                         "or control characters)")
+    check_unicode(value, f"{kind} id")
 
 
 def write_trec_run(path: str | Path, results: Results, tag: str = "xtrieve") -> Path:

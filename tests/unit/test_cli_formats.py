@@ -174,7 +174,7 @@ def test_trec_bad_query_id_is_an_error(tmp_path, index):
     f = write(tmp_path / "q.jsonl", '{"id": "ok", "text": "moon"}\n{"id": "q 2", "text": "vaccines"}\n')
     r = run("search", index, "--queries", f, "--format", "trec")
     assert r.exit_code == 1 and last_line(r) == \
-        "error: query id 'q 2' cannot be written in TREC format (it is empty or contains whitespace)"
+        "error: query id 'q 2' cannot be written in TREC format (it is empty or contains whitespace or control characters)"
     assert "Q0" not in r.output
     f = write(tmp_path / "q.tsv", "\tvaccines\n")
     for fmt in ("trec", "json"):  # an empty id is refused whatever the format
@@ -452,3 +452,13 @@ def test_search_no_verify_skips_the_checksums(index, monkeypatch):
     assert run("search", index, "moon", "--no-verify").exit_code == 0
     assert run("search", index, "moon").exit_code == 0
     assert opened == [False, True]
+
+
+def test_trec_refuses_ids_with_control_characters_or_lone_surrogates():
+    from xtrieve.errors import InputError
+    from xtrieve.eval.metrics import check_trec_id
+
+    for bad in ("doc\x1b[1mX", "nul\x00Y", "a\ud800"):
+        with pytest.raises(InputError):
+            check_trec_id("doc", bad)
+    check_trec_id("doc", "d-1_é")

@@ -231,3 +231,10 @@ def test_the_table_says_which_figures_a_short_run_cuts(toy, fake_eval_index):
     assert "the @10 and @100 figures count those only" in out
     out = CliRunner().invoke(main, ["eval", "--data-dir", str(toy), "-k", "20"]).output
     assert "the @100 figures count those only" in out
+
+
+def test_a_run_file_that_cannot_be_written_fails_before_the_evaluation(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    r = CliRunner().invoke(main, ["eval", "--data-dir", str(tmp_path / "nowhere"), "--run-file",
+                                  str(tmp_path / "afile" / "run.trec")])
+    assert r.exit_code == 2 and "--run-file" in r.output and "cannot make its folder" in r.output
