@@ -1,6 +1,7 @@
 """How the CLI writes hits: a table, JSON lines or a TREC run."""
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import unicodedata
@@ -21,8 +22,17 @@ def json_safe(obj: Any) -> Any:
 
 
 def to_json(obj: Any) -> str:
-    """One line of valid JSON: non-finite floats as null, unknown types as their str()."""
-    return json.dumps(json_safe(obj), default=str, allow_nan=False)
+    """One line of valid JSON: non-finite floats as null, dates and times in ISO 8601, bytes as
+    hex, other types as their str()."""
+    return json.dumps(json_safe(obj), default=_json_default, allow_nan=False)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime.date, datetime.time)):  # (datetime too): 2021-01-02T03:04:05+05:30
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    return str(value)
 
 
 def check_trec_query_ids(qids: Sequence[str]) -> None:

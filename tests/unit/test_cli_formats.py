@@ -462,3 +462,15 @@ def test_trec_refuses_ids_with_control_characters_or_lone_surrogates():
         with pytest.raises(InputError):
             check_trec_id("doc", bad)
     check_trec_id("doc", "d-1_é")
+
+
+def test_json_writes_dates_and_times_in_iso_8601_and_bytes_as_hex():
+    import datetime
+    import json
+
+    from xtrieve.cli.formats import to_json
+
+    zone = datetime.timezone(datetime.timedelta(hours=5, minutes=30))
+    got = json.loads(to_json({"at": datetime.datetime(2021, 1, 2, 3, 4, 5, tzinfo=zone), "day": datetime.date(2020, 1, 1),
+                              "t": datetime.time(9, 30), "raw": b"\x00\xff", "x": float("nan")}))
+    assert got == {"at": "2021-01-02T03:04:05+05:30", "day": "2020-01-01", "t": "09:30:00", "raw": "00ff", "x": None}
