@@ -25,7 +25,7 @@ COMMAND_MODULES = (
 
 class XtrieveGroup(click.Group):
     """A group that prints any XtrieveError as one ``error: ...`` line and exits 1; output cut
-    short by its reader (``| head``) ends the command quietly, with status 0."""
+    short by its reader (``| head``) ends the command quietly, with status 0; Ctrl-C exits 130."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -33,6 +33,9 @@ class XtrieveGroup(click.Group):
         except BrokenPipeError:
             _discard_stdout()
             ctx.exit(0)
+        except KeyboardInterrupt:  # Ctrl-C: the shell's status for a SIGINT, not an ordinary error's
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
         except XtrieveError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)

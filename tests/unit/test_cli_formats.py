@@ -474,3 +474,16 @@ def test_json_writes_dates_and_times_in_iso_8601_and_bytes_as_hex():
     got = json.loads(to_json({"at": datetime.datetime(2021, 1, 2, 3, 4, 5, tzinfo=zone), "day": datetime.date(2020, 1, 1),
                               "t": datetime.time(9, 30), "raw": b"\x00\xff", "x": float("nan")}))
     assert got == {"at": "2021-01-02T03:04:05+05:30", "day": "2020-01-01", "t": "09:30:00", "raw": "00ff", "x": None}
+
+
+def test_ctrl_c_exits_130(monkeypatch):
+    from click.testing import CliRunner
+
+    from xtrieve.cli.main import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("xtrieve.retrieve.api.Index.__init__", interrupted)
+    r = CliRunner().invoke(main, ["info", "somewhere"])
+    assert r.exit_code == 130 and "interrupted" in r.output
