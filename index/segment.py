@@ -71,11 +71,11 @@ class SegmentWriter:
         if self.dir.exists():  # an orphan of a crashed writer: never named by a manifest
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
-        # vectors wait in float32 for any storage: int8 and int4 codes are re-encoded on a merge,
-        # and rounding them through float16 moved the extreme values, and each rewrite's scale, a
-        # little further out every time; float16 also flushed values under ~6e-5 to zero, which
-        # int8's per-vector scale would have kept
-        self._tmp_dtype = np.float32
+        # int8 and int4 vectors wait in float32 (float16 storage: in float16, written as they are):
+        # int4 codes are re-encoded on a merge, and rounding them through float16 moved the extreme
+        # values, and each rewrite's scale, a little further out every time; float16 also flushed
+        # values under ~6e-5 to zero, which int8's per-vector scale keeps
+        self._tmp_dtype = np.float16 if storage == "float16" else np.float32
         self._tmp_path = self.dir / f"vectors.{np.dtype(self._tmp_dtype).name}{TEMP_SUFFIX}"
         self._tmp = open(self._tmp_path, "wb")
         self._tables: list[pa.Table] = []
