@@ -306,7 +306,8 @@ class WriteSession:
                 seen.add(i)
             if again:
                 raise InputError(f"duplicate id(s) in the input: {short_list(again)}")
-            table = without_null_parents(table, (schema.names if schema is not None else []) + list(self.manifest.columns))
+            known = (schema.names if schema is not None else []) + list(self.manifest.columns)
+            table = without_null_parents(table, known)
             table = as_index_types(index_schema, table)  # (the types before this input, not as it goes)
             schema = unify(schema, table, index_schema.names if index_schema is not None else ())
             return table
