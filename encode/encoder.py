@@ -396,6 +396,8 @@ class Encoder:
                 self.backbone.save_pretrained(str(target), safe_serialization=True)
                 _umask_modes(target)
             ref = {"path": "backbone"}
+        elif (folder / "backbone").is_dir() and (folder / "backbone").resolve() != Path(self.spec.backbone_dir).resolve():
+            shutil.rmtree(folder / "backbone")  # an earlier model's copy, which this one does not use
         loaders.write_safetensors(self.head_state(), folder / loaders.HEAD_FILE)
         state_path = folder / loaders.BACKBONE_STATE_FILE  # (a copied backbone holds these weights already)
         if self._tuned_package_backbone() and not copy_backbone:

@@ -562,3 +562,13 @@ def test_colbert_models_join_a_title_as_colbert_reads_collections(colbert_folder
     idx = xtrieve.Index.build(tmp_path / "ix", [doc], encoder=enc, config={"vector_storage": "float16"})
     assert idx.search(q, k=1, exhaustive=True)[0].score == pytest.approx(want, abs=1e-2)
     assert idx.get("d")["title"] == "Cats" and idx.get("d")["text"] == "the cat sat on the mat"
+
+
+def test_saving_over_a_model_with_a_copied_backbone_drops_that_copy(tmp_path):
+    enc = Encoder.load()  # the packaged backbone: nothing copied
+    stale = tmp_path / "m" / "backbone"
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_text("an earlier model's copy")
+    enc.save(tmp_path / "m")
+    assert not stale.exists()
+    assert np.allclose(Encoder.load(tmp_path / "m").encode_queries(["tides"])[0], enc.encode_queries(["tides"])[0])
