@@ -1,6 +1,7 @@
 """The single-writer lock: INDEX/.lock, taken at once or within a wait."""
 from __future__ import annotations
 
+import errno
 import math
 import numbers
 import os
@@ -49,6 +50,11 @@ class WriterLock:
         except Timeout:
             advice = f" (waited {self.wait:g} s)" if self.wait else "; give wait= (--wait SECONDS) to wait for it"
             raise IndexLockedError(f"index {self.root} is locked by another writer{advice}") from None
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            raise InputError(f"index {self.root} cannot be written here: its writer lock {self.root / LOCK_FILE} "
+                             f"cannot be made ({exc.strerror}); it can still be opened and searched") from None
         held.add(key)
         self._key = key
         return self

@@ -616,3 +616,18 @@ def test_garbage_collection_leaves_other_tools_files_in_segments_and_says_what_i
         idx.delete(["b"])
     assert (seg / ".stversions").is_dir() and (seg / "notes.txt").exists() and stale.is_dir()
     assert "could not remove 1 unreferenced file(s)" in caplog.text and "Permission denied" in caplog.text
+
+
+def test_a_write_where_the_lock_cannot_be_made_is_a_clear_error(tmp_path, idx, monkeypatch):
+    import errno
+
+    import filelock
+
+    def refuse(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", self.lock_file)
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", refuse)
+    with pytest.raises(InputError, match="cannot be written here: .*Read-only file system.*can still be opened"):
+        idx.delete(["a"])
+    monkeypatch.undo()
+    assert idx.refresh().get("a") is not None
