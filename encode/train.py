@@ -730,11 +730,6 @@ def _train(cfg: TrainConfig, enc, callback, out: Path, ckpt: Path) -> Path:
              ", ".join(f"{s.name} {len(t)} train / {len(h)} held-out queries" for s, t, h in
                        zip(prep.sets, prep.train_qids, prep.held_qids)))
     data_key = hashlib.sha256("|".join(s.fingerprint() for s in prep.sets).encode()).hexdigest()
-    if cfg.resume and (ckpt / "state.json").exists():
-        saved_key = read_json(ckpt / "state.json").get("data")
-        if saved_key is not None and saved_key != data_key:
-            raise InputError(f"--resume continues {ckpt}, trained on other data than {', '.join(cfg.data)} holds now "
-                             "(rows, queries, judgments or documents changed): train into a new --out")
     if cfg.max_steps == 0:
         log.warning("--max-steps 0: the model is written untrained (the base model with this run's settings)")
     if cfg.pool_queries:
@@ -760,6 +755,9 @@ def _train(cfg: TrainConfig, enc, callback, out: Path, ckpt: Path) -> Path:
     best: dict | None = None
     if cfg.resume and (ckpt / "state.json").exists():
         state = load_checkpoint(ckpt, model, opt)
+        if state.get("data", data_key) != data_key:
+            raise InputError(f"--resume continues {ckpt}, trained on other data than {', '.join(cfg.data)} holds now "
+                             "(rows, queries, judgments or documents changed): train into a new --out")
         step = int(state["step"])
         history = state.get("history", [])
         best = state.get("best")
