@@ -15,16 +15,6 @@ import torch
 import torch.nn.functional as F
 
 
-def ward_labels(x: np.ndarray, k: int) -> np.ndarray:
-    """Cluster labels (0..m-1, m <= k) of Ward agglomerative clustering, as the index pools."""
-    n = int(x.shape[0])
-    if k >= n or n <= 1:
-        return np.arange(n)
-    from scipy.cluster.hierarchy import fcluster, linkage
-
-    return fcluster(linkage(x.astype(np.float64), method="ward"), t=k, criterion="maxclust") - 1
-
-
 @torch.no_grad()
 def ward_labels_batch(x: torch.Tensor, lengths: list[int], ks: list[int]) -> list[np.ndarray]:
     """Ward labels for each row of a padded batch x [N, L, d]; distances by one batched matmul."""

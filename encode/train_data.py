@@ -16,7 +16,6 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import os
 import random
 import re
@@ -50,7 +49,6 @@ class TrainSet:
     queries: dict[str, str]                      # query id -> text
     positives: dict[str, dict[str, int]]         # query id -> {doc id: relevance > 0}
     negatives: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # given negatives
-    is_beir: bool = True
 
     def query_ids(self) -> list[str]:
         return sorted(q for q in self.positives if q in self.queries and self.positives[q])
@@ -205,7 +203,7 @@ def load_pairs(path: Path) -> TrainSet:
         log.warning("%s: ignoring key(s) %s of the training rows (read: %s)", path, ", ".join(sorted(ignored)),
                     ", ".join(QUERY_KEYS + POSITIVE_KEYS + NEGATIVE_KEYS))
     return TrainSet(name=Path(path).stem, corpus=corpus, queries=queries, positives=dict(positives),
-                    negatives=dict(negatives), is_beir=False)
+                    negatives=dict(negatives))
 
 
 def load_train_set(source: str | Path, split: str = "train") -> TrainSet:
@@ -497,6 +495,3 @@ def chunked(seq: list, n: int) -> Iterable[list]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
 
-
-def ceil_div(a: int, b: int) -> int:
-    return int(math.ceil(a / b))

@@ -20,9 +20,6 @@ log = logging.getLogger(__name__)
 Results = dict[str, dict[str, float]]
 Qrels = Mapping[str, Mapping[str, int]]
 
-HEADLINE = ("ndcg@10", "recall@100", "map@100", "mrr@10")
-
-
 def hits_to_results(qids: Sequence[str], hits_lists: Sequence[Sequence[Any]]) -> Results:
     """BEIR results from per-query lists of hits (objects with doc_id/score, or pairs)."""
     out: Results = {}

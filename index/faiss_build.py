@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 SAMPLE_PER_CENTROID = 64
 KMEANS_ITERATIONS = 10
-ADD_CHUNK = 1 << 16
 THREADS_ENV = "XTRIEVE_FAISS_BUILD_THREADS"
 CHECK_K = 16  # results asked of the search that checks a freshly built index
 _THREADS_LOCK = threading.Lock()
@@ -139,10 +138,6 @@ def _describe(index, factory: str | None) -> str:
     if factory is not None:
         return f"FAISS factory {factory!r}"
     return f"FAISS index {type(load_faiss().downcast_index(index)).__name__}"
-
-
-def needs_training(factory: str, dim: int) -> bool:
-    return not new_index(factory, dim).is_trained
 
 
 def train_template(factory: str, dim: int, n_rows: int, rows: Callable[[np.ndarray], np.ndarray], seed: int = 0):

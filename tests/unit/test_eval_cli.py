@@ -1,7 +1,6 @@
 """`xtrieve eval` / `xtrieve bench` plumbing with a fake encoder (real index and search)."""
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np

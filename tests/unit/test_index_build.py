@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import zlib
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -11,7 +9,7 @@ import pytest
 
 import xtrieve
 from helpers import unit_token_docs
-from xtrieve.config import EncoderConfig, IndexConfig
+from xtrieve.config import IndexConfig
 from xtrieve.errors import ConfigError
 from xtrieve.index.segment import DOCS, VECTORS
 from xtrieve.index.store import IndexStore

@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import json
-import zlib
-from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -13,7 +10,6 @@ from click.testing import CliRunner
 
 import xtrieve
 from xtrieve.cli.main import main
-from xtrieve.config import EncoderConfig
 from helpers import WordHashEncoder
 
 DIM = 8

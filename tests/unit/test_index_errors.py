@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import xtrieve
-from xtrieve.config import EncoderConfig, IndexConfig
+from xtrieve.config import IndexConfig
 from xtrieve.errors import ConfigError, FilterError, IndexFormatError, InputError, ModelMismatchError
 from helpers import WordHashEncoder
 

@@ -443,7 +443,6 @@ def test_damage_that_only_checksums_would_name_is_still_an_index_format_error_wi
     xtrieve.Index.open(path).add_embeddings(["x0", "x1"], rand(2))
     xtrieve.Index.open(path).delete(["d3"])
     segs = sorted(p for p in path.iterdir() if p.name.startswith("seg-"))
-    q = rand(1)[0][:4]
 
     def damaged(how):
         copy = tmp_path / how
