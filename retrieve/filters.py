@@ -6,7 +6,7 @@ Grammar (case-insensitive keywords)::
     term    := factor ("and" factor)*
     factor  := "not" factor | "(" expr ")" | compare
     compare := NAME OP literal | NAME ["not"] "in" "(" [literal ("," literal)* [","]] ")"
-             | NAME "is" ["not"] "null"
+             | NAME ["not"] "contains" literal | NAME "is" ["not"] "null"
     NAME    := letters (any script), digits, "_" and "." | `any name` in backticks
     OP      := == | = | != | < | <= | > | >=
     literal := number | 'text' | "text" | true | false   (text against a date/time column: a date/time,
@@ -14,8 +14,10 @@ Grammar (case-insensitive keywords)::
 
 In a quoted text (or a backticked name) a backslash escapes the quote and a backslash; any
 other backslash is kept as written (``path == 'C:\\data'``). ``in ()`` matches no value (a null
-still gives null, so ``not in ()`` keeps every non-null value); a list column can only be
-tested with ``is [not] null``.
+still gives null, so ``not in ()`` keeps every non-null value). ``contains`` tests a list
+column's elements (``tags contains 'x'``: any element equal) or a text column's substrings
+(case-sensitive); a list column takes no other test but ``is [not] null``. ``contains`` is a
+keyword only right after a column name, so a column may still be called so.
 
 No ``eval``: the string is tokenised and parsed by hand, into a :class:`Condition`: the
 pyarrow Expression (:func:`parse_filter`) and the same test as direct ``pyarrow.compute``
@@ -33,6 +35,7 @@ import datetime
 import re
 from typing import Any, Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -106,7 +109,7 @@ class Condition:
     """A parsed filter: its pyarrow ``expression`` and ``evaluate(table)`` -> a boolean array
     (null where the expression is null) from ``pyarrow.compute`` calls, with Kleene and/or."""
 
-    expression: pc.Expression
+    expression: pc.Expression | None  # None: a test with no Expression form (``contains``)
     evaluate: Callable[[pa.Table], Any]
 
     @staticmethod
@@ -126,10 +129,11 @@ class Condition:
         # a balanced tree: pyarrow frees and prints an Expression recursively, and a chain as deep
         # as a long "or" list crashed the process
         level = [part.expression for part in parts]
-        while len(level) > 1:
+        whole = all(e is not None for e in level)  # ('in' would compare Expressions with ==)
+        while whole and len(level) > 1:
             paired = [join(a, b) for a, b in zip(level[::2], level[1::2])]
             level = paired + level[len(paired) * 2:]
-        expression = level[0]
+        expression = level[0] if whole else None
 
         def evaluate(table: pa.Table):
             out = parts[0].evaluate(table)
@@ -140,7 +144,7 @@ class Condition:
         return Condition(expression, evaluate)
 
     def __invert__(self) -> "Condition":
-        return Condition(~self.expression, lambda t: pc.invert(self.evaluate(t)))
+        return Condition(None if self.expression is None else ~self.expression, lambda t: pc.invert(self.evaluate(t)))
 
     @staticmethod
     def of_expression(expr: pc.Expression) -> "Condition":
@@ -283,6 +287,12 @@ class _Parser:
             out = Condition(field.is_null(), lambda t: pc.is_null(t.column(name)))
             return ~out if negate else out
         negate = self.accept("kw", "not")
+        tok = self.peek()
+        if tok and tok[0] == "name" and tok[1].lower() == "contains":
+            self.i += 1
+            literal = self.literal()
+            out = Condition(None, _column_test(self.text, name, "contains", literal, arrow_literals([literal]), _contains))
+            return ~out if negate else out
         if self.accept("kw", "in"):
             # null where the value is null, as ==, != and SQL's IN: "x not in (...)" keeps no null x
             null = pa.nulls(1, pa.bool_())[0]
@@ -310,7 +320,7 @@ class _Parser:
                                          lambda column, typed: _in_set(column, typed, null)))
             return ~out if negate else out
         if negate:
-            raise self.fail("'not' after a column name must be followed by 'in'")
+            raise self.fail("'not' after a column name must be followed by 'in' or 'contains'")
         _, op = self.take("op")
         op = "==" if op == "=" else op
         literal = self.literal()
@@ -339,17 +349,24 @@ def _column_test(text: str, name: str, op: str, shown: Any, values: "pa.Array | 
         def holds() -> str:  # (built only for an error: a long filter has many tests)
             return f"filter {_shown(text)}: column {name!r} holds {column.type} values"
 
-        if pa.types.is_nested(column.type):
+        tested_type = column.type
+        if op == "contains" and _is_list(column.type) and not pa.types.is_nested(column.type.value_type):
+            tested_type = column.type.value_type  # the elements
+        elif op == "contains" and not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+            raise FilterError(f"{holds()}: 'contains' tests a list column's elements or a text column's substrings")
+        elif op == "contains" and not (pa.types.is_string(values.type) or pa.types.is_integer(values.type)):
+            raise FilterError(f"{holds()}: 'contains' looks for a text in it, not {shown!r}")
+        elif pa.types.is_nested(column.type):
             raise FilterError(f"{holds()}: a list (or other nested) column cannot be tested with {op!r}, "
-                              "only with 'is null' or 'is not null'")
+                              "only with 'contains' (a list's elements), 'is null' or 'is not null'")
         typed = values
-        if (values is not None and op in ("==", "!=", "in") and pa.types.is_string(column.type)
+        if (values is not None and op in ("==", "!=", "in", "contains") and pa.types.is_string(tested_type)
                 and pa.types.is_integer(values.type)):
             # doc_id == 31715818, zip == 02134: ids (and other text) as written
             typed = arrow_literals([str(_as_text(v)) for v in (shown if isinstance(shown, tuple) else (shown,))])
         elif values is not None:
             try:
-                typed = _as_type_of(column.type, values)
+                typed = _as_type_of(tested_type, values)
             except _Unreadable as exc:
                 bad, reason = exc.args
                 raise FilterError(f"{holds()}; {bad!r} is not one ({reason})") from None
@@ -372,6 +389,25 @@ def _in_set(column, value_set, null):
     if pa.types.is_floating(column.type):  # is_in hashes -0.0 apart from 0.0, which '==' finds equal
         column, value_set = _positive_zeros(column), _positive_zeros(value_set)
     return pc.if_else(pc.is_valid(column), pc.is_in(column, value_set=value_set), null)
+
+
+def _is_list(column_type: pa.DataType) -> bool:
+    return (pa.types.is_list(column_type) or pa.types.is_large_list(column_type)
+            or pa.types.is_fixed_size_list(column_type))
+
+
+def _contains(column, typed):
+    """A text column: whether each value holds the text; a list column: whether any element
+    equals the value. Null for a null value (a null element equals nothing)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if not _is_list(column.type):
+        return pc.match_substring(column, typed[0].as_py())
+    hit = pc.fill_null(pc.equal(pc.list_flatten(column), typed[0]), False)
+    rows = pc.filter(pc.list_parent_indices(column), hit).to_numpy(zero_copy_only=False)
+    found = np.zeros(len(column), dtype=bool)
+    found[rows] = True
+    return pc.if_else(pc.is_valid(column), pa.array(found), pa.nulls(1, pa.bool_())[0])
 
 
 def _positive_zeros(values):
@@ -471,7 +507,11 @@ def _zoned_timestamps(texts: list[str], column_type: pa.DataType) -> pa.Array:
 
 def parse_filter(text: str, columns: set[str]) -> pc.Expression:
     """Parse a filter string over the given metadata columns into a pyarrow Expression."""
-    return compile_filter(text, columns).expression
+    expression = compile_filter(text, columns).expression
+    if expression is None:
+        raise FilterError(f"filter {_shown(text)}: 'contains' has no pyarrow Expression form "
+                          "(it needs the column's type); search with the filter string")
+    return expression
 
 
 def compile_filter(text: str, columns: set[str]) -> Condition:
@@ -499,7 +539,8 @@ def allowed_rows(table: pa.Table, condition: Condition | pc.Expression) -> "pa.B
     try:
         mask = condition.evaluate(table)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, KeyError) as exc:
-        raise FilterError(f"filter {str(condition.expression)[:200]} cannot be applied: {exc}") from None
+        shown = "" if condition.expression is None else f" {str(condition.expression)[:200]}"
+        raise FilterError(f"filter{shown} cannot be applied: {exc}") from None
     if not pa.types.is_boolean(mask.type):
         raise FilterError(f"a filter must be a true/false test, but this one gives {mask.type} values")
     mask = pc.fill_null(mask, arrow_literals([False])[0])

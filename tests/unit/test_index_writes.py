@@ -181,6 +181,20 @@ def test_replace_that_fails_to_commit_keeps_the_old_documents(built, tmp_path, m
     assert not [p for p in (tmp_path / "ix").glob("seg-*/deleted-*")]
 
 
+def test_contains_filters_search_and_delete_across_segments(tmp_path):
+    rng = np.random.default_rng(3)
+    docs = rand_docs(30, rng)
+    meta = [{"tags": ["a", "b"] if i % 3 == 0 else ["c"], "title": f"note {i}"} for i in range(30)]
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"d{i}" for i in range(20)], docs[:20], metadata=meta[:20])
+    idx.add_embeddings([f"d{i}" for i in range(20, 30)], docs[20:], meta[20:])  # a second segment
+    for exhaustive in (False, True):
+        hits = idx.search(docs[0], k=30, filter="tags contains 'a' and not title contains 'note 2'", exhaustive=exhaustive)
+        assert sorted(h.doc_id for h in hits) == ["d0", "d12", "d15", "d18", "d3", "d6", "d9"]
+    assert idx.delete(filter="tags contains 'c'") == 20 and len(idx) == 10
+    with pytest.raises(xtrieve.FilterError, match="column 'title' holds string values: 'contains' looks for a text in it, not 1.5"):
+        idx.search(docs[0], k=3, filter="doc_id is null or title contains 1.5")
+
+
 def test_delete_by_filter(built, tmp_path):
     idx, docs, rng = built
     idx.add_embeddings(["x1", "x2"], rand_docs(2, rng), [{"n": 5, "tag": "a"}, {"n": 50, "tag": "b"}])

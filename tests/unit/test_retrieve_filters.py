@@ -42,12 +42,59 @@ def test_a_type_clash_names_the_filter_column_type_and_literal(text, message):
         allowed_rows(TABLE, compile_filter(text, COLS))
 
 
-def test_a_list_column_only_takes_is_null():
+def test_a_list_column_only_takes_contains_and_is_null():
     table = pa.table({"tags": [["x", "y"], ["z"], None]})
     for text in ("tags == 'x'", "tags in ('x', 'y')", "tags != 'x'"):
         with pytest.raises(FilterError, match="filter .*column 'tags' holds list<.*> values: a list .*cannot be tested"):
             allowed_rows(table, compile_filter(text, {"tags"}))
     assert allowed_rows(table, compile_filter("tags is not null", {"tags"})).to_pylist() == [True, True, False]
+
+
+LISTS = pa.table({
+    "tags": [["x", "y"], ["z"], None, [], ["x", None], [None]],
+    "ids": [[1, 2], [3], [4], None, [], [2, 2]],
+    "title": ["Vaccines work", "vaccine", None, "", "measles", "The vaccines"],
+    "contains": [1, 2, 3, 4, 5, 6],  # a column may still be named so
+})
+LIST_COLS = set(LISTS.column_names)
+
+
+@pytest.mark.parametrize("text, want", [
+    ("tags contains 'x'", [True, False, False, False, True, False]),
+    ("tags not contains 'x'", [False, True, False, True, False, True]),  # a null list stays null
+    ("not tags contains 'x'", [False, True, False, True, False, True]),
+    ("tags contains 'x' or tags contains 'z'", [True, True, False, False, True, False]),
+    ("tags contains 'x' and tags contains 'y'", [True, False, False, False, False, False]),
+    ("ids contains 2", [True, False, False, False, False, True]),
+    ("ids contains 2.0", [True, False, False, False, False, True]),
+    ("title contains 'accine'", [True, True, False, False, False, True]),
+    ("title CONTAINS 'Vacc'", [True, False, False, False, False, False]),  # case-sensitive text
+    ("contains contains 3", None),  # an int column takes no 'contains'
+    ("contains >= 5 and title contains ''", [False, False, False, False, True, True]),
+])
+def test_contains_tests_list_elements_and_substrings(text, want):
+    if want is None:
+        with pytest.raises(FilterError, match="'contains' tests a list column's elements or a text column's substrings"):
+            allowed_rows(LISTS, compile_filter(text, LIST_COLS))
+        return
+    assert allowed_rows(LISTS, compile_filter(text, LIST_COLS)).to_pylist() == want
+
+
+@pytest.mark.parametrize("text, message", [
+    ("ids contains 'x'", "column 'ids' holds list<item: int64> values, which 'contains' cannot compare with 'x'"),
+    ("title contains 1.5", "column 'title' holds string values: 'contains' looks for a text in it, not 1.5"),
+    ("tags contains", "expected more input, got end of filter"),
+    ("tags not == 'x'", "'not' after a column name must be followed by 'in' or 'contains'"),
+])
+def test_contains_errors_name_the_problem(text, message):
+    with pytest.raises(FilterError, match=message):
+        allowed_rows(LISTS, compile_filter(text, LIST_COLS))
+
+
+def test_contains_has_no_expression_form():
+    with pytest.raises(FilterError, match="'contains' has no pyarrow Expression form"):
+        parse_filter("year > 1 and tags contains 'x'", {"year", "tags"})
+    assert parse_filter("contains == 1", {"contains"}) is not None  # a column of that name is fine
 
 
 @pytest.mark.parametrize("text, want", [
