@@ -739,102 +739,104 @@ def _train(cfg: TrainConfig, enc, callback, out: Path, ckpt: Path) -> Path:
     max_steps = cfg.max_steps if cfg.max_steps is not None else len(batch_plan(n_per_set, cfg.batch_size, cfg.seed, 0))
 
     model = TrainModel(enc, cfg.mlp_dim, train_backbone=not cfg.freeze_backbone, top_layers=cfg.train_layers)
-    if cfg.freeze_backbone:
-        enc.backbone.requires_grad_(False)
-        groups = [{"params": model.head_params(), "lr": cfg.lr}]
-        if model.top is not None:
-            groups.append({"params": list(model.top.parameters()), "lr": cfg.backbone_lr})
-    else:
-        enc.backbone.train()
-        groups = [{"params": model.head_params(), "lr": cfg.lr},
-                  {"params": list(enc.backbone.parameters()), "lr": cfg.backbone_lr}]
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    base_lrs = [g["lr"] for g in opt.param_groups]
-    step = 0
-    history: list[dict] = []
-    best: dict | None = None
-    if cfg.resume and (ckpt / "state.json").exists():
-        state = load_checkpoint(ckpt, model, opt)
-        if state.get("data", data_key) != data_key:
-            raise InputError(f"--resume continues {ckpt}, trained on other data than {', '.join(cfg.data)} holds now "
-                             "(rows, queries, judgments or documents changed): train into a new --out")
-        step = int(state["step"])
-        history = state.get("history", [])
-        best = state.get("best")
-        log.info("resumed from %s at step %d", ckpt, step)
+    try:
+        if cfg.freeze_backbone:
+            enc.backbone.requires_grad_(False)
+            groups = [{"params": model.head_params(), "lr": cfg.lr}]
+            if model.top is not None:
+                groups.append({"params": list(model.top.parameters()), "lr": cfg.backbone_lr})
+        else:
+            enc.backbone.train()
+            groups = [{"params": model.head_params(), "lr": cfg.lr},
+                      {"params": list(enc.backbone.parameters()), "lr": cfg.backbone_lr}]
+        opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        base_lrs = [g["lr"] for g in opt.param_groups]
+        step = 0
+        history: list[dict] = []
+        best: dict | None = None
+        if cfg.resume and (ckpt / "state.json").exists():
+            state = load_checkpoint(ckpt, model, opt)
+            if state.get("data", data_key) != data_key:
+                raise InputError(f"--resume continues {ckpt}, trained on other data than {', '.join(cfg.data)} holds now "
+                                 "(rows, queries, judgments or documents changed): train into a new --out")
+            step = int(state["step"])
+            history = state.get("history", [])
+            best = state.get("best")
+            log.info("resumed from %s at step %d", ckpt, step)
 
-    held_candidates: dict[int, dict[str, list[str]]] = {}
+        held_candidates: dict[int, dict[str, list[str]]] = {}
 
-    def evaluate_held() -> dict:
-        """nDCG@10 on held-out queries: MaxSim (Ward-pooled docs) reranking the dense top 100."""
-        from xtrieve.encode.train_eval import dense_candidates, evaluate_rerank
+        def evaluate_held() -> dict:
+            """nDCG@10 on held-out queries: MaxSim (Ward-pooled docs) reranking the dense top 100."""
+            from xtrieve.encode.train_eval import dense_candidates, evaluate_rerank
 
-        res = {}
-        model.eval()
-        for si, (s, ho) in enumerate(zip(prep.sets, prep.held_qids)):
-            if ho:
-                if si not in held_candidates:
-                    cache.ensure([s.queries[q] for q in ho], True, progress=False)
-                    cache.ensure(list(s.corpus.values()), False, progress=cfg.progress)
-                    held_candidates[si] = dense_candidates(cache, s, ho, 100)
-                r = evaluate_rerank(model, cache, s, held_candidates[si], cfg.pool_factor,
-                                    dense_weight=dense_weight_of(cfg, enc))
-                res[s.name] = round(r["ndcg_cut_10"], 2)
-        model.train()
-        if res:
-            res["mean"] = round(float(np.mean(list(res.values()))), 2)
-        return res
+            res = {}
+            model.eval()
+            for si, (s, ho) in enumerate(zip(prep.sets, prep.held_qids)):
+                if ho:
+                    if si not in held_candidates:
+                        cache.ensure([s.queries[q] for q in ho], True, progress=False)
+                        cache.ensure(list(s.corpus.values()), False, progress=cfg.progress)
+                        held_candidates[si] = dense_candidates(cache, s, ho, 100)
+                    r = evaluate_rerank(model, cache, s, held_candidates[si], cfg.pool_factor,
+                                        dense_weight=dense_weight_of(cfg, enc))
+                    res[s.name] = round(r["ndcg_cut_10"], 2)
+            model.train()
+            if res:
+                res["mean"] = round(float(np.mean(list(res.values()))), 2)
+            return res
 
-    def write_model(folder: Path, info: dict) -> None:
-        model.apply_to(enc)
-        enc.config = enc.config.replace(pool_factor=cfg.pool_factor, dense_weight=dense_weight_of(cfg, enc),
-                                        pool_method="ward")  # the pooling training clustered as (a PyLate base's too)
-        enc.spec.config = enc.config
-        name = cfg.name or f"{enc.name}-crisp-x{cfg.pool_factor}"
-        if not cfg.freeze_backbone:
-            enc.adopt_backbone_weights()  # (saved beside the head over a packaged backbone)
-        enc.save(folder, name=name, extra={"training": info})
+        def write_model(folder: Path, info: dict) -> None:
+            model.apply_to(enc)
+            enc.config = enc.config.replace(pool_factor=cfg.pool_factor, dense_weight=dense_weight_of(cfg, enc),
+                                            pool_method="ward")  # the pooling training clustered as (a PyLate base's too)
+            enc.spec.config = enc.config
+            name = cfg.name or f"{enc.name}-crisp-x{cfg.pool_factor}"
+            if not cfg.freeze_backbone:
+                enc.adopt_backbone_weights()  # (saved beside the head over a packaged backbone)
+            enc.save(folder, name=name, extra={"training": info})
 
-    if cfg.holdout > 0 and cfg.eval_every and step == 0 and best is None:
-        res = evaluate_held()
-        log.info("step 0 held-out nDCG@10 %s", res)
-        history.append({"step": 0, "heldout": res})
-        best = {"step": 0, "score": res.get("mean", 0.0)}
-        write_model(out / "best", {"step": 0, "heldout": res})
-
-    model.train()
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=max_steps, initial=step, desc="training", unit="step", disable=not cfg.progress)
-    running: dict[str, float] = {}
-    while step < max_steps:
-        if cfg.warmup_steps and step < cfg.warmup_steps:
-            for g, lr in zip(opt.param_groups, base_lrs):
-                g["lr"] = lr * (step + 1) / cfg.warmup_steps
-        batch = make_batch(cfg, prep, step, cache)
-        loss, stats = step_loss(cfg, model, enc, cache, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        for k, v in stats.items():
-            running[k] = 0.9 * running.get(k, v) + 0.1 * v
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
-        if callback is not None:
-            callback(step, float(loss.detach()), stats)
-        if cfg.holdout > 0 and cfg.eval_every and step % cfg.eval_every == 0:
+        if cfg.holdout > 0 and cfg.eval_every and step == 0 and best is None:
             res = evaluate_held()
-            log.info("step %d held-out nDCG@10 %s (train %s)", step, res, {k: round(v, 3) for k, v in running.items()})
-            history.append({"step": step, "heldout": res, "train": dict(running)})
-            if best is None or res.get("mean", 0.0) > best["score"]:
-                best = {"step": step, "score": res.get("mean", 0.0)}
-                write_model(out / "best", {"step": step, "heldout": res})
-        if step % max(cfg.checkpoint_every, 1) == 0 or step == max_steps:
-            save_checkpoint(ckpt, model, opt, step, {"config": cfg.to_json(), "history": history, "best": best,
-                                                     "data": data_key})
-    bar.close()
-    model.eval()  # the encoder given (its backbone too, when trained) encodes without dropout from now on
+            log.info("step 0 held-out nDCG@10 %s", res)
+            history.append({"step": 0, "heldout": res})
+            best = {"step": 0, "score": res.get("mean", 0.0)}
+            write_model(out / "best", {"step": 0, "heldout": res})
+
+        model.train()
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_steps, initial=step, desc="training", unit="step", disable=not cfg.progress)
+        running: dict[str, float] = {}
+        while step < max_steps:
+            if cfg.warmup_steps and step < cfg.warmup_steps:
+                for g, lr in zip(opt.param_groups, base_lrs):
+                    g["lr"] = lr * (step + 1) / cfg.warmup_steps
+            batch = make_batch(cfg, prep, step, cache)
+            loss, stats = step_loss(cfg, model, enc, cache, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            for k, v in stats.items():
+                running[k] = 0.9 * running.get(k, v) + 0.1 * v
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
+            if callback is not None:
+                callback(step, float(loss.detach()), stats)
+            if cfg.holdout > 0 and cfg.eval_every and step % cfg.eval_every == 0:
+                res = evaluate_held()
+                log.info("step %d held-out nDCG@10 %s (train %s)", step, res, {k: round(v, 3) for k, v in running.items()})
+                history.append({"step": step, "heldout": res, "train": dict(running)})
+                if best is None or res.get("mean", 0.0) > best["score"]:
+                    best = {"step": step, "score": res.get("mean", 0.0)}
+                    write_model(out / "best", {"step": step, "heldout": res})
+            if step % max(cfg.checkpoint_every, 1) == 0 or step == max_steps:
+                save_checkpoint(ckpt, model, opt, step, {"config": cfg.to_json(), "history": history, "best": best,
+                                                         "data": data_key})
+        bar.close()
+    finally:  # (a failed or interrupted run too) the encoder given, its backbone too when trained, encodes
+        model.eval()  # without dropout from now on
     info = {"step": step, "config": {k: v for k, v in cfg.to_json().items() if k not in ("progress",)},
             "history": history, "best": best, "seconds": round(time.time() - t0, 1)}
     write_model(out, info)

@@ -60,5 +60,7 @@ class WriterLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _held.__dict__.setdefault("roots", set()).discard(self._key)
-        self._lock.release()
+        try:
+            self._lock.release()  # first: an interrupt between the two must not leave the file lock held
+        finally:
+            _held.__dict__.setdefault("roots", set()).discard(self._key)

@@ -96,6 +96,14 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
     atomic_write_bytes(root / MANIFEST, manifest.to_json())
 
 
+def is_committed(root: Path, manifest: Manifest) -> bool:
+    """Whether ``root/manifest.json`` holds ``manifest`` (a write that failed after its rename did commit)."""
+    try:
+        return (root / MANIFEST).read_bytes() == manifest.to_json()
+    except OSError:
+        return False
+
+
 def _need(cond: bool, path: Path, what: str) -> None:
     if not cond:
         raise IndexFormatError(f"corrupt manifest {path}: {what}")

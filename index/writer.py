@@ -21,7 +21,7 @@ import pyarrow as pa
 
 import xtrieve
 from xtrieve.config import IndexConfig
-from xtrieve.errors import ConfigError, IndexFormatError, InputError, ModelMismatchError, XtrieveError
+from xtrieve.errors import ConfigError, IndexFormatError, InputError, ModelMismatchError
 from xtrieve.faiss_loader import load_faiss
 from xtrieve.index import faiss_build
 from xtrieve.index.corpus import CorpusFile
@@ -30,7 +30,7 @@ from xtrieve.index.docs import (AutoIds, add_metadata, as_index_types, as_record
                                 rows_table, short_list, unify, widened_type_name, without_null_parents)
 from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
 from xtrieve.index.lock import LOCK_FILE, WriterLock, check_wait
-from xtrieve.index.manifest import ENCODER_DIR, ENCODER_DIR_NAME, MANIFEST, Manifest, SegmentEntry, read_manifest, write_manifest
+from xtrieve.index.manifest import ENCODER_DIR, ENCODER_DIR_NAME, MANIFEST, Manifest, SegmentEntry, is_committed, read_manifest, write_manifest
 from xtrieve.index.merge_policy import live_docs, live_vectors, plan_merge
 from xtrieve.index.segment import SegmentReader, SegmentWriter, stored_columns
 from xtrieve.index.store import IndexStore, Snapshot
@@ -182,7 +182,12 @@ class WriteSession:
             next_auto_id=changes.get("next_auto_id", self.manifest.next_auto_id), xtrieve_version=xtrieve.__version__,
             encoder_dir=self.manifest.encoder_dir, columns=changes.get("columns", self.manifest.columns),
         )
-        write_manifest(self.root, new)
+        try:
+            write_manifest(self.root, new)
+        except BaseException:  # (Ctrl-C too) after the rename, the new manifest is the index: keep to it
+            if is_committed(self.root, new):
+                self.manifest, self._pending_template = new, None
+            raise
         self.manifest, self._pending_template = new, None
         log.info("committed generation %d of %s (%d segments)", new.generation, self.root, len(new.segments))
         return new
@@ -539,9 +544,9 @@ class WriteSession:
         leaves the committed segments as they are, is logged, and the next write merges."""
         try:
             self.maybe_merge()
-        except (OSError, RuntimeError, XtrieveError) as exc:
-            log.warning("merging segments of %s failed; the commit stands and a later write merges (%s)",
-                        self.root, exc)
+        except Exception as exc:  # (MemoryError too) the commit is made: only this merge is lost
+            log.warning("merging segments of %s failed; the commit stands and a later write merges (%s: %s)",
+                        self.root, type(exc).__name__, exc)
 
     def compact(self) -> None:
         """Merge every segment into as few as possible (<= docs_per_segment docs each); an IVF

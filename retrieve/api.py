@@ -1,12 +1,13 @@
 """``xtrieve.Index``: the public facade over the index stage and the Searcher."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -300,7 +301,7 @@ class Index:
 
         An id already in the index is an InputError (nothing added), unless ``replace``: then
         the new document replaces the old one in the same commit, so a crash leaves either."""
-        from xtrieve.index.writer import check_encoder, open_writer
+        from xtrieve.index.writer import check_encoder
 
         replace, show_progress = _flag(replace, "replace"), _flag(show_progress, "show_progress", optional=True)
         encoder = as_encoder(encoder)
@@ -311,23 +312,19 @@ class Index:
         if enc is None:
             raise InputError(f"index {self.path} has no encoder (built from embeddings): add token vectors "
                              "with Index.add_embeddings (Python)")
-        with open_writer(self.path, enc, self._wait) as session:
+        with self._writing(enc) as session:
             ids = session.add_documents(docs, enc, show_progress, replace=replace)
             session.merge_after_commit()
-        self.refresh()
         return ids
 
     def add_embeddings(self, ids: Sequence[Any], embeddings: Sequence[Any],
                        metadata: Sequence[Mapping[str, Any]] | None = None, show_progress: bool | None = None,
                        replace: bool = False) -> list[str]:
         """Add documents given as token vectors [n_i, dim] (``replace`` as in :meth:`add`)."""
-        from xtrieve.index.writer import open_writer
-
         replace, show_progress = _flag(replace, "replace"), _flag(show_progress, "show_progress", optional=True)
-        with open_writer(self.path, wait=self._wait) as session:
+        with self._writing() as session:
             out = session.add_embeddings(ids, embeddings, metadata, show_progress, replace=replace)
             session.merge_after_commit()
-        self.refresh()
         return out
 
     def delete(self, ids: Iterable[Any] | None = None, *, filter: Any = None, missing_ok: bool = False) -> int:
@@ -335,27 +332,37 @@ class Index:
         ``missing_ok`` they are skipped), or every live document a metadata ``filter`` matches
         (as in :meth:`search`, evaluated on the latest commit under the writer lock; none
         matched: 0, nothing written). Returns how many."""
-        from xtrieve.index.writer import open_writer
-
         if ids is None and filter is None:
             raise InputError("ids must be an id or an iterable of ids (or give filter=...), got None")
         if ids is not None and filter is not None:
             raise InputError("delete takes ids or a filter, not both")
-        with open_writer(self.path, wait=self._wait) as session:
+        with self._writing() as session:
             if filter is not None:
                 ids = _matching_ids(session.snapshot(), filter)  # an empty index still checks the filter
                 if not ids:
                     return 0
-            n = session.delete(ids, missing_ok=_flag(missing_ok, "missing_ok"))
-        self.refresh()
-        return n
+            return session.delete(ids, missing_ok=_flag(missing_ok, "missing_ok"))
 
     def compact(self) -> None:
         """Merge all segments, drop deleted documents and unreferenced files."""
+        with self._writing() as session:
+            session.compact()
+
+    @contextlib.contextmanager
+    def _writing(self, encoder: Any = None) -> Iterator[Any]:
+        """A write session on this index; afterwards this object shows the latest commit, also
+        when the write failed (or was interrupted) after committing."""
         from xtrieve.index.writer import open_writer
 
-        with open_writer(self.path, wait=self._wait) as session:
-            session.compact()
+        try:
+            with open_writer(self.path, encoder, self._wait) as session:
+                yield session
+        except BaseException:
+            try:
+                self.refresh()
+            except Exception as exc:  # the write's own error is the one to raise
+                log.warning("index %s: refreshing after a failed write failed too (%s)", self.path, exc)
+            raise
         self.refresh()
 
     # -- reads -------------------------------------------------------------------------

@@ -203,6 +203,55 @@ def test_sigkill_mid_add_keeps_last_commit_and_next_writer_cleans(tmp_path):
     assert len(idx) == 21
 
 
+def _interrupted_after_the_rename(monkeypatch):
+    """write_manifest that puts the new manifest in place, then meets a Ctrl-C (during the folder fsync)."""
+    import xtrieve.index.writer as writer
+
+    real = writer.write_manifest
+
+    def write_then_interrupt(root, manifest):
+        real(root, manifest)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer, "write_manifest", write_then_interrupt)
+
+
+def test_an_interrupt_after_the_manifest_rename_keeps_that_commit(path, monkeypatch):
+    reader = xtrieve.Index.open(path)
+    _interrupted_after_the_rename(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        xtrieve.Index.build_from_embeddings(path, ["new0", "new1"], rand(2, seed=5), overwrite=True)
+    with pytest.raises(KeyboardInterrupt):
+        xtrieve.Index.build_from_embeddings(path.parent / "fresh", ["f0"], rand(1, seed=6))
+    monkeypatch.undo()
+    # the commit stands and its files with it (the cleanup used to delete them: the index could not be opened)
+    assert sorted(xtrieve.Index.open(path).snapshot.live_ids()) == ["new0", "new1"]
+    assert len(reader.refresh()) == 2
+    assert len(xtrieve.Index.open(path.parent / "fresh")) == 1
+
+
+def test_a_write_that_fails_after_its_commit_leaves_the_object_on_that_commit(path, monkeypatch, caplog):
+    from xtrieve.index.writer import WriteSession
+
+    idx = xtrieve.Index.open(path)
+    _interrupted_after_the_rename(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        idx.add_embeddings(["x0"], rand(1, seed=7))
+    monkeypatch.undo()
+    assert len(idx) == 21 and idx.get("x0") is not None  # a retry would be told it is there: so is the object
+    with pytest.raises(xtrieve.InputError, match="duplicate"):
+        idx.add_embeddings(["x0"], rand(1, seed=7))
+    _interrupted_after_the_rename(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        idx.delete(["d0"])
+    monkeypatch.undo()
+    assert len(idx) == 20 and idx.get("d0") is None
+    # a merge after the commit that fails (even for memory) leaves the add done: a warning, no error
+    monkeypatch.setattr(WriteSession, "maybe_merge", lambda self: (_ for _ in ()).throw(MemoryError()))
+    assert idx.add_embeddings(["x1"], rand(1, seed=8)) == ["x1"] and idx.get("x1") is not None
+    assert "merging segments" in caplog.text and "MemoryError" in caplog.text
+
+
 def test_orphans_and_temp_manifests_removed_by_compact(path):
     (path / "seg-999999").mkdir()
     (path / "seg-999999" / "vectors.f16.tmp").write_bytes(b"x" * 10)

@@ -174,6 +174,18 @@ def test_full_fine_tuning_runs_and_saves_the_backbone(setup):
     assert np.allclose(enc.encode_documents(texts)[0], saved.encode_documents(texts)[0], atol=1e-5)
 
 
+def test_an_interrupted_run_leaves_the_given_encoder_out_of_training_mode(setup):
+    enc = Encoder.load(setup[0])
+
+    def interrupt(step, loss, stats):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # (Ctrl-C in a notebook)
+        train(_cfg(setup, "ki", max_steps=3, freeze_backbone=False), enc=enc, callback=interrupt)
+    assert not enc.backbone.training  # dropout off: the same text encodes the same twice
+    assert np.array_equal(enc.encode_documents(["w1 w2 w3"])[0], enc.encode_documents(["w1 w2 w3"])[0])
+
+
 def test_a_training_backbone_is_scored_as_it_now_is_not_from_the_cache(setup, tmp_path):
     # held-out scores (and the choice of OUT/best) must follow a backbone that trains
     enc = Encoder.load(setup[0])
