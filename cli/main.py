@@ -62,10 +62,25 @@ def main(verbose: int) -> None:
     """xtrieve: multi-vector (late-interaction) retrieval."""
     # the CLI shows its own progress; silence the model loader's per-weight bar
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    _utf8_output()
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = _BetweenBars()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
+
+
+def _utf8_output() -> None:
+    """Output in UTF-8 wherever the locale's encoding is another (Windows' cp1252 in a redirected
+    run file could not write most ids); a terminal keeps its encoding, with escapes for what it lacks."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if encoding == "utf8" or not hasattr(stream, "reconfigure"):
+            continue
+        try:
+            tty = stream.isatty()
+            stream.reconfigure(**({"errors": "backslashreplace"} if tty else {"encoding": "utf-8"}))
+        except (OSError, ValueError):  # closed, or already written to in another encoding
+            continue
 
 
 class _BetweenBars(logging.Handler):

@@ -28,7 +28,7 @@ def read_queries(path: Path) -> list[tuple[str, str]]:
     """(id, text) pairs; errors name the file and line. A query without an id gets its line
     number, made unique against every id in the file; a repeated id is an error."""
     if str(path) == STDIN:
-        rows = list(_stdin_rows(sys.stdin))
+        rows = list(_stdin_rows(_stdin_lines()))
         where = "<stdin>"
     else:
         suffix, where = path.suffix.lower(), str(path)
@@ -55,13 +55,21 @@ def _lines(path: Path) -> list[str]:
         raise InputError(f"{path}: cannot read ({exc})") from None
 
 
-def _stdin_rows(stream: Any) -> Iterator[Row]:
+def _stdin_lines() -> list[str]:
+    """Standard input's lines, read as UTF-8 whatever the locale's encoding (Windows: cp1252)."""
     try:
-        lines = [line.rstrip("\r\n") for line in stream]
+        if hasattr(sys.stdin, "buffer"):
+            lines = sys.stdin.buffer.read().decode("utf-8-sig").split("\n")  # (splitlines would cut at U+2028 too)
+            return [line.rstrip("\r") for line in (lines[:-1] if lines[-1] == "" else lines)]
+        lines = [line.rstrip("\r\n") for line in sys.stdin]
     except UnicodeDecodeError as exc:
         raise InputError(f"<stdin>: not UTF-8 text ({exc.reason})") from None
     if lines and lines[0].startswith("\ufeff"):  # a byte-order mark
         lines[0] = lines[0][1:]
+    return lines
+
+
+def _stdin_rows(lines: list[str]) -> Iterator[Row]:
     first = next((line.strip() for line in lines if line.strip()), "")
     start = JSON_START.match(first)
     if start is None:

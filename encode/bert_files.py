@@ -76,7 +76,7 @@ class BertFiles:
 
 def _json(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -91,7 +91,7 @@ def _token_text(value: Any) -> str | None:
 def _tokenizer(folder: Path, settings: dict[str, Any]) -> FileTokenizer | str:
     """The folder's tokenizer, or why transformers must build it."""
     try:
-        text = (folder / "tokenizer.json").read_text()
+        text = (folder / "tokenizer.json").read_text(encoding="utf-8")
         spec = json.loads(text)
     except (OSError, ValueError):
         return "no readable tokenizer.json"

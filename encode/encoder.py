@@ -70,10 +70,19 @@ def check_device(device: Any) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise ConfigError(f"device must be a torch device name such as 'cpu' or 'cuda', got {device!r:.40}") from None
-    usable = {"cpu": True, "meta": False, "cuda": torch.cuda.is_available(),
-              "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
-    if not usable.get(dev.type, True):
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "mps":
+        backend = getattr(torch.backends, "mps", None)
+        count = 1 if backend is not None and backend.is_available() else 0
+    else:  # cuda, and other accelerators torch has a module for (xpu, ...)
+        module = getattr(torch, dev.type, None) if dev.type != "meta" else None
+        usable = module is not None and callable(getattr(module, "is_available", None)) and module.is_available()
+        count = int(module.device_count()) if usable and hasattr(module, "device_count") else int(usable)
+    if count == 0:
         raise ConfigError(f"device {device!r}: torch has no {dev.type} device here")
+    if dev.index is not None and dev.index >= count:
+        raise ConfigError(f"device {device!r}: torch sees {count} {dev.type} device(s) here, numbered from 0")
     return dev
 
 
@@ -256,7 +265,7 @@ class Encoder:
     @precision.setter
     def precision(self, value: str) -> None:
         self._precision = precisions.check_precision(value)
-        precisions.warn_if_slow(self._precision, self.device)
+        precisions.check_precision_for(self._precision, self.device)
 
     @property
     def backbone(self) -> torch.nn.Module:
@@ -413,7 +422,7 @@ class Encoder:
             "format": "xtrieve-model", "version": 1, "name": name or self.name, "backbone": ref,
             "encoder_config": self.config.to_dict(), **(extra or {}),
         }
-        (folder / loaders.MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        (folder / loaders.MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         return folder
 
     # -- encoding -----------------------------------------------------------------------

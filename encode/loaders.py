@@ -49,7 +49,7 @@ class ModelSpec:
 def read_json(path: Path, kind: type = dict) -> Any:
     """A JSON file's value, which must be a ``kind`` (an object unless told), or ModelLoadError."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelLoadError(f"cannot read {path}: {exc}") from None
     if not isinstance(data, kind):
@@ -69,12 +69,14 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a safetensors file, or ModelLoadError naming a truncated or corrupt one."""
+    """All tensors of a safetensors file, or ModelLoadError naming a truncated or corrupt one. Read
+    into memory, not mapped: a mapped file cannot be replaced or removed on Windows while the
+    tensors live (a checkpoint swapped on resume, an index's old encoder folder)."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     try:
-        return load_file(str(path))
+        return load(path.read_bytes())
     except (SafetensorError, OSError) as exc:
         raise ModelLoadError(f"cannot read {path}: {exc}") from None
 

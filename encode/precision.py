@@ -61,8 +61,11 @@ def cpu_has_bfloat16() -> bool:
         return False
 
 
-def warn_if_slow(precision: str, device: torch.device) -> None:
-    """Log a warning when bfloat16 is asked of a CPU without bfloat16 units (it would be slower)."""
+def check_precision_for(precision: str, device: torch.device) -> None:
+    """ConfigError when bfloat16 is asked of a GPU without it (T4, V100: every batch would fail);
+    a warning when asked of a CPU without bfloat16 units (it would be slower)."""
+    if precision == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"precision 'bfloat16': the GPU {device} has no bfloat16 support; use 'float32'")
     if precision == "bfloat16" and device.type == "cpu" and not cpu_has_bfloat16():
         log.warning("this CPU has no bfloat16 units: precision='bfloat16' will encode slower than float32")
 
@@ -72,7 +75,11 @@ def exact(device: torch.device) -> Iterator[None]:
     """A context in which torch autocast is off on the CPU and on ``device``."""
     with contextlib.ExitStack() as stack:
         for device_type in dict.fromkeys(("cpu", device.type)):
-            stack.enter_context(torch.autocast(device_type, enabled=False))
+            try:
+                off = torch.autocast(device_type, enabled=False)
+            except RuntimeError:  # no autocast for this device in this torch (mps before 2.5): none to turn off
+                continue
+            stack.enter_context(off)
         yield
 
 

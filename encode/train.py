@@ -270,7 +270,7 @@ def save_checkpoint(folder: Path, model: TrainModel, opt: torch.optim.Optimizer,
     write_safetensors(tensors, tmp / "optimizer.safetensors")
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
     (tmp / "state.json").write_text(json.dumps({"step": step, "param_groups": groups, "scalars": scalars, **extra},
-                                               indent=1, default=str))
+                                               indent=1, default=str), encoding="utf-8")
     old = folder.with_name(folder.name + ".old")  # a kill at any point leaves a whole checkpoint under one name
     if old.exists():
         shutil.rmtree(old)
@@ -539,7 +539,7 @@ def prepare(cfg: TrainConfig, enc, cache: StateCache, base_head, out: Path) -> P
     out.mkdir(parents=True, exist_ok=True)
     if cfg.n_negatives > 0:  # a run without negatives mined nothing worth keeping for a later one
         tmp = mined_path.with_name(mined_path.name + ".tmp")
-        tmp.write_text(json.dumps({"format": MINED_FORMAT, "version": 2, "sets": mined_all}))
+        tmp.write_text(json.dumps({"format": MINED_FORMAT, "version": 2, "sets": mined_all}), encoding="utf-8")
         os.replace(tmp, mined_path)
     return Prepared(sets, train_qids, held_qids, negatives)
 
@@ -840,5 +840,5 @@ def _train(cfg: TrainConfig, enc, callback, out: Path, ckpt: Path) -> Path:
     info = {"step": step, "config": {k: v for k, v in cfg.to_json().items() if k not in ("progress",)},
             "history": history, "best": best, "seconds": round(time.time() - t0, 1)}
     write_model(out, info)
-    (out / "train_log.json").write_text(json.dumps(info, indent=1, default=str))
+    (out / "train_log.json").write_text(json.dumps(info, indent=1, default=str), encoding="utf-8")
     return out

@@ -101,7 +101,7 @@ def load_beir(folder: Path, split: str = "train") -> TrainSet:
         raise InputError(f"{folder}: no qrels/{split}.tsv")
     positives: dict[str, dict[str, int]] = defaultdict(dict)
     try:
-        with open(qrels_path, encoding="utf-8") as f:
+        with open(qrels_path, encoding="utf-8-sig") as f:
             for n, line in enumerate(f):
                 parts = line.rstrip("\n").split("\t")
                 if len(parts) < 3:
@@ -306,7 +306,7 @@ class StateCache:
     def _load(self) -> None:
         for meta_path in sorted(self.dir.glob("*.json")):
             try:
-                meta = json.loads(meta_path.read_text())
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
                 stem = meta_path.with_suffix("")
                 states = np.load(f"{stem}.states.npy", mmap_mode="r", allow_pickle=False)
                 dense = np.load(f"{stem}.dense.npy", mmap_mode="r", allow_pickle=False)
@@ -402,7 +402,7 @@ class StateCache:
             np.save(f"{stem}.flags.npy", np.concatenate(flags) if flags else np.zeros(0, np.uint8))
         keys = [text_key(t, is_query) for t in texts]
         tmp = Path(f"{stem}.json.tmp")
-        tmp.write_text(json.dumps({"keys": keys, "offsets": offsets.tolist(), "is_query": is_query}))
+        tmp.write_text(json.dumps({"keys": keys, "offsets": offsets.tolist(), "is_query": is_query}), encoding="utf-8")
         os.replace(tmp, f"{stem}.json")  # the JSON is the commit marker
         no = len(self._states)
         self._states.append(np.load(f"{stem}.states.npy", mmap_mode="r"))

@@ -328,8 +328,8 @@ def write_outputs(report: dict[str, Any], out: str | Path) -> dict[str, str | No
     """bench.json, bench.md and (with matplotlib) bench.png in ``out``; paths written."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "bench.md").write_text(markdown_report(report))
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / "bench.md").write_text(markdown_report(report), encoding="utf-8")
     png = plot(report, out / "bench.png")
     if png is None:
         log.info("matplotlib is not importable: no bench.png (pip install 'xtrieve[plot]')")

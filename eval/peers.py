@@ -258,7 +258,7 @@ def run_peer(name: str, workdir: Path, doc_vectors: Sequence[np.ndarray], querie
     if proc.returncode != 0 or not out.is_file():
         tail = [line for line in (proc.stderr or "").strip().splitlines() if line.strip()]
         raise PeerUnavailable(f"{name} failed: {tail[-1] if tail else f'exit status {proc.returncode}'}")
-    data = json.loads(out.read_text())
+    data = json.loads(out.read_text(encoding="utf-8"))
     if "unavailable" in data:
         raise PeerUnavailable(data["unavailable"])
     data["hits"] = [[(int(d), float(s)) for d, s in one] for one in data["hits"]]
@@ -288,10 +288,13 @@ def _load_vectors(stem: Path) -> list[np.ndarray]:
     return [np.asarray(flat[offsets[i]:offsets[i + 1]]) for i in range(len(offsets) - 1)]
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (ru_maxrss)."""
-    import resource
-
+def peak_rss_mb() -> float | None:
+    """Peak resident set size of this process so far, in MiB (ru_maxrss); None where the
+    platform has no ``resource`` module (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
@@ -303,10 +306,10 @@ def _child(argv: list[str]) -> int:
     try:
         run = _run_here(name, workdir, docs, queries, k, batch_size)
     except PeerUnavailable as exc:
-        out.write_text(json.dumps({"unavailable": str(exc)}))
+        out.write_text(json.dumps({"unavailable": str(exc)}), encoding="utf-8")
         return 0
     run.peak_rss_mb = peak_rss_mb()
-    out.write_text(json.dumps(dataclasses.asdict(run)))
+    out.write_text(json.dumps(dataclasses.asdict(run)), encoding="utf-8")
     return 0
 
 

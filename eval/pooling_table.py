@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     except XtrieveError as exc:
         p.exit(1, f"{p.prog}: error: {exc}\n")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     click.echo(markdown_table(rows))
 
 

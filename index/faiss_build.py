@@ -253,9 +253,13 @@ def list_sizes(index) -> np.ndarray:
 
 
 def write_index(index, path: Path) -> None:
+    """Write an index through Python's file I/O (FAISS's own opens a path in the ANSI code page
+    on Windows, where a folder such as C:\\Users\\José cannot be written)."""
     faiss = load_faiss()
 
-    faiss.write_index(index, str(path))
+    data = faiss.serialize_index(index)
+    with open(path, "wb") as f:
+        f.write(memoryview(data))
 
 
 def read_index_from(f: BinaryIO):

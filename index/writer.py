@@ -22,7 +22,6 @@ import pyarrow as pa
 import xtrieve
 from xtrieve.config import IndexConfig
 from xtrieve.errors import ConfigError, IndexFormatError, InputError, ModelMismatchError
-from xtrieve.faiss_loader import load_faiss
 from xtrieve.index import faiss_build
 from xtrieve.index.corpus import CorpusFile
 from xtrieve.index.docs import (AutoIds, add_metadata, as_index_types, as_records, batched, check_embedding,
@@ -208,14 +207,13 @@ class WriteSession:
         return self._pending_template or (None if self._retraining else self.manifest.template)
 
     def _template(self, factory: str, n: int, rows: Callable[[np.ndarray], np.ndarray]):
-        faiss = load_faiss()
-
         if self._template_index is not None and self._template_index[0] == factory:
             return self._template_index[1]
         meta = self._current_template()
         if meta is not None and meta["factory"] == factory:
             IndexStore(self.root, verify=False).verify_files({meta["file"]: meta["sha256"]})
-            index = faiss.read_index(str(self.root / meta["file"]))
+            with open(self.root / meta["file"], "rb") as f:
+                index = faiss_build.read_index_from(f)
         else:
             index = faiss_build.train_template(factory, self.manifest.dim, n, rows)
             name = f"{TEMPLATE_PREFIX}-g{self.manifest.generation + 1:06d}.faiss"

@@ -81,8 +81,8 @@ class IdleCores:
 def _from_load_average(n: int) -> int:
     try:
         load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return 1
+    except (AttributeError, OSError):  # no load to read (Windows): every core, as torch would use
+        return n
     return max(1, min(n, int(n - load + 1)))  # our own running thread counts in the load
 
 

@@ -50,3 +50,32 @@ def test_dense_embedding_is_the_sentence_transformers_embedding(enc):
         assert got.dense.shape == want.shape and np.allclose(got.dense, want, atol=1e-5)
         assert [v.shape[0] for v in got.vectors] == [v.shape[0] for v in (
             enc.encode_queries(texts) if is_query else enc.encode_documents(texts))]
+
+
+def test_no_file_is_read_or_written_in_the_locale_encoding(tmp_path):
+    """Model files (tokenizer.json: Windows' cp1252 fails on it, cp1256 garbles the vocabulary),
+    index files and the CLI name their encoding: Python's EncodingWarning finds any that does not."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = f"""
+import warnings, xtrieve
+warnings.simplefilter("always", EncodingWarning)
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always", EncodingWarning)
+    enc = xtrieve.Encoder.load()
+    enc.save({str(tmp_path / "model")!r})
+    idx = xtrieve.Index.build({str(tmp_path / "ix")!r}, [{{"id": "a", "text": "the moon and the tides", "y": 1}},
+                              {{"id": "b", "text": "vaccines", "y": 2}}], encoder=xtrieve.Encoder.load({str(tmp_path / "model")!r}))
+    idx.search("moon", k=1, filter="y >= 1")
+    xtrieve.Index.open({str(tmp_path / "ix")!r}).info()
+for w in seen:
+    print(w.filename, w.lineno)
+"""
+    out = subprocess.run([sys.executable, "-X", "warn_default_encoding", "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    package = Path(xtrieve.__file__).resolve().parent.parent
+    ours = [line for line in out.stdout.splitlines() if line.startswith(str(package)) and "/.venv/" not in line]
+    assert ours == []

@@ -106,6 +106,16 @@ def test_queries_from_standard_input(index):
     assert r.exit_code == 0 and json.loads(r.output.splitlines()[0])["query_id"] == "P1", r.output
 
 
+def test_standard_input_and_output_are_utf8_whatever_the_locale(index):
+    """A Windows locale (cp1252) read UTF-8 queries as mojibake and could not write most ids."""
+    runner = CliRunner(charset="cp1252")
+    r = runner.invoke(main, ["search", str(index), "--queries", "-", "-k", "1"],
+                      input="Q\u00e9\tmoon \u6771\u4eac tides\n".encode("utf-8"))
+    assert r.exit_code == 0, r.output
+    out = r.stdout_bytes.decode("utf-8")
+    assert "query: moon \u6771\u4eac tides" in out and "a" in out.split()
+
+
 def test_tsv_corpus_has_no_quoting_csv_keeps_it(tmp_path):
     tsv = write(tmp_path / "c.tsv", 'id\ttext\n1\t"Moon" landing\n2\t"tides\n3\tvaccines\n')
     assert [(d["id"], d["text"]) for d in read_corpus(tsv)] == [("1", '"Moon" landing'), ("2", '"tides'),

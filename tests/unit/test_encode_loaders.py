@@ -540,10 +540,29 @@ def test_bad_devices_and_arguments_are_config_and_input_errors(colbert_folder):
             Encoder.load(colbert_folder[0], device="cuda")
     with pytest.raises(ConfigError, match="no meta device here"):  # tensors without data
         Encoder.load(colbert_folder[0], device="meta")
+    for device in ("xpu", "hpu", "ipu"):  # types torch knows, without a usable device here
+        with pytest.raises(ConfigError, match=f"no {device} device here"):
+            Encoder.load(colbert_folder[0], device=device)
     with pytest.raises(InputError, match="got a mapping"):  # it would encode the keys
         enc.encode({"q1": "the cat"}, True)
     with pytest.raises(InputError, match="is_query must be True or False"):
         enc.encode(["the cat"], "no")
+
+
+def test_a_device_number_or_precision_the_gpus_lack_is_a_config_error(monkeypatch):
+    from xtrieve.encode.encoder import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert check_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ConfigError, match="'cuda:7': torch sees 2 cuda device\\(s\\) here, numbered from 0"):
+        check_device("cuda:7")
+    from xtrieve.encode.precision import check_precision_for
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # a T4 or V100
+    with pytest.raises(ConfigError, match="the GPU cuda:1 has no bfloat16 support"):
+        check_precision_for("bfloat16", torch.device("cuda:1"))
+    check_precision_for("float32", torch.device("cuda:1"))
 
 
 def test_colbert_models_join_a_title_as_colbert_reads_collections(colbert_folder, tmp_path):

@@ -30,6 +30,14 @@ def test_other_processes_busy_time_lowers_the_count(monkeypatch):
     assert idle() == 2
 
 
+def test_without_any_load_figure_every_core_is_used(monkeypatch):
+    """Windows has neither /proc/stat nor a load average: searches ran on one thread there."""
+    monkeypatch.setattr(threads, "_system_busy_s", lambda: None)
+    monkeypatch.delattr(threads.os, "getloadavg", raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 4)
+    assert threads.IdleCores(sample_s=0.0)() == 4
+
+
 def test_limit_restores_settings():
     before = torch.get_num_threads()
     with threads.idle_core_threads():
