@@ -290,7 +290,7 @@ class Encoder:
     # -- loading and saving -------------------------------------------------------------
 
     @classmethod
-    def load(cls, name_or_path: str | Path | None = None, *, device: str = "cpu",
+    def load(cls, name_or_path: str | Path | None = None, *, device: str | torch.device = "cpu",
              config: Mapping[str, Any] | None = None, precision: str = "float32") -> "Encoder":
         """Load the default offline model (None), a model folder, or a hub id.
 
@@ -373,7 +373,7 @@ class Encoder:
             self._state_sha256 = h.hexdigest()
         return self._state_sha256
 
-    def identity(self) -> dict:
+    def identity(self) -> dict[str, Any]:
         """A JSON-able fingerprint: same name and head checksum = same model."""
         return {
             "name": self.name, "backbone": self.spec.backbone_ref, "head_sha256": self.head_sha256(),
@@ -381,7 +381,7 @@ class Encoder:
         }
 
     def save(self, folder: str | Path, *, name: str | None = None, copy_backbone: bool | None = None,
-             extra: dict | None = None) -> Path:
+             extra: dict[str, Any] | None = None) -> Path:
         """Write a model folder ``Encoder.load`` reads back (head + config + backbone ref).
 
         A backbone shipped by a package stays a reference; any other is copied into
@@ -520,10 +520,14 @@ class Encoder:
                     join.add_states(owners, hidden, batch.attention_mask.to(hidden.device))
         return join.arrays(), (join.dense() if with_dense else None), sum(truncated)
 
-    def encode(self, texts: list[str], is_query: bool, batch_size: int = 32, pool_factor: int | None = None,
+    def encode(self, texts: Iterable[str], is_query: bool, batch_size: int = 32, pool_factor: int | None = None,
                show_progress: bool | None = None) -> Encoded:
         """Token vectors (documents pooled by ``pool_factor``, default the model's), token counts
-        and, when the model fuses one, each text's dense embedding."""
+        and, when the model fuses one, each text's dense embedding.
+
+        ``is_query``: encode as queries (the model's query marker and [MASK] padding) or as
+        documents; ``batch_size``: texts per forward pass; ``show_progress``: a progress bar
+        (None: on a terminal only)."""
         if not isinstance(is_query, (bool, np.bool_)):
             raise InputError(f"is_query must be True or False, got {is_query!r:.40}")
         texts = check_texts(texts, "queries" if is_query else "documents")
@@ -537,17 +541,17 @@ class Encoder:
             vectors = pool_documents(vectors, pool_factor, self.config.pool_method)
         return Encoded(vectors=vectors, n_tokens=counts, dense=dense, n_truncated=n_truncated)
 
-    def encode_queries(self, texts: list[str], batch_size: int = 32, show_progress: bool | None = None) -> list[np.ndarray]:
+    def encode_queries(self, texts: Iterable[str], batch_size: int = 32, show_progress: bool | None = None) -> list[np.ndarray]:
         """One float32 array [n_q, dim] per query."""
         return self.encode(texts, True, batch_size, show_progress=show_progress).vectors
 
-    def encode_documents_with_counts(self, texts: list[str], batch_size: int = 32, pool_factor: int | None = None,
+    def encode_documents_with_counts(self, texts: Iterable[str], batch_size: int = 32, pool_factor: int | None = None,
                                      show_progress: bool | None = None) -> tuple[list[np.ndarray], list[int]]:
         """Document vectors (pooled by pool_factor) and each document's token count before pooling."""
         out = self.encode(texts, False, batch_size, pool_factor, show_progress)
         return out.vectors, out.n_tokens
 
-    def encode_documents(self, texts: list[str], batch_size: int = 32, pool_factor: int | None = None,
+    def encode_documents(self, texts: Iterable[str], batch_size: int = 32, pool_factor: int | None = None,
                          show_progress: bool | None = None) -> list[np.ndarray]:
         """One float32 array [n_vectors, dim] per document (pooled when pool_factor > 1)."""
         return self.encode_documents_with_counts(texts, batch_size, pool_factor, show_progress)[0]

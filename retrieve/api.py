@@ -7,13 +7,17 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from xtrieve.config import IndexConfig, SearchConfig
 from xtrieve.errors import ConfigError, IndexFormatError, InputError
 from xtrieve.types import Encoded, Hit, IndexInfo
+
+if TYPE_CHECKING:
+    from xtrieve.encode.encoder import Encoder
+    from xtrieve.index.store import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +95,8 @@ class Index:
     :meth:`refresh` to see other writers' commits).
     """
 
-    def __init__(self, path: str | Path, encoder: Any = None, verify: bool = True, precision: str | None = None,
-                 wait: float = 0.0) -> None:
+    def __init__(self, path: str | Path, encoder: "Encoder | str | Path | None" = None, verify: bool = True,
+                 precision: str | None = None, wait: float = 0.0) -> None:
         from xtrieve.index.lock import check_wait
         from xtrieve.index.store import IndexStore
         from xtrieve.index.writer import check_encoder
@@ -120,7 +124,7 @@ class Index:
     # -- construction ------------------------------------------------------------------
 
     @classmethod
-    def build(cls, path: str | Path, docs: Iterable[Any], encoder: Any = None,
+    def build(cls, path: str | Path, docs: Iterable[Any], encoder: "Encoder | str | Path | None" = None,
               config: IndexConfig | Mapping[str, Any] | None = None, *, overwrite: bool = False,
               show_progress: bool | None = None, wait: float = 0.0) -> "Index":
         """Encode ``docs`` (str or {"id"/"_id", "text", "title"?, **metadata}; a DataFrame or
@@ -146,7 +150,7 @@ class Index:
         return cls(path, encoder=encoder, verify=False, wait=wait)
 
     @classmethod
-    def build_from_embeddings(cls, path: str | Path, ids: Sequence[Any], embeddings: Sequence[Any],
+    def build_from_embeddings(cls, path: str | Path, ids: Sequence[Any], embeddings: Sequence[Any] | np.ndarray,
                               metadata: Sequence[Mapping[str, Any]] | None = None,
                               config: IndexConfig | Mapping[str, Any] | None = None, *, overwrite: bool = False,
                               show_progress: bool | None = None, wait: float = 0.0) -> "Index":
@@ -166,8 +170,8 @@ class Index:
         return cls(path, verify=False, wait=wait)
 
     @classmethod
-    def open(cls, path: str | Path, encoder: Any = None, verify: bool = True, precision: str | None = None,
-             wait: float = 0.0) -> "Index":
+    def open(cls, path: str | Path, encoder: "Encoder | str | Path | None" = None, verify: bool = True,
+             precision: str | None = None, wait: float = 0.0) -> "Index":
         """Open an index; ``encoder`` (optional) must match its model; ``verify``: check every
         file's checksum against the manifest (hashes them all: ``False`` skips it for large indexes).
         ``precision``: "bfloat16" runs the index's own encoder (queries, added documents) in
@@ -205,7 +209,7 @@ class Index:
         self.close()
 
     @property
-    def snapshot(self):
+    def snapshot(self) -> "Snapshot":
         """The :class:`~xtrieve.index.store.Snapshot` this object searches."""
         return self._snapshot
 
@@ -218,7 +222,7 @@ class Index:
         return self._snapshot.dim
 
     @property
-    def encoder(self) -> Any:
+    def encoder(self) -> "Encoder | None":
         """The index's encoder, loaded from INDEX/encoder on first use (None without one)."""
         if self._encoder is None and self._snapshot.encoder_identity is not None:
             from xtrieve.encode.encoder import Encoder
@@ -293,7 +297,7 @@ class Index:
 
     # -- writes ------------------------------------------------------------------------
 
-    def add(self, docs: Iterable[Any], encoder: Any = None, show_progress: bool | None = None,
+    def add(self, docs: Iterable[Any], encoder: "Encoder | str | Path | None" = None, show_progress: bool | None = None,
             replace: bool = False) -> list[str]:
         """Encode and add documents (as :meth:`build` takes them); returns their ids (assigned
         ones for plain strings). ``encoder``: one matching the index's model, kept for this
@@ -317,7 +321,7 @@ class Index:
             session.merge_after_commit()
         return ids
 
-    def add_embeddings(self, ids: Sequence[Any], embeddings: Sequence[Any],
+    def add_embeddings(self, ids: Sequence[Any], embeddings: Sequence[Any] | np.ndarray,
                        metadata: Sequence[Mapping[str, Any]] | None = None, show_progress: bool | None = None,
                        replace: bool = False) -> list[str]:
         """Add documents given as token vectors [n_i, dim] (``replace`` as in :meth:`add`)."""
@@ -327,7 +331,7 @@ class Index:
             session.merge_after_commit()
         return out
 
-    def delete(self, ids: Iterable[Any] | None = None, *, filter: Any = None, missing_ok: bool = False) -> int:
+    def delete(self, ids: Iterable[Any] | str | int | None = None, *, filter: Any = None, missing_ok: bool = False) -> int:
         """Delete documents by id (InputError naming unknown ids; nothing changes then; with
         ``missing_ok`` they are skipped), or every live document a metadata ``filter`` matches
         (as in :meth:`search`, evaluated on the latest commit under the writer lock; none
@@ -391,7 +395,7 @@ class Index:
             model_bytes=model_bytes,
         )
 
-    def get(self, doc_id: str) -> dict[str, Any] | None:
+    def get(self, doc_id: str | int) -> dict[str, Any] | None:
         """Stored columns (doc_id, title/text, metadata) of a live document, or None."""
         if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int, np.integer)):
             raise InputError(f"get takes one document id (a string), got {type(doc_id).__name__}")
@@ -429,8 +433,8 @@ class Index:
             self._reusable = []
         return searcher
 
-    def search_batch(self, queries: Sequence[Any], k: int = 10, filter: Any = None, exhaustive: bool = False,
-                     config: SearchConfig | Mapping[str, Any] | None = None) -> list[list[Hit]]:
+    def search_batch(self, queries: Iterable[Any] | np.ndarray, k: int | np.integer = 10, filter: Any = None,
+                     exhaustive: bool = False, config: SearchConfig | Mapping[str, Any] | None = None) -> list[list[Hit]]:
         """Top-k hits for each query (a string, or token vectors [n_q, dim]), in the queries'
         order; FAISS calls are shared by the batch. ``filter``, ``exhaustive`` and ``config`` as
         in :meth:`search`, for every query.
@@ -461,7 +465,7 @@ class Index:
         arrays, dense = self._query_arrays(queries)
         return self._get_searcher().search(arrays, k, filter, exhaustive, config, dense)
 
-    def search(self, query: Any, k: int = 10, filter: Any = None, exhaustive: bool = False,
+    def search(self, query: Any, k: int | np.integer = 10, filter: Any = None, exhaustive: bool = False,
                config: SearchConfig | Mapping[str, Any] | None = None) -> list[Hit]:
         """Top-k hits for one query (a string or token vectors [n_q, dim]), best first.
 

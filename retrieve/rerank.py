@@ -9,7 +9,8 @@ search would give it, up to the index's int8 rounding of the stored vectors.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -20,9 +21,12 @@ from xtrieve.retrieve.maxsim import Gathered, chunk_maxsim
 from xtrieve.retrieve.searcher import check_query
 from xtrieve.types import Encoded, Hit, make_hits
 
+if TYPE_CHECKING:
+    from xtrieve.encode.encoder import Encoder
 
-def rerank(query: Any, documents: Sequence[Any], k: int | None = None, encoder: Any = None,
-           pool_factor: int | None = None, batch_size: int = 32) -> list[Hit]:
+
+def rerank(query: Any, documents: Iterable[Any], k: int | np.integer | None = None,
+           encoder: "Encoder | str | Path | None" = None, pool_factor: int | None = None, batch_size: int = 32) -> list[Hit]:
     """The documents sorted by score for ``query``, best first (the top ``k`` when given).
 
     ``query``: a text, or its token vectors [n_q, dim]. ``documents``: texts, dicts with an

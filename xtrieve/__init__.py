@@ -33,13 +33,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from xtrieve.retrieve.rerank import rerank
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'xtrieve' has no attribute {name!r}")
-    import importlib
+if not TYPE_CHECKING:  # (seen by type checkers, it would let any misspelt name through as Any)
+    def __getattr__(name: str) -> Any:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'xtrieve' has no attribute {name!r}")
+        import importlib
 
-    return getattr(importlib.import_module(module), name)
+        return getattr(importlib.import_module(module), name)
 
 
 def __dir__() -> list[str]:  # the lazy names too, for completion in editors and shells

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Iterator, SupportsIndex, overload
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def make_hits(doc_ids: list[str], scores: list[float], metadata: list[dict[str, 
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Encoded:
+class Encoded(Sequence[np.ndarray]):
     """What ``Encoder.encode`` returns for a list of texts.
 
     ``vectors``: one float32 [n_vectors, dim] array per text (documents pooled by the pool
@@ -52,10 +53,16 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.vectors)
 
-    def __getitem__(self, i):
+    @overload
+    def __getitem__(self, i: SupportsIndex) -> np.ndarray: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[np.ndarray]: ...
+
+    def __getitem__(self, i: SupportsIndex | slice) -> np.ndarray | list[np.ndarray]:
         return self.vectors[i]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[np.ndarray]:
         return iter(self.vectors)
 
     def __repr__(self) -> str:
@@ -94,6 +101,8 @@ class IndexInfo:
     # bytes of the model folder inside the index (not in ``bytes``): a model from a folder is copied
     # whole, backbone included; the packaged default model's backbone stays in its package
     model_bytes: int = 0
+
+    __hash__ = None  # type: ignore[assignment]  # (frozen, but it holds a list and a dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

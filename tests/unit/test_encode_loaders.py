@@ -522,7 +522,14 @@ def test_encoded_is_the_sequence_of_its_vectors(pylate_folder, tmp_path):
     out = enc.encode(["what is late interaction", "the cat"], is_query=True)
     assert len(out) == 2 and out[1] is out.vectors[1] and all(a is b for a, b in zip(out, out.vectors))
     assert [v.shape[1] for v in out] == [enc.config.dim] * 2 and isinstance(out[0], np.ndarray)
+    from collections.abc import Sequence
+
+    assert isinstance(out, Sequence) and out[0:1] == out.vectors[0:1]
     import xtrieve
+
+    info = xtrieve.Index.build_from_embeddings(tmp_path / "info", ["a"], [out[1]]).info()
+    with pytest.raises(TypeError, match="unhashable"):  # (frozen, but it holds a list and a dict)
+        hash(info)
 
     idx = xtrieve.Index.build(tmp_path / "ix", ["late interaction models", "a cat"], encoder=enc)
     with pytest.raises(InputError, match="not an Encoded batch"):  # the texts may carry a dense score it lacks
