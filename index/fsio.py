@@ -5,6 +5,7 @@ import errno
 import hashlib
 import logging
 import os
+import time
 from pathlib import Path
 
 from xtrieve.errors import IndexFormatError
@@ -12,6 +13,9 @@ from xtrieve.errors import IndexFormatError
 log = logging.getLogger(__name__)
 
 HASH_CHUNK = 1 << 22
+# Windows refuses to replace a file another process holds open (a reader reading manifest.json
+# for a moment): the replace is tried again for up to about this many seconds
+REPLACE_RETRY_S = 2.0 if os.name == "nt" else 0.0
 
 
 def fsync_file(path: Path) -> None:
@@ -45,8 +49,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def _replace(src: Path, dst: Path) -> None:
+    """``os.replace``, tried again for a while when refused (see REPLACE_RETRY_S)."""
+    delay, waited = 0.005, 0.0
+    while True:
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if waited >= REPLACE_RETRY_S:
+                raise
+            time.sleep(delay)
+            waited += delay
+            delay = min(2 * delay, 0.25)
 
 
 def sha256_file(path: Path) -> str:

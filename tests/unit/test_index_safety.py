@@ -252,6 +252,32 @@ def test_a_write_that_fails_after_its_commit_leaves_the_object_on_that_commit(pa
     assert "merging segments" in caplog.text and "MemoryError" in caplog.text
 
 
+def test_a_refused_manifest_replace_is_tried_again(path, monkeypatch):
+    """Windows refuses to replace a file a reader holds open for a moment: the commit waits it out."""
+    import os
+
+    from xtrieve.index import fsio
+
+    real, refusals = os.replace, []
+
+    def busy(src, dst):
+        if str(dst).endswith("manifest.json") and len(refusals) < 3:
+            refusals.append(dst)
+            raise PermissionError(13, "The process cannot access the file because it is being used")
+        return real(src, dst)
+
+    monkeypatch.setattr(fsio.os, "replace", busy)
+    monkeypatch.setattr(fsio, "REPLACE_RETRY_S", 2.0)
+    idx = xtrieve.Index.open(path)
+    idx.add_embeddings(["w0"], rand(1, seed=9))
+    assert len(refusals) == 3 and idx.get("w0") is not None
+    refusals.clear()
+    monkeypatch.setattr(fsio, "REPLACE_RETRY_S", 0.0)  # (elsewhere a refusal is an error at once)
+    with pytest.raises(PermissionError):
+        idx.add_embeddings(["w1"], rand(1, seed=10))
+    assert idx.get("w1") is None and len(refusals) == 1
+
+
 def test_orphans_and_temp_manifests_removed_by_compact(path):
     (path / "seg-999999").mkdir()
     (path / "seg-999999" / "vectors.f16.tmp").write_bytes(b"x" * 10)
