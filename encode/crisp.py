@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xtrieve.encode.pooling import ward_labels
+
 
 @torch.no_grad()
 def ward_labels_batch(x: torch.Tensor, lengths: list[int], ks: list[int]) -> list[np.ndarray]:
@@ -27,14 +29,8 @@ def ward_labels_batch(x: torch.Tensor, lengths: list[int], ks: list[int]) -> lis
             out.append(np.arange(n))
             continue
         iu = torch.triu_indices(n, n, 1)
-        out.append(_ward_from_condensed(dist[i, iu[0], iu[1]].numpy(), k))
+        out.append(ward_labels(dist[i, iu[0], iu[1]].numpy(), k))
     return out
-
-
-def _ward_from_condensed(condensed: np.ndarray, k: int) -> np.ndarray:
-    from scipy.cluster.hierarchy import fcluster, linkage
-
-    return fcluster(linkage(condensed, method="ward"), t=k, criterion="maxclust") - 1
 
 
 @torch.no_grad()

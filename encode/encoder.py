@@ -282,7 +282,7 @@ class Encoder:
 
             try:
                 self._tokenizer = AutoTokenizer.from_pretrained(str(self.spec.backbone_dir))
-            except LOAD_ERRORS as exc:
+            except Exception as exc:  # (tokenizers raises a bare Exception for a broken tokenizer.json)
                 raise ModelLoadError(f"cannot load the tokenizer from {self.spec.backbone_dir}: "
                                      f"{type(exc).__name__}: {exc}") from None
         return self._tokenizer

@@ -38,10 +38,8 @@ def pool_document(vectors: np.ndarray, pool_factor: int, method: str = "ward") -
     k = max(1, math.ceil(n / pool_factor))
     if k >= n:
         return vectors
-    from scipy.cluster.hierarchy import fcluster, linkage
-
     x = np.asarray(vectors, dtype=np.float32)
-    labels = fcluster(linkage(x.astype(np.float64), method="ward"), t=k, criterion="maxclust") - 1
+    labels = ward_labels(x.astype(np.float64), k)
     n_clusters = int(labels.max()) + 1
     sums = np.zeros((n_clusters, x.shape[1]), dtype=np.float32)
     np.add.at(sums, labels, x)
@@ -49,9 +47,20 @@ def pool_document(vectors: np.ndarray, pool_factor: int, method: str = "ward") -
     return (sums / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+def ward_labels(points_or_distances: np.ndarray, k: int) -> np.ndarray:
+    """Labels 0..m-1 (m <= k) of Ward agglomerative clustering cut at k clusters, of points
+    [n, d] or condensed distances (scipy's ``linkage`` input). One cluster is labelled here:
+    scipy before 1.15 cut two points into two clusters when asked for one."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    tree = linkage(points_or_distances, method="ward")
+    if k <= 1:
+        return np.zeros(tree.shape[0] + 1, dtype=np.int32)
+    return fcluster(tree, t=k, criterion="maxclust") - 1
+
+
 def _pool_like_pylate(vectors: np.ndarray, pool_factor: int) -> np.ndarray:
     import torch
-    from scipy.cluster.hierarchy import fcluster, linkage
 
     rest = np.ascontiguousarray(vectors[1:], dtype=np.float32)
     n = len(rest)
@@ -60,7 +69,7 @@ def _pool_like_pylate(vectors: np.ndarray, pool_factor: int) -> np.ndarray:
         return vectors
     rest_t = torch.from_numpy(rest)
     distances = 1 - torch.mm(rest_t, rest_t.t()).numpy()  # float32, as PyLate computes them
-    labels = fcluster(linkage(distances[np.triu_indices(n, k=1)], method="ward"), t=k, criterion="maxclust") - 1
+    labels = ward_labels(distances[np.triu_indices(n, k=1)], k)
     sums = torch.zeros(k, rest.shape[1]).index_add_(0, torch.from_numpy(labels.astype(np.int64)), rest_t).numpy()
     counts = np.bincount(labels, minlength=k)
     kept = counts > 0  # maxclust may give fewer clusters than asked

@@ -86,7 +86,8 @@ def test_missing_tokenizer_files(pylate_folder):
     folder = pylate_folder[0]
     (folder / "tokenizer.json").unlink()
     (folder / "vocab.txt").unlink()
-    with pytest.raises(ModelLoadError, match="tokenizer has .* tokens but config.json's vocab_size is"):
+    # (transformers < 4.50 fails to build that tokenizer at all: also a ModelLoadError)
+    with pytest.raises(ModelLoadError, match="tokenizer has .* tokens but config.json's vocab_size is|cannot load the tok"):
         Encoder.load(folder)
 
 

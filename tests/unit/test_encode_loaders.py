@@ -368,8 +368,9 @@ def test_a_transformers_backbone_folder_reads_as_sentence_transformers_reads_it(
         enc = Encoder.load(tmp_path / name)
         assert enc.config.dim == width and enc.config.query_prefix is None and enc.config.skiplist_words == ()
         ids = tok(["the cat sat"], return_tensors="pt")
-        with torch.no_grad():
-            states = torch.nn.functional.normalize(model(**ids).last_hidden_state[0], dim=-1).numpy()
+        with torch.no_grad():  # (DistilBERT takes no token_type_ids)
+            hidden = model(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"]).last_hidden_state[0]
+            states = torch.nn.functional.normalize(hidden, dim=-1).numpy()
         np.testing.assert_allclose(enc.encode_documents(["the cat sat"])[0], states, atol=1e-5)
     bert.save_pretrained(str(tmp_path / "shards"), max_shard_size="20KB")  # transformers reads the shards
     tok.save_pretrained(str(tmp_path / "shards"))
