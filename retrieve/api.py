@@ -102,7 +102,7 @@ class Index:
         from xtrieve.index.writer import check_encoder
 
         self.path = _index_path(path)
-        verify = _flag(verify, "verify")
+        self._verify = verify = _flag(verify, "verify")
         self._wait = check_wait(wait)
         if precision is not None:
             from xtrieve.encode.precision import check_precision
@@ -204,6 +204,16 @@ class Index:
 
     def __enter__(self) -> "Index":
         return self
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as the way to open it again (a worker process: multiprocessing with spawn,
+        joblib): its path and options. The copy reads the latest commit and the index's own
+        encoder, at the precision this object's encoder has."""
+        self._snapshot  # (a closed index: InputError)
+        precision = self._precision
+        if precision is None and self._encoder is not None:
+            precision = getattr(self._encoder, "precision", None)
+        return (Index, (str(self.path), None, self._verify, precision, self._wait))
 
     def __exit__(self, *exc: Any) -> None:
         self.close()

@@ -281,3 +281,25 @@ def test_compact_retrains_a_template_the_collection_has_outgrown(tmp_path, stora
     assert idx.search(q, k=1, config={"k_prime": 256, "nprobe": 64})[0].doc_id == "b7"
     idx.compact()  # grown no further: nothing to retrain or rewrite
     assert manifest(tmp_path / "ix")["faiss_template"]["factory"] == "IVF512,PQ8x4fs"
+
+
+def _search_in_worker(idx, query):
+    return [h.doc_id for h in idx.search(query, k=3, exhaustive=True)]
+
+
+def test_an_index_pickles_as_the_way_to_open_it_again(tmp_path):
+    """A worker process (multiprocessing's spawn, joblib) gets an Index reopened by path."""
+    import multiprocessing
+    import pickle
+
+    rng = np.random.default_rng(4)
+    docs = rand_docs(12, rng)
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"d{i}" for i in range(12)], docs)
+    copy = pickle.loads(pickle.dumps(idx))
+    assert copy.path == idx.path and copy is not idx
+    assert [h.doc_id for h in copy.search(docs[3], k=3)] == [h.doc_id for h in idx.search(docs[3], k=3)]
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(_search_in_worker, (idx, docs[5])) == _search_in_worker(idx, docs[5])
+    idx.close()
+    with pytest.raises(xtrieve.InputError, match="is closed"):
+        pickle.dumps(idx)
