@@ -209,7 +209,8 @@ class TrainModel(torch.nn.Module):
         """Copy the trained weights into an Encoder (trained top blocks become its backbone overlay)."""
         with torch.no_grad():
             enc.head.load_state_dict(self.linear.state_dict())
-        enc.mlp = None if self.mlp is None else ResidualMLP.from_state(self.mlp.head_state(), self.linear.in_features).eval()
+        enc.mlp = (None if self.mlp is None else
+                   ResidualMLP.from_state(self.mlp.head_state(), self.linear.in_features).eval().to(enc.device))
         if self.top is not None:
             self.top.copy_into(enc.backbone)
             enc.spec.backbone_overlay = {**(enc.spec.backbone_overlay or {}), **self.top.overlay_state()}
@@ -715,6 +716,9 @@ def _train(cfg: TrainConfig, enc, callback, out: Path, ckpt: Path) -> Path:
     if cfg.train_layers and not cfg.freeze_backbone:
         raise InputError("train_layers trains the top blocks of a frozen backbone; with --no-freeze-backbone all of it trains")
     enc = enc if enc is not None else Encoder.load(cfg.base, precision=cfg.precision)  # a given one keeps its own
+    if enc.device.type != "cpu" and (cfg.train_layers or not cfg.freeze_backbone):
+        raise ConfigError(f"training backbone layers (train_layers, --no-freeze-backbone) runs on the CPU: load the "
+                          f"encoder with device='cpu', not {str(enc.device)!r} (a head alone trains from any device)")
     if cfg.train_layers and enc.config.doc_windows > 1:
         raise InputError(f"train_layers caches one input row per document: it needs doc_windows = 1, "
                          f"the base model has {enc.config.doc_windows}")

@@ -14,7 +14,7 @@ from xtrieve.encode.encoder import Encoder
 from xtrieve.encode.train import TrainConfig, TrainModel, load_checkpoint, make_batch, prepare, step_loss, train
 from xtrieve.encode.top_layers import OVERLAY_FILE
 from xtrieve.encode.train_data import StateCache, load_beir, load_pairs
-from xtrieve.errors import InputError
+from xtrieve.errors import ConfigError, InputError
 
 WORDS = [f"w{i}" for i in range(48)]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","]
@@ -184,6 +184,14 @@ def test_an_interrupted_run_leaves_the_given_encoder_out_of_training_mode(setup)
         train(_cfg(setup, "ki", max_steps=3, freeze_backbone=False), enc=enc, callback=interrupt)
     assert not enc.backbone.training  # dropout off: the same text encodes the same twice
     assert np.array_equal(enc.encode_documents(["w1 w2 w3"])[0], enc.encode_documents(["w1 w2 w3"])[0])
+
+
+def test_backbone_training_with_an_encoder_on_a_gpu_is_a_clear_error(setup):
+    enc = Encoder.load(setup[0])
+    enc.device = torch.device("cuda")  # (as loaded with device="cuda"; nothing runs before the check)
+    for options in ({"freeze_backbone": False}, {"train_layers": 1}):
+        with pytest.raises(ConfigError, match="runs on the CPU: load the encoder with device='cpu', not 'cuda'"):
+            train(_cfg(setup, "gpu", max_steps=1, **options), enc=enc)
 
 
 def test_a_training_backbone_is_scored_as_it_now_is_not_from_the_cache(setup, tmp_path):
