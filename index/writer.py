@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import re
@@ -633,12 +634,23 @@ def _as_list(values: Any, name: str) -> list:
 
 
 @contextlib.contextmanager
+def _full_disk_named(root: Path) -> Iterator[None]:
+    """A full disk (or quota) met while writing names the index: the OS's error names no file."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) or exc.filename is not None:
+            raise
+        raise OSError(exc.errno, f"{exc.strerror} (writing the index)", str(root)) from exc
+
+
+@contextlib.contextmanager
 def open_writer(root: str | Path, encoder: Any = None, wait: float = 0.0) -> Iterator[WriteSession]:
     """Lock an existing index (waiting up to ``wait`` seconds for another writer), clean its
     garbage, and yield a session on the last commit."""
     root = Path(root)
     read_manifest(root)
-    with WriterLock(root, wait):
+    with WriterLock(root, wait), _full_disk_named(root):
         manifest = read_manifest(root)  # re-read under the lock: another writer may have committed
         check_encoder(manifest, encoder, root)
         collect_garbage(root, manifest)
@@ -684,7 +696,7 @@ def create_index(root: str | Path, dim: int, config: IndexConfig, encoder: Any =
     _check_only_ours(root)
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
-    with WriterLock(root, wait):  # (a builder that does not get the lock leaves the folder alone)
+    with WriterLock(root, wait), _full_disk_named(root):  # (a builder that does not get the lock leaves the folder alone)
         _check_only_ours(root)  # checked again under the lock: another writer may have built here
         old = _replaced_manifest(root, overwrite)
         if old is None:

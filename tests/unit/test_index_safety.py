@@ -336,8 +336,9 @@ def test_a_full_disk_while_writing_codes_is_an_os_error_and_commits_nothing(path
 
     monkeypatch.setattr(os, "posix_fallocate", no_space, raising=False)
     idx = xtrieve.Index.open(path)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OSError, match="No space") as caught:
         idx.add_embeddings(["x1"], rand(1, 7))
+    assert caught.value.filename == str(path)  # (the OS's error names no file: which disk filled up?)
     monkeypatch.undo()
     assert len(xtrieve.Index.open(path)) == 20 and not list(path.glob("seg-*/*.tmp"))
     idx.add_embeddings(["x1"], rand(1, 7))  # the next writer cleans up and goes on
