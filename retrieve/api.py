@@ -205,6 +205,9 @@ class Index:
     def __enter__(self) -> "Index":
         return self
 
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickled as the way to open it again (a worker process: multiprocessing with spawn,
         joblib): its path and options. The copy reads the latest commit and the index's own
@@ -214,9 +217,6 @@ class Index:
         if precision is None and self._encoder is not None:
             precision = getattr(self._encoder, "precision", None)
         return (Index, (str(self.path), None, self._verify, precision, self._wait))
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     @property
     def snapshot(self) -> "Snapshot":
@@ -307,8 +307,8 @@ class Index:
 
     # -- writes ------------------------------------------------------------------------
 
-    def add(self, docs: Iterable[Any], encoder: "Encoder | str | Path | None" = None, show_progress: bool | None = None,
-            replace: bool = False) -> list[str]:
+    def add(self, docs: Iterable[Any], encoder: "Encoder | str | Path | None" = None,
+            show_progress: bool | None = None, replace: bool = False) -> list[str]:
         """Encode and add documents (as :meth:`build` takes them); returns their ids (assigned
         ones for plain strings). ``encoder``: one matching the index's model, kept for this
         Index's later queries and adds (None: the index's own).
