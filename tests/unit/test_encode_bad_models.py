@@ -340,3 +340,44 @@ def test_an_index_folder_is_not_a_model_and_a_model_is_not_saved_into_one(tmp_pa
         enc.save(tmp_path / "f")
     assert np.allclose(Encoder.load(tmp_path / "ix" / xtrieve.Index.open(tmp_path / "ix").snapshot.manifest.encoder_dir)
                        .encode_queries(["text"])[0], enc.encode_queries(["text"])[0], atol=1e-6)
+
+
+# -- folders from anyone: nothing in them runs, nothing huge is allocated on their word -------
+
+
+def test_a_model_file_naming_a_package_imports_nothing(pylate_folder, tmp_path):
+    import sys
+
+    folder = _saved(pylate_folder, tmp_path)
+    meta = json.loads((folder / "xtrieve_model.json").read_text())
+    for package, message in (("this", "has no model folder"), (".x", "not the name of a top-level package"),
+                             ("os.path", "not the name of a top-level package")):
+        meta["backbone"] = {"package": package}
+        (folder / "xtrieve_model.json").write_text(json.dumps(meta))
+        sys.modules.pop("this", None)
+        with pytest.raises(ModelLoadError, match=message):
+            Encoder.load(folder)
+        assert "this" not in sys.modules  # (importing it runs its code: it prints a poem)
+
+
+def test_a_backbone_asking_to_run_its_own_code_is_refused_without_asking(pylate_folder, tmp_path):
+    folder = pylate_folder[0]
+    marker = tmp_path / "ran"
+    _edit_json(folder / "config.json", model_type="customized",
+               auto_map={"AutoConfig": "custom.CustomConfig", "AutoModel": "custom.CustomModel"})
+    (folder / "custom.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n")
+    with pytest.raises(ModelLoadError, match="custom code"):
+        Encoder.load(folder).backbone
+    assert not marker.exists()
+
+
+def test_a_config_claiming_a_huge_model_is_refused_before_allocating_it(pylate_folder):
+    folder = pylate_folder[0]
+    save_file({"foo": torch.zeros(1)}, str(folder / "model.safetensors"))  # every weight missing: all initialised
+    _edit_json(folder / "config.json", hidden_size=8192, intermediate_size=32768, num_attention_heads=64,
+               num_hidden_layers=48)  # ~40 G weights, in a folder of a few kB
+    with pytest.raises(ModelLoadError, match="config.json describes a model of .* weights, but its weight files hold"):
+        Encoder.load(folder).backbone
+    _edit_json(folder / "config.json", num_hidden_layers=10**6)
+    with pytest.raises(ModelLoadError, match="describes 1,000,000 layers"):
+        Encoder.load(folder).backbone
