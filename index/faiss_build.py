@@ -23,6 +23,7 @@ import numpy as np
 from xtrieve.config import IndexConfig
 from xtrieve.errors import ConfigError
 from xtrieve.faiss_loader import load_faiss
+from xtrieve.index.fsio import make_room
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +259,7 @@ def write_index(index, path: Path) -> None:
     faiss = load_faiss()
 
     data = faiss.serialize_index(index)
-    with open(path, "wb") as f:
+    with open(make_room(path), "xb") as f:
         f.write(memoryview(data))
 
 

@@ -42,10 +42,18 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def make_room(path: Path) -> Path:
+    """``path``, with whatever was there removed: a new file is written where a leftover or a
+    link (planted in a folder from elsewhere) was, never through the link."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    return path
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to a temp file, fsync it, then rename it over ``path``."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    tmp = make_room(path.with_name(f"{path.name}.tmp-{os.getpid()}"))
+    with open(tmp, "xb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

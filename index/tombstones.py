@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from xtrieve.errors import IndexFormatError
 from xtrieve.index.arrow_numpy import as_numpy
-from xtrieve.index.fsio import fsync_file, read_arrow_file, sha256_file
+from xtrieve.index.fsio import fsync_file, make_room, read_arrow_file, sha256_file
 
 
 def tombstone_name(segment: str, generation: int) -> str:
@@ -20,7 +20,7 @@ def write_tombstones(root: Path, rel: str, deleted: np.ndarray) -> str:
     path = root / rel
     docs = np.nonzero(deleted)[0].astype(np.int32)
     table = pa.table({"doc": pa.array(docs)})
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+    with pa.OSFile(str(make_room(path)), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     fsync_file(path)
     return sha256_file(path)

@@ -701,6 +701,8 @@ def create_index(root: str | Path, dim: int, config: IndexConfig, encoder: Any =
         old = _replaced_manifest(root, overwrite)
         if old is None:
             _empty(root)
+        else:  # before writing: a new file's name may be held by a leftover, or a link planted to lead outside
+            collect_garbage(root, old)
         session = None
         try:
             session = _fresh_session(root, old, dim, config, encoder, pool_factor)
@@ -747,7 +749,15 @@ def _replaced_manifest(root: Path, overwrite: bool) -> Manifest | None:
 def _empty(root: Path) -> None:
     for e in root.iterdir():
         if e.name != LOCK_FILE:
-            shutil.rmtree(e) if e.is_dir() else e.unlink()
+            _clear(e)
+
+
+def _clear(path: Path) -> None:
+    """Remove a file, a folder or a link (the link itself: never what it leads to)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
 
 
 def _fresh_session(root: Path, old: Manifest | None, dim: int, config: IndexConfig, encoder: Any,
@@ -760,7 +770,7 @@ def _fresh_session(root: Path, old: Manifest | None, dim: int, config: IndexConf
         else f"{ENCODER_DIR}-g{generation + 1:06d}"
     identity = None
     if encoder is not None:
-        shutil.rmtree(root / encoder_dir, ignore_errors=True)  # an unfinished build's leftover, never committed
+        _clear(root / encoder_dir)  # an unfinished build's leftover, never committed
         identity = encoder.identity()
         identity[ENCODER_FILES] = _save_encoder(encoder, root, encoder_dir)
     manifest = Manifest(generation=generation, dim=dim, config=config, encoder=identity, pool_factor=pool_factor,

@@ -252,6 +252,36 @@ def test_a_write_that_fails_after_its_commit_leaves_the_object_on_that_commit(pa
     assert "merging segments" in caplog.text and "MemoryError" in caplog.text
 
 
+def test_links_planted_in_an_index_folder_lead_no_write_outside_it(tmp_path):
+    """An index folder from elsewhere may hold links named as the files a write makes next:
+    the write replaces the link, never writes or deletes through it."""
+    import os
+
+    from helpers import WordHashEncoder
+
+    outside = tmp_path / "home"
+    outside.mkdir()
+    (outside / "notes.txt").write_text("precious")
+    (outside / "backbone").mkdir()
+    (outside / "backbone" / "thesis.tex").write_text("precious")
+    enc = WordHashEncoder(8)
+    ix = tmp_path / "downloaded"
+    xtrieve.Index.build(ix, ["moon tides", "vaccines", "glaciers"], encoder=enc)
+    gen = json.loads((ix / "manifest.json").read_text())["generation"]
+    (ix / f"encoder-g{gen + 1:06d}").symlink_to(outside)  # where an overwrite saves its model
+    (ix / f"ivf_template-g{gen + 1:06d}.faiss").symlink_to(outside / "notes.txt")
+    (ix / f"manifest.json.tmp-{os.getpid()}").symlink_to(outside / "notes.txt")
+    seg = sorted(p for p in ix.iterdir() if p.name.startswith("seg-"))[0]
+    (seg / f"deleted-g{gen + 1:06d}.arrow").symlink_to(outside / "made.arrow")  # dangling: would be created
+    xtrieve.Index.open(ix, encoder=enc).delete(["0"])
+    assert sorted(p.name for p in outside.iterdir()) == ["backbone", "notes.txt"]
+    xtrieve.Index.build(ix, ["new one", "new two"], encoder=enc, overwrite=True,
+                        config={"faiss_factory": "IVF1,Flat"})
+    assert (outside / "notes.txt").read_text() == "precious" and (outside / "backbone" / "thesis.tex").exists()
+    assert sorted(p.name for p in outside.iterdir()) == ["backbone", "notes.txt"]
+    assert len(xtrieve.Index.open(ix, encoder=enc)) == 2
+
+
 def test_a_refused_manifest_replace_is_tried_again(path, monkeypatch):
     """Windows refuses to replace a file a reader holds open for a moment: the commit waits it out."""
     import os
