@@ -99,13 +99,16 @@ def safe_join(root: Path, rel: str, what: str = "path") -> Path:
 
 
 def read_arrow_file(path: Path, what: str):
-    """An Arrow IPC file's table, memory-mapped; IndexFormatError naming the ``what`` and path
+    """An Arrow IPC file's table, memory-mapped and fully validated (offsets that point past the
+    data would be read out of bounds: a crash); IndexFormatError naming the ``what`` and path
     when it does not parse. A missing or unreadable file raises as the OS says (a missing one
     lets a reader whose snapshot a writer replaced retry)."""
     import pyarrow as pa
 
     source = pa.memory_map(str(path), "r")
     try:
-        return pa.ipc.open_file(source).read_all()
+        table = pa.ipc.open_file(source).read_all()
+        table.validate(full=True)  # (~1 ms per MB of text; checksums do not show a crafted file consistent)
+        return table
     except (pa.ArrowInvalid, OSError) as exc:  # a truncated footer reads out of bounds (OSError)
         raise IndexFormatError(f"corrupt {what} {path}: {exc}") from None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -280,6 +281,28 @@ def test_links_planted_in_an_index_folder_lead_no_write_outside_it(tmp_path):
     assert (outside / "notes.txt").read_text() == "precious" and (outside / "backbone" / "thesis.tex").exists()
     assert sorted(p.name for p in outside.iterdir()) == ["backbone", "notes.txt"]
     assert len(xtrieve.Index.open(ix, encoder=enc)) == 2
+
+
+def test_text_offsets_past_the_data_are_an_index_format_error_not_a_crash(path):
+    """A crafted docs.arrow (its checksum made to match) whose string offsets point far past the
+    data: reading its ids crashed the process (SIGSEGV)."""
+    import pyarrow as pa
+
+    docs_file = sorted(path.glob("seg-*/docs.arrow"))[0]
+    ids = pa.ipc.open_file(pa.memory_map(str(docs_file))).read_all().column("doc_id").chunk(0)
+    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32)[ids.offset:ids.offset + len(ids) + 1]
+    data = docs_file.read_bytes()
+    assert data.count(offsets.tobytes()) == 1
+    bad = offsets.copy()
+    bad[-1] = 1 << 24
+    docs_file.write_bytes(data.replace(offsets.tobytes(), bad.tobytes()))  # (pyarrow writes no such file itself)
+    sha = hashlib.sha256(docs_file.read_bytes()).hexdigest()
+    rel = docs_file.relative_to(path).as_posix()
+    rewrite_manifest(path, lambda body: [seg["files"].__setitem__(rel, sha) for seg in body["segments"]
+                                         if rel in seg["files"]])
+    for verify in (True, False):
+        with pytest.raises(xtrieve.IndexFormatError, match="docs.arrow: .*offset"):
+            xtrieve.Index.open(path, verify=verify).search(rand(1)[0], k=3)
 
 
 def test_a_refused_manifest_replace_is_tried_again(path, monkeypatch):
