@@ -179,10 +179,10 @@ def info_command(index, fmt, no_verify):
     data["bytes"] = f"{info.bytes} ({_human(info.bytes)})"
     data["model_bytes"] = f"{info.model_bytes} ({_human(info.model_bytes)})"
     data["faiss"] = ", ".join(sorted(set(info.faiss))) or "-"
-    data["metadata_columns"] = shown(", ".join(f"{k} ({v})" for k, v in info.metadata_columns.items()) or "-")
+    data["metadata_columns"] = ", ".join(f"{k} ({v})" for k, v in info.metadata_columns.items()) or "-"
     width = max(len(k) for k in data)
     for k, v in data.items():
-        click.echo(f"{k:<{width}}  {v}")
+        click.echo(f"{k:<{width}}  {shown(v)}")  # (model and FAISS names come from the index folder)
 
 
 def _count(n: int, noun: str) -> str:

@@ -36,11 +36,10 @@ class XtrieveGroup(click.Group):
         except KeyboardInterrupt:  # Ctrl-C: the shell's status for a SIGINT, not an ordinary error's
             click.echo("interrupted", err=True)
             ctx.exit(130)
-        except XtrieveError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(1)
-        except OSError as exc:
-            click.echo(f"error: {exc}", err=True)
+        except (XtrieveError, OSError) as exc:  # (names from an index folder may hold escape sequences)
+            from xtrieve.cli.formats import shown
+
+            click.echo(f"error: {shown(exc)}", err=True)
             ctx.exit(1)
 
 

@@ -264,10 +264,17 @@ def write_index(index, path: Path) -> None:
 
 
 def read_index_from(f: BinaryIO):
-    """Read an index from an open file (works after the file was unlinked)."""
+    """Read an index from an open file (works after the file was unlinked). FAISS trusts the
+    sizes its header gives: one asking for more memory than there is raises RuntimeError, as
+    FAISS does for a file it cannot read."""
     faiss = load_faiss()
 
-    return faiss.deserialize_index(_whole_file(f))
+    data = _whole_file(f)
+    try:
+        return faiss.deserialize_index(data)
+    except MemoryError:
+        raise RuntimeError(f"its header asks for more memory than is free ({len(data):,} bytes on disk): "
+                           "a damaged or crafted file, or too little memory") from None
 
 
 def _whole_file(f: BinaryIO) -> np.ndarray:

@@ -213,8 +213,11 @@ class WriteSession:
         meta = self._current_template()
         if meta is not None and meta["factory"] == factory:
             IndexStore(self.root, verify=False).verify_files({meta["file"]: meta["sha256"]})
-            with open(self.root / meta["file"], "rb") as f:
-                index = faiss_build.read_index_from(f)
+            try:
+                with open(self.root / meta["file"], "rb") as f:
+                    index = faiss_build.read_index_from(f)
+            except RuntimeError as exc:  # FAISS's error for a file it cannot read
+                raise IndexFormatError(f"corrupt IVF template {self.root / meta['file']}: {exc}") from None
         else:
             index = faiss_build.train_template(factory, self.manifest.dim, n, rows)
             name = f"{TEMPLATE_PREFIX}-g{self.manifest.generation + 1:06d}.faiss"

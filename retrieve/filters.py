@@ -192,8 +192,12 @@ def _with_struct_views(table: pa.Table) -> pa.Table:
         children = [table.column(v).combine_chunks() if isinstance(v, str) else build(v) for v in node.values()]
         return pa.StructArray.from_arrays(children, names=list(node))
 
-    for top, node in tree.items():
-        table = table.append_column(top, build(node))
+    try:
+        for top, node in tree.items():
+            table = table.append_column(top, build(node))
+    except RecursionError:
+        raise FilterError("metadata nested too deep (a column name of thousands of dotted parts) to view as "
+                          "structs for a pyarrow Expression: use a filter string") from None
     return table
 
 
@@ -265,7 +269,10 @@ class _Parser:
     def literal(self) -> Any:
         kind, value = self.take()
         if kind == "num":
-            return float(value) if any(c in value for c in ".eE") else _Digits(value)
+            try:
+                return float(value) if any(c in value for c in ".eE") else _Digits(value)
+            except ValueError:  # (Python reads at most 4,300 digits)
+                raise self.fail(f"the number {value[:20]}... is too long") from None
         if kind == "str":
             return _unquote(value)
         if kind == "kw" and value in ("true", "false"):

@@ -116,6 +116,19 @@ def test_standard_input_and_output_are_utf8_whatever_the_locale(index):
     assert "query: moon \u6771\u4eac tides" in out and "a" in out.split()
 
 
+def test_error_lines_and_info_escape_what_would_drive_the_terminal(index, tmp_path):
+    r = run("info", tmp_path / "no\x1b]0;owned\x07\x1b[2Jne")
+    assert r.exit_code == 1 and "\x1b" not in r.output and "no\\x1b]0;owned\\x07\\x1b[2Jne" in r.output
+    body = json.loads((index / "manifest.json").read_text())
+    body["encoder"]["name"] = "model\x1b[2J\x1b[32m all checks passed"  # (a folder from anyone)
+    from xtrieve.index.manifest import _checksum
+
+    body["checksum"] = _checksum(body)
+    (index / "manifest.json").write_text(json.dumps(body))
+    r = run("info", index, "--no-verify")
+    assert r.exit_code == 0 and "\x1b" not in r.output and "model\\x1b[2J" in r.output
+
+
 def test_tsv_corpus_has_no_quoting_csv_keeps_it(tmp_path):
     tsv = write(tmp_path / "c.tsv", 'id\ttext\n1\t"Moon" landing\n2\t"tides\n3\tvaccines\n')
     assert [(d["id"], d["text"]) for d in read_corpus(tsv)] == [("1", '"Moon" landing'), ("2", '"tides'),

@@ -305,6 +305,21 @@ def test_text_offsets_past_the_data_are_an_index_format_error_not_a_crash(path):
             xtrieve.Index.open(path, verify=verify).search(rand(1)[0], k=3)
 
 
+def test_a_token_index_asking_for_more_memory_than_there_is_is_an_index_format_error(path, monkeypatch):
+    """FAISS allocates what a token index's header claims (a crafted one: any size)."""
+    from xtrieve.faiss_loader import load_faiss
+
+    faiss = load_faiss()
+
+    def claims_too_much(data):
+        raise MemoryError
+
+    idx = xtrieve.Index.open(path)
+    monkeypatch.setattr(faiss, "deserialize_index", claims_too_much)
+    with pytest.raises(xtrieve.IndexFormatError, match="corrupt token index .*asks for more memory than is free"):
+        idx.warm_up()  # (reads every token index)
+
+
 def test_a_refused_manifest_replace_is_tried_again(path, monkeypatch):
     """Windows refuses to replace a file a reader holds open for a moment: the commit waits it out."""
     import os

@@ -340,3 +340,15 @@ def test_a_column_left_with_only_nulls_keeps_its_type_for_filters(tmp_path):
             idx.search(vecs[0], k=5, filter="x == 'abc'")
         assert sorted(h.doc_id for h in idx.search(vecs[0], k=5, filter="x is null")) == ["c", "d"], step
         idx.compact()
+
+
+def test_a_number_of_thousands_of_digits_and_names_nested_thousands_deep_are_filter_errors():
+    with pytest.raises(FilterError, match="the number 99999999999999999999... is too long"):
+        compile_filter("year == " + "9" * 5000, COLS)
+    import pyarrow.compute as pc
+
+    deep = "a." * 3000 + "b"
+    table = pa.table({deep: [1, 2], "year": [1, 2]})
+    with pytest.raises(FilterError, match="nested too deep"):
+        allowed_rows(table, pc.field("year") == 1)
+    assert allowed_rows(table, compile_filter("year == 1", {deep, "year"})).to_pylist() == [True, False]
