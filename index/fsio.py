@@ -5,6 +5,7 @@ import errno
 import hashlib
 import logging
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -76,10 +77,22 @@ def _replace(src: Path, dst: Path) -> None:
             delay = min(2 * delay, 0.25)
 
 
+def regular(path: Path) -> Path:
+    """``path``, or IndexFormatError when it is there but no regular file: reading a FIFO (a
+    tarball can carry one) would wait forever, a device would never end."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return path  # (missing or unreadable: the caller's own open says so)
+    if not stat.S_ISREG(mode):
+        raise IndexFormatError(f"{path} is not a regular file")
+    return path
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file's content."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(regular(path), "rb") as f:
         while chunk := f.read(HASH_CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -105,7 +118,7 @@ def read_arrow_file(path: Path, what: str):
     lets a reader whose snapshot a writer replaced retry)."""
     import pyarrow as pa
 
-    source = pa.memory_map(str(path), "r")
+    source = pa.memory_map(str(regular(path)), "r")
     try:
         table = pa.ipc.open_file(source).read_all()
         table.validate(full=True)  # (~1 ms per MB of text; checksums do not show a crafted file consistent)

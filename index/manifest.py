@@ -10,7 +10,7 @@ from typing import Any
 
 from xtrieve.config import IndexConfig
 from xtrieve.errors import ConfigError, IndexFormatError
-from xtrieve.index.fsio import atomic_write_bytes, safe_join
+from xtrieve.index.fsio import atomic_write_bytes, regular, safe_join
 
 FORMAT = "xtrieve-index"
 FORMAT_VERSION = 1
@@ -131,7 +131,7 @@ def read_manifest(root: Path) -> Manifest:
     if not root.is_dir():
         raise IndexFormatError(f"not an xtrieve index: {root} is not a folder")
     try:
-        raw = path.read_bytes()
+        raw = regular(path).read_bytes()
     except FileNotFoundError:
         raise IndexFormatError(f"not an xtrieve index: no manifest.json in {root}") from None
     except OSError as exc:

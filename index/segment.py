@@ -30,7 +30,7 @@ from xtrieve.index import faiss_build
 from xtrieve.index.arrow_numpy import as_numpy
 from xtrieve.index.codecs import check_int4_dim, decode_int4, list_dtype, quantize_int4, quantize_int8
 from xtrieve.index.docs import check_one_type_per_column
-from xtrieve.index.fsio import fsync_dir, fsync_file, read_arrow_file, sha256_file
+from xtrieve.index.fsio import fsync_dir, fsync_file, read_arrow_file, regular, sha256_file
 from xtrieve.index.manifest import SegmentEntry
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ class SegmentCore:
                 raise IndexFormatError(f"segment {entry.name}: {DENSE} must be a fixed-size list without nulls")
             self.dense = as_numpy(col.values).reshape(self.n_docs, col.type.list_size)
         self.table = docs.drop_columns([c for c in INTERNAL if c in docs.column_names])
-        self._faiss_file = open(folder / FAISS, "rb")  # kept open: the file may be unlinked later
+        self._faiss_file = open(regular(folder / FAISS), "rb")  # kept open: the file may be unlinked later
         weakref.finalize(self, self._faiss_file.close)  # closed with the last reader of this segment
         self._faiss = None
         self._lock = threading.Lock()

@@ -320,6 +320,17 @@ def test_a_token_index_asking_for_more_memory_than_there_is_is_an_index_format_e
         idx.warm_up()  # (reads every token index)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+@pytest.mark.parametrize("name", ["manifest.json", "tokens.faiss"])
+def test_a_fifo_in_place_of_a_file_is_an_index_format_error_not_a_hang(path, name):
+    target = path / name if name == "manifest.json" else sorted(path.glob(f"seg-*/{name}"))[0]
+    target.unlink()
+    os.mkfifo(target)  # (a tarball can carry one: reading it would wait for a writer forever)
+    for verify in (True, False):
+        with pytest.raises(xtrieve.IndexFormatError, match="is not a regular file"):
+            xtrieve.Index.open(path, verify=verify).warm_up()
+
+
 def test_a_refused_manifest_replace_is_tried_again(path, monkeypatch):
     """Windows refuses to replace a file a reader holds open for a moment: the commit waits it out."""
     import os
