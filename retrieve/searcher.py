@@ -139,6 +139,7 @@ class Searcher:
         self._centroid_sets: list[torch.Tensor] = []  # the distinct IVF centroids of the probes
         self._live = _AllowedList(_Allowed(s, ~np.asarray(s.deleted, dtype=bool)) for s in self.segments)
         self.n_live = sum(a.n_allowed for a in self._live)
+        self.mean_doc_vectors = sum(a.n_vectors for a in self._live) / max(self.n_live, 1)
         self.n_vectors = sum(int(v.offsets[-1]) for v in self._vectors)
         self._groups: tuple[list[SegmentGroup], frozenset[int]] | None = None  # built on first use
         self._reusable = list(reuse or [])  # an earlier snapshot's merged_groups()
@@ -279,7 +280,7 @@ class Searcher:
         # a filter allowing few vectors is scored exactly: no worse than token retrieval in time, and exact
         selective = filter is not None and (sum(a.n_vectors for a in allowed) <= config.exact_filter_vectors
                                             or n_allowed <= config.selective_filter_fraction * max(self.n_live, 1))
-        if exhaustive or selective or n_allowed <= max(config.n_rerank, k):
+        if exhaustive or selective or n_allowed <= config.rerank_depth(k, self.mean_doc_vectors):
             with idle_core_threads():  # FAISS and torch on the cores other processes leave idle
                 return [self._exact(q, d, allowed, k) for q, d in zip(qs, qd)]
         return self._fast(qs, qd, allowed, k, config)
@@ -398,7 +399,7 @@ class Searcher:
         the missing ones lie, and the rest are picked with that gap imputed."""
         table = RetrievedTable(scores, keys)
         cand = table.cand
-        n = min(len(cand), max(config.n_rerank, k))
+        n = min(len(cand), config.rerank_depth(k, self.mean_doc_vectors))
         if n == len(cand):
             return self._top(cand, self._exact_scores(q, qd, cand, centroid_sims)[0], k)
         n_first = max(1, int(n * MEASURED_FRACTION)) if config.imputation == "measured" else n

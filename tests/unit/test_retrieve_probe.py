@@ -76,6 +76,41 @@ def test_k_prime_grows_with_the_collection_past_its_reference():
         SearchConfig(k_prime_reference_vectors=-1)
 
 
+def test_the_rerank_deepens_for_short_documents():
+    from xtrieve.config import SearchConfig
+    from xtrieve.errors import ConfigError
+
+    c = SearchConfig(n_rerank=64, rerank_reference_vectors=64)
+    assert c.rerank_depth(10, 64) == 64 and c.rerank_depth(10, 700) == 64 and c.rerank_depth(100, 700) == 100
+    assert c.rerank_depth(10, 32) == 128 and c.rerank_depth(10, 7.6) == 512 and c.rerank_depth(10, 1) == 512  # at most 8x
+    assert c.rerank_depth(1000, 1) == 1000 and c.rerank_depth(10, 0) == 64
+    assert SearchConfig(n_rerank=64, rerank_reference_vectors=0).rerank_depth(10, 1) == 64
+    with pytest.raises(ConfigError, match="rerank_reference_vectors"):
+        SearchConfig(rerank_reference_vectors=-1)
+
+
+def test_a_collection_of_short_documents_reranks_more_candidates(tmp_path, monkeypatch):
+    import xtrieve
+    from xtrieve.retrieve.searcher import Searcher
+
+    rng = np.random.default_rng(0)
+    docs = [rng.standard_normal((4, 16)).astype(np.float32) for _ in range(600)]
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "short", [f"d{i}" for i in range(600)], docs)
+    depths = []
+    real = Searcher._exact_scores
+
+    def counted(self, q, qd, cand, centroid_sims):
+        depths.append(len(cand))
+        return real(self, q, qd, cand, centroid_sims)
+
+    monkeypatch.setattr(Searcher, "_exact_scores", counted)
+    idx.search(rng.standard_normal((20, 16)).astype(np.float32), k=10)
+    assert depths == [512]  # 64 candidates for documents of 64 vectors; these hold 4
+    depths.clear()
+    idx.search(rng.standard_normal((20, 16)).astype(np.float32), k=10, config={"rerank_reference_vectors": 0})
+    assert depths == [64]
+
+
 def test_nprobe_rises_when_k_would_exhaust_the_probed_lists():
     from xtrieve.retrieve.probe import PROBED_PER_RETRIEVED
 

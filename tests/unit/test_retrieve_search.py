@@ -200,7 +200,7 @@ def test_segments_of_one_template_share_one_coarse_step_and_one_rerank(tmp_path,
     monkeypatch.setattr(searcher_module, "token_maxima_across", lambda *a, **kw: joint.append(real(*a, **kw)) or joint[-1])
     for i, n_q in ((7, 5), (142, 5), (251, 5), (42, WIDE_QUERY_TOKENS + 2)):  # both similarity layouts
         q = np.concatenate([docs[i], docs[i]])[:n_q]
-        fast = idx.search(q, k=10, config={"k_prime": 200, "n_rerank": 100, "nprobe": 16})
+        fast = idx.search(q, k=10, config={"k_prime": 200, "n_rerank": 100, "nprobe": 16, "rerank_reference_vectors": 0})
         exact = idx.search(q, k=10, exhaustive=True)  # per segment: the reference
         assert fast[0].doc_id == f"d{i}"
         got = {h.doc_id: h.score for h in fast}
@@ -228,7 +228,7 @@ def test_segments_of_one_template_probing_different_widths_share_one_coarse_step
     idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"d{i}" for i in range(260)], docs, config=cfg)
     assert len(idx.snapshot.segments) == 2
     s = idx._get_searcher()
-    search_cfg = SearchConfig(k_prime=150, n_rerank=40, nprobe=2)
+    search_cfg = SearchConfig(k_prime=150, n_rerank=40, nprobe=2, rerank_reference_vectors=0)  # (a fixed depth)
     probes = [s._probe(no) for no in range(2)]
     assert probes[0].centroids is probes[1].centroids
     assert len({p.nprobe_for(min(150, p.ntotal), 2) for p in probes}) == 2  # different widths
@@ -318,7 +318,7 @@ def test_filters_allowing_few_vectors_are_scored_exactly(corpus, monkeypatch):
 
     def path(**config):
         paths.clear()
-        hits = s.search([queries[0]], k=10, filter="year >= 2020", config=SearchConfig(**config))[0]
+        hits = s.search([queries[0]], k=10, filter="year >= 2020", config=SearchConfig(rerank_reference_vectors=0, **config))[0]
         return paths[0], hits
 
     assert path(exact_filter_vectors=n_vectors) == ("exact", want)
