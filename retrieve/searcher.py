@@ -450,9 +450,17 @@ class Searcher:
         top = np.arange(len(keys))
         if n < len(keys):  # documents tied with the n-th score all compete, so a smaller k is a prefix
             top = np.flatnonzero(scores >= scores[np.argpartition(-scores, n - 1)[n - 1]])
-        top = top[np.lexsort((keys[top], -scores[top]))][:n]
+        top = top[np.lexsort((keys[top], -scores[top]))]
+        doc_ids = [seg.doc_ids for seg in self.segments]
         seg_nos = (keys[top] >> KEY_SHIFT).astype(np.int64)
         local = (keys[top] & ((1 << KEY_SHIFT) - 1)).astype(np.int64)
+        ids = [doc_ids[s][d] for s, d in zip(seg_nos.tolist(), local.tolist())]
+        ranked = scores[top]
+        if len(top) > 1 and bool(np.any(ranked[1:] == ranked[:-1])):
+            # equal scores rank by doc id: not by place in the index, which merges and compaction change
+            order = sorted(range(len(top)), key=lambda i: (-float(ranked[i]), ids[i]))
+            top, seg_nos, local, ids = top[order], seg_nos[order], local[order], [ids[i] for i in order]
+        top, seg_nos, local, ids = top[:n], seg_nos[:n], local[:n], ids[:n]
         metadata: list[dict] = [{} for _ in range(n)]
         for no in np.unique(seg_nos):
             table = self._meta_tables[int(no)]
@@ -461,8 +469,7 @@ class Searcher:
             where = np.nonzero(seg_nos == no)[0]
             for i, row in zip(where.tolist(), table.take(arrow_indices(local[where])).to_pylist()):
                 metadata[i] = row
-        doc_ids = [seg.doc_ids for seg in self.segments]
-        return make_hits([doc_ids[s][d] for s, d in zip(seg_nos.tolist(), local.tolist())], scores[top].tolist(), metadata)
+        return make_hits(ids, scores[top].tolist(), metadata)
 
 
 def _token_slices(members: list[int], lengths: list[int], budget: int) -> Iterator[list[int]]:

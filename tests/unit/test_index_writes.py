@@ -303,3 +303,22 @@ def test_an_index_pickles_as_the_way_to_open_it_again(tmp_path):
     idx.close()
     with pytest.raises(xtrieve.InputError, match="is closed"):
         pickle.dumps(idx)
+
+
+def test_equal_scores_rank_by_doc_id_whatever_merges_and_compaction_did(tmp_path):
+    """Ties used to follow the documents' place in the index, which a tiered merge changes."""
+    rng = np.random.default_rng(6)
+    twin = rand_docs(1, rng)[0]
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["m-early"], [twin],
+                                              config={"docs_per_segment": 4, "merge_factor": 2})
+    for i in range(6):  # small adds: merges move segments around
+        idx.add_embeddings([f"x{i}"], rand_docs(1, rng))
+    idx.add_embeddings(["b-late"], [twin])
+    for i in range(6, 12):
+        idx.add_embeddings([f"x{i}"], rand_docs(1, rng))
+    ranked = []
+    for step in ("after adds", "after compact"):
+        for exhaustive in (False, True):
+            ranked.append([h.doc_id for h in idx.search(twin, k=2, exhaustive=exhaustive)])
+        idx.compact()
+    assert ranked == [["b-late", "m-early"]] * 4
