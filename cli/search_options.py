@@ -13,7 +13,8 @@ _OPTIONS = (
                  help=f"Tokens retrieved per query token (default {_DEFAULTS.k_prime}; more on collections past "
                       f"{_DEFAULTS.k_prime_reference_vectors:,} vectors and for short queries: docs/BENCHMARKS.md)."),
     click.option("--n-rerank", type=click.IntRange(min=1), default=None,
-                 help=f"Candidates reranked with exact MaxSim (default {_DEFAULTS.n_rerank}; at least k)."),
+                 help=f"Candidates reranked with exact MaxSim (default {_DEFAULTS.n_rerank}; at least k; up to 8x more "
+                      "for documents of fewer than 64 stored vectors on average)."),
     click.option("--nprobe", type=click.IntRange(min=1), default=None,
                  help=f"IVF lists probed per query token, at least (default {_DEFAULTS.nprobe}; raised for short "
                       "queries, a large k' and broad filters)."),

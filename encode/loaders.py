@@ -50,7 +50,7 @@ class ModelSpec:
 def read_json(path: Path, kind: type = dict) -> Any:
     """A JSON file's value, which must be a ``kind`` (an object unless told), or ModelLoadError."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_regular(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelLoadError(f"cannot read {path}: {exc}") from None
     if not isinstance(data, kind):
@@ -69,6 +69,13 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
         f.write(data)
 
 
+def _regular(path: Path) -> Path:
+    """``path``, or ModelLoadError when it is there but no regular file (reading a FIFO waits forever)."""
+    if path.exists() and not path.is_file():
+        raise ModelLoadError(f"{path} is not a regular file")
+    return path
+
+
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file, or ModelLoadError naming a truncated or corrupt one. Read
     into memory, not mapped: a mapped file cannot be replaced or removed on Windows while the
@@ -77,7 +84,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load
 
     try:
-        return load(path.read_bytes())
+        return load(_regular(path).read_bytes())
     except (SafetensorError, OSError) as exc:
         raise ModelLoadError(f"cannot read {path}: {exc}") from None
 
@@ -134,7 +141,10 @@ def package_dir(package: str) -> Path:
     (importing a module runs its code)."""
     if not _PACKAGE_NAME.fullmatch(package):
         raise ModelLoadError(f"model package {package[:80]!r} is not the name of a top-level package")
-    spec = importlib.util.find_spec(package)  # (a top-level name: nothing is imported)
+    try:
+        spec = importlib.util.find_spec(package)  # (a top-level name: nothing is imported)
+    except (ImportError, ValueError):  # ("__main__" has no spec)
+        spec = None
     if spec is None:
         raise ModelLoadError(f"the model package {package!r} is not installed (pip install {package.replace('_', '-')})")
     places = list(spec.submodule_search_locations or [])

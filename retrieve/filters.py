@@ -367,8 +367,8 @@ def _column_test(text: str, name: str, op: str, shown: Any, values: "pa.Array | 
             raise FilterError(f"{holds()}: a list (or other nested) column cannot be tested with {op!r}, "
                               "only with 'contains' (a list's elements), 'is null' or 'is not null'")
         typed = values
-        if (values is not None and op in ("==", "!=", "in", "contains") and pa.types.is_string(tested_type)
-                and pa.types.is_integer(values.type)):
+        if (values is not None and op in ("==", "!=", "in", "contains") and pa.types.is_integer(values.type)
+                and (pa.types.is_string(tested_type) or pa.types.is_large_string(tested_type))):
             # doc_id == 31715818, zip == 02134: ids (and other text) as written
             typed = arrow_literals([str(_as_text(v)) for v in (shown if isinstance(shown, tuple) else (shown,))])
         elif values is not None:
@@ -410,10 +410,16 @@ def _contains(column, typed):
         column = column.combine_chunks()
     if not _is_list(column.type):
         return pc.match_substring(column, typed[0].as_py())
-    hit = pc.fill_null(pc.equal(pc.list_flatten(column), typed[0]), False)
-    rows = pc.filter(pc.list_parent_indices(column), hit).to_numpy(zero_copy_only=False)
+    # every value the lists span, with its row (a null list may span values too: its row is null)
+    if pa.types.is_fixed_size_list(column.type):
+        offsets = (np.arange(len(column) + 1) + column.offset) * column.type.list_size
+    else:
+        offsets = column.offsets.to_numpy()
+    values = column.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+    rows = np.repeat(np.arange(len(column)), np.diff(offsets))
+    hit = pc.fill_null(pc.equal(values, typed[0]), False).to_numpy(zero_copy_only=False)
     found = np.zeros(len(column), dtype=bool)
-    found[rows] = True
+    found[rows[hit]] = True
     return pc.if_else(pc.is_valid(column), pa.array(found), pa.nulls(1, pa.bool_())[0])
 
 

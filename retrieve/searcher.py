@@ -136,6 +136,7 @@ class Searcher:
         self.dense_weight = float(snapshot.dense_weight)
         self.dense_dim = next((v.dense.shape[1] for v in self._vectors if v.dense is not None), 0)
         self._probes: list[TokenProbe | None] = [None] * len(self.segments)  # built on first use
+        self._id_arrays: list[np.ndarray | None] = [None] * len(self.segments)  # doc ids, for ties
         self._centroid_sets: list[torch.Tensor] = []  # the distinct IVF centroids of the probes
         self._live = _AllowedList(_Allowed(s, ~np.asarray(s.deleted, dtype=bool)) for s in self.segments)
         self.n_live = sum(a.n_allowed for a in self._live)
@@ -451,16 +452,14 @@ class Searcher:
         if n < len(keys):  # documents tied with the n-th score all compete, so a smaller k is a prefix
             top = np.flatnonzero(scores >= scores[np.argpartition(-scores, n - 1)[n - 1]])
         top = top[np.lexsort((keys[top], -scores[top]))]
-        doc_ids = [seg.doc_ids for seg in self.segments]
-        seg_nos = (keys[top] >> KEY_SHIFT).astype(np.int64)
-        local = (keys[top] & ((1 << KEY_SHIFT) - 1)).astype(np.int64)
-        ids = [doc_ids[s][d] for s, d in zip(seg_nos.tolist(), local.tolist())]
         ranked = scores[top]
         if len(top) > 1 and bool(np.any(ranked[1:] == ranked[:-1])):
             # equal scores rank by doc id: not by place in the index, which merges and compaction change
-            order = sorted(range(len(top)), key=lambda i: (-float(ranked[i]), ids[i]))
-            top, seg_nos, local, ids = top[order], seg_nos[order], local[order], [ids[i] for i in order]
-        top, seg_nos, local, ids = top[:n], seg_nos[:n], local[:n], ids[:n]
+            top = top[np.lexsort((self._doc_ids_of(keys[top]), -ranked))]
+        top = top[:n]
+        seg_nos = (keys[top] >> KEY_SHIFT).astype(np.int64)
+        local = (keys[top] & ((1 << KEY_SHIFT) - 1)).astype(np.int64)
+        doc_ids = [seg.doc_ids for seg in self.segments]
         metadata: list[dict] = [{} for _ in range(n)]
         for no in np.unique(seg_nos):
             table = self._meta_tables[int(no)]
@@ -469,7 +468,18 @@ class Searcher:
             where = np.nonzero(seg_nos == no)[0]
             for i, row in zip(where.tolist(), table.take(arrow_indices(local[where])).to_pylist()):
                 metadata[i] = row
-        return make_hits(ids, scores[top].tolist(), metadata)
+        return make_hits([doc_ids[s][d] for s, d in zip(seg_nos.tolist(), local.tolist())], scores[top].tolist(), metadata)
+
+    def _doc_ids_of(self, keys: np.ndarray) -> np.ndarray:
+        """The doc ids of ``keys`` as an object array (each segment's made once, when first asked)."""
+        seg_nos = keys >> KEY_SHIFT
+        out = np.empty(len(keys), dtype=object)
+        for no in np.unique(seg_nos).tolist():
+            if self._id_arrays[no] is None:
+                self._id_arrays[no] = np.array(self.segments[no].doc_ids, dtype=object)
+            where = seg_nos == no
+            out[where] = self._id_arrays[no][keys[where] & ((1 << KEY_SHIFT) - 1)]
+        return out
 
 
 def _token_slices(members: list[int], lengths: list[int], budget: int) -> Iterator[list[int]]:

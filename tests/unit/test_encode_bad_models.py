@@ -351,7 +351,8 @@ def test_a_model_file_naming_a_package_imports_nothing(pylate_folder, tmp_path):
     folder = _saved(pylate_folder, tmp_path)
     meta = json.loads((folder / "xtrieve_model.json").read_text())
     for package, message in (("this", "has no model folder"), (".x", "not the name of a top-level package"),
-                             ("os.path", "not the name of a top-level package")):
+                             ("os.path", "not the name of a top-level package"),
+                             ("__main__", "is not installed|has no model folder")):
         meta["backbone"] = {"package": package}
         (folder / "xtrieve_model.json").write_text(json.dumps(meta))
         sys.modules.pop("this", None)

@@ -352,3 +352,20 @@ def test_a_number_of_thousands_of_digits_and_names_nested_thousands_deep_are_fil
     with pytest.raises(FilterError, match="nested too deep"):
         allowed_rows(table, pc.field("year") == 1)
     assert allowed_rows(table, compile_filter("year == 1", {deep, "year"})).to_pylist() == [True, False]
+
+
+def test_contains_reads_lists_as_arrow_lays_them_out():
+    """A null list may still span values (Arrow allows it; other tools write it); a slice starts
+    inside the values; a large_string column reads an integer as its digits too."""
+    values = pa.array(["x", "a", "x", "c"])
+    spanning = pa.ListArray.from_arrays(pa.array([0, 2, 3, 4], pa.int32()), values,
+                                        mask=pa.array([False, True, False]))  # row 1 is null but spans "x"
+    table = pa.table({"tags": spanning})
+    assert allowed_rows(table, compile_filter("tags contains 'x'", {"tags"})).to_pylist() == [True, False, False]
+    assert allowed_rows(table, compile_filter("tags not contains 'x'", {"tags"})).to_pylist() == [False, False, True]
+    sliced = pa.table({"tags": pa.array([["q"], ["x"], ["b"], ["x", "y"]]).slice(1)})
+    assert allowed_rows(sliced, compile_filter("tags contains 'x'", {"tags"})).to_pylist() == [True, False, True]
+    fixed = pa.table({"v": pa.array([[1, 2], [3, 4], [5, 6]], pa.list_(pa.int64(), 2)).slice(1)})
+    assert allowed_rows(fixed, compile_filter("v contains 5", {"v"})).to_pylist() == [False, True]
+    large = pa.table({"zip": pa.array(["02134", "9999"], pa.large_string())})
+    assert allowed_rows(large, compile_filter("zip contains 213", {"zip"})).to_pylist() == [True, False]
