@@ -64,7 +64,7 @@ def cpu_has_bfloat16() -> bool:
 def check_precision_for(precision: str, device: torch.device) -> None:
     """ConfigError when bfloat16 is asked of a GPU without it (T4, V100: every batch would fail);
     a warning when asked of a CPU without bfloat16 units (it would be slower)."""
-    if precision == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if precision == "bfloat16" and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
         raise ConfigError(f"precision 'bfloat16': the GPU {device} has no bfloat16 support; use 'float32'")
     if precision == "bfloat16" and device.type == "cpu" and not cpu_has_bfloat16():
         log.warning("this CPU has no bfloat16 units: precision='bfloat16' will encode slower than float32")

@@ -567,7 +567,7 @@ def test_a_device_number_or_precision_the_gpus_lack_is_a_config_error(monkeypatc
         check_device("cuda:7")
     from xtrieve.encode.precision import check_precision_for
 
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # a T4 or V100
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (7, 5))  # a T4 (bfloat16 from 8.0)
     with pytest.raises(ConfigError, match="the GPU cuda:1 has no bfloat16 support"):
         check_precision_for("bfloat16", torch.device("cuda:1"))
     check_precision_for("float32", torch.device("cuda:1"))
