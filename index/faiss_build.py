@@ -28,6 +28,7 @@ from xtrieve.index.fsio import make_room
 log = logging.getLogger(__name__)
 
 SAMPLE_PER_CENTROID = 64
+MAX_IVF_LISTS = 1 << 20
 KMEANS_ITERATIONS = 10
 THREADS_ENV = "XTRIEVE_FAISS_BUILD_THREADS"
 CHECK_K = 16  # results asked of the search that checks a freshly built index
@@ -88,6 +89,10 @@ def new_index(factory: str, dim: int):
     index xtrieve cannot use (another metric, its own ids)."""
     faiss = load_faiss()
 
+    lists = max((int(n) for n in re.findall(r"IVF(\d+)", factory)), default=0)
+    if lists > MAX_IVF_LISTS:  # (FAISS allocates the lists as it builds the index: a hostile manifest's 16M took 4 GB)
+        raise ConfigError(f"FAISS factory {factory[:60]!r} asks for {lists:,} IVF lists: at most {MAX_IVF_LISTS:,} "
+                          f"(they are trained on {SAMPLE_PER_CENTROID} vectors each)")
     try:
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:

@@ -213,6 +213,7 @@ def test_forced_factories_search_with_deletes_and_filters(tmp_path, factory):
     ("IDMap,Flat", "IDMap is not supported"),  # its ids would not be vector rows
     ("IDMap2,Flat", "IDMap is not supported"),
     ("HNSW16_PQ4", "metric METRIC_L2"),        # the factory ignores the inner-product metric
+    ("IVF16777216,Flat", "asks for 16,777,216 IVF lists: at most 1,048,576"),  # FAISS allocates them (4 GB) at once
 ])
 def test_unsearchable_factories_rejected_at_build(tmp_path, factory, reason):
     ids, docs, meta = _factory_corpus()
