@@ -51,7 +51,7 @@ class WriterLock:
             advice = f" (waited {self.wait:g} s)" if self.wait else "; give wait= (--wait SECONDS) to wait for it"
             raise IndexLockedError(f"index {self.root} is locked by another writer{advice}") from None
         except OSError as exc:
-            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, getattr(errno, "ELOOP", errno.EACCES)):
                 raise
             raise InputError(f"index {self.root} cannot be written here: its writer lock {self.root / LOCK_FILE} "
                              f"cannot be made ({exc.strerror}); it can still be opened and searched") from None

@@ -629,3 +629,16 @@ def test_a_write_where_the_lock_cannot_be_made_is_a_clear_error(tmp_path, idx, m
         idx.delete(["a"])
     monkeypatch.undo()
     assert idx.refresh().get("a") is not None
+
+
+def test_a_lock_file_that_is_a_link_is_a_clear_error(tmp_path, idx):
+    """A folder from elsewhere may hold .lock as a link: the lock library refuses to follow it."""
+    import os
+
+    lock = idx.path / ".lock"
+    if lock.exists():
+        lock.unlink()
+    os.symlink(tmp_path / "elsewhere", lock)
+    with pytest.raises(InputError, match="writer lock .*cannot be made .*can still be opened"):
+        idx.delete(["a"])
+    assert not (tmp_path / "elsewhere").exists() and idx.refresh().get("a") is not None
