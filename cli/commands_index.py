@@ -70,9 +70,11 @@ def _read_ids(ids: tuple[str, ...], ids_file: Path | None) -> list[str]:
 @click.option("--overwrite", is_flag=True, help="Replace an existing index at INDEX.")
 @ENCODER_CONFIG_OPTION
 @PRECISION_OPTION
+@click.option("--device", default="cpu", show_default=True,
+              help="Where the model encodes the corpus: cpu, cuda, cuda:1 or mps.")
 @WAIT_OPTION
 def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, vector_storage, docs_per_segment,
-                  no_store_text, overwrite, encoder_config, precision, wait):
+                  no_store_text, overwrite, encoder_config, precision, device, wait):
     """Build INDEX from a corpus file."""
     from xtrieve.config import IndexConfig
     from xtrieve.encode.encoder import Encoder
@@ -90,7 +92,7 @@ def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, 
         raise click.UsageError("give the pool factor once: --pool-factor or --encoder-config pool_factor=N")
     docs = read_corpus(corpus)
     docs.first()  # bad or empty corpus: fail before loading the model
-    encoder = Encoder.load(model, config=encoder_changes, precision=precision)
+    encoder = Encoder.load(model, config=encoder_changes, precision=precision, device=device)
     idx = Index.build(index, docs, encoder=encoder, config=config, overwrite=overwrite, show_progress=True, wait=wait)
     info = idx.info()
     click.echo(f"built {index}: {_count(info.n_docs, 'doc')}, {_count(info.n_vectors, 'vector')} in "

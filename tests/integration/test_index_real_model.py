@@ -103,3 +103,16 @@ def test_a_fine_tuned_backbone_travels_with_the_model_and_the_index(tmp_path, en
     assert np.allclose(reopened.encoder.encode_queries([q])[0], ref, atol=1e-6)
     with pytest.raises(ModelMismatchError):
         xtrieve.Index.open(tmp_path / "ix", encoder=encoder)
+
+
+def test_cli_build_encodes_on_the_device_asked_for(tmp_path):
+    import torch
+
+    from xtrieve.cli.main import main
+
+    r = CliRunner().invoke(main, ["build", str(tmp_path / "cpu"), "--corpus", str(SAMPLE), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    if not torch.cuda.is_available():
+        r = CliRunner().invoke(main, ["build", str(tmp_path / "gpu"), "--corpus", str(SAMPLE), "--device", "cuda"])
+        assert r.exit_code == 1 and "error: device 'cuda': torch has no cuda device here" in r.output
+        assert not (tmp_path / "gpu").exists()
