@@ -28,7 +28,7 @@ from xtrieve.index.corpus import CorpusFile
 from xtrieve.index.docs import (AutoIds, add_metadata, as_index_types, as_records, batched, check_embedding,
                                 check_id, check_one_type_per_column, column_type, explicit_ids, name_type, normalize,
                                 rows_table, short_list, unify, widened_type_name, without_null_parents)
-from xtrieve.index.fsio import fsync_dir, fsync_file, sha256_file
+from xtrieve.index.fsio import fsync_dir, fsync_file, make_room, sha256_file
 from xtrieve.index.lock import LOCK_FILE, WriterLock, check_wait
 from xtrieve.index.manifest import ENCODER_DIR, ENCODER_DIR_NAME, MANIFEST, Manifest, SegmentEntry, is_committed, read_manifest, write_manifest
 from xtrieve.index.merge_policy import live_docs, live_vectors, plan_merge
@@ -757,10 +757,10 @@ def _empty(root: Path) -> None:
 
 def _clear(path: Path) -> None:
     """Remove a file, a folder or a link (the link itself: never what it leads to)."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
+    else:
+        make_room(path)
 
 
 def _fresh_session(root: Path, old: Manifest | None, dim: int, config: IndexConfig, encoder: Any,

@@ -40,6 +40,11 @@ def _key(segment_no: int, local: np.ndarray) -> np.ndarray:
     return (np.int64(segment_no) << KEY_SHIFT) | local.astype(np.int64)
 
 
+def _split_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keys as (segment numbers, local doc numbers), int64 arrays."""
+    return (keys >> KEY_SHIFT).astype(np.int64), (keys & ((1 << KEY_SHIFT) - 1)).astype(np.int64)
+
+
 class _Allowed:
     """Which docs of one segment may be returned, plus (made when first asked for) a FAISS
     selector over its vectors: grouped segments are searched with their group's instead."""
@@ -140,13 +145,17 @@ class Searcher:
         self._centroid_sets: list[torch.Tensor] = []  # the distinct IVF centroids of the probes
         self._live = _AllowedList(_Allowed(s, ~np.asarray(s.deleted, dtype=bool)) for s in self.segments)
         self.n_live = sum(a.n_allowed for a in self._live)
-        self.mean_doc_vectors = sum(a.n_vectors for a in self._live) / max(self.n_live, 1)
         self.n_vectors = sum(int(v.offsets[-1]) for v in self._vectors)
         self._groups: tuple[list[SegmentGroup], frozenset[int]] | None = None  # built on first use
         self._reusable = list(reuse or [])  # an earlier snapshot's merged_groups()
         self.columns = self._metadata_columns()
         self._meta_tables = [s.table.select([c for c in s.table.column_names if c not in ("doc_id", "text")])
                              for s in self.segments]
+
+    @cached_property
+    def mean_doc_vectors(self) -> float:
+        """Stored vectors per live document (the fast path's rerank depth follows it)."""
+        return sum(a.n_vectors for a in self._live) / max(self.n_live, 1)
 
     def warm_up(self) -> None:
         """Load every segment's FAISS index and probe now rather than in the first search."""
@@ -418,9 +427,8 @@ class Searcher:
                       centroid_sims: dict[int, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores of candidate keys (MaxSim, plus the dense term where it applies) and
         their per-token similarities [n_q, n_cand]."""
-        seg_nos = cand >> KEY_SHIFT
+        seg_nos, local = _split_keys(cand)
         qt = torch.from_numpy(q)
-        local = (cand & ((1 << KEY_SHIFT) - 1)).astype(np.int64)
         if len(cand) and seg_nos.min() == seg_nos.max():  # one segment: no regrouping
             no = int(seg_nos[0])
             maxima = self._vectors[no].token_maxima(qt, local, centroid_sims.get(no))
@@ -457,8 +465,7 @@ class Searcher:
             # equal scores rank by doc id: not by place in the index, which merges and compaction change
             top = top[np.lexsort((self._doc_ids_of(keys[top]), -ranked))]
         top = top[:n]
-        seg_nos = (keys[top] >> KEY_SHIFT).astype(np.int64)
-        local = (keys[top] & ((1 << KEY_SHIFT) - 1)).astype(np.int64)
+        seg_nos, local = _split_keys(keys[top])
         doc_ids = [seg.doc_ids for seg in self.segments]
         metadata: list[dict] = [{} for _ in range(n)]
         for no in np.unique(seg_nos):
@@ -472,13 +479,13 @@ class Searcher:
 
     def _doc_ids_of(self, keys: np.ndarray) -> np.ndarray:
         """The doc ids of ``keys`` as an object array (each segment's made once, when first asked)."""
-        seg_nos = keys >> KEY_SHIFT
+        seg_nos, local = _split_keys(keys)
         out = np.empty(len(keys), dtype=object)
         for no in np.unique(seg_nos).tolist():
             if self._id_arrays[no] is None:
                 self._id_arrays[no] = np.array(self.segments[no].doc_ids, dtype=object)
             where = seg_nos == no
-            out[where] = self._id_arrays[no][keys[where] & ((1 << KEY_SHIFT) - 1)]
+            out[where] = self._id_arrays[no][local[where]]
         return out
 
 
