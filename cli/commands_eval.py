@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from xtrieve.cli.commands_index import ENCODER_CONFIG_OPTION, PRECISION_OPTION, parse_encoder_config
+from xtrieve.cli.commands_index import DEVICE_OPTION, ENCODER_CONFIG_OPTION, PRECISION_OPTION, parse_encoder_config
 from xtrieve.cli.formats import json_safe, to_json
 from xtrieve.cli.search_options import search_config, search_config_options
 from xtrieve.config import SearchConfig
@@ -41,8 +41,9 @@ def _pct(x) -> str:
               help="Where --dataset downloads go (default $XTRIEVE_CACHE/beir or ~/.cache/xtrieve/beir).")
 @ENCODER_CONFIG_OPTION
 @PRECISION_OPTION
+@DEVICE_OPTION
 def eval_command(data_dir, dataset, split, model, index_dir, run_file, fmt, k, k_prime, n_rerank, nprobe, imputation,
-                 exhaustive, max_queries, keep_identical_ids, cache_dir, encoder_config, precision):
+                 exhaustive, max_queries, keep_identical_ids, cache_dir, encoder_config, precision, device):
     """Evaluate retrieval on a BEIR dataset: nDCG@10, Recall@100, MAP@100, MRR@10, latency."""
     from xtrieve.eval.evaluate import run_eval
 
@@ -58,7 +59,7 @@ def eval_command(data_dir, dataset, split, model, index_dir, run_file, fmt, k, k
     report = run_eval(data_dir=data_dir, dataset=dataset, split=split, model=model, index_dir=index_dir, k=k,
                       search_config=search_config(k_prime, n_rerank, nprobe, imputation), exhaustive=exhaustive,
                       run_file=run_file, cache=cache_dir, max_queries=max_queries,
-                      ignore_identical_ids=not keep_identical_ids, precision=precision,
+                      ignore_identical_ids=not keep_identical_ids, precision=precision, device=device,
                       encoder_config=parse_encoder_config(encoder_config))
     s = report.summary()
     if fmt == "json":
@@ -77,7 +78,8 @@ def eval_command(data_dir, dataset, split, model, index_dir, run_file, fmt, k, k
         f"Recall@100  {_pct(s['recall@100'])}",
         f"MAP@100     {_pct(s['map@100'])}",
         f"MRR@10      {_pct(s['mrr@10'])}",
-        f"latency     p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms per query (incl. query encoding), "
+        f"latency     p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms per query (incl. query encoding"
+        + ("" if s["device"] == "cpu" else f" on {s['device']}") + "), "
         f"{s['qps_single']:.1f} queries/s",
         f"index       {s['index_bytes'] / 1e6:.1f} MB, {s['n_vectors']} vectors"
         + (f", {s['bytes_per_vector']} B/vector" if s["bytes_per_vector"] else "") + f"; build {build}",

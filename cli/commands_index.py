@@ -18,6 +18,11 @@ PRECISION_OPTION = click.option(
          "documents ~2x, BERT queries ~1.7x, vectors within bfloat16 rounding; float32 gives the model's exact vectors.")
 
 
+DEVICE_OPTION = click.option(
+    "--device", default="cpu", show_default=True,
+    help="Where the model encodes: cpu, cuda, cuda:1 or mps (an unavailable one is an error before any work).")
+
+
 WAIT_OPTION = click.option(
     "--wait", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
     help="Wait this long for another writer of INDEX to finish (default: fail at once if one is writing).")
@@ -70,8 +75,7 @@ def _read_ids(ids: tuple[str, ...], ids_file: Path | None) -> list[str]:
 @click.option("--overwrite", is_flag=True, help="Replace an existing index at INDEX.")
 @ENCODER_CONFIG_OPTION
 @PRECISION_OPTION
-@click.option("--device", default="cpu", show_default=True,
-              help="Where the model encodes the corpus: cpu, cuda, cuda:1 or mps.")
+@DEVICE_OPTION
 @WAIT_OPTION
 def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, vector_storage, docs_per_segment,
                   no_store_text, overwrite, encoder_config, precision, device, wait):
@@ -105,13 +109,14 @@ def build_command(index, corpus, model, pool_factor, faiss_factory, batch_size, 
 @click.option("--replace", is_flag=True,
               help="A document whose id is already in INDEX replaces it (in the same commit); without it such an id is an error.")
 @PRECISION_OPTION
+@DEVICE_OPTION
 @WAIT_OPTION
-def add_command(index, corpus, replace, precision, wait):
+def add_command(index, corpus, replace, precision, device, wait):
     """Add the documents of a corpus file to INDEX."""
     from xtrieve.index.corpus import read_corpus
     from xtrieve.retrieve.api import Index
 
-    idx = Index.open(index, verify=False, precision=precision, wait=wait)
+    idx = Index.open(index, verify=False, precision=precision, wait=wait, device=device)
     ids = idx.add(read_corpus(corpus), show_progress=True, replace=replace)
     click.echo(f"added {_count(len(ids), 'doc')} to {index}" + (", replacing those already there" if replace else "")
                + f" ({_count(len(idx), 'doc')} now)", err=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from xtrieve.cli.commands_index import PRECISION_OPTION
+from xtrieve.cli.commands_index import DEVICE_OPTION, PRECISION_OPTION
 from xtrieve.cli.formats import check_trec_doc_ids, check_trec_query_ids, format_hits
 from xtrieve.cli.query_files import read_queries
 from xtrieve.cli.search_options import search_config, search_config_options
@@ -33,8 +33,9 @@ from xtrieve.cli.search_options import search_config, search_config_options
               help="Do not check the index files' checksums on opening (reading them all takes ~2.5 s per GB): the files' "
                    "structure is still checked, but damage to stored values then goes unnoticed.")
 @PRECISION_OPTION
+@DEVICE_OPTION
 @search_config_options
-def search_command(index, query, k, filter_, fmt, queries_file, exhaustive, with_text, no_verify, precision, k_prime,
+def search_command(index, query, k, filter_, fmt, queries_file, exhaustive, with_text, no_verify, precision, device, k_prime,
                    n_rerank, nprobe, imputation):
     """Search INDEX for QUERY (or every query in --queries)."""
     import xtrieve
@@ -47,7 +48,7 @@ def search_command(index, query, k, filter_, fmt, queries_file, exhaustive, with
     pairs = [("q1", query)] if query is not None else read_queries(queries_file)
     if fmt == "trec":
         check_trec_query_ids([qid for qid, _ in pairs])
-    idx = xtrieve.Index.open(index, precision=precision, verify=not no_verify)
+    idx = xtrieve.Index.open(index, precision=precision, verify=not no_verify, device=device)
     idx.warm_up()  # load FAISS and the model and run it once before timing the search
     start = time.perf_counter()
     results = idx.search_batch([t for _, t in pairs], k=k, filter=filter_, exhaustive=exhaustive, config=config)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from xtrieve.cli.commands_index import PRECISION_OPTION
+from xtrieve.cli.commands_index import DEVICE_OPTION, PRECISION_OPTION
 
 POSITIVE = click.FloatRange(min=0.0, min_open=True)  # learning rates, temperatures
 
@@ -68,11 +68,12 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)  # learning rates, temperatu
               help="Save OUT/checkpoint (what --resume continues from) every N steps.")
 @click.option("--name", default=None, help="Model name written into the folder.")
 @PRECISION_OPTION
+@DEVICE_OPTION
 def train_command(data_dirs, split, base, out, pool_factor, max_steps, freeze_backbone, resume, overwrite, batch_size, lr,
                   backbone_lr, seed, cache_dir, n_negatives, mine_depth, mine_with, cache_corpus, temperature,
                   distill_weight, dense_weight, denoise, cluster, pool_queries, mlp_dim, train_layers, weight_decay,
                   holdout, eval_every,
-                  checkpoint_every, name, precision):
+                  checkpoint_every, name, precision, device):
     """Train a model: contrastive MaxSim on CRISP-clustered documents, hard negatives, optional distillation."""
     import time
 
@@ -87,7 +88,7 @@ def train_command(data_dirs, split, base, out, pool_factor, max_steps, freeze_ba
         temperature=temperature, distill_weight=distill_weight, dense_weight=dense_weight, denoise=denoise,
         cluster=cluster, pool_queries=pool_queries,
         mlp_dim=mlp_dim, train_layers=train_layers, weight_decay=weight_decay, holdout=holdout, eval_every=eval_every,
-        checkpoint_every=checkpoint_every, name=name, precision=precision,
+        checkpoint_every=checkpoint_every, name=name, precision=precision, device=device,
     )
     t0 = time.time()
     folder = train(cfg)

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from xtrieve.encode.crisp import crisp_pool, maxsim
+from xtrieve.encode.encoder import check_device
 from xtrieve.encode.heads import ResidualMLP, activate
 from xtrieve.encode.loaders import MODEL_FILE, read_json, write_safetensors
 from xtrieve.encode.precision import check_precision
@@ -89,6 +90,7 @@ class TrainConfig:
     name: str | None = None
     progress: bool = True
     precision: str = "float32"         # the base model's arithmetic while caching the texts' states
+    device: str = "cpu"                # where the base model encodes the texts (and a head trains)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -139,6 +141,9 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         check_precision(self.precision)
+        if not isinstance(self.device, str):
+            raise ConfigError(f"device must be a device name such as 'cpu' or 'cuda', got {self.device!r:.40}")
+        check_device(self.device)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -679,7 +684,7 @@ _RUN_FILES = frozenset({CHECKPOINT_DIR, CHECKPOINT_DIR + ".tmp", CHECKPOINT_DIR 
 # settings a resumed run may change: how long and how visibly it runs, and where states are cached
 # (not precision: the states a step reads, and so its negatives and gradients, follow it)
 RESUME_FREE = frozenset({"out", "max_steps", "resume", "overwrite", "progress", "checkpoint_every", "eval_every",
-                         "cache_dir", "name"})
+                         "cache_dir", "name", "device"})
 
 
 def _resolved(config: dict) -> dict:
@@ -715,7 +720,7 @@ def _train(cfg: TrainConfig, enc, callback, out: Path, ckpt: Path) -> Path:
 
     if cfg.train_layers and not cfg.freeze_backbone:
         raise InputError("train_layers trains the top blocks of a frozen backbone; with --no-freeze-backbone all of it trains")
-    enc = enc if enc is not None else Encoder.load(cfg.base, precision=cfg.precision)  # a given one keeps its own
+    enc = enc if enc is not None else Encoder.load(cfg.base, precision=cfg.precision, device=cfg.device)  # a given one keeps its own
     if enc.device.type != "cpu" and (cfg.train_layers or not cfg.freeze_backbone):
         raise ConfigError(f"training backbone layers (train_layers, --no-freeze-backbone) runs on the CPU: load the "
                           f"encoder with device='cpu', not {str(enc.device)!r} (a head alone trains from any device)")

@@ -53,6 +53,7 @@ class EvalReport:
     results: Results = dataclasses.field(repr=False, default_factory=dict)
     precision: str | None = None  # the documents' encoding precision when this run built the index
     query_precision: str | None = None  # the queries' encoding precision
+    device: str = "cpu"  # where the model encoded (latency includes query encoding)
 
     def summary(self) -> dict[str, Any]:
         m = self.metrics
@@ -83,6 +84,7 @@ class EvalReport:
             "model": self.model,
             "precision": self.precision,
             "query_precision": self.query_precision,
+            "device": self.device,
         }
 
 
@@ -125,7 +127,7 @@ def is_index_folder(path: str | Path) -> bool:
 
 def open_or_build(path: str | Path, docs: list[dict[str, Any]], model: str | None = None,
                   index_config: IndexConfig | None = None, show_progress: bool | None = None,
-                  precision: str = "float32", encoder_config: Mapping[str, Any] | None = None):
+                  precision: str = "float32", encoder_config: Mapping[str, Any] | None = None, device: str = "cpu"):
     """(Index, build seconds or None when reused, reused?) for ``path``.
 
     An existing index is opened (``model``, when given, must match its encoder) and must hold
@@ -133,14 +135,16 @@ def open_or_build(path: str | Path, docs: list[dict[str, Any]], model: str | Non
     an empty or missing folder gets a new index over ``docs``. Build time covers encoding the
     documents and writing the index, not loading the model. ``precision``: the encoder's
     (``xtrieve.encode.precision``), on the documents of a build and on the queries;
-    ``encoder_config``: EncoderConfig fields to change (``Encoder.load(config=)``).
+    ``encoder_config``: EncoderConfig fields to change (``Encoder.load(config=)``); ``device``:
+    where the encoder runs ("cpu", "cuda", ...).
     """
     import xtrieve
 
     wanted = model is not None or encoder_config or not is_index_folder(path)
-    encoder = xtrieve.Encoder.load(model, config=encoder_config, precision=precision) if wanted else None
+    encoder = xtrieve.Encoder.load(model, config=encoder_config, precision=precision, device=device) if wanted else None
     if is_index_folder(path):
-        idx = xtrieve.Index.open(path, encoder=encoder, precision=None if encoder is not None else precision)
+        idx = xtrieve.Index.open(path, encoder=encoder, precision=None if encoder is not None else precision,
+                                 device=None if encoder is not None else device)
         check_same_documents(path, idx.snapshot.live_ids(), [d["id"] for d in docs])
         if encoder is not None:
             pool, built = getattr(encoder.config, "pool_factor", None), idx.info().pool_factor
@@ -209,9 +213,10 @@ def run_eval(data_dir: str | Path | None = None, dataset: str | None = None, spl
              run_file: str | Path | None = None, cache: str | Path | None = None,
              index_config: IndexConfig | None = None, max_queries: int | None = None,
              ignore_identical_ids: bool = True, progress: bool | None = None,
-             precision: str = "float32", encoder_config: Mapping[str, Any] | None = None) -> EvalReport:
-    """Load a BEIR split, open or build its index (documents encoded in ``precision``), search
-    every query (encoded in ``precision``) and score the run."""
+             precision: str = "float32", encoder_config: Mapping[str, Any] | None = None,
+             device: str = "cpu") -> EvalReport:
+    """Load a BEIR split, open or build its index (documents encoded in ``precision`` on
+    ``device``), search every query (encoded the same way) and score the run."""
     ds = resolve_dataset(data_dir, dataset, split, cache)
     judged = ds.query_items(max_queries)
     if not searchable(judged)[0]:  # (before building an index for nothing)
@@ -234,7 +239,8 @@ def run_eval(data_dir: str | Path | None = None, dataset: str | None = None, spl
     with ExitStack() as stack:
         path = Path(index_dir) if index_dir is not None else Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="xtrieve-eval-"))) / "index"
-        idx, build_s, reused = open_or_build(path, docs, model, index_config, progress, precision, encoder_config)
+        idx, build_s, reused = open_or_build(path, docs, model, index_config, progress, precision, encoder_config,
+                                             device)
         info = idx.info()
         results, metrics, latency, dropped = evaluate_index(idx, ds, k, exhaustive, config, ignore_identical_ids,
                                                             max_queries, progress)
@@ -248,5 +254,5 @@ def run_eval(data_dir: str | Path | None = None, dataset: str | None = None, spl
         pool_factor=int(info.pool_factor), vector_storage=info.vector_storage,
         index_path=str(index_dir) if index_dir is not None else None, index_reused=reused, exhaustive=exhaustive,
         search_config=config.to_dict(), k=k, n_identical_dropped=dropped, model=model_name or model, results=results,
-        precision=None if reused else precision, query_precision=precision,
+        precision=None if reused else precision, query_precision=precision, device=str(device),
     )

@@ -96,7 +96,7 @@ class Index:
     """
 
     def __init__(self, path: str | Path, encoder: "Encoder | str | Path | None" = None, verify: bool = True,
-                 precision: str | None = None, wait: float = 0.0) -> None:
+                 precision: str | None = None, wait: float = 0.0, device: Any = None) -> None:
         from xtrieve.index.lock import check_wait
         from xtrieve.index.store import IndexStore
         from xtrieve.index.writer import check_encoder
@@ -111,7 +111,14 @@ class Index:
             if encoder is not None:
                 raise ConfigError("give precision= to Encoder.load for an encoder you pass; Index.open(precision=) "
                                   "sets the precision of the index's own encoder")
-        self._precision = precision
+        if device is not None:
+            from xtrieve.encode.encoder import check_device
+
+            device = check_device(device)
+            if encoder is not None:
+                raise ConfigError("give device= to Encoder.load for an encoder you pass; Index.open(device=) "
+                                  "sets the device of the index's own encoder")
+        self._precision, self._device = precision, device
         encoder = as_encoder(encoder)
         self._store = IndexStore.open(self.path, verify=verify)
         self._snapshot = self._store.snapshot()
@@ -171,14 +178,16 @@ class Index:
 
     @classmethod
     def open(cls, path: str | Path, encoder: "Encoder | str | Path | None" = None, verify: bool = True,
-             precision: str | None = None, wait: float = 0.0) -> "Index":
+             precision: str | None = None, wait: float = 0.0, device: Any = None) -> "Index":
         """Open an index; ``encoder`` (optional) must match its model; ``verify``: check every
         file's checksum against the manifest (hashes them all: ``False`` skips it for large indexes).
         ``precision``: "bfloat16" runs the index's own encoder (queries, added documents) in
         bfloat16, faster on CPUs with bfloat16 units (``xtrieve.encode.precision``). ``wait``:
         seconds a write (add, delete, compact) waits for another writer to finish before
-        IndexLockedError (default 0: at once; ``math.inf``: as long as it takes)."""
-        return cls(path, encoder=encoder, verify=verify, precision=precision, wait=wait)
+        IndexLockedError (default 0: at once; ``math.inf``: as long as it takes). ``device``: where
+        the index's own encoder runs ("cpu" by default, "cuda", "cuda:1", "mps"): queries, and the
+        documents that :meth:`add` encodes."""
+        return cls(path, encoder=encoder, verify=verify, precision=precision, wait=wait, device=device)
 
     # -- state -------------------------------------------------------------------------
 
@@ -211,12 +220,14 @@ class Index:
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickled as the way to open it again (a worker process: multiprocessing with spawn,
         joblib): its path and options. The copy reads the latest commit and the index's own
-        encoder, at the precision this object's encoder has."""
+        encoder, at the precision and on the device this object's encoder has."""
         self._snapshot  # (a closed index: InputError)
-        precision = self._precision
-        if precision is None and self._encoder is not None:
-            precision = getattr(self._encoder, "precision", None)
-        return (Index, (str(self.path), None, self._verify, precision, self._wait))
+        precision, device = self._precision, self._device
+        if self._encoder is not None:
+            precision = precision or getattr(self._encoder, "precision", None)
+            device = device or getattr(self._encoder, "device", None)
+        return (Index, (str(self.path), None, self._verify, precision, self._wait,
+                        None if device is None else str(device)))
 
     @property
     def snapshot(self) -> "Snapshot":
@@ -244,7 +255,7 @@ class Index:
                                        f"encoder folder {folder.name} is gone; call refresh() to search the new index")
             if self._store.verify:
                 self.verify_encoder_files()
-            encoder = Encoder.load(folder, precision=self._precision or "float32")
+            encoder = Encoder.load(folder, precision=self._precision or "float32", device=self._device or "cpu")
             check_encoder(self._snapshot.manifest, encoder, self.path)  # a replaced or altered encoder/ folder
             self._encoder = encoder
         return self._encoder

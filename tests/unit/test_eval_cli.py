@@ -36,9 +36,8 @@ def fake_eval_index(monkeypatch):
     import xtrieve.eval.evaluate as ev
 
     def open_or_build(path, docs, model=None, index_config=None, show_progress=None, precision="float32",
-                      encoder_config=None):
-        built_with.append(precision)
-        built_with.append(encoder_config)
+                      encoder_config=None, device="cpu"):
+        built_with.extend([precision, encoder_config, device])
         enc = FakeEncoder()
         idx = xtrieve.Index.build_from_embeddings(path, [d["id"] for d in docs],
                                                   enc.encode_documents([d["text"] for d in docs]))
@@ -64,15 +63,15 @@ def test_eval_json_last_line(toy, tmp_path, fake_eval_index):
         path.write_text(path.read_text(encoding="utf-8").replace("q 5", "q5").replace("doc 3", "doc3"),
                         encoding="utf-8")
     res = CliRunner().invoke(main, ["eval", "--data-dir", str(toy), "--format", "json", "--run-file", str(run_file),
-                                    "--precision", "bfloat16", "--encoder-config", "doc_windows=3"])
+                                    "--precision", "bfloat16", "--encoder-config", "doc_windows=3", "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    assert fake_eval_index == ["bfloat16", {"doc_windows": 3}]  # both reach the build
+    assert fake_eval_index == ["bfloat16", {"doc_windows": 3}, "cpu"]  # all three reach the build
     out = json.loads(res.output.strip().splitlines()[-1])
     for key in ("ndcg@10", "recall@100", "map@100", "mrr@10", "p50_ms", "p95_ms", "index_bytes", "build_s",
                 "n_queries", "dataset"):
         assert key in out, key
     assert out["dataset"] == "toy" and out["n_queries"] == 6 and out["n_skipped_docs"] == 1
-    assert out["precision"] == "bfloat16" and out["query_precision"] == "bfloat16"
+    assert out["precision"] == "bfloat16" and out["query_precision"] == "bfloat16" and out["device"] == "cpu"
     assert 0 <= out["ndcg@10"] <= 1 and out["index_bytes"] > 0
     assert out["n_identical_dropped"] == 2
     lines = run_file.read_text().splitlines()
