@@ -36,11 +36,16 @@ ENCODER_CONFIG_OPTION = click.option(
 
 def parse_encoder_config(pairs: tuple[str, ...]) -> dict[str, object] | None:
     """``KEY=VALUE`` options as an Encoder.load config dict (None when there are none)."""
+    return parse_key_values(pairs, "--encoder-config")
+
+
+def parse_key_values(pairs: tuple[str, ...], option: str) -> dict[str, object] | None:
+    """``KEY=VALUE`` options (VALUE: JSON, else text) as a dict (None when there are none)."""
     out: dict[str, object] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--encoder-config")
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=option)
         try:
             value = json.loads(raw)
         except ValueError:
@@ -141,6 +146,68 @@ def delete_command(index, ids, ids_file, filter_expr, missing_ok, wait):
     n = idx.delete(filter=filter_expr) if filter_expr is not None else \
         idx.delete(_read_ids(ids, ids_file), missing_ok=missing_ok)
     click.echo(f"deleted {_count(n, 'doc')} from {index} ({_count(len(idx), 'doc')} left)", err=True)
+
+
+@click.command("update-metadata")
+@click.argument("index", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("ids", nargs=-1)
+@click.option("--ids-file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File with one id per line.")
+@click.option("--filter", "filter_expr", default=None,
+              help="Every document this metadata filter matches, e.g. \"year < 2000\" (instead of ids).")
+@click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE",
+              help="A new value for the documents named: JSON (2024, true, [\"a\"], null clears it) or else text. "
+                   "Repeatable.")
+@click.option("--file", "updates_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON Lines, one {\"id\": ..., COLUMN: VALUE, ...} per document: each its own new values "
+                   "(instead of ids, --filter and --set).")
+@WAIT_OPTION
+def update_metadata_command(index, ids, ids_file, filter_expr, pairs, updates_file, wait):
+    """Change the metadata of documents in INDEX without encoding them again (a new title or
+    text: add --replace)."""
+    from xtrieve.retrieve.api import Index
+
+    named = bool(ids) or ids_file is not None
+    if updates_file is not None:
+        if named or filter_expr is not None or pairs:
+            raise click.UsageError("--file gives each document its own values: no ids, --filter or --set with it")
+    elif not pairs:
+        raise click.UsageError("give the new values with --set KEY=VALUE (or --file)")
+    elif named == (filter_expr is not None):
+        raise click.UsageError("give ids or --filter (one of the two) for the documents to change")
+    values = parse_key_values(pairs, "--set")
+    updates = _read_updates(updates_file) if updates_file is not None else None
+    idx = Index.open(index, verify=False, wait=wait)
+    if filter_expr is not None:
+        n = idx.update_metadata(filter=filter_expr, values=values)
+    else:
+        n = idx.update_metadata(updates if updates is not None else dict.fromkeys(_read_ids(ids, ids_file), values))
+    click.echo(f"updated the metadata of {_count(n, 'doc')} in {index}", err=True)
+
+
+def _read_updates(path: Path) -> dict[str, dict]:
+    """{id: new values} from a JSON Lines file of {"id" (or "_id"): ..., column: value, ...}."""
+    from xtrieve.index.docs import ID_KEYS, check_id
+
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read updates file {path}: {exc}") from None
+    out: dict[str, dict] = {}
+    for no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise InputError(f"{path}, line {no}: not JSON ({exc})") from None
+        key = next((k for k in ID_KEYS if isinstance(row, dict) and k in row), None)
+        if key is None:
+            raise InputError(f'{path}, line {no}: expected an object with an "id" and the new values')
+        doc_id = check_id(row.pop(key), f"{path}, line {no}")
+        if doc_id in out:
+            raise InputError(f"{path}, line {no}: id {doc_id!r} is given twice")
+        out[doc_id] = row
+    return out
 
 
 @click.command("compact")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import re
 import sys
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -85,12 +85,12 @@ def as_records(rows: Any) -> Any:
     return rows
 
 
-def _flatten(prefix: str, value: Any, out: dict[str, Any], doc_id: str) -> None:
+def _flatten(prefix: str, value: Any, out: dict[str, Any], where: str) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
-            _flatten(f"{prefix}.{k}", v, out, doc_id)
+            _flatten(f"{prefix}.{k}", v, out, where)
     elif prefix in out:
-        raise InputError(f"document {doc_id!r}: metadata field {prefix!r} is given twice (nested metadata is "
+        raise InputError(f"{where}: metadata field {prefix!r} is given twice (nested metadata is "
                          "stored flattened, so {'a': {'b': ...}} and 'a.b' name the same column)")
     else:
         out[prefix] = None if is_missing(value) else value
@@ -129,15 +129,51 @@ def normalize(doc: Any, position: int, auto_id: Callable[[], str],
         stored["title"] = title
     for key, value in doc.items():
         if key not in ID_KEYS and key not in ("text", "title"):
-            add_metadata(stored, key, value, doc_id)
+            add_metadata(stored, key, value, f"document {doc_id!r}")
     return doc_id, full, stored
 
 
-def add_metadata(row: dict[str, Any], key: Any, value: Any, doc_id: str) -> None:
-    """Store one metadata field in ``row``; a dict value becomes columns ``key.sub`` (flattened)."""
+def add_metadata(row: dict[str, Any], key: Any, value: Any, where: str) -> None:
+    """Store one metadata field in ``row``; a dict value becomes columns ``key.sub`` (flattened).
+    ``where`` starts an error's message ("document 'd1'")."""
     if not isinstance(key, str) or not key or key == "doc_id" or key.startswith("__"):
-        raise InputError(f"document {doc_id!r}: metadata key {key!r} is reserved or invalid")
-    _flatten(key, value, row, doc_id)
+        raise InputError(f"{where}: metadata key {key!r} is reserved or invalid")
+    _flatten(key, value, row, where)
+
+
+# stored columns that come from the encoded text (or name the document): an update cannot change them
+ENCODED_KEYS = frozenset({*ID_KEYS, "doc_id", "text", "title"})
+
+
+def check_metadata_updates(updates: Any) -> dict[str, dict[str, Any]]:
+    """``updates`` ({id: {column: value}}) with checked ids, or an InputError naming the problem:
+    not a dict, an id given twice, or new values :func:`check_new_metadata` refuses."""
+    if not isinstance(updates, Mapping):
+        raise InputError(f"updates must be a dict of id -> {{column: value}}, got {type(updates).__name__}")
+    out: dict[str, dict[str, Any]] = {}
+    for n, (raw_id, values) in enumerate(updates.items()):
+        doc_id = check_id(raw_id, f"update {n}")
+        if doc_id in out:
+            raise InputError(f"update {n}: id {doc_id!r} is given twice")
+        out[doc_id] = check_new_metadata(values, f"document {doc_id!r}")
+    if not out:
+        raise InputError("no documents to update (empty updates)")
+    return out
+
+
+def check_new_metadata(values: Any, where: str) -> dict[str, Any]:
+    """``values`` as a dict, or an InputError starting with ``where``: not a dict, or a key that
+    is not metadata (a reserved one, one given twice, or one of the encoded title and text)."""
+    if not isinstance(values, Mapping):
+        raise InputError(f"{where}: new metadata must be a dict of column -> value, got {type(values).__name__}")
+    for key in values:
+        if key in ENCODED_KEYS:
+            raise InputError(f"{where}: {key!r} is not metadata an update can change (the vectors encode the "
+                             "title and text): add the document again with replace=True")
+    row: dict[str, Any] = {}
+    for key, value in values.items():
+        add_metadata(row, key, value, where)
+    return dict(values)
 
 
 def rows_table(ids: list[str], rows: list[dict[str, Any]], store_text: bool) -> pa.Table:

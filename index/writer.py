@@ -325,11 +325,11 @@ class WriteSession:
         """The batches, refused without the dense embedding the index's model fuses (one it
         does not fuse is dropped)."""
         fused = self.manifest.dense_weight > 0
-        for table, vectors, n_tokens, dense in batches:
+        for table, vectors, n_tokens, dense, *hints in batches:
             if fused and dense is None:
                 raise InputError("this index's model adds a dense (mean-pooled) score to MaxSim, and these documents "
                                  "come without one: add them as text with the index's encoder")
-            yield table, vectors, n_tokens, dense if fused else None
+            yield (table, vectors, n_tokens, dense if fused else None, *hints)  # type: ignore[misc]
 
     def ingest(self, batches: Callable[[Callable[[pa.Table], pa.Table]], Iterable[Batch]], total: int | None,
                show_progress: bool | None, next_auto_id: Callable[[], int] | None = None,
@@ -506,18 +506,55 @@ class WriteSession:
             segments.append(dataclasses.replace(entry, tombstones={rel: sha}, n_deleted=int(mask.sum())))
         return segments
 
-    def _merge_batches(self, readers: list[SegmentReader]) -> Iterator[Batch]:
+    def _copied_batches(self, parts: Iterable[tuple[SegmentReader, np.ndarray]]) -> Iterator[Batch]:
+        """Batches of stored documents as they are: (segment, its local doc numbers) pairs."""
         keep_lists = not self._retraining  # (new centroids: each vector finds its nearest again)
-        for seg in readers:
-            live = np.nonzero(~seg.deleted)[0]
-            for s in range(0, len(live), MERGE_CHUNK_DOCS):
-                docs = live[s:s + MERGE_CHUNK_DOCS]
+        for seg, local in parts:
+            for s in range(0, len(local), MERGE_CHUNK_DOCS):
+                docs = local[s:s + MERGE_CHUNK_DOCS]
                 vectors = [seg.doc_vectors(int(d)) for d in docs]
                 dense = None if seg.dense is None else np.asarray(seg.dense[docs])
-                # int4 codes stay against the same centroid, so the merge rewrites the same codes
+                # int4 codes stay against the same centroid, so a copy rewrites the same codes
                 lists = None if seg.lists is None or not keep_lists else \
                     [seg.lists[seg.offsets[d]:seg.offsets[d + 1]] for d in docs]
                 yield seg.table.take(pa.array(docs)), vectors, seg.n_tokens[docs].tolist(), dense, lists
+
+    def _merge_batches(self, readers: list[SegmentReader]) -> Iterator[Batch]:
+        return self._copied_batches((seg, np.nonzero(~seg.deleted)[0]) for seg in readers)
+
+    def update_metadata(self, updates: dict[str, dict[str, Any]], show_progress: bool | None = None) -> int:
+        """Give live documents new metadata values without encoding them again (``updates``: id ->
+        {column: value}, checked by :func:`check_metadata_updates`): each one's stored vectors,
+        text and other columns are copied into a new segment with those values (None clears one;
+        a dict replaces every nested column under its key) and its old row is tombstoned, in one
+        commit. InputError, nothing written, for an id that is not live."""
+        snap = self.snapshot() if self.manifest.segments else None
+        found = {i: snap.lookup(i) for i in updates} if snap else {}
+        missing = [i for i in updates if found.get(i) is None]
+        if missing:
+            raise InputError(f"{len(missing)} id(s) not in the index: {short_list(missing)}")
+        by_seg: dict[int, list[int]] = {}
+        for seg_no, local in found.values():  # type: ignore[misc]
+            by_seg.setdefault(seg_no, []).append(local)
+
+        def edited(table: pa.Table) -> pa.Table:
+            rows = table.to_pylist()
+            ids = [row.pop("doc_id") for row in rows]
+            for doc_id, row in zip(ids, rows):
+                for key, value in updates[doc_id].items():
+                    for name in [c for c in row if c == key or c.startswith(key + ".")]:
+                        del row[name]
+                    add_metadata(row, key, value, f"document {doc_id!r}")
+            return rows_table(ids, rows, self.config.store_text)
+
+        def batches(check: Callable[[pa.Table], pa.Table]) -> Iterator[Batch]:
+            parts = ((snap.segments[no], np.sort(np.array(local))) for no, local in sorted(by_seg.items()))
+            for table, *rest in self._copied_batches(parts):  # type: ignore[union-attr]
+                yield (check(edited(table)), *rest)  # type: ignore[misc]
+
+        self.ingest(batches, len(updates), show_progress, replace=True)
+        log.info("updated the metadata of %d docs", len(updates))
+        return len(updates)
 
     def merge(self, picks: list[int]) -> None:
         """Merge the given segments (dropping deleted docs) into new ones and commit."""
@@ -603,7 +640,7 @@ def _meta_row(meta: Any, doc_id: str) -> dict[str, Any]:
         raise InputError(f"document {doc_id!r}: metadata must be a dict, got {type(meta).__name__}")
     row: dict[str, Any] = {}
     for k, v in meta.items():
-        add_metadata(row, k, v, doc_id)
+        add_metadata(row, k, v, f"document {doc_id!r}")
     return row
 
 

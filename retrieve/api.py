@@ -368,6 +368,36 @@ class Index:
                     return 0
             return session.delete(ids, missing_ok=_flag(missing_ok, "missing_ok"))
 
+    def update_metadata(self, updates: Mapping[Any, Mapping[str, Any]] | None = None, *, filter: Any = None,
+                        values: Mapping[str, Any] | None = None, show_progress: bool | None = None) -> int:
+        """Change live documents' metadata without encoding them again: ``updates`` maps an id to
+        its new values ({"year": 2024}; None clears a column, a dict replaces the nested columns
+        under its key), or ``values`` go to every live document ``filter`` matches (evaluated as
+        in :meth:`delete`). Their vectors and text are copied as stored; title and text cannot
+        change here (``add(..., replace=True)`` encodes new ones). One commit: an id that is not
+        live is an InputError and nothing changes. Returns how many documents changed."""
+        from xtrieve.index.docs import check_metadata_updates, check_new_metadata
+
+        show_progress = _flag(show_progress, "show_progress", optional=True)
+        if (updates is None) == (filter is None):
+            raise InputError("update_metadata takes updates ({id: {column: value}}) or filter= with values=, "
+                             "one of the two")
+        if updates is not None and values is not None:
+            raise InputError("values= goes with filter=; with updates, give each id its own values")
+        if filter is not None:
+            values = check_new_metadata(values, "values")
+        else:
+            updates = check_metadata_updates(updates)
+        with self._writing() as session:
+            if filter is not None:
+                ids = _matching_ids(session.snapshot(), filter)
+                if not ids:
+                    return 0
+                updates = dict.fromkeys(ids, values)
+            done = session.update_metadata(updates, show_progress)
+            session.merge_after_commit()
+        return done
+
     def compact(self) -> None:
         """Merge all segments, drop deleted documents and unreferenced files."""
         with self._writing() as session:
