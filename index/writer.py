@@ -478,10 +478,9 @@ class WriteSession:
         self._live = None
         return len(wanted)
 
-    def _tombstoned(self, ids: list[str]) -> list[SegmentEntry]:
-        """The committed segments with ``ids`` (distinct) marked deleted, their tombstone files
-        written for the next commit (a segment left with no live document is dropped);
-        InputError, nothing written, if any id is not live."""
+    def _located(self, ids: list[str]) -> tuple[Snapshot, dict[int, list[int]]]:
+        """The snapshot of the last commit and, per segment number, the local numbers of the
+        live documents ``ids`` (distinct); an InputError naming those that are not live."""
         snap = self.snapshot() if self.manifest.segments else None
         found = {i: snap.lookup(i) for i in ids} if snap else {}
         missing = [i for i in ids if found.get(i) is None]
@@ -490,13 +489,20 @@ class WriteSession:
         by_seg: dict[int, list[int]] = {}
         for seg_no, local in found.values():  # type: ignore[misc]
             by_seg.setdefault(seg_no, []).append(local)
+        return snap, by_seg  # type: ignore[return-value]
+
+    def _tombstoned(self, ids: list[str]) -> list[SegmentEntry]:
+        """The committed segments with ``ids`` (distinct) marked deleted, their tombstone files
+        written for the next commit (a segment left with no live document is dropped);
+        InputError, nothing written, if any id is not live."""
+        snap, by_seg = self._located(ids)
         generation = self.manifest.generation + 1
         segments: list[SegmentEntry] = []
         for no, entry in enumerate(self.manifest.segments):
             if no not in by_seg:
                 segments.append(entry)
                 continue
-            mask = snap.segments[no].deleted.copy()  # type: ignore[union-attr]
+            mask = snap.segments[no].deleted.copy()
             mask[by_seg[no]] = True
             if mask.all():
                 continue  # the whole segment is gone: just stop naming it
@@ -528,14 +534,7 @@ class WriteSession:
         text and other columns are copied into a new segment with those values (None clears one;
         a dict replaces every nested column under its key) and its old row is tombstoned, in one
         commit. InputError, nothing written, for an id that is not live."""
-        snap = self.snapshot() if self.manifest.segments else None
-        found = {i: snap.lookup(i) for i in updates} if snap else {}
-        missing = [i for i in updates if found.get(i) is None]
-        if missing:
-            raise InputError(f"{len(missing)} id(s) not in the index: {short_list(missing)}")
-        by_seg: dict[int, list[int]] = {}
-        for seg_no, local in found.values():  # type: ignore[misc]
-            by_seg.setdefault(seg_no, []).append(local)
+        snap, by_seg = self._located(list(updates))
 
         def edited(table: pa.Table) -> pa.Table:
             rows = table.to_pylist()
@@ -549,7 +548,7 @@ class WriteSession:
 
         def batches(check: Callable[[pa.Table], pa.Table]) -> Iterator[Batch]:
             parts = ((snap.segments[no], np.sort(np.array(local))) for no, local in sorted(by_seg.items()))
-            for table, *rest in self._copied_batches(parts):  # type: ignore[union-attr]
+            for table, *rest in self._copied_batches(parts):
                 yield (check(edited(table)), *rest)  # type: ignore[misc]
 
         self.ingest(batches, len(updates), show_progress, replace=True)
