@@ -62,12 +62,13 @@ def auto_nlist(n_vectors: int) -> int:
 
 
 def pq_subquantizers(dim: int, pq_bytes: int | None) -> int:
-    """Number of 4-bit PQ sub-quantizers: 2 * pq_bytes, else dim // 2; a divisor of dim."""
-    m = 2 * pq_bytes if pq_bytes else max(1, dim // 2)
-    m = min(m, dim)
-    while dim % m:
-        m -= 1
-    return m
+    """Number of 4-bit PQ sub-quantizers: 2 * pq_bytes, else dim // 2; FAISS needs a divisor of
+    dim, so the divisor nearest that wish (by ratio; the smaller one on a tie). Rounding only
+    down gave a prime dim (97, 101, 127, ...) one sub-quantizer: 4 bits per vector, and token
+    retrieval that finds almost nothing (PQ97x4fs, one dimension each, is a valid choice there)."""
+    want = min(2 * pq_bytes if pq_bytes else max(1, dim // 2), dim)
+    divisors = [m for m in range(1, dim + 1) if dim % m == 0]
+    return min(divisors, key=lambda m: (max(m / want, want / m), m))
 
 
 def resolve_factory(config: IndexConfig, n_vectors: int, dim: int, template: dict | None) -> str:

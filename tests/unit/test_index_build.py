@@ -253,3 +253,12 @@ def test_fill_index_names_the_factory_it_refuses():
     with pytest.raises(ConfigError, match=r"FAISS factory 'PQ4x4' cannot search with an ID selector.*invalid search params"):
         faiss_build.fill_index(empty, [x], factory="PQ4x4")
     assert faiss_build.fill_index(faiss_build.new_index("Flat", DIM), [x], factory="Flat").ntotal == len(x)
+
+
+@pytest.mark.parametrize("dim, want", [(128, 64), (100, 50), (130, 65), (97, 97), (127, 127), (121, 121), (1, 1)])
+def test_auto_pq_subquantizers_never_collapse_for_odd_dims(dim, want):
+    from xtrieve.index.faiss_build import pq_subquantizers
+
+    m = pq_subquantizers(dim, None)
+    assert dim % m == 0 and m == want  # a prime dim took PQ1x4fs: 4 bits per vector
+    assert pq_subquantizers(97, 16) == 97 and pq_subquantizers(130, 16) == 26  # pq_bytes: the nearest divisor
