@@ -398,7 +398,8 @@ def check_embedding(x: Any, dim: int | None, where: str) -> np.ndarray:
     if np.iscomplexobj(x):  # (a cast would keep the real part, with only a warning)
         raise InputError(f"{where}: embedding holds complex numbers, not real vectors")
     try:
-        arr = np.asarray(x, dtype=np.float32)
+        with np.errstate(over="ignore"):  # (a float64 beyond float32 becomes inf: refused below by name)
+            arr = np.asarray(x, dtype=np.float32)
     except (TypeError, ValueError):
         raise InputError(f"{where}: embedding is not an array of numbers") from None
     if arr.ndim != 2:
@@ -410,7 +411,8 @@ def check_embedding(x: Any, dim: int | None, where: str) -> np.ndarray:
     if arr.shape[1] == 0:
         raise InputError(f"{where}: embedding has dim 0")
     if not np.isfinite(arr).all():
-        raise InputError(f"{where}: embedding contains NaN or infinite values")
-    if np.abs(arr).max() > MAX_VALUE:
+        if not np.isfinite(np.asarray(x, dtype=np.float64)).all():
+            raise InputError(f"{where}: embedding contains NaN or infinite values")
+    if not np.abs(arr).max() <= MAX_VALUE:
         raise InputError(f"{where}: embedding values too large to store (|x| > {MAX_VALUE})")
     return arr

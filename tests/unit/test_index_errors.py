@@ -95,6 +95,8 @@ def test_metadata_type_clash(idx):
     (np.zeros(8, np.float32), "must be 2-D"),
     (np.zeros((0, 8), np.float32), "0 rows"),
     (np.full((2, 8), np.nan, np.float32), "NaN or infinite"),
+    (np.full((2, 8), np.inf), "NaN or infinite"),
+    (np.full((2, 8), 1e39), "too large to store"),  # (beyond float32: the cast made it inf)
     ("text", "not an array of numbers"),
     (np.ones((2, 8)) * 1j, "complex numbers"),
 ])
