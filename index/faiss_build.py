@@ -259,12 +259,14 @@ def list_sizes(index) -> np.ndarray:
     return np.array([ivf.invlists.list_size(i) for i in range(ivf.nlist)], dtype=np.int64)
 
 
-def write_index(index, path: Path) -> None:
+def write_index(index, path: Path, shared_quantizer: bool = False) -> None:
     """Write an index through Python's file I/O (FAISS's own opens a path in the ANSI code page
-    on Windows, where a folder such as C:\\Users\\José cannot be written)."""
+    on Windows, where a folder such as C:\\Users\\José cannot be written). ``shared_quantizer``:
+    the index's IVF centroids are the template's, so the file leaves them out (see
+    :func:`serialize_without_quantizer`)."""
     faiss = load_faiss()
 
-    data = faiss.serialize_index(index)
+    data = serialize_without_quantizer(index) if shared_quantizer else faiss.serialize_index(index)
     with open(make_room(path), "xb") as f:
         f.write(memoryview(data))
 
@@ -320,3 +322,49 @@ def ivf_lists(index, vectors: np.ndarray, n: int = 1) -> np.ndarray:
                           f"{vectors.shape[-1]}-dimensional vectors (a transform before the IVF index?)")
     with build_threads():
         return ivf.quantizer.assign(np.ascontiguousarray(vectors, dtype=np.float32), n)
+
+
+def _flat_quantizer(index):
+    """The IVF part of ``index`` when its coarse quantizer is a plain IndexFlat, else None."""
+    faiss = load_faiss()
+
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None or not isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexFlat):
+        return None
+    return ivf
+
+
+def serialize_without_quantizer(index):
+    """``index`` serialized with an empty coarse quantizer in place of its centroids: a segment
+    built from the IVF template stores only its lists, codes and codebooks (every IVF file held
+    the template's nlist x dim float32 centroids, 0.5 MB at 1,024 lists of 128-d, so a
+    one-document add of 5 vectors wrote ~550 KB); :func:`attach_quantizer` puts them back."""
+    faiss = load_faiss()
+
+    ivf = _flat_quantizer(index)
+    if ivf is None:
+        return faiss.serialize_index(index)
+    kept, own = ivf.quantizer, ivf.own_fields
+    empty = faiss.IndexFlat(ivf.d, kept.metric_type)
+    ivf.quantizer, ivf.own_fields = empty, False
+    try:
+        return faiss.serialize_index(index)
+    finally:
+        ivf.quantizer, ivf.own_fields = kept, own
+
+
+def lacks_quantizer(index) -> bool:
+    """Whether ``index`` is an IVF index written without its centroids (a template's segment)."""
+    ivf = _flat_quantizer(index)
+    return ivf is not None and ivf.nlist > 0 and ivf.quantizer.ntotal == 0
+
+
+def attach_quantizer(index, template) -> bool:
+    """Give ``index`` (read without its centroids) the coarse quantizer of ``template``, shared,
+    not copied; False when the template does not fit (other lists or dimension)."""
+    ivf, tivf = _flat_quantizer(index), _flat_quantizer(template)
+    if ivf is None or tivf is None or ivf.nlist != tivf.nlist or ivf.d != tivf.d or tivf.quantizer.ntotal != tivf.nlist:
+        return False
+    ivf.quantizer, ivf.own_fields = tivf.quantizer, False
+    index.referenced_objects = [template]  # (the template owns the quantizer: keep it alive)
+    return True

@@ -13,7 +13,10 @@ from xtrieve.errors import ConfigError, IndexFormatError
 from xtrieve.index.fsio import atomic_write_bytes, regular, safe_join
 
 FORMAT = "xtrieve-index"
-FORMAT_VERSION = 1
+# 2: a segment built from the IVF template leaves the template's centroids out of its tokens.faiss
+# (an xtrieve that reads only version 1 failed on such a file with a raw FAISS error)
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 ENCODER_DIR = "encoder"
 # the folders an index keeps its encoder in: encoder/, or encoder-gNNNNNN/ after an overwrite
@@ -143,9 +146,10 @@ def read_manifest(root: Path) -> Manifest:
     _need(isinstance(body, dict), path, "top level is not an object")
     _need(body.get("format") == FORMAT, path, f"'format' is {body.get('format')!r}, expected {FORMAT!r}")
     version = body.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise IndexFormatError(
-            f"unsupported index format_version {version!r} in {path} (this xtrieve reads version {FORMAT_VERSION})")
+            f"unsupported index format_version {version!r} in {path} (this xtrieve reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))})")
     _need(body.get("checksum") == _checksum(body), path, "checksum mismatch (the file was modified or damaged)")
     try:
         config = IndexConfig.from_dict(body.get("index_config") or {})

@@ -45,7 +45,8 @@ CHUNK_ROWS = 1 << 16
 RESIDUAL_CANDIDATES = 3
 
 # builds the FAISS index of a finished segment: (n_vectors, rows(idx), chunks()) -> (index, factory)
-IndexBuilder = Callable[[int, Callable[[np.ndarray], np.ndarray], Callable[[], Any]], tuple[Any, str]]
+# (n, rows, chunks) -> (index, factory[, whether its IVF centroids are the template's, left out of its file])
+IndexBuilder = Callable[[int, Callable[[np.ndarray], np.ndarray], Callable[[], Any]], tuple]
 
 
 def _write_ipc(path: Path, table_or_batch) -> None:
@@ -123,9 +124,9 @@ class SegmentWriter:
                 for s in range(0, n, CHUNK_ROWS):
                     yield np.asarray(raw[s:s + CHUNK_ROWS], dtype=np.float32)
 
-            index, factory = build_index(n, rows, chunks)
+            index, factory, *shared = build_index(n, rows, chunks)
             self._write_vectors(raw, index)
-            faiss_build.write_index(index, self.dir / FAISS)
+            faiss_build.write_index(index, self.dir / FAISS, bool(shared and shared[0]))
             del index
         finally:
             del raw
@@ -224,8 +225,9 @@ def stored_columns(root: Path, name: str) -> pa.Table:
 class SegmentCore:
     """The immutable part of a segment, opened once and shared by snapshots."""
 
-    def __init__(self, root: Path, entry: SegmentEntry, dim: int) -> None:
+    def __init__(self, root: Path, entry: SegmentEntry, dim: int, template: Callable[[], Any] | None = None) -> None:
         self.entry, self.name, self.dim = entry, entry.name, dim
+        self._template = template  # () -> the index's IVF template (centroids a segment file leaves out)
         folder = root / entry.name
         docs = read_arrow_file(folder / DOCS, "segment file")
         vectors = read_arrow_file(folder / VECTORS, "segment file")
@@ -267,6 +269,14 @@ class SegmentCore:
     def vec_to_doc(self) -> np.ndarray:
         return np.repeat(np.arange(self.n_docs, dtype=np.int32), self.vector_counts)
 
+    @cached_property
+    def id_index(self) -> dict[str, int] | None:
+        """doc id -> local doc number (deleted ones too), built once per segment: a writer looks
+        its new ids up here rather than building a set of every live id on each write (None
+        when an id repeats in the segment, which writes never do)."""
+        out = {doc_id: local for local, doc_id in enumerate(self.doc_ids)}
+        return out if len(out) == self.n_docs else None
+
     def conformed(self, schema: pa.Schema) -> pa.Table:
         """The docs table under a snapshot-wide schema (cached for the last schema asked)."""
         if self.table.schema.equals(schema):
@@ -289,6 +299,10 @@ class SegmentCore:
                     if not self._faiss_file.closed:
                         raise
                     raise InputError("the index was closed during this search") from None
+                if faiss_build.lacks_quantizer(index) and (
+                        self._template is None or not faiss_build.attach_quantizer(index, self._template())):
+                    raise IndexFormatError(f"token index of segment {self.name} leaves its IVF centroids to a "
+                                           "template the index does not have (or one of other lists)")
                 if index.ntotal != self.n_vectors or index.d != self.dim:
                     raise IndexFormatError(f"token index of segment {self.name} holds {index.ntotal} vectors of "
                                            f"{index.d} dimensions, not the segment's {self.n_vectors} of {self.dim}")

@@ -152,8 +152,10 @@ def _progress(total: int | None, show: bool | None, desc: str):
 class WriteSession:
     """One writer operation on a locked index; ``manifest`` is the last commit."""
 
-    def __init__(self, root: Path, manifest: Manifest) -> None:
+    def __init__(self, root: Path, manifest: Manifest, store: IndexStore | None = None) -> None:
         self.root, self.manifest = root, manifest
+        # (an open Index's store: its segments, and their id indexes, stay open between writes)
+        self._store = store if store is not None else IndexStore(root, verify=False)
         self.config: IndexConfig = manifest.config
         self._template_index = None
         self._pending_template: dict | None = None
@@ -165,8 +167,11 @@ class WriteSession:
 
     def snapshot(self) -> Snapshot:
         if self._snapshot is None or self._snapshot.generation != self.manifest.generation:
-            self._snapshot = IndexStore(self.root, verify=False)._open(self.manifest)
+            self._snapshot = self._store._open(self.manifest)
         return self._snapshot
+
+    def is_live(self, doc_id: str) -> bool:
+        return bool(self.manifest.segments) and self.snapshot().lookup(doc_id) is not None
 
     def live_ids(self) -> set[str]:
         if self._live is None:
@@ -198,9 +203,11 @@ class WriteSession:
         dim = self.manifest.dim
         factory = faiss_build.resolve_factory(self.config, n, dim, self._current_template())
         empty = faiss_build.new_index(factory, dim)
+        shared = False
         if not empty.is_trained:
-            empty = self._template(factory, n, rows)
-        return faiss_build.fill_index(empty, chunks(), factory), factory
+            empty, shared = self._template(factory, n, rows), True
+        # (shared: the template holds the IVF centroids, so the segment's file leaves them out)
+        return faiss_build.fill_index(empty, chunks(), factory), factory, shared
 
     def _current_template(self) -> dict | None:
         """The IVF template new segments use: one trained in this session, else the index's
@@ -294,13 +301,13 @@ class WriteSession:
         """A check of each batch's rows, run before its documents are encoded: an id repeated in
         the input, or already live (unless ``replacing`` collects it), and metadata types that
         clash are InputErrors; values are read as the index's types where nothing is lost."""
-        live, seen = self.live_ids(), set()
+        seen: set[str] = set()
         schema = index_schema = self._schema()
 
         def check(table: pa.Table) -> pa.Table:
             nonlocal schema
             ids = table.column("doc_id").to_pylist()
-            dup = [i for i in ids if i in live]
+            dup = [i for i in ids if self.is_live(i)]
             if dup and replacing is None:
                 raise InputError(f"duplicate id(s) already in the index: {short_list(dup)} (add with replace=True, "
                                  "or --replace, to replace them)")
@@ -379,7 +386,7 @@ class WriteSession:
             total = len(docs)  # type: ignore[arg-type]
         except TypeError:
             total = None
-        live = self.live_ids()
+        is_live = self.is_live
         all_ids: list[str] = []
         encode_seconds, n_truncated = [0.0], [0]
         title_separator = getattr(encoder.config, "title_separator", " ")
@@ -408,7 +415,7 @@ class WriteSession:
         def auto_ids() -> tuple[AutoIds, set[str]]:
             """A fresh auto-id counter and set of ids seen, for one reading of ``docs``."""
             seen = set(given)
-            return AutoIds(lambda doc_id: doc_id in live or doc_id in seen, self.manifest.next_auto_id), seen
+            return AutoIds(lambda doc_id: doc_id in seen or is_live(doc_id), self.manifest.next_auto_id), seen
 
         if _readable_twice(docs) and (total is None or total > self.config.batch_size):
             # a bad document late in a long input fails now, not after encoding those before it
@@ -470,8 +477,7 @@ class WriteSession:
                 return 0
             raise InputError("no ids to delete (missing_ok=True takes an empty list as nothing to do)")
         if missing_ok:
-            live = self.live_ids()
-            wanted = [i for i in wanted if i in live]
+            wanted = [i for i in wanted if self.is_live(i)]
             if not wanted:
                 return 0
         self.commit(self._tombstoned(wanted))
@@ -570,12 +576,31 @@ class WriteSession:
     def maybe_merge(self) -> int:
         """Apply the tiered merge policy until no tier is full; returns the merges done."""
         done = 0
+        first = self._first_template_merge()
+        if first is not None:
+            self.merge(first)
+            done += 1
         while True:
             picks = plan_merge(list(self.manifest.segments), self.config.merge_factor, self.config.docs_per_segment)
             if picks is None:
                 return done
             self.merge(picks)
             done += 1
+
+    def _first_template_merge(self) -> list[int] | None:
+        """All segments, when an automatic factory has no IVF template yet and the live
+        collection has outgrown flat_max_vectors (so that one merged segment trains it, on a
+        sample of the whole collection, as a build of the same documents would), else None.
+        Without this, an index grown by small adds stayed Flat until the tiered policy merged
+        one segment past flat_max_vectors (~4,100 documents of ~32 vectors, twice the
+        threshold), scanning every vector of every segment on each search (15x a build's latency)."""
+        config, segs = self.config, self.manifest.segments
+        if config.faiss_factory != "auto" or self.manifest.template is not None or len(segs) < 2:
+            return None
+        live = sum(live_docs(s) for s in segs)
+        vectors = sum(live_vectors(s) for s in segs)
+        first_segment = vectors * min(1.0, config.docs_per_segment / max(live, 1))
+        return list(range(len(segs))) if first_segment > config.flat_max_vectors else None
 
     def merge_after_commit(self) -> None:
         """:meth:`maybe_merge` after a commit it must not undo: a failed merge (a full disk, say)
@@ -684,7 +709,8 @@ def _full_disk_named(root: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def open_writer(root: str | Path, encoder: Any = None, wait: float = 0.0) -> Iterator[WriteSession]:
+def open_writer(root: str | Path, encoder: Any = None, wait: float = 0.0,
+                store: IndexStore | None = None) -> Iterator[WriteSession]:
     """Lock an existing index (waiting up to ``wait`` seconds for another writer), clean its
     garbage, and yield a session on the last commit."""
     root = Path(root)
@@ -693,7 +719,7 @@ def open_writer(root: str | Path, encoder: Any = None, wait: float = 0.0) -> Ite
         manifest = read_manifest(root)  # re-read under the lock: another writer may have committed
         check_encoder(manifest, encoder, root)
         collect_garbage(root, manifest)
-        yield WriteSession(root, manifest)
+        yield WriteSession(root, manifest, store)
 
 
 def _is_ours(entry: Path) -> bool:

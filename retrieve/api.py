@@ -410,7 +410,7 @@ class Index:
         from xtrieve.index.writer import open_writer
 
         try:
-            with open_writer(self.path, encoder, self._wait) as session:
+            with open_writer(self.path, encoder, self._wait, store=self._store) as session:
                 yield session
         except BaseException:
             try:

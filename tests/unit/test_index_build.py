@@ -62,7 +62,7 @@ def test_arrow_layout_is_mmap_zero_copy(tmp_path):
     docs = pa.ipc.open_file(pa.memory_map(str(seg_dir / DOCS))).read_all()
     assert {"doc_id", "__offset", "__n_vectors", "__n_tokens"} <= set(docs.column_names)
     manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and manifest["encoder"] is None and manifest["dim"] == DIM
+    assert manifest["format_version"] == 2 and manifest["encoder"] is None and manifest["dim"] == DIM
     assert set(manifest["segments"][0]["files"]) == {f"{seg_dir.name}/{n}" for n in ("docs.arrow", "vectors.arrow", "tokens.faiss")}
     assert not list((tmp_path / "ix").rglob("*.tmp"))
 
@@ -262,3 +262,65 @@ def test_auto_pq_subquantizers_never_collapse_for_odd_dims(dim, want):
     m = pq_subquantizers(dim, None)
     assert dim % m == 0 and m == want  # a prime dim took PQ1x4fs: 4 bits per vector
     assert pq_subquantizers(97, 16) == 97 and pq_subquantizers(130, 16) == 26  # pq_bytes: the nearest divisor
+
+
+def test_template_segments_leave_centroids_to_the_template(tmp_path):
+    """A segment built from the IVF template stores no copy of its centroids (a one-document add
+    wrote the template's nlist x dim floats again); it reads and searches as before, also for a
+    reader whose snapshot outlives the compaction that retrains (and removes) the template."""
+    rng = np.random.default_rng(5)
+    docs = rand_docs(300, rng, 8, 12)
+    cfg = IndexConfig(flat_max_vectors=800, docs_per_segment=100_000, merge_factor=10)
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"d{i}" for i in range(300)], docs, config=cfg)
+    idx.add_embeddings(["one"], rand_docs(1, rng, 3, 4))
+    m = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    template_size = (tmp_path / "ix" / m["faiss_template"]["file"]).stat().st_size
+    small = next(s for s in m["segments"] if s["n_docs"] == 1)
+    assert small["faiss"] == m["faiss_template"]["factory"]
+    assert (tmp_path / "ix" / small["name"] / "tokens.faiss").stat().st_size < template_size / 2
+    more = rand_docs(1200, rng, 8, 12)
+    idx.add_embeddings([f"g{i}" for i in range(1200)], more)
+    reader = xtrieve.Index.open(tmp_path / "ix")  # its token indexes are read on its first search
+    idx.compact()
+    m2 = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    assert m2["faiss_template"]["file"] != m["faiss_template"]["file"]
+    assert not (tmp_path / "ix" / m["faiss_template"]["file"]).exists()
+    for index in (reader, idx, xtrieve.Index.open(tmp_path / "ix")):
+        for q, want in ((docs[7][:4], "d7"), (more[50][:4], "g50")):
+            assert index.search(q, k=5)[0].doc_id == want
+            assert index.search(q, k=5, exhaustive=True)[0].doc_id == want
+
+
+def test_small_adds_train_the_template_once_the_collection_outgrows_flat(tmp_path):
+    """Grown by small adds, an index trains its IVF template once its live vectors pass
+    flat_max_vectors, as a build of the same documents would (it stayed Flat until the merge
+    policy made one segment that large: with merge_factor 8, about twice the threshold)."""
+    rng = np.random.default_rng(6)
+    cfg = IndexConfig(flat_max_vectors=800, docs_per_segment=100_000, merge_factor=8)
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["d0"], rand_docs(1, rng, 10, 11), config=cfg)
+    n = 1
+    while idx.info().n_vectors <= 800:
+        idx.add_embeddings([f"d{n}", f"d{n + 1}"], rand_docs(2, rng, 10, 11))
+        n += 2
+    info = idx.info()
+    assert info.faiss[0].startswith("IVF") and info.n_segments == 1
+    assert json.loads((tmp_path / "ix" / "manifest.json").read_text())["faiss_template"] is not None
+
+
+def test_a_snapshot_reads_its_segments_after_its_own_index_retrained_the_template(tmp_path):
+    """A search thread may still hold the snapshot from before a compaction made through the
+    same Index (whose writer shares its store): segments of that snapshot read their token
+    indexes later, against the template of their own commit."""
+    rng = np.random.default_rng(7)
+    cfg = IndexConfig(flat_max_vectors=800, docs_per_segment=100_000, merge_factor=10)
+    xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"d{i}" for i in range(300)], rand_docs(300, rng, 8, 12),
+                                        config=cfg)
+    grown = xtrieve.Index.open(tmp_path / "ix")
+    grown.add_embeddings([f"g{i}" for i in range(1200)], rand_docs(1200, rng, 8, 12))
+    idx = xtrieve.Index.open(tmp_path / "ix")
+    old = idx.snapshot
+    before = old.manifest.template["file"]
+    idx.compact()
+    assert idx.snapshot.manifest.template["file"] != before and not (tmp_path / "ix" / before).exists()
+    for seg in old.segments:  # (none read before the compaction)
+        assert seg.faiss_index.ntotal == seg.n_vectors

@@ -122,6 +122,10 @@ def test_plan_merge():
     # segments of one size on both sides of 8^4 vectors are one group (fixed tiers split them in two)
     assert plan_merge([seg(i, 4096 + (-1) ** i * (10 + i)) for i in range(8)], 8, 1000) == list(range(8))
     assert plan_merge([seg(i, 4096 + (-1) ** i * (10 + i)) for i in range(7)] + [seg(7, 60)], 8, 1000) is None
+    # a segment with over a third of its documents deleted and no full tier is rewritten alone
+    assert plan_merge([seg(0, 5000, 100, deleted=30), seg(1, 100)], 8, 1000) is None
+    assert plan_merge([seg(0, 5000, 100, deleted=40), seg(1, 100), seg(2, 900, 30, deleted=20)], 8, 1000) == [0]
+    assert plan_merge([seg(0, 12, 3, deleted=2), seg(1, 100)], 8, 1000) is None  # small ones wait for their tier
 
 
 def test_streaming_build_splits_segments(tmp_path):
