@@ -6,6 +6,7 @@ import gc
 import logging
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
@@ -127,6 +128,9 @@ class Index:
         self._searcher = None
         self._reusable: list = []  # merged segment groups a refresh hands to the next searcher
         self._refresh_lock = threading.Lock()
+        # guards the (snapshot, searcher, reusable groups) triple: a refresh swaps it, a search stores
+        # the searcher it built only while its snapshot is still the current one
+        self._state_lock = threading.Lock()
 
     # -- construction ------------------------------------------------------------------
 
@@ -207,9 +211,15 @@ class Index:
         else holds them) rather than when the object is collected; later calls are an
         InputError. Leaving a ``with Index.open(...) as idx:`` block closes it too."""
         with self._refresh_lock:
-            self._snap, self._searcher, self._reusable = None, None, []
+            cores = [weakref.ref(core) for core in self._store._cores.values()]
+            with self._state_lock:
+                self._snap, self._searcher, self._reusable = None, None, []
             self._store.close()
-        gc.collect()  # (a memory map held only through a reference cycle closes now, not at some later collection)
+        if any(ref() is not None for ref in cores):
+            # (a memory map held only through a reference cycle closes now, not at some later
+            # collection; a full collection takes ~0.1 s with the GIL held in a process that has
+            # torch and transformers loaded, so only when a segment outlived its last reference)
+            gc.collect()
 
     def __enter__(self) -> "Index":
         return self
@@ -287,10 +297,11 @@ class Index:
                 from xtrieve.retrieve.segment_groups import core_of
 
                 live = {id(core_of(seg)) for seg in snap.segments}
-                held = self._searcher.merged_groups() if self._searcher is not None else self._reusable
-                self._reusable = [(cores, probe) for cores, probe in held if all(id(c) in live for c in cores)]
-                self._searcher = None
-                self._snapshot = snap
+                with self._state_lock:  # (a search storing the searcher it built waits for the swap)
+                    held = self._searcher.merged_groups() if self._searcher is not None else self._reusable
+                    self._reusable = [(cores, probe) for cores, probe in held if all(id(c) in live for c in cores)]
+                    self._searcher = None
+                    self._snapshot = snap
             else:
                 self._snapshot.stamp = snap.stamp  # the same commit, rewritten: this stamp stands for it now
         return self
@@ -409,16 +420,27 @@ class Index:
         when the write failed (or was interrupted) after committing."""
         from xtrieve.index.writer import open_writer
 
+        self._snapshot  # a closed index: InputError before anything is written
         try:
             with open_writer(self.path, encoder, self._wait, store=self._store) as session:
                 yield session
         except BaseException:
             try:
-                self.refresh()
+                self._refresh_unless_closed()
             except Exception as exc:  # the write's own error is the one to raise
                 log.warning("index %s: refreshing after a failed write failed too (%s)", self.path, exc)
             raise
-        self.refresh()
+        self._refresh_unless_closed()
+
+    def _refresh_unless_closed(self) -> None:
+        """refresh(), skipped when another thread closed this object during the write (which
+        committed: its result stands, and there is no snapshot left to bring up to date)."""
+        if self.__dict__.get("_snap") is not None:
+            try:
+                self.refresh()
+            except InputError:
+                if self.__dict__.get("_snap") is not None:
+                    raise
 
     # -- reads -------------------------------------------------------------------------
 
@@ -480,8 +502,13 @@ class Index:
 
         snap, searcher = self._snapshot, self._searcher  # (read once: a refresh may replace them meanwhile)
         if searcher is None or searcher.snapshot is not snap:
-            searcher = self._searcher = Searcher(snap, self._encoder, reuse=self._reusable)
-            self._reusable = []
+            searcher = Searcher(snap, self._encoder, reuse=self._reusable)
+            with self._state_lock:
+                # kept only while its snapshot is still this object's: a refresh that ran meanwhile
+                # would otherwise find, after it returned, a searcher of the older snapshot pinning
+                # that snapshot's segments (open files a writer unlinked) and its handed-on groups gone
+                if self.__dict__.get("_snap") is snap:
+                    self._searcher, self._reusable = searcher, []
         return searcher
 
     def search_batch(self, queries: Iterable[Any] | np.ndarray, k: int | np.integer = 10, filter: Any = None,
