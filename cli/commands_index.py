@@ -46,6 +46,8 @@ def parse_key_values(pairs: tuple[str, ...], option: str) -> dict[str, object] |
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
             raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=option)
+        if key.strip() in out:
+            raise click.BadParameter(f"{key.strip()!r} is given twice", param_hint=option)
         try:
             value = json.loads(raw)
         except ValueError:

@@ -166,7 +166,12 @@ def check_new_metadata(values: Any, where: str) -> dict[str, Any]:
     is not metadata (a reserved one, one given twice, or one of the encoded title and text)."""
     if not isinstance(values, Mapping):
         raise InputError(f"{where}: new metadata must be a dict of column -> value, got {type(values).__name__}")
+    if not values:
+        raise InputError(f"{where}: no new values (a dict of column -> value; None clears one)")
     for key in values:
+        if key in ID_KEYS or key == "doc_id":
+            raise InputError(f"{where}: {key!r} names the document; an update cannot change it (delete the "
+                             "document and add it under the new id)")
         if key in ENCODED_KEYS:
             raise InputError(f"{where}: {key!r} is not metadata an update can change (the vectors encode the "
                              "title and text): add the document again with replace=True")

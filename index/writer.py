@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 import xtrieve
 from xtrieve.config import IndexConfig
@@ -538,19 +539,27 @@ class WriteSession:
         """Give live documents new metadata values without encoding them again (``updates``: id ->
         {column: value}, checked by :func:`check_metadata_updates`): each one's stored vectors,
         text and other columns are copied into a new segment with those values (None clears one;
-        a dict replaces every nested column under its key) and its old row is tombstoned, in one
+        a key's value replaces every nested column under it) and its old row is tombstoned, in one
         commit. InputError, nothing written, for an id that is not live."""
         snap, by_seg = self._located(list(updates))
 
         def edited(table: pa.Table) -> pa.Table:
-            rows = table.to_pylist()
-            ids = [row.pop("doc_id") for row in rows]
-            for doc_id, row in zip(ids, rows):
-                for key, value in updates[doc_id].items():
-                    for name in [c for c in row if c == key or c.startswith(key + ".")]:
-                        del row[name]
-                    add_metadata(row, key, value, f"document {doc_id!r}")
-            return rows_table(ids, rows, self.config.store_text)
+            ids = table.column("doc_id").to_pylist()
+            stored = [c for c in table.column_names if c != "doc_id"]
+            news, gones = [], []
+            for doc_id in ids:
+                keys, new = updates[doc_id], {}
+                for key, value in keys.items():
+                    add_metadata(new, key, value, f"document {doc_id!r}")
+                news.append(new)  # (a key's old nested columns go, but not one this update sets: "a" and "a.c")
+                gones.append({c for c in stored if c not in new and any(c == k or c.startswith(k + ".") for k in keys)})
+            given = rows_table(ids, news, True)
+            columns = {name: table.column(name) for name in table.column_names}
+            for name in dict.fromkeys([*given.column_names[1:], *sorted(set().union(*gones))]):
+                changed = pa.array([name in n or name in g for n, g in zip(news, gones)])
+                values = given.column(name) if name in given.column_names else pa.nulls(len(ids))
+                columns[name] = values if name not in columns else _with_changes(name, ids, columns[name], values, changed)
+            return pa.table(columns)
 
         def batches(check: Callable[[pa.Table], pa.Table]) -> Iterator[Batch]:
             parts = ((snap.segments[no], np.sort(np.array(local))) for no, local in sorted(by_seg.items()))
@@ -655,6 +664,26 @@ def _warn_truncated(n: int, total: int, config: Any) -> None:
 def _readable_twice(docs: Any) -> bool:
     """Whether ``docs`` gives all its documents again on a second reading (a list, a corpus file)."""
     return isinstance(docs, (Sequence, CorpusFile))
+
+
+def _with_changes(name: str, ids: list[str], stored: Any, values: Any, changed: pa.Array) -> Any:
+    """Column ``name`` as stored, with ``values`` where ``changed``: the other rows as stored (not through
+    Python values, which lose a timestamp's nanoseconds, a uint64 past 2**63, float32 and int8
+    widths), the new ones in the stored type when they are of its kind; else the whole column
+    in the type the new values and the stored ones infer together (and the writer's type
+    check then reads them as the index's type where nothing is lost, or names the clash)."""
+    have, want = values.type, stored.type
+    same_kind = have == want or pa.types.is_null(have) or any(
+        test(have) and test(want) for test in (pa.types.is_integer, pa.types.is_floating, pa.types.is_string))
+    if pa.types.is_timestamp(have) and pa.types.is_timestamp(want):
+        same_kind = have.tz == want.tz
+    if same_kind:
+        try:
+            return pc.if_else(changed, values.cast(want, safe=True), stored)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass  # (an int8 column given 1000)
+    merged = [new if c else old for new, old, c in zip(values.to_pylist(), stored.to_pylist(), changed.to_pylist())]
+    return rows_table(ids, [{name: v} for v in merged], True).column(name)
 
 
 def _meta_row(meta: Any, doc_id: str) -> dict[str, Any]:

@@ -382,8 +382,8 @@ class Index:
     def update_metadata(self, updates: Mapping[Any, Mapping[str, Any]] | None = None, *, filter: Any = None,
                         values: Mapping[str, Any] | None = None, show_progress: bool | None = None) -> int:
         """Change live documents' metadata without encoding them again: ``updates`` maps an id to
-        its new values ({"year": 2024}; None clears a column, a dict replaces the nested columns
-        under its key), or ``values`` go to every live document ``filter`` matches (evaluated as
+        its new values ({"year": 2024}; None clears a column; a key's value, a dict or not,
+        replaces the nested columns under it), or ``values`` go to every live document ``filter`` matches (evaluated as
         in :meth:`delete`). Their vectors and text are copied as stored; title and text cannot
         change here (``add(..., replace=True)`` encodes new ones). One commit: an id that is not
         live is an InputError and nothing changes. Returns how many documents changed."""

@@ -75,6 +75,9 @@ def test_a_filter_gives_every_match_the_same_values(built):
     (dict(updates={"d1": {"year": 1}, "zz": {"year": 2}}), "1 id\\(s\\) not in the index: 'zz'"),
     (dict(updates={"d1": {"text": "new"}}), "'text' is not metadata an update can change"),
     (dict(updates={"d1": {"title": "new"}}), "'title' is not metadata an update can change"),
+    (dict(updates={"d1": {"id": "d9"}}), "'id' names the document; an update cannot change it"),
+    (dict(updates={"d1": {}}), "document 'd1': no new values"),
+    (dict(filter="year > 2010", values={}), "values: no new values"),
     (dict(updates={"d1": 2021}), "document 'd1': new metadata must be a dict"),
     (dict(updates={"d1": {"__x": 1}}), "metadata key '__x' is reserved"),
     (dict(updates={"d1": {"a": {"b": 1}, "a.b": 2}}), "metadata field 'a.b' is given twice"),
@@ -145,9 +148,43 @@ def test_cli_update_metadata(built, tmp_path):
         (["d1", "--file", str(updates)], "--file gives each document its own values"),
         (["zz", "--set", "a=1"], "error: 1 id(s) not in the index: 'zz'"),
         (["d1", "--set", "a"], "expected KEY=VALUE"),
+        (["d1", "--set", "a=1", "--set", "a=2"], "'a' is given twice"),
     ]:
         r = runner.invoke(main, ["update-metadata", str(idx.path), *args])
         assert r.exit_code != 0 and message in r.output, (args, r.output)
     updates.write_text('{"stars": 1}\n', encoding="utf-8")
     r = runner.invoke(main, ["update-metadata", str(idx.path), "--file", str(updates)])
     assert r.exit_code == 1 and 'line 1: expected an object with an "id"' in r.output, r.output
+
+
+def test_untouched_columns_keep_their_stored_values_and_types(tmp_path):
+    rng = np.random.default_rng(4)
+    docs = unit_token_docs(rng, 3, DIM, 3, 5)
+    meta = [{"ts": np.datetime64("2020-01-01T00:00:00.123456789"), "f": np.float32(0.1), "small": np.int8(i),
+             "big": np.uint64(2**63 + i)} for i in range(3)]
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["a", "b", "c"], docs, meta)
+    before = idx.get("b")
+    columns = dict(idx.snapshot.manifest.columns)
+    idx.update_metadata({"b": {"note": "x"}, "c": {"ts": None}})
+    assert idx.get("b") == {**before, "note": "x"}  # nanoseconds, uint64 over 2**63 as stored
+    assert {k: v for k, v in idx.snapshot.manifest.columns.items() if k != "note"} == columns
+
+
+def test_a_nested_key_does_not_clear_a_value_the_same_update_gives(built):
+    idx, _ = built
+    idx.update_metadata({"d1": {"author.mail": "new", "author": {"name": "b"}}})
+    assert idx.get("d1")["author.name"] == "b" and idx.get("d1")["author.mail"] == "new"
+
+
+def test_new_values_of_another_width_or_type(tmp_path):
+    rng = np.random.default_rng(8)
+    meta = [{"small": np.int8(i), "big": np.uint64(2**63 + i), "n": i} for i in range(3)]
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ["a", "b", "c"], unit_token_docs(rng, 3, DIM, 3, 5),
+                                              meta)
+    idx.update_metadata({"a": {"big": 5}, "b": {"small": 7}})  # (c keeps its uint64 past 2**63)
+    assert [idx.get(i)["big"] for i in "abc"] == [5, 2**63 + 1, 2**63 + 2]
+    assert idx.get("b")["small"] == 7 and idx.snapshot.manifest.columns["small"] == "int8"
+    idx.update_metadata({"c": {"small": 1000}})  # past int8: the column widens, as an add's would
+    assert [idx.get(i)["small"] for i in "abc"] == [0, 7, 1000]
+    with pytest.raises(InputError, match="metadata column 'n' holds int64 values"):
+        idx.update_metadata({"a": {"n": "many"}})
