@@ -301,8 +301,12 @@ class SegmentCore:
                     raise InputError("the index was closed during this search") from None
                 if faiss_build.lacks_quantizer(index) and (
                         self._template is None or not faiss_build.attach_quantizer(index, self._template())):
-                    raise IndexFormatError(f"token index of segment {self.name} leaves its IVF centroids to a "
-                                           "template the index does not have (or one of other lists)")
+                    template = getattr(self._template, "path", None)
+                    raise IndexFormatError(
+                        f"token index of segment {self.name} leaves its IVF centroids to a template the index does "
+                        "not have" if template is None else f"token index of segment {self.name} leaves its IVF "
+                        f"centroids to the template {template}, which is not an IVF index of the same lists and "
+                        "dimension (corrupt or replaced)")
                 if index.ntotal != self.n_vectors or index.d != self.dim:
                     raise IndexFormatError(f"token index of segment {self.name} holds {index.ntotal} vectors of "
                                            f"{index.d} dimensions, not the segment's {self.n_vectors} of {self.dim}")

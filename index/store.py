@@ -22,6 +22,10 @@ from xtrieve.index.tombstones import read_tombstones
 
 log = logging.getLogger(__name__)
 
+
+class StoreClosed(InputError):
+    """The store was closed (its Index closed): it opens no more segments or templates."""
+
 HASH_WORKERS = 4  # files verified at once on opening
 
 # how long opening a snapshot keeps retrying while writers replace the commit under it, and the
@@ -102,6 +106,7 @@ class IndexStore:
         self._verified: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._template: tuple | None = None  # (sha256, open file, [index once read], lock)
+        self.closed = False
 
     @classmethod
     def open(cls, path: str | Path, verify: bool = True) -> "IndexStore":
@@ -115,6 +120,7 @@ class IndexStore:
     def close(self) -> None:
         """Close the segments' open files; a later snapshot opens them again."""
         with self._lock:
+            self.closed = True  # (a write racing an Index's close() must not open files into it again)
             for core in self._cores.values():
                 core.close()
             self._cores.clear()
@@ -223,10 +229,13 @@ class IndexStore:
                         raise InputError("the index was closed during this search") from None
                     f.close()  # (read once: the index holds it now)
                 return cache[0]
+        read.path = path  # (named when a segment's lists do not fit it)
         return read
 
     def _open(self, manifest: Manifest) -> Snapshot:
         with self._lock:
+            if self.closed:
+                raise StoreClosed(f"index {self.path} is closed")
             named = manifest.files()
             if self.verify:
                 self._verify_all(named)

@@ -34,7 +34,7 @@ from xtrieve.index.lock import LOCK_FILE, WriterLock, check_wait
 from xtrieve.index.manifest import ENCODER_DIR, ENCODER_DIR_NAME, MANIFEST, Manifest, SegmentEntry, is_committed, read_manifest, write_manifest
 from xtrieve.index.merge_policy import live_docs, live_vectors, plan_merge
 from xtrieve.index.segment import SegmentReader, SegmentWriter, stored_columns
-from xtrieve.index.store import IndexStore, Snapshot
+from xtrieve.index.store import IndexStore, Snapshot, StoreClosed
 from xtrieve.index.tombstones import tombstone_name, write_tombstones
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,11 @@ class WriteSession:
 
     def snapshot(self) -> Snapshot:
         if self._snapshot is None or self._snapshot.generation != self.manifest.generation:
-            self._snapshot = self._store._open(self.manifest)
+            try:
+                self._snapshot = self._store._open(self.manifest)
+            except StoreClosed:  # the Index was closed during this write: finish it on a store of its own
+                self._store = IndexStore(self.root, verify=False)
+                self._snapshot = self._store._open(self.manifest)
         return self._snapshot
 
     def is_live(self, doc_id: str) -> bool:
@@ -606,10 +610,14 @@ class WriteSession:
         config, segs = self.config, self.manifest.segments
         if config.faiss_factory != "auto" or self.manifest.template is not None or len(segs) < 2:
             return None
-        live = sum(live_docs(s) for s in segs)
-        vectors = sum(live_vectors(s) for s in segs)
-        first_segment = vectors * min(1.0, config.docs_per_segment / max(live, 1))
-        return list(range(len(segs))) if first_segment > config.flat_max_vectors else None
+        if sum(live_vectors(s) for s in segs) <= config.flat_max_vectors:
+            return None  # (no merged segment can pass it: the common case, without reading any segment)
+        # the vectors of each segment the merge would write (docs_per_segment live documents each,
+        # in segment order): an average over them named a merge whose segments all stayed Flat, and
+        # with no template trained the next add merged everything again, on every add
+        counts = np.concatenate([seg.vector_counts[~seg.deleted] for seg in self.snapshot().segments])
+        per_segment = np.add.reduceat(counts, np.arange(0, len(counts), config.docs_per_segment)) if len(counts) else counts
+        return list(range(len(segs))) if len(per_segment) and int(per_segment.max()) > config.flat_max_vectors else None
 
     def merge_after_commit(self) -> None:
         """:meth:`maybe_merge` after a commit it must not undo: a failed merge (a full disk, say)

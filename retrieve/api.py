@@ -211,7 +211,8 @@ class Index:
         else holds them) rather than when the object is collected; later calls are an
         InputError. Leaving a ``with Index.open(...) as idx:`` block closes it too."""
         with self._refresh_lock:
-            cores = [weakref.ref(core) for core in self._store._cores.values()]
+            with self._store._lock:  # (a write through this object may be opening segments meanwhile)
+                cores = [weakref.ref(core) for core in self._store._cores.values()]
             with self._state_lock:
                 self._snap, self._searcher, self._reusable = None, None, []
             self._store.close()

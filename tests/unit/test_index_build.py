@@ -324,3 +324,21 @@ def test_a_snapshot_reads_its_segments_after_its_own_index_retrained_the_templat
     assert idx.snapshot.manifest.template["file"] != before and not (tmp_path / "ix" / before).exists()
     for seg in old.segments:  # (none read before the compaction)
         assert seg.faiss_index.ntotal == seg.n_vectors
+
+
+def test_the_first_template_merge_is_not_repeated_when_its_segments_stay_flat(tmp_path, monkeypatch):
+    """The first-template merge fires only when a segment it writes passes flat_max_vectors: an
+    average over docs_per_segment documents named merges whose segments all stayed Flat (no
+    template), and every following add rewrote the whole index again."""
+    from xtrieve.index import writer as writer_module
+
+    rng = np.random.default_rng(8)
+    cfg = IndexConfig(flat_max_vectors=800, docs_per_segment=100, merge_factor=8)
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"d{i}" for i in range(100)],
+                                              rand_docs(100, rng, 8, 9), config=cfg)  # 800 vectors: Flat
+    merged = []
+    real = writer_module.WriteSession.merge
+    monkeypatch.setattr(writer_module.WriteSession, "merge", lambda self, picks: (merged.append(picks), real(self, picks)))
+    for j in range(3):
+        idx.add_embeddings([f"a{j}"], rand_docs(1, rng, 70, 71))  # 100 x 8 + 70 x (j + 1): each output segment <= 800
+    assert merged == [] and idx.info().faiss == ["Flat"] * 4

@@ -79,3 +79,36 @@ def test_close_collects_garbage_only_when_a_segment_outlives_it(built, monkeypat
     monkeypatch.setattr(api.gc, "collect", lambda *a: calls.append(a) or 0)
     idx.close()
     assert calls == []  # nothing held its segments: a full collection (~0.1 s with torch loaded) is not needed
+
+
+def test_a_write_racing_close_leaves_no_files_open_in_the_closed_index(built, tmp_path, monkeypatch):
+    """The writer shares the Index's store: a write that the Index's close() overtakes must not
+    open segments (and the IVF template) into the closed store, which nothing closes again."""
+    import os
+
+    from xtrieve.index import writer as writer_module
+
+    idx, docs, _ = built
+    started, go_on = threading.Event(), threading.Event()
+    real = writer_module.WriteSession.add_embeddings
+
+    def slow(self, *args, **kwargs):
+        started.set()
+        go_on.wait(10)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(writer_module.WriteSession, "add_embeddings", slow)
+    failed = []
+    t = threading.Thread(target=lambda: failed.append(idx.add_embeddings(["new"], [docs[0]])))
+    t.start()
+    assert started.wait(10)
+    idx.close()
+    go_on.set()
+    t.join()
+    assert failed == [["new"]]  # the write committed
+    assert not idx._store._cores
+    root = str(tmp_path / "ix")
+    held = [p for p in (os.path.realpath(f"/proc/self/fd/{f}") for f in os.listdir("/proc/self/fd")) if p.startswith(root)]
+    assert [p for p in held if not p.endswith(".lock")] == []
+    with xtrieve.Index.open(tmp_path / "ix") as fresh:
+        assert fresh.get("new") is not None
