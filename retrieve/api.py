@@ -6,7 +6,6 @@ import gc
 import logging
 import os
 import threading
-import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
@@ -211,16 +210,10 @@ class Index:
         else holds them) rather than when the object is collected; later calls are an
         InputError. Leaving a ``with Index.open(...) as idx:`` block closes it too."""
         with self._refresh_lock:
-            with self._store._lock:  # (a write through this object may be opening segments meanwhile)
-                cores = [weakref.ref(core) for core in self._store._cores.values()]
             with self._state_lock:
                 self._snap, self._searcher, self._reusable = None, None, []
             self._store.close()
-        if any(ref() is not None for ref in cores):
-            # (a memory map held only through a reference cycle closes now, not at some later
-            # collection; a full collection takes ~0.1 s with the GIL held in a process that has
-            # torch and transformers loaded, so only when a segment outlived its last reference)
-            gc.collect()
+        gc.collect()  # (a memory map held only through a reference cycle closes now, not at some later collection)
 
     def __enter__(self) -> "Index":
         return self

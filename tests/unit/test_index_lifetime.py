@@ -70,17 +70,6 @@ def test_a_search_racing_a_refresh_keeps_no_searcher_of_the_older_snapshot(built
     assert idx.search(docs[1], k=1)[0].doc_id == "d1"
 
 
-def test_close_collects_garbage_only_when_a_segment_outlives_it(built, monkeypatch):
-    import xtrieve.retrieve.api as api
-
-    idx, docs, _ = built
-    idx.search(docs[0], k=2)
-    calls = []
-    monkeypatch.setattr(api.gc, "collect", lambda *a: calls.append(a) or 0)
-    idx.close()
-    assert calls == []  # nothing held its segments: a full collection (~0.1 s with torch loaded) is not needed
-
-
 def test_a_write_racing_close_leaves_no_files_open_in_the_closed_index(built, tmp_path, monkeypatch):
     """The writer shares the Index's store: a write that the Index's close() overtakes must not
     open segments (and the IVF template) into the closed store, which nothing closes again."""
