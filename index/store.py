@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 class StoreClosed(InputError):
     """The store was closed (its Index closed): it opens no more segments or templates."""
 
+
 HASH_WORKERS = 4  # files verified at once on opening
 
 # how long opening a snapshot keeps retrying while writers replace the commit under it, and the

@@ -162,7 +162,6 @@ class WriteSession:
         self._pending_template: dict | None = None
         self._retraining = False  # a compaction that trains a new IVF template for a grown collection
         self._snapshot: Snapshot | None = None
-        self._live: set[str] | None = None
 
     # -- state -------------------------------------------------------------------------
 
@@ -177,11 +176,6 @@ class WriteSession:
 
     def is_live(self, doc_id: str) -> bool:
         return bool(self.manifest.segments) and self.snapshot().lookup(doc_id) is not None
-
-    def live_ids(self) -> set[str]:
-        if self._live is None:
-            self._live = self.snapshot().live_ids() if self.manifest.segments else set()
-        return self._live
 
     def commit(self, segments: list[SegmentEntry], **changes: Any) -> Manifest:
         template = self._pending_template or self.manifest.template
@@ -360,7 +354,6 @@ class WriteSession:
         changes = {} if next_auto_id is None else {"next_auto_id": next_auto_id()}
         kept = self._tombstoned(replacing) if replacing else list(self.manifest.segments)
         self.commit(kept + entries, next_segment=next_segment, columns=self._columns_with(entries), **changes)
-        self._live = None
         return replacing or []
 
     def _columns_with(self, entries: list[SegmentEntry]) -> dict[str, str]:
@@ -486,7 +479,6 @@ class WriteSession:
             if not wanted:
                 return 0
         self.commit(self._tombstoned(wanted))
-        self._live = None
         return len(wanted)
 
     def _located(self, ids: list[str]) -> tuple[Snapshot, dict[int, list[int]]]:
