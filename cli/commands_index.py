@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -129,12 +130,22 @@ def add_command(index, corpus, replace, precision, device, wait):
                + f" ({_count(len(idx), 'doc')} now)", err=True)
 
 
+def _documents_named(filter_help: str) -> Callable[[Callable], Callable]:
+    """INDEX, then the documents a command works on: ID..., --ids-file or --filter."""
+    def apply(command: Callable) -> Callable:
+        for option in reversed((
+                click.argument("index", type=click.Path(file_okay=False, path_type=Path)),
+                click.argument("ids", nargs=-1),
+                click.option("--ids-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                             help="File with one id per line."),
+                click.option("--filter", "filter_expr", default=None, help=filter_help))):
+            command = option(command)
+        return command
+    return apply
+
+
 @click.command("delete")
-@click.argument("index", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("ids", nargs=-1)
-@click.option("--ids-file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File with one id per line.")
-@click.option("--filter", "filter_expr", default=None,
-              help="Delete every document this metadata filter matches, e.g. \"year < 2000\" (instead of ids).")
+@_documents_named("Delete every document this metadata filter matches, e.g. \"year < 2000\" (instead of ids).")
 @click.option("--missing-ok", is_flag=True, help="Skip ids not in the index (by default they are an error and "
                                                  "nothing is deleted).")
 @WAIT_OPTION
@@ -151,11 +162,7 @@ def delete_command(index, ids, ids_file, filter_expr, missing_ok, wait):
 
 
 @click.command("update-metadata")
-@click.argument("index", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("ids", nargs=-1)
-@click.option("--ids-file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File with one id per line.")
-@click.option("--filter", "filter_expr", default=None,
-              help="Every document this metadata filter matches, e.g. \"year < 2000\" (instead of ids).")
+@_documents_named("Every document this metadata filter matches, e.g. \"year < 2000\" (instead of ids).")
 @click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE",
               help="A new value for the documents named: JSON (2024, true, [\"a\"], null clears it) or else text. "
                    "Repeatable.")
