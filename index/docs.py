@@ -141,8 +141,8 @@ def add_metadata(row: dict[str, Any], key: Any, value: Any, where: str) -> None:
     _flatten(key, value, row, where)
 
 
-# stored columns that come from the encoded text (or name the document): an update cannot change them
-ENCODED_KEYS = frozenset({*ID_KEYS, "doc_id", "text", "title"})
+# stored columns that hold the encoded text: an update cannot change them
+ENCODED_KEYS = frozenset({"text", "title"})
 
 
 def check_metadata_updates(updates: Any) -> dict[str, dict[str, Any]]:

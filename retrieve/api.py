@@ -377,8 +377,8 @@ class Index:
                         values: Mapping[str, Any] | None = None, show_progress: bool | None = None) -> int:
         """Change live documents' metadata without encoding them again: ``updates`` maps an id to
         its new values ({"year": 2024}; None clears a column; a key's value, a dict or not,
-        replaces the nested columns under it), or ``values`` go to every live document ``filter`` matches (evaluated as
-        in :meth:`delete`). Their vectors and text are copied as stored; title and text cannot
+        replaces the nested columns under it), or ``values`` go to every live document
+        ``filter`` matches (evaluated as in :meth:`delete`). Their vectors and text are copied as stored; title and text cannot
         change here (``add(..., replace=True)`` encodes new ones). One commit: an id that is not
         live is an InputError and nothing changes. Returns how many documents changed."""
         from xtrieve.index.docs import check_metadata_updates, check_new_metadata
