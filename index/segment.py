@@ -44,9 +44,10 @@ CHUNK_ROWS = 1 << 16
 # int4 residuals: the nearest centroids a vector is tried against (the best reconstruction wins)
 RESIDUAL_CANDIDATES = 3
 
-# builds the FAISS index of a finished segment: (n_vectors, rows(idx), chunks()) -> (index, factory)
-# (n, rows, chunks) -> (index, factory[, whether its IVF centroids are the template's, left out of its file])
-IndexBuilder = Callable[[int, Callable[[np.ndarray], np.ndarray], Callable[[], Any]], tuple]
+# builds the FAISS index of a finished segment: (n_vectors, rows(idx), chunks(), origins) ->
+# (index, factory[, whether its IVF centroids are the template's, left out of its file]);
+# origins: where every vector was copied from, in row order, as (source, its rows) pairs, else None
+IndexBuilder = Callable[[int, Callable[[np.ndarray], np.ndarray], Callable[[], Any], "list | None"], tuple]
 
 
 def _write_ipc(path: Path, table_or_batch) -> None:
@@ -84,14 +85,22 @@ class SegmentWriter:
         self._tokens: list[np.ndarray] = []
         self._dense: list[np.ndarray | None] = []
         self._lists: list[np.ndarray] = []  # int4: IVF list hints per vector (-1: none)
+        self._origins: list[tuple[Any, np.ndarray]] | None = []  # None once a vector has none
         self.n_docs = 0
         self.n_vectors = 0
 
     def append(self, table: pa.Table, vectors: np.ndarray, counts: np.ndarray, n_tokens: np.ndarray,
-               dense: np.ndarray | None = None, lists: np.ndarray | None = None) -> None:
+               dense: np.ndarray | None = None, lists: np.ndarray | None = None,
+               origin: tuple[Any, np.ndarray] | None = None) -> None:
         """Add documents: their rows (doc_id + stored columns), vectors [sum(counts), dim],
-        (optionally) their dense embeddings [n_docs, hidden] and, for int4 storage, the IVF
-        list each vector's codes were relative to in the segment it comes from."""
+        (optionally) their dense embeddings [n_docs, hidden], for int4 storage the IVF list
+        each vector's codes were relative to in the segment it comes from, and, for copied
+        documents, that segment and the vectors' rows there (``origin``: its FAISS codes can
+        be copied rather than computed again)."""
+        if origin is None or self._origins is None:
+            self._origins = None
+        else:
+            self._origins.append(origin)
         if self.storage == "int4":
             n = int(np.sum(counts))
             self._lists.append(np.full(n, -1, dtype=np.int64) if lists is None else np.asarray(lists, dtype=np.int64))
@@ -124,7 +133,7 @@ class SegmentWriter:
                 for s in range(0, n, CHUNK_ROWS):
                     yield np.asarray(raw[s:s + CHUNK_ROWS], dtype=np.float32)
 
-            index, factory, *shared = build_index(n, rows, chunks)
+            index, factory, *shared = build_index(n, rows, chunks, self._origins or None)
             self._write_vectors(raw, index)
             faiss_build.write_index(index, self.dir / FAISS, bool(shared and shared[0]))
             del index
@@ -339,8 +348,11 @@ def _residual_int4(x: np.ndarray, index, centroids: np.ndarray, hints: np.ndarra
     list >= 0: where a merge found it) is coded against that centroid, which re-encodes a
     decoded vector to the same codes; the others against whichever of their nearest
     centroids reconstructs them best."""
-    near = faiss_build.ivf_lists(index, x, min(candidates, len(centroids)))  # [n, candidates]
-    near[hints >= 0] = hints[hints >= 0, None]
+    hinted = hints >= 0
+    near = np.empty((len(x), min(candidates, len(centroids))), dtype=np.int64)  # [n, candidates]
+    near[hinted] = hints[hinted, None]
+    if not hinted.all():  # (a merge's vectors all have one: no distances to every centroid)
+        near[~hinted] = faiss_build.ivf_lists(index, x[~hinted], near.shape[1])
     best = None
     for j in range(near.shape[1]):
         base = centroids[near[:, j]]

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import xtrieve
 from xtrieve.config import IndexConfig
 from xtrieve.errors import ConfigError, IndexFormatError, InputError, ModelMismatchError
-from xtrieve.index import faiss_build
+from xtrieve.index import faiss_build, faiss_copy
 from xtrieve.index.corpus import CorpusFile
 from xtrieve.index.docs import (AutoIds, add_metadata, as_index_types, as_records, batched, check_embedding,
                                 check_id, check_one_type_per_column, column_type, explicit_ids, name_type, normalize,
@@ -198,7 +198,8 @@ class WriteSession:
 
     # -- FAISS -------------------------------------------------------------------------
 
-    def _build_faiss(self, n: int, rows: Callable[[np.ndarray], np.ndarray], chunks: Callable[[], Iterator[np.ndarray]]):
+    def _build_faiss(self, n: int, rows: Callable[[np.ndarray], np.ndarray], chunks: Callable[[], Iterator[np.ndarray]],
+                     origins: list[tuple[SegmentReader, np.ndarray]] | None = None):
         dim = self.manifest.dim
         factory = faiss_build.resolve_factory(self.config, n, dim, self._current_template())
         empty = faiss_build.new_index(factory, dim)
@@ -206,6 +207,12 @@ class WriteSession:
         if not empty.is_trained:
             empty, shared = self._template(factory, n, rows), True
         # (shared: the template holds the IVF centroids, so the segment's file leaves them out)
+        if shared and origins and n:  # (a merge: the vectors' codes may be copied from their segments)
+            index = faiss_copy.copied_index(empty, origins, n)
+            if index is not None:
+                faiss_build.check_searchable(index, rows(np.zeros(1, dtype=np.int64)), f"FAISS factory {factory!r}")
+                log.info("copied the IVF codes of %d vectors", n)
+                return index, factory, shared
         return faiss_build.fill_index(empty, chunks(), factory), factory, shared
 
     def _current_template(self) -> dict | None:
@@ -248,17 +255,21 @@ class WriteSession:
         try:
             for table, vectors, n_tokens, dense, *hints in batches:
                 lists = hints[0] if hints else None
+                origin = hints[1] if len(hints) > 1 else None
                 start, n = 0, table.num_rows
                 counts = np.array([len(v) for v in vectors], dtype=np.int64)
+                ends = np.cumsum(counts)
                 while start < n:
                     if writer is None:
                         writer = SegmentWriter(self.root, f"seg-{next_segment:06d}", self.manifest.dim, self.config.vector_storage)
                         next_segment += 1
                     take = min(n - start, per_segment - writer.n_docs)
                     stop = start + take
+                    first, last = int(ends[start] - counts[start]), int(ends[stop - 1])
                     writer.append(table.slice(start, take), np.concatenate(vectors[start:stop]), counts[start:stop],
                                   np.asarray(n_tokens[start:stop]), None if dense is None else dense[start:stop],
-                                  None if lists is None else np.concatenate(lists[start:stop]))
+                                  None if lists is None else np.concatenate(lists[start:stop]),
+                                  None if origin is None else (origin[0], origin[1][first:last]))
                     start = stop
                     if writer.n_docs >= per_segment:
                         entries.append(writer.finish(self._build_faiss))
@@ -526,7 +537,9 @@ class WriteSession:
                 # int4 codes stay against the same centroid, so a copy rewrites the same codes
                 lists = None if seg.lists is None or not keep_lists else \
                     [seg.lists[seg.offsets[d]:seg.offsets[d + 1]] for d in docs]
-                yield seg.table.take(pa.array(docs)), vectors, seg.n_tokens[docs].tolist(), dense, lists
+                rows = np.concatenate([np.arange(seg.offsets[d], seg.offsets[d + 1]) for d in docs]) if len(docs) else \
+                    np.zeros(0, dtype=np.int64)
+                yield seg.table.take(pa.array(docs)), vectors, seg.n_tokens[docs].tolist(), dense, lists, (seg, rows)
 
     def _merge_batches(self, readers: list[SegmentReader]) -> Iterator[Batch]:
         return self._copied_batches((seg, np.nonzero(~seg.deleted)[0]) for seg in readers)

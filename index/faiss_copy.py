@@ -1,0 +1,149 @@
+"""Filling a merged segment's IVF index by copying codes rather than adding vectors again.
+
+Segments built from the same IVF template share its centroids and codebooks, so a vector's
+list and code in the segment it comes from are the ones an add of its original floats
+would give. A merge (or a metadata update) can then move the kept vectors' codes list by
+list into a copy of the template, renumbered to their new rows, and skip the coarse
+assignment (a distance to every centroid) and encoding that dominated its time. The result
+is the index a single add of the original vectors in their new order would build, byte
+for byte. FAISS's own ``merge_from`` keeps every vector and shifts ids by a constant, so it
+cannot drop deleted vectors or renumber the rest to rows.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+import numpy as np
+
+from xtrieve.faiss_loader import load_faiss
+
+log = logging.getLogger(__name__)
+
+# FAISS classes whose inverted lists hold all of a vector's code (a refine index or IVFPQR
+# keeps a second code elsewhere; a transform sits in front of the lists)
+COPYABLE = frozenset({"IndexIVFFlat", "IndexIVFScalarQuantizer", "IndexIVFPQ", "IndexIVFPQFastScan"})
+# rough costs on one core (seconds), to choose between copying and adding again: asking a
+# source list its length; reading, regrouping and repacking one non-empty source list; moving
+# one code; and, for an add, one vector's distance to one centroid (the coarse assignment
+# dominates it). Measured: copy 0.15 s against add 1.9 s for 200K vectors into 2,048 lists;
+# 55 ms against 17 ms for eight segments of 200 vectors.
+SCAN_PER_LIST = 5e-7
+COPY_PER_LIST = 2e-5
+COPY_PER_VECTOR = 5e-7
+ADD_PER_VECTOR_LIST = 4e-9
+
+
+def copying_pays(nlist: int, n_vectors: int, source_sizes: Iterable[int]) -> bool:
+    """Whether copying ``n_vectors`` codes out of sources of the given sizes into ``nlist``
+    lists should cost less than adding the vectors again: yes for merges of large segments,
+    no for a handful of vectors spread thinly over many lists."""
+    sizes = list(source_sizes)
+    copy = (nlist * len(sizes) * SCAN_PER_LIST + sum(min(nlist, s) for s in sizes) * COPY_PER_LIST
+            + n_vectors * COPY_PER_VECTOR)
+    return copy < n_vectors * nlist * ADD_PER_VECTOR_LIST
+
+
+def copied_index(template, parts: list[tuple[Any, np.ndarray]], n: int):
+    """A copy of ``template`` (a trained, empty IVF index) holding ``n`` vectors whose codes are
+    copied from ``parts``: (source segment, source rows) pairs whose rows, in order, are the new
+    rows 0..n-1 (a source has ``n_vectors`` and ``faiss_index``). None, with nothing changed,
+    when the template is not an IVF class whose lists hold whole codes, when adding the vectors
+    again costs less (:func:`copying_pays`), or when a source was not built from the same
+    trained template (another factory, a template trained since): the caller then adds them."""
+    faiss = load_faiss()
+
+    ivf_class = type(faiss.downcast_index(template)).__name__
+    by_source: dict[int, tuple[Any, list[np.ndarray], list[np.ndarray]]] = {}
+    start = 0
+    for source, rows in parts:
+        entry = by_source.setdefault(id(source), (source, [], []))
+        entry[1].append(np.asarray(rows, dtype=np.int64))
+        entry[2].append(np.arange(start, start + len(rows), dtype=np.int64))
+        start += len(rows)
+    if ivf_class not in COPYABLE or start != n or not copying_pays(
+            faiss.extract_index_ivf(template).nlist, n, (s.n_vectors for s, _, _ in by_source.values())):
+        return None
+    indexes = {key: source.faiss_index for key, (source, _, _) in by_source.items()}
+    trained = _trained_bytes(template, template)
+    if any(not np.array_equal(_trained_bytes(index, template), trained) for index in indexes.values()):
+        return None
+    out = faiss.clone_index(template)
+    ivf = faiss.downcast_index(out)
+    packer = ivf.get_CodePacker()
+    gathered: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for key, (_, sources, targets) in by_source.items():
+        index = indexes[key]
+        new_row = np.full(int(index.ntotal), -1, dtype=np.int64)
+        new_row[np.concatenate(sources)] = np.concatenate(targets)
+        _gather(faiss.downcast_index(index), new_row, packer, gathered)
+    total = 0
+    for list_no in sorted(gathered):
+        ids = np.concatenate([g[0] for g in gathered[list_no]])
+        codes = np.concatenate([g[1] for g in gathered[list_no]])
+        order = np.argsort(ids, kind="stable")  # rows ascending, as an add in row order lists them
+        ids, codes = np.ascontiguousarray(ids[order]), codes[order]
+        packed = _pack(codes, packer)
+        ivf.invlists.add_entries(list_no, len(ids), faiss.swig_ptr(ids), faiss.swig_ptr(packed))
+        total += len(ids)
+    if total != n:  # a source whose lists do not hold each of its rows once: add the vectors instead
+        log.warning("copying IVF codes found %d of %d vectors; adding them again", total, n)
+        return None
+    ivf.ntotal = int(n)
+    return out
+
+
+def _trained_bytes(index, template) -> np.ndarray:
+    """``index`` serialized without its vectors (and with ``template``'s nprobe, a search
+    setting): equal for two indexes trained alike, centroids and codebooks included."""
+    faiss = load_faiss()
+
+    empty = faiss.clone_index(index)
+    empty.reset()
+    faiss.extract_index_ivf(empty).nprobe = faiss.extract_index_ivf(template).nprobe
+    return faiss.serialize_index(empty)
+
+
+def _gather(ivf, new_row: np.ndarray, packer, gathered: dict[int, list]) -> None:
+    """Append each kept vector's (new row, flat code) of ``ivf``'s lists to ``gathered[list]``."""
+    faiss = load_faiss()
+
+    invlists, per_block, block_bytes, code_size = ivf.invlists, packer.nvec, packer.block_size, packer.code_size
+    for list_no in range(ivf.nlist):
+        size = invlists.list_size(list_no)
+        if size == 0:
+            continue
+        ids_ptr = invlists.get_ids(list_no)
+        rows = new_row[faiss.rev_swig_ptr(ids_ptr, size)]
+        invlists.release_ids(list_no, ids_ptr)
+        kept = rows >= 0
+        if not kept.any():
+            continue
+        n_blocks = -(-size // per_block)
+        codes_ptr = invlists.get_codes(list_no)
+        raw = faiss.rev_swig_ptr(codes_ptr, n_blocks * block_bytes)
+        if per_block == 1:
+            flat = raw.reshape(size, code_size)[kept]
+        else:
+            flat = np.empty((n_blocks * per_block, code_size), dtype=np.uint8)
+            for b in range(n_blocks):
+                packer.unpack_all(faiss.swig_ptr(raw[b * block_bytes:]), faiss.swig_ptr(flat[b * per_block:]))
+            flat = flat[:size][kept]
+        invlists.release_codes(list_no, codes_ptr)
+        gathered.setdefault(list_no, []).append((rows[kept], flat))
+
+
+def _pack(codes: np.ndarray, packer) -> np.ndarray:
+    """Flat codes [n, code_size] in the lists' layout (blocks of ``packer.nvec`` codes)."""
+    faiss = load_faiss()
+
+    per_block = packer.nvec
+    if per_block == 1:
+        return np.ascontiguousarray(codes)
+    n_blocks = -(-len(codes) // per_block)
+    flat = np.zeros((n_blocks * per_block, packer.code_size), dtype=np.uint8)
+    flat[:len(codes)] = codes
+    packed = np.zeros(n_blocks * packer.block_size, dtype=np.uint8)
+    for b in range(n_blocks):
+        packer.pack_all(faiss.swig_ptr(flat[b * per_block:]), faiss.swig_ptr(packed[b * packer.block_size:]))
+    return packed
