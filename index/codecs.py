@@ -5,8 +5,8 @@ int8: symmetric per-vector codes, v ~= codes * scale (128 B + 4 B at 128-d).
 int4: each vector minus a base (its IVF list's centroid when the segment's FAISS index is
 an IVF, else zero) is quantized to 16 uniform levels per dimension, v ~= base + (n - 7.5) *
 scale with n in 0..15 and scale = max|v - base| / 7.5, so the extremes are exact and
-decoding then re-encoding against the same base gives the same codes (merges re-encode
-decoded vectors and keep each one's centroid, so they rewrite the same codes; a scale may move by one float32 step). The writer
+decoding then re-encoding against the same base gives the same codes (merges copy stored
+codes as they are; one that must re-encode, into other centroids, decodes first). The writer
 codes a new vector against whichever of its 3 nearest centroids reconstructs it best. Two
 dimensions share a byte: the low nibble of byte j holds dimension j, the high nibble
 dimension j + dim/2 (64 B + 4 B scale + 2 B list number at 128-d, against 132 B for int8).

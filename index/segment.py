@@ -32,6 +32,7 @@ from xtrieve.index.codecs import check_int4_dim, decode_int4, list_dtype, quanti
 from xtrieve.index.docs import check_one_type_per_column
 from xtrieve.index.fsio import fsync_dir, fsync_file, read_arrow_file, regular, sha256_file
 from xtrieve.index.manifest import SegmentEntry
+from xtrieve.index.vector_source import Copied, CopiedRows, FileRows
 
 log = logging.getLogger(__name__)
 ALLOCATE_CHUNK = 1 << 20
@@ -85,32 +86,37 @@ class SegmentWriter:
         self._tokens: list[np.ndarray] = []
         self._dense: list[np.ndarray | None] = []
         self._lists: list[np.ndarray] = []  # int4: IVF list hints per vector (-1: none)
-        self._origins: list[tuple[Any, np.ndarray]] | None = []  # None once a vector has none
+        # (segment, vector rows) of documents copied so far; None once new vectors came
+        self._copied: list[tuple[Any, np.ndarray]] | None = []
         self.n_docs = 0
         self.n_vectors = 0
 
-    def append(self, table: pa.Table, vectors: np.ndarray, counts: np.ndarray, n_tokens: np.ndarray,
-               dense: np.ndarray | None = None, lists: np.ndarray | None = None,
-               origin: tuple[Any, np.ndarray] | None = None) -> None:
+    def append(self, table: pa.Table, vectors: np.ndarray | None, counts: np.ndarray, n_tokens: np.ndarray,
+               dense: np.ndarray | None = None, lists: np.ndarray | None = None, copied: Copied | None = None) -> None:
         """Add documents: their rows (doc_id + stored columns), vectors [sum(counts), dim],
-        (optionally) their dense embeddings [n_docs, hidden], for int4 storage the IVF list
-        each vector's codes were relative to in the segment it comes from, and, for copied
-        documents, that segment and the vectors' rows there (``origin``: its FAISS codes can
-        be copied rather than computed again)."""
-        if origin is None or self._origins is None:
-            self._origins = None
+        (optionally) their dense embeddings [n_docs, hidden] and, for int4 storage, the IVF
+        list each vector's codes were relative to in the segment it comes from. Documents
+        ``copied`` from a segment give no vectors: they are read from there when needed, and
+        its stored and FAISS codes are copied where this segment codes them alike."""
+        n = int(np.sum(counts))
+        if copied is not None and self._copied is not None:
+            self._copied.append((copied.segment, copied.rows()))
         else:
-            self._origins.append(origin)
+            for segment, rows in self._copied or ():  # new vectors after copied ones: theirs go first
+                self._write_floats(segment.decode(rows))
+            self._copied = None
+            self._write_floats(vectors if vectors is not None else copied.segment.decode(copied.rows()))
         if self.storage == "int4":
-            n = int(np.sum(counts))
             self._lists.append(np.full(n, -1, dtype=np.int64) if lists is None else np.asarray(lists, dtype=np.int64))
-        self._tmp.write(np.ascontiguousarray(vectors, dtype=self._tmp_dtype).tobytes())
         self._tables.append(table)
         self._counts.append(np.asarray(counts, dtype=np.int64))
         self._tokens.append(np.asarray(n_tokens, dtype=np.int64))
         self._dense.append(None if dense is None else np.asarray(dense, dtype=np.float16))
         self.n_docs += table.num_rows
-        self.n_vectors += int(np.sum(counts))
+        self.n_vectors += n
+
+    def _write_floats(self, vectors: np.ndarray) -> None:
+        self._tmp.write(np.ascontiguousarray(vectors, dtype=self._tmp_dtype).tobytes())
 
     def abort(self) -> None:
         """Drop everything written so far."""
@@ -124,21 +130,17 @@ class SegmentWriter:
         os.fsync(self._tmp.fileno())
         self._tmp.close()
         n, dim = self.n_vectors, self.dim
-        raw = np.memmap(self._tmp_path, dtype=self._tmp_dtype, mode="r", shape=(n, dim))
-        try:
-            def rows(idx: np.ndarray) -> np.ndarray:
-                return np.asarray(raw[idx], dtype=np.float32)
+        source: FileRows | CopiedRows = CopiedRows(self._copied, dim) if self._copied else \
+            FileRows(self._tmp_path, self._tmp_dtype, n, dim)
 
-            def chunks():
-                for s in range(0, n, CHUNK_ROWS):
-                    yield np.asarray(raw[s:s + CHUNK_ROWS], dtype=np.float32)
+        def chunks():
+            for s in range(0, n, CHUNK_ROWS):
+                yield source.chunk(s, s + CHUNK_ROWS)
 
-            index, factory, *shared = build_index(n, rows, chunks, self._origins or None)
-            self._write_vectors(raw, index)
-            faiss_build.write_index(index, self.dir / FAISS, bool(shared and shared[0]))
-            del index
-        finally:
-            del raw
+        index, factory, *shared = build_index(n, source.rows, chunks, source.parts)
+        self._write_vectors(source, index)
+        faiss_build.write_index(index, self.dir / FAISS, bool(shared and shared[0]))
+        del index, source
         self._tmp_path.unlink()
         self._write_docs()
         files = {}
@@ -152,41 +154,68 @@ class SegmentWriter:
         return SegmentEntry(name=self.name, n_docs=self.n_docs, n_tokens=n_tokens, n_vectors=n,
                             faiss=factory, files=files)
 
-    def _write_vectors(self, raw: np.ndarray, index) -> None:
-        n, dim = raw.shape
-        if self.storage == "float16":
-            batch = pa.record_batch([_fixed_list(raw.reshape(-1), pa.float16(), dim)], names=["vector"])
+    def _write_vectors(self, source: FileRows | CopiedRows, index) -> None:
+        """vectors.arrow: copied documents keep their stored codes where their segment codes
+        them as this one does (same storage and, for int4, the same IVF centroids); the other
+        vectors are quantized."""
+        n, dim = self.n_vectors, self.dim
+        if self.storage == "float16" and isinstance(source, FileRows):
+            batch = pa.record_batch([_fixed_list(source.raw.reshape(-1), pa.float16(), dim)], names=["vector"])
             _write_ipc(self.dir / VECTORS, batch)
             return
         int4 = self.storage == "int4"
         width = check_int4_dim(dim) if int4 else dim
         centroids = faiss_build.ivf_centroids(index) if int4 else None
+        dtype = {"float16": np.float16, "int8": np.int8, "int4": np.uint8}[self.storage]
         codes_path = self.dir / f"vectors.codes{TEMP_SUFFIX}"
-        _allocate(codes_path, n * width)
-        codes = np.memmap(codes_path, dtype=np.uint8 if int4 else np.int8, mode="r+", shape=(n, width))
-        scales = np.empty(n, dtype=np.float32)
+        _allocate(codes_path, n * width * np.dtype(dtype).itemsize)
+        codes = np.memmap(codes_path, dtype=dtype, mode="r+", shape=(n, width)) if n else np.zeros((0, width), dtype)
+        scales = None if self.storage == "float16" else np.empty(n, dtype=np.float32)
         lists = None if centroids is None else np.empty(n, dtype=list_dtype(len(centroids)))
         all_hints = np.concatenate(self._lists) if self._lists else np.full(n, -1, dtype=np.int64)
-        for s in range(0, n, CHUNK_ROWS):
-            chunk = np.asarray(raw[s:s + CHUNK_ROWS], dtype=np.float32)
-            if not int4:
-                codes[s:s + CHUNK_ROWS], scales[s:s + CHUNK_ROWS] = quantize_int8(chunk)
+        alike: dict[int, bool] = {}
+        for start, stop, part in source.spans(CHUNK_ROWS):
+            if part is not None and alike.setdefault(id(part[0]), self._codes_alike(part[0], centroids)):
+                segment, rows = part
+                codes[start:stop] = segment.vectors_raw[rows]
+                if scales is not None:
+                    scales[start:stop] = segment.scales[rows]
+                if lists is not None:
+                    lists[start:stop] = segment.lists[rows]
                 continue
-            if lists is None:
-                codes[s:s + CHUNK_ROWS], scales[s:s + CHUNK_ROWS] = quantize_int4(chunk)
+            chunk = source.chunk(start, stop)
+            if self.storage == "float16":
+                codes[start:stop] = chunk
+            elif not int4:
+                codes[start:stop], scales[start:stop] = quantize_int8(chunk)
+            elif lists is None:
+                codes[start:stop], scales[start:stop] = quantize_int4(chunk)
             else:
-                hints = all_hints[s:s + CHUNK_ROWS]
-                codes[s:s + CHUNK_ROWS], scales[s:s + CHUNK_ROWS], lists[s:s + CHUNK_ROWS] = \
+                hints = all_hints[start:stop]
+                codes[start:stop], scales[start:stop], lists[start:stop] = \
                     _residual_int4(chunk, index, centroids, np.where(hints < len(centroids), hints, -1))
-        codes.flush()
-        arrow_type = pa.uint8() if int4 else pa.int8()
-        columns, names = [_fixed_list(codes.reshape(-1), arrow_type, width), pa.array(scales)], ["vector", "scale"]
+        if n:
+            codes.flush()
+        arrow_type = {"float16": pa.float16(), "int8": pa.int8(), "int4": pa.uint8()}[self.storage]
+        columns, names = [_fixed_list(codes.reshape(-1), arrow_type, width)], ["vector"]
+        if scales is not None:
+            columns.append(pa.array(scales))
+            names.append("scale")
         if lists is not None:
             columns.append(pa.array(lists))
             names.append("list")
         _write_ipc(self.dir / VECTORS, pa.record_batch(columns, names=names))
         del codes, columns
         codes_path.unlink()
+
+    def _codes_alike(self, segment, centroids: np.ndarray | None) -> bool:
+        """Whether ``segment`` stores vectors as this segment will: the same storage and, for
+        int4, codes relative to the same IVF centroids (or to none in both)."""
+        if segment.codec != self.storage:
+            return False
+        if self.storage != "int4" or (centroids is None and segment.lists is None):
+            return True
+        return centroids is not None and segment.lists is not None and np.array_equal(segment.bases, centroids)
 
     def _write_docs(self) -> None:
         check_one_type_per_column(self._tables)  # InputError naming a column whose values clash

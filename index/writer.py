@@ -36,6 +36,7 @@ from xtrieve.index.merge_policy import live_docs, live_vectors, plan_merge
 from xtrieve.index.segment import SegmentReader, SegmentWriter, stored_columns
 from xtrieve.index.store import IndexStore, Snapshot, StoreClosed
 from xtrieve.index.tombstones import tombstone_name, write_tombstones
+from xtrieve.index.vector_source import Copied
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,10 @@ SEGMENT_FILE = re.compile(r"(docs\.arrow|vectors\.arrow|tokens\.faiss|deleted-g\
 ENCODER_FILES = "files"
 
 # a batch of documents ready to store: rows (doc_id + stored columns), vectors, token counts,
-# dense embeddings [n_docs, hidden] (None unless the index's model fuses them); merges add a
-# 5th item: per doc, the IVF list of each vector in its int4 source segment (or None)
-Batch = tuple[pa.Table, list[np.ndarray], list[int], "np.ndarray | None"]
+# dense embeddings [n_docs, hidden] (None unless the index's model fuses them). Copies (merges,
+# metadata updates) give None for vectors and add two items: per doc, the IVF list of each
+# vector in its int4 source segment (or None), and the Copied documents the vectors are read from
+Batch = tuple[pa.Table, "list[np.ndarray] | None", list[int], "np.ndarray | None"]
 
 
 # EncoderConfig fields that shape stored document vectors or exact scores: an encoder that
@@ -255,21 +257,20 @@ class WriteSession:
         try:
             for table, vectors, n_tokens, dense, *hints in batches:
                 lists = hints[0] if hints else None
-                origin = hints[1] if len(hints) > 1 else None
+                copied: Copied | None = hints[1] if len(hints) > 1 else None
                 start, n = 0, table.num_rows
-                counts = np.array([len(v) for v in vectors], dtype=np.int64)
-                ends = np.cumsum(counts)
+                counts = copied.counts() if copied is not None else np.array([len(v) for v in vectors], dtype=np.int64)
                 while start < n:
                     if writer is None:
                         writer = SegmentWriter(self.root, f"seg-{next_segment:06d}", self.manifest.dim, self.config.vector_storage)
                         next_segment += 1
                     take = min(n - start, per_segment - writer.n_docs)
                     stop = start + take
-                    first, last = int(ends[start] - counts[start]), int(ends[stop - 1])
-                    writer.append(table.slice(start, take), np.concatenate(vectors[start:stop]), counts[start:stop],
-                                  np.asarray(n_tokens[start:stop]), None if dense is None else dense[start:stop],
+                    writer.append(table.slice(start, take), None if vectors is None else np.concatenate(vectors[start:stop]),
+                                  counts[start:stop], np.asarray(n_tokens[start:stop]),
+                                  None if dense is None else dense[start:stop],
                                   None if lists is None else np.concatenate(lists[start:stop]),
-                                  None if origin is None else (origin[0], origin[1][first:last]))
+                                  None if copied is None else copied.sliced(start, stop))
                     start = stop
                     if writer.n_docs >= per_segment:
                         entries.append(writer.finish(self._build_faiss))
@@ -527,19 +528,17 @@ class WriteSession:
         return segments
 
     def _copied_batches(self, parts: Iterable[tuple[SegmentReader, np.ndarray]]) -> Iterator[Batch]:
-        """Batches of stored documents as they are: (segment, its local doc numbers) pairs."""
+        """Batches of stored documents as they are: (segment, its local doc numbers) pairs. Their
+        vectors stay in the segment (the batch names them with a :class:`Copied`)."""
         keep_lists = not self._retraining  # (new centroids: each vector finds its nearest again)
         for seg, local in parts:
             for s in range(0, len(local), MERGE_CHUNK_DOCS):
-                docs = local[s:s + MERGE_CHUNK_DOCS]
-                vectors = [seg.doc_vectors(int(d)) for d in docs]
+                docs = np.asarray(local[s:s + MERGE_CHUNK_DOCS], dtype=np.int64)
                 dense = None if seg.dense is None else np.asarray(seg.dense[docs])
-                # int4 codes stay against the same centroid, so a copy rewrites the same codes
+                # int4 codes re-encoded (another storage or centroids) stay against the same centroid
                 lists = None if seg.lists is None or not keep_lists else \
                     [seg.lists[seg.offsets[d]:seg.offsets[d + 1]] for d in docs]
-                rows = np.concatenate([np.arange(seg.offsets[d], seg.offsets[d + 1]) for d in docs]) if len(docs) else \
-                    np.zeros(0, dtype=np.int64)
-                yield seg.table.take(pa.array(docs)), vectors, seg.n_tokens[docs].tolist(), dense, lists, (seg, rows)
+                yield seg.table.take(pa.array(docs)), None, seg.n_tokens[docs].tolist(), dense, lists, Copied(seg, docs)
 
     def _merge_batches(self, readers: list[SegmentReader]) -> Iterator[Batch]:
         return self._copied_batches((seg, np.nonzero(~seg.deleted)[0]) for seg in readers)

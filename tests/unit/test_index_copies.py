@@ -1,4 +1,4 @@
-"""Index stage: merges copy the IVF codes of segments built from the same template."""
+"""Index stage: copies (merges, compactions, metadata updates) take stored and IVF codes as they are."""
 from __future__ import annotations
 
 import json
@@ -6,10 +6,13 @@ from types import SimpleNamespace
 
 import faiss
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import xtrieve
-from xtrieve.index import faiss_copy
+from xtrieve.index import faiss_build, faiss_copy
+from xtrieve.index.segment import SegmentCore, SegmentReader, SegmentWriter
+from xtrieve.index.vector_source import Copied, vector_rows
 
 DIM = 16
 
@@ -96,9 +99,7 @@ def test_a_compaction_copies_codes_and_searches_as_before(tmp_path, storage, mon
     idx.compact()
     assert idx.info().n_segments == 1 and len(calls) == 1 and calls[0] is not None
     after = [[(h.doc_id, h.score) for h in idx.search(q, k=10)] for q in queries]
-    assert [[d for d, _ in hits] for hits in after] == [[d for d, _ in hits] for hits in before]
-    np.testing.assert_allclose([[s for _, s in hits] for hits in after], [[s for _, s in hits] for hits in before],
-                               rtol=1e-6)  # (int4 copies may move a scale by one float32 step)
+    assert after == before  # the stored codes are copied too: the same scores to the bit
 
 
 def test_copying_writes_the_token_index_an_add_would_write(tmp_path, monkeypatch):
@@ -113,3 +114,40 @@ def test_copying_writes_the_token_index_an_add_would_write(tmp_path, monkeypatch
         written[copy] = (tmp_path / f"ix{copy}" / segment["name"] / "tokens.faiss").read_bytes()
         idx.close()
     assert written[True] == written[False]
+
+
+def test_vector_rows_of_documents():
+    offsets = np.array([0, 3, 3, 7, 9])
+    assert vector_rows(offsets, np.array([2, 0, 3])).tolist() == [3, 4, 5, 6, 0, 1, 2, 7, 8]
+    assert vector_rows(offsets, np.array([1])).tolist() == [] and vector_rows(offsets, np.array([], int)).tolist() == []
+
+
+@pytest.mark.parametrize("storage", ["float16", "int8"])
+def test_a_segment_of_copied_and_new_documents_keeps_their_order(tmp_path, storage):
+    """Copied documents' vectors are read from their segment only when new ones follow them."""
+    rng = np.random.default_rng(4)
+    docs = [rng.standard_normal((3, DIM)).astype(np.float16).astype(np.float32) for _ in range(6)]
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"d{i}" for i in range(6)], docs,
+                                              config={"vector_storage": storage})
+    seg = idx.snapshot.segments[0]
+    new = rng.standard_normal((4, DIM)).astype(np.float16).astype(np.float32)
+
+    def flat(n, rows, chunks, origins):
+        return faiss_build.fill_index(faiss_build.new_index("Flat", DIM), chunks()), "Flat"
+
+    def one_doc(doc_id):
+        return pa.table({"doc_id": [doc_id]})
+
+    for order in ("copied first", "new first"):
+        writer = SegmentWriter(tmp_path, f"seg-{order.split()[0]}", DIM, storage)
+        steps = [lambda: writer.append(one_doc("d4"), None, np.array([3]), np.array([3]), copied=Copied(seg, np.array([4]))),
+                 lambda: writer.append(one_doc("n"), new, np.array([4]), np.array([4]))]
+        for step in steps if order == "copied first" else steps[::-1]:
+            step()
+        entry = writer.finish(flat)
+        core = SegmentCore(tmp_path, entry, DIM)
+        reader = SegmentReader(core, np.zeros(2, dtype=bool))
+        got = {reader.doc_ids[i]: reader.doc_vectors(i) for i in range(2)}
+        np.testing.assert_allclose(got["d4"], seg.doc_vectors(4), rtol=0, atol=0)
+        np.testing.assert_allclose(got["n"], new, rtol=0, atol=0.01 if storage == "int8" else 0)
+        core.close()
