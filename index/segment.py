@@ -66,7 +66,8 @@ def _fixed_list(flat: np.ndarray, arrow_type: pa.DataType, dim: int) -> pa.Array
 
 
 class SegmentWriter:
-    """Streams documents into a new segment folder; vectors go to a temp file as they come."""
+    """Streams documents into a new segment folder; new vectors go to a temp file as they come,
+    copied documents' vectors stay in their segments (see ``xtrieve.index.vector_source``)."""
 
     def __init__(self, root: Path, name: str, dim: int, storage: str) -> None:
         self.root, self.name, self.dim, self.storage = root, name, dim, storage
@@ -75,9 +76,8 @@ class SegmentWriter:
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
         # int8 and int4 vectors wait in float32 (float16 storage: in float16, written as they are):
-        # int4 codes are re-encoded on a merge, and rounding them through float16 moved the extreme
-        # values, and each rewrite's scale, a little further out every time; float16 also flushed
-        # values under ~6e-5 to zero, which int8's per-vector scale keeps
+        # float16 flushed values under ~6e-5 to zero, which int8's per-vector scale keeps, and moved
+        # int4's extreme values, and so its scales
         self._tmp_dtype = np.float16 if storage == "float16" else np.float32
         self._tmp_path = self.dir / f"vectors.{np.dtype(self._tmp_dtype).name}{TEMP_SUFFIX}"
         self._tmp = open(self._tmp_path, "wb")
@@ -173,9 +173,11 @@ class SegmentWriter:
         scales = None if self.storage == "float16" else np.empty(n, dtype=np.float32)
         lists = None if centroids is None else np.empty(n, dtype=list_dtype(len(centroids)))
         all_hints = np.concatenate(self._lists) if self._lists else np.full(n, -1, dtype=np.int64)
-        alike: dict[int, bool] = {}
+        alike: dict[int, bool] = {}  # id(segment) -> whether its codes are copied
         for start, stop, part in source.spans(CHUNK_ROWS):
-            if part is not None and alike.setdefault(id(part[0]), self._codes_alike(part[0], centroids)):
+            if part is not None and id(part[0]) not in alike:
+                alike[id(part[0])] = self._codes_alike(part[0], centroids)
+            if part is not None and alike[id(part[0])]:
                 segment, rows = part
                 codes[start:stop] = segment.vectors_raw[rows]
                 if scales is not None:
