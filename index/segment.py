@@ -92,12 +92,11 @@ class SegmentWriter:
         self.n_vectors = 0
 
     def append(self, table: pa.Table, vectors: np.ndarray | None, counts: np.ndarray, n_tokens: np.ndarray,
-               dense: np.ndarray | None = None, lists: np.ndarray | None = None, copied: Copied | None = None) -> None:
-        """Add documents: their rows (doc_id + stored columns), vectors [sum(counts), dim],
-        (optionally) their dense embeddings [n_docs, hidden] and, for int4 storage, the IVF
-        list each vector's codes were relative to in the segment it comes from. Documents
-        ``copied`` from a segment give no vectors: they are read from there when needed, and
-        its stored and FAISS codes are copied where this segment codes them alike."""
+               dense: np.ndarray | None = None, copied: Copied | None = None) -> None:
+        """Add documents: their rows (doc_id + stored columns), vectors [sum(counts), dim] and
+        (optionally) their dense embeddings [n_docs, hidden]. Documents ``copied`` from a segment
+        give no vectors: they are read from there when needed, and its stored and FAISS codes
+        are copied where this segment codes them alike."""
         n = int(np.sum(counts))
         if copied is not None and self._copied is not None:
             self._copied.append((copied.segment, copied.rows()))
@@ -107,7 +106,8 @@ class SegmentWriter:
             self._copied = None
             self._write_floats(vectors if vectors is not None else copied.segment.decode(copied.rows()))
         if self.storage == "int4":
-            self._lists.append(np.full(n, -1, dtype=np.int64) if lists is None else np.asarray(lists, dtype=np.int64))
+            hints = None if copied is None else copied.lists()
+            self._lists.append(np.full(n, -1, dtype=np.int64) if hints is None else hints)
         self._tables.append(table)
         self._counts.append(np.asarray(counts, dtype=np.int64))
         self._tokens.append(np.asarray(n_tokens, dtype=np.int64))

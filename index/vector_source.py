@@ -23,9 +23,11 @@ def vector_rows(offsets: np.ndarray, docs: np.ndarray) -> np.ndarray:
 
 
 class Copied(NamedTuple):
-    """Documents copied from a segment: the segment (a SegmentReader) and their local numbers."""
+    """Documents copied from a segment: the segment (a SegmentReader), their local numbers and
+    whether an int4 re-encoding keeps each vector's IVF list (not when the centroids are new)."""
     segment: Any
     docs: np.ndarray
+    keep_lists: bool = True
 
     def counts(self) -> np.ndarray:
         return np.asarray(self.segment.vector_counts[self.docs], dtype=np.int64)
@@ -33,8 +35,15 @@ class Copied(NamedTuple):
     def rows(self) -> np.ndarray:
         return vector_rows(self.segment.offsets, self.docs)
 
+    def lists(self) -> np.ndarray | None:
+        """The IVF list each vector's int4 codes are relative to in its segment (None: none kept),
+        so that codes re-encoded against the same centroid come out the same."""
+        if not self.keep_lists or getattr(self.segment, "lists", None) is None:
+            return None
+        return self.segment.lists[self.rows()].astype(np.int64)
+
     def sliced(self, start: int, stop: int) -> "Copied":
-        return Copied(self.segment, self.docs[start:stop])
+        return Copied(self.segment, self.docs[start:stop], self.keep_lists)
 
 
 class FileRows:

@@ -56,8 +56,7 @@ ENCODER_FILES = "files"
 
 # a batch of documents ready to store: rows (doc_id + stored columns), vectors, token counts,
 # dense embeddings [n_docs, hidden] (None unless the index's model fuses them). Copies (merges,
-# metadata updates) give None for vectors and add two items: per doc, the IVF list of each
-# vector in its int4 source segment (or None), and the Copied documents the vectors are read from
+# metadata updates) give None for vectors and add a 5th item: the Copied documents they are read from
 Batch = tuple[pa.Table, "list[np.ndarray] | None", list[int], "np.ndarray | None"]
 
 
@@ -255,9 +254,8 @@ class WriteSession:
         entries: list[SegmentEntry] = []
         writer: SegmentWriter | None = None
         try:
-            for table, vectors, n_tokens, dense, *hints in batches:
-                lists = hints[0] if hints else None
-                copied: Copied | None = hints[1] if len(hints) > 1 else None
+            for table, vectors, n_tokens, dense, *more in batches:
+                copied: Copied | None = more[0] if more else None
                 start, n = 0, table.num_rows
                 counts = copied.counts() if copied is not None else np.array([len(v) for v in vectors], dtype=np.int64)
                 while start < n:
@@ -269,7 +267,6 @@ class WriteSession:
                     writer.append(table.slice(start, take), None if vectors is None else np.concatenate(vectors[start:stop]),
                                   counts[start:stop], np.asarray(n_tokens[start:stop]),
                                   None if dense is None else dense[start:stop],
-                                  None if lists is None else np.concatenate(lists[start:stop]),
                                   None if copied is None else copied.sliced(start, stop))
                     start = stop
                     if writer.n_docs >= per_segment:
@@ -535,10 +532,7 @@ class WriteSession:
             for s in range(0, len(local), MERGE_CHUNK_DOCS):
                 docs = np.asarray(local[s:s + MERGE_CHUNK_DOCS], dtype=np.int64)
                 dense = None if seg.dense is None else np.asarray(seg.dense[docs])
-                # int4 codes re-encoded (another storage or centroids) stay against the same centroid
-                lists = None if seg.lists is None or not keep_lists else \
-                    [seg.lists[seg.offsets[d]:seg.offsets[d + 1]] for d in docs]
-                yield seg.table.take(pa.array(docs)), None, seg.n_tokens[docs].tolist(), dense, lists, Copied(seg, docs)
+                yield seg.table.take(pa.array(docs)), None, seg.n_tokens[docs].tolist(), dense, Copied(seg, docs, keep_lists)
 
     def _merge_batches(self, readers: list[SegmentReader]) -> Iterator[Batch]:
         return self._copied_batches((seg, np.nonzero(~seg.deleted)[0]) for seg in readers)
