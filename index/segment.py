@@ -48,6 +48,10 @@ RESIDUAL_CANDIDATES = 3
 # builds the FAISS index of a finished segment: (n_vectors, rows(idx), chunks(), origins) ->
 # (index, factory[, whether its IVF centroids are the template's, left out of its file]);
 # origins: where every vector was copied from, in row order, as (source, its rows) pairs, else None
+class SegmentClosed(InputError):
+    """A segment's token index was needed after its Index was closed (it was not read before)."""
+
+
 IndexBuilder = Callable[[int, Callable[[np.ndarray], np.ndarray], Callable[[], Any], "list | None"], tuple]
 
 
@@ -338,7 +342,7 @@ class SegmentCore:
                 except ValueError:  # its file closed: the index was closed during this search
                     if not self._faiss_file.closed:
                         raise
-                    raise InputError("the index was closed during this search") from None
+                    raise SegmentClosed(f"the index was closed while segment {self.name} was read") from None
                 if faiss_build.lacks_quantizer(index) and (
                         self._template is None or not faiss_build.attach_quantizer(index, self._template())):
                     template = getattr(self._template, "path", None)

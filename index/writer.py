@@ -33,7 +33,7 @@ from xtrieve.index.fsio import fsync_dir, fsync_file, make_room, sha256_file
 from xtrieve.index.lock import LOCK_FILE, WriterLock, check_wait
 from xtrieve.index.manifest import ENCODER_DIR, ENCODER_DIR_NAME, MANIFEST, Manifest, SegmentEntry, is_committed, read_manifest, write_manifest
 from xtrieve.index.merge_policy import live_docs, live_vectors, plan_merge
-from xtrieve.index.segment import SegmentReader, SegmentWriter, stored_columns
+from xtrieve.index.segment import SegmentClosed, SegmentReader, SegmentWriter, stored_columns
 from xtrieve.index.store import IndexStore, Snapshot, StoreClosed
 from xtrieve.index.tombstones import tombstone_name, write_tombstones
 from xtrieve.index.vector_source import Copied
@@ -209,7 +209,10 @@ class WriteSession:
             empty, shared = self._template(factory, n, rows), True
         # (shared: the template holds the IVF centroids, so the segment's file leaves them out)
         if shared and origins and n:  # (a merge: the vectors' codes may be copied from their segments)
-            index = faiss_copy.copied_index(empty, origins, n)
+            try:
+                index = faiss_copy.copied_index(empty, origins, n)
+            except SegmentClosed:  # the Index was closed meanwhile: its floats are still mapped
+                index = None
             if index is not None:
                 faiss_build.check_searchable(index, rows(np.zeros(1, dtype=np.int64)), f"FAISS factory {factory!r}")
                 log.info("copied the IVF codes of %d vectors", n)
@@ -529,6 +532,8 @@ class WriteSession:
         vectors stay in the segment (the batch names them with a :class:`Copied`)."""
         keep_lists = not self._retraining  # (new centroids: each vector finds its nearest again)
         for seg, local in parts:
+            if seg.lists is not None:
+                _ = seg.bases  # (int4 vectors decode against them: read now, should the Index be closed meanwhile)
             for s in range(0, len(local), MERGE_CHUNK_DOCS):
                 docs = np.asarray(local[s:s + MERGE_CHUNK_DOCS], dtype=np.int64)
                 dense = None if seg.dense is None else np.asarray(seg.dense[docs])

@@ -151,3 +151,36 @@ def test_a_segment_of_copied_and_new_documents_keeps_their_order(tmp_path, stora
         np.testing.assert_allclose(got["d4"], seg.doc_vectors(4), rtol=0, atol=0)
         np.testing.assert_allclose(got["n"], new, rtol=0, atol=0.01 if storage == "int8" else 0)
         core.close()
+
+
+def test_flat_segments_merged_into_the_first_template_are_added(tmp_path, monkeypatch):
+    """The merge that trains the IVF template reads Flat segments: nothing to copy from them."""
+    monkeypatch.setattr(faiss_copy, "copying_pays", lambda *a: True)
+    rng = np.random.default_rng(5)
+    config = {"flat_max_vectors": 1500, "merge_factor": 50}
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"a{i}" for i in range(40)],
+                                              [unit(rng, 25) for _ in range(40)], config=config)
+    idx.add_embeddings([f"b{i}" for i in range(40)], [unit(rng, 25) for _ in range(40)])  # 2,000 vectors
+    segments = json.loads((tmp_path / "ix" / "manifest.json").read_text())["segments"]
+    assert [s["faiss"].startswith("IVF") for s in segments] == [True] and len(idx) == 80
+
+
+@pytest.mark.parametrize("storage", ["float16", "int8", "int4"])
+def test_a_compaction_the_index_close_overtakes_still_commits(tmp_path, storage, monkeypatch):
+    """A service shutting down closes the Index while another thread compacts: the segments'
+    token index files close, so the copy falls back to adding the (still mapped) vectors."""
+    from xtrieve.index import segment
+
+    monkeypatch.setattr(faiss_copy, "copying_pays", lambda *a: True)
+    rng = np.random.default_rng(6)
+    config = {"faiss_factory": "IVF16,PQ8x4fs", "merge_factor": 50, "vector_storage": storage}
+    xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"a{i}" for i in range(60)], [unit(rng, 20) for _ in range(60)],
+                                        config=config).add_embeddings([f"b{i}" for i in range(60)],
+                                                                      [unit(rng, 20) for _ in range(60)])
+    idx = xtrieve.Index.open(tmp_path / "ix")  # no search yet: no token index read
+    finish = segment.SegmentWriter.finish
+    monkeypatch.setattr(segment.SegmentWriter, "finish", lambda self, build: (idx.close(), finish(self, build))[1])
+    idx.compact()
+    reopened = xtrieve.Index.open(tmp_path / "ix")
+    assert reopened.info().n_segments == 1 and len(reopened) == 120
+    assert reopened.search(unit(rng, 3), k=5)
