@@ -74,19 +74,21 @@ def copied_index(template, parts: list[tuple[Any, np.ndarray]], n: int):
     out = faiss.clone_index(template)
     ivf = faiss.downcast_index(out)
     packer = ivf.get_CodePacker()
-    gathered: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
-    for key, (_, sources, targets) in by_source.items():
-        index = indexes[key]
-        new_row = np.full(int(index.ntotal), -1, dtype=np.int64)
-        new_row[np.concatenate(sources)] = np.concatenate(targets)
-        _gather(faiss.downcast_index(index), new_row, packer, gathered)
+    sources = []
+    for key, (_, rows, targets) in by_source.items():
+        new_row = np.full(int(indexes[key].ntotal), -1, dtype=np.int64)
+        new_row[np.concatenate(rows)] = np.concatenate(targets)
+        sources.append((faiss.downcast_index(indexes[key]), new_row))
     total = 0
-    for list_no in sorted(gathered):
-        ids = np.concatenate([g[0] for g in gathered[list_no]])
-        codes = np.concatenate([g[1] for g in gathered[list_no]])
+    for list_no in range(ivf.nlist):  # list by list: only one list's codes are held at a time
+        pieces = [piece for source, new_row in sources if (piece := _kept(source, list_no, new_row, packer))]
+        if not pieces:
+            continue
+        ids = np.concatenate([p[0] for p in pieces])
+        codes = np.concatenate([p[1] for p in pieces])
         order = np.argsort(ids, kind="stable")  # rows ascending, as an add in row order lists them
         ids, codes = np.ascontiguousarray(ids[order]), codes[order]
-        packed = _pack(codes, packer)
+        packed = _pack(codes, packer)  # (held by a name: FAISS reads it through a bare pointer)
         ivf.invlists.add_entries(list_no, len(ids), faiss.swig_ptr(ids), faiss.swig_ptr(packed))
         total += len(ids)
     if total != n:  # a source whose lists do not hold each of its rows once: add the vectors instead
@@ -121,33 +123,34 @@ def _same_state(a: list[np.ndarray] | None, b: list[np.ndarray] | None) -> bool:
         x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b))
 
 
-def _gather(ivf, new_row: np.ndarray, packer, gathered: dict[int, list]) -> None:
-    """Append each kept vector's (new row, flat code) of ``ivf``'s lists to ``gathered[list]``."""
+def _kept(ivf, list_no: int, new_row: np.ndarray, packer) -> tuple[np.ndarray, np.ndarray] | None:
+    """(new rows, flat codes) of the vectors of ``ivf``'s list ``list_no`` that are kept (a new
+    row >= 0), or None when there are none."""
     faiss = load_faiss()
 
-    invlists, per_block, block_bytes, code_size = ivf.invlists, packer.nvec, packer.block_size, packer.code_size
-    for list_no in range(ivf.nlist):
-        size = invlists.list_size(list_no)
-        if size == 0:
-            continue
-        ids_ptr = invlists.get_ids(list_no)
-        rows = new_row[faiss.rev_swig_ptr(ids_ptr, size)]
-        invlists.release_ids(list_no, ids_ptr)
-        kept = rows >= 0
-        if not kept.any():
-            continue
-        n_blocks = -(-size // per_block)
-        codes_ptr = invlists.get_codes(list_no)
-        raw = faiss.rev_swig_ptr(codes_ptr, n_blocks * block_bytes)
-        if per_block == 1:
-            flat = raw.reshape(size, code_size)[kept]
-        else:
-            flat = np.empty((n_blocks * per_block, code_size), dtype=np.uint8)
-            for b in range(n_blocks):
-                packer.unpack_all(faiss.swig_ptr(raw[b * block_bytes:]), faiss.swig_ptr(flat[b * per_block:]))
-            flat = flat[:size][kept]
-        invlists.release_codes(list_no, codes_ptr)
-        gathered.setdefault(list_no, []).append((rows[kept], flat))
+    invlists = ivf.invlists
+    size = invlists.list_size(list_no)
+    if size == 0:
+        return None
+    ids_ptr = invlists.get_ids(list_no)
+    rows = new_row[faiss.rev_swig_ptr(ids_ptr, size)]
+    invlists.release_ids(list_no, ids_ptr)
+    kept = rows >= 0
+    if not kept.any():
+        return None
+    per_block, block_bytes, code_size = packer.nvec, packer.block_size, packer.code_size
+    n_blocks = -(-size // per_block)
+    codes_ptr = invlists.get_codes(list_no)
+    raw = faiss.rev_swig_ptr(codes_ptr, n_blocks * block_bytes)
+    if per_block == 1:
+        flat = raw.reshape(size, code_size)[kept]
+    else:
+        flat = np.empty((n_blocks * per_block, code_size), dtype=np.uint8)
+        for b in range(n_blocks):
+            packer.unpack_all(faiss.swig_ptr(raw[b * block_bytes:]), faiss.swig_ptr(flat[b * per_block:]))
+        flat = flat[:size][kept]
+    invlists.release_codes(list_no, codes_ptr)
+    return rows[kept], flat
 
 
 def _pack(codes: np.ndarray, packer) -> np.ndarray:
