@@ -342,3 +342,24 @@ def test_the_first_template_merge_is_not_repeated_when_its_segments_stay_flat(tm
     for j in range(3):
         idx.add_embeddings([f"a{j}"], rand_docs(1, rng, 70, 71))  # 100 x 8 + 70 x (j + 1): each output segment <= 800
     assert merged == [] and idx.info().faiss == ["Flat"] * 4
+
+
+def test_faiss_builds_use_threads_for_large_work_only(monkeypatch):
+    from xtrieve.faiss_loader import load_faiss
+    from xtrieve.index import faiss_build
+
+    faiss = load_faiss()
+    monkeypatch.delenv(faiss_build.THREADS_ENV, raising=False)
+    own = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(2)
+    try:
+        with faiss_build.build_threads(1000):
+            assert faiss.omp_get_max_threads() == 1
+        with faiss_build.build_threads(faiss_build.PARALLEL_WORK):
+            assert faiss.omp_get_max_threads() == 2
+        monkeypatch.setenv(faiss_build.THREADS_ENV, "1")
+        with faiss_build.build_threads(faiss_build.PARALLEL_WORK):
+            assert faiss.omp_get_max_threads() == 1
+        assert faiss.omp_get_max_threads() == 2
+    finally:
+        faiss.omp_set_num_threads(own)
