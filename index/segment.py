@@ -102,15 +102,16 @@ class SegmentWriter:
         give no vectors: they are read from there when needed, and its stored and FAISS codes
         are copied where this segment codes them alike."""
         n = int(np.sum(counts))
+        rows = None if copied is None else copied.rows()
         if copied is not None and self._copied is not None:
-            self._copied.append((copied.segment, copied.rows()))
+            self._copied.append((copied.segment, rows))
         else:
-            for segment, rows in self._copied or ():  # new vectors after copied ones: theirs go first
-                self._write_floats(segment.decode(rows))
+            for segment, before in self._copied or ():  # new vectors after copied ones: theirs go first
+                self._write_floats(segment.decode(before))
             self._copied = None
-            self._write_floats(vectors if vectors is not None else copied.segment.decode(copied.rows()))
+            self._write_floats(vectors if copied is None else copied.segment.decode(rows))
         if self.storage == "int4":
-            hints = None if copied is None else copied.lists()
+            hints = None if copied is None else copied.lists(rows)
             self._lists.append(np.full(n, -1, dtype=np.int64) if hints is None else hints)
         self._tables.append(table)
         self._counts.append(np.asarray(counts, dtype=np.int64))

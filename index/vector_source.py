@@ -35,12 +35,13 @@ class Copied(NamedTuple):
     def rows(self) -> np.ndarray:
         return vector_rows(self.segment.offsets, self.docs)
 
-    def lists(self) -> np.ndarray | None:
-        """The IVF list each vector's int4 codes are relative to in its segment (None: none kept),
-        so that codes re-encoded against the same centroid come out the same."""
+    def lists(self, rows: np.ndarray) -> np.ndarray | None:
+        """The IVF list each of its vectors (``rows``: :meth:`rows`) has its int4 codes relative to
+        in the segment (None: none kept), so that codes re-encoded against that centroid come out
+        the same."""
         if not self.keep_lists or getattr(self.segment, "lists", None) is None:
             return None
-        return self.segment.lists[self.rows()].astype(np.int64)
+        return self.segment.lists[rows].astype(np.int64)
 
     def sliced(self, start: int, stop: int) -> "Copied":
         return Copied(self.segment, self.docs[start:stop], self.keep_lists)
@@ -51,7 +52,7 @@ class FileRows:
 
     def __init__(self, path: Path, dtype: Any, n: int, dim: int) -> None:
         self.raw = np.memmap(path, dtype=dtype, mode="r", shape=(n, dim)) if n else np.zeros((0, dim), dtype=dtype)
-        self.n, self.parts = n, None
+        self.n, self.parts = n, None  # (parts: no copied documents here)
 
     def rows(self, idx: np.ndarray) -> np.ndarray:
         return np.asarray(self.raw[idx], dtype=np.float32)
