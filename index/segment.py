@@ -49,7 +49,8 @@ RESIDUAL_CANDIDATES = 3
 # (index, factory[, whether its IVF centroids are the template's, left out of its file]);
 # origins: where every vector was copied from, in row order, as (source, its rows) pairs, else None
 class SegmentClosed(InputError):
-    """A segment's token index was needed after its Index was closed (it was not read before)."""
+    """A segment's token index (or the IVF template it reads) was needed after its Index was
+    closed and had not been read before: a write falls back to what needs neither."""
 
 
 IndexBuilder = Callable[[int, Callable[[np.ndarray], np.ndarray], Callable[[], Any], "list | None"], tuple]

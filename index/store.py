@@ -17,7 +17,7 @@ from xtrieve.errors import IndexFormatError, IndexLockedError, InputError
 from xtrieve.index import faiss_build
 from xtrieve.index.fsio import regular, sha256_file, safe_join
 from xtrieve.index.manifest import MANIFEST, Manifest, read_manifest
-from xtrieve.index.segment import SegmentCore, SegmentReader
+from xtrieve.index.segment import SegmentClosed, SegmentCore, SegmentReader
 from xtrieve.index.tombstones import read_tombstones
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ class IndexStore:
                     except ValueError:  # its file closed: the index was closed during this search
                         if not f.closed:
                             raise
-                        raise InputError("the index was closed during this search") from None
+                        raise SegmentClosed(f"the index was closed while its IVF template {path} was read") from None
                     f.close()  # (read once: the index holds it now)
                 return cache[0]
         read.path = path  # (named when a segment's lists do not fit it)
