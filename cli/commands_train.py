@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from xtrieve.cli.commands_index import DEVICE_OPTION, PRECISION_OPTION
+from xtrieve.config import SHORT_DOCUMENT_VECTORS
 
 POSITIVE = click.FloatRange(min=0.0, min_open=True)  # learning rates, temperatures
 
@@ -19,6 +20,8 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)  # learning rates, temperatu
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output model folder.")
 @click.option("--pool-factor", type=click.IntRange(min=1), default=4, show_default=True,
               help="Cluster each document's tokens into ceil(n / R) centroids during training; saved in the model.")
+@click.option("--pool-min-vectors", type=click.IntRange(min=0), default=SHORT_DOCUMENT_VECTORS, show_default=True,
+              help="...but keep at least this many per document (all of a shorter one's); saved in the model.")
 @click.option("--max-steps", type=click.IntRange(min=0), default=None, help="Training steps (default: one pass).")
 @click.option("--freeze-backbone/--no-freeze-backbone", default=True, show_default=True,
               help="Train only the head on cached backbone states (fast on CPU), or the whole model.")
@@ -69,7 +72,7 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)  # learning rates, temperatu
 @click.option("--name", default=None, help="Model name written into the folder.")
 @PRECISION_OPTION
 @DEVICE_OPTION
-def train_command(data_dirs, split, base, out, pool_factor, max_steps, freeze_backbone, resume, overwrite, batch_size, lr,
+def train_command(data_dirs, split, base, out, pool_factor, pool_min_vectors, max_steps, freeze_backbone, resume, overwrite, batch_size, lr,
                   backbone_lr, seed, cache_dir, n_negatives, mine_depth, mine_with, cache_corpus, temperature,
                   distill_weight, dense_weight, denoise, cluster, pool_queries, mlp_dim, train_layers, weight_decay,
                   holdout, eval_every,
@@ -81,6 +84,7 @@ def train_command(data_dirs, split, base, out, pool_factor, max_steps, freeze_ba
 
     cfg = TrainConfig(
         data=[str(d) for d in data_dirs], out=str(out), split=split, base=base, pool_factor=pool_factor,
+        pool_min_vectors=pool_min_vectors,
         max_steps=max_steps, freeze_backbone=freeze_backbone, resume=resume, overwrite=overwrite, batch_size=batch_size,
         lr=lr,
         backbone_lr=backbone_lr, seed=seed, cache_dir=str(cache_dir) if cache_dir else None,

@@ -1,6 +1,7 @@
 """CRISP-style clustering inside the forward pass, and batched MaxSim.
 
-Each document's token vectors are clustered into k = ceil(n / pool_factor) groups. The
+Each document's token vectors are clustered into k = ceil(n / pool_factor) groups (at least
+``min_vectors``, as the index keeps: :func:`xtrieve.encode.pooling.pooled_size`). The
 assignment is computed without gradient (Ward, exactly as the index pools with
 :func:`xtrieve.encode.pooling.pool_document`, or a few batched k-means iterations), and the
 centroids are the means of their member vectors computed WITH gradient and renormalised,
@@ -8,13 +9,11 @@ so training teaches the head representations that survive the clustering the ind
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xtrieve.encode.pooling import ward_labels
+from xtrieve.encode.pooling import pooled_size, ward_labels
 
 
 @torch.no_grad()
@@ -61,10 +60,12 @@ def kmeans_labels(x: torch.Tensor, mask: torch.Tensor, ks: torch.Tensor, iters: 
 
 
 def cluster_labels(x: torch.Tensor, mask: torch.Tensor, pool_factor: int, method: str = "ward",
-                   iters: int = 4) -> torch.Tensor:
-    """Assignments [N, L] (no gradient): -1 on padding, clusters numbered from 0 per row."""
+                   iters: int = 4, min_vectors: int = 0) -> torch.Tensor:
+    """Assignments [N, L] (no gradient): -1 on padding, clusters numbered from 0 per row, as
+    many per row as the index's pooling keeps (:func:`pooled_size`)."""
     lengths = mask.sum(1)
-    ks = torch.clamp(torch.ceil(lengths.float() / pool_factor).long(), min=1)
+    ks = torch.tensor([max(1, pooled_size(int(n), pool_factor, min_vectors)) for n in lengths.tolist()],
+                      dtype=torch.long, device=lengths.device)
     xd = x.detach()
     if method == "kmeans":
         return kmeans_labels(xd, mask, ks, iters)
@@ -92,11 +93,11 @@ def pool_by_labels(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def crisp_pool(x: torch.Tensor, mask: torch.Tensor, pool_factor: int, method: str = "ward",
-               iters: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+               iters: int = 4, min_vectors: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster (no grad) then average (with grad): the CRISP forward step."""
     if pool_factor <= 1:
         return x, mask
-    return pool_by_labels(x, cluster_labels(x, mask, pool_factor, method, iters))
+    return pool_by_labels(x, cluster_labels(x, mask, pool_factor, method, iters, min_vectors))
 
 
 def maxsim(q: torch.Tensor, qmask: torch.Tensor, d: torch.Tensor, dmask: torch.Tensor,
@@ -126,6 +127,3 @@ def maxsim(q: torch.Tensor, qmask: torch.Tensor, d: torch.Tensor, dmask: torch.T
         scores = scores / qm.sum(1, keepdim=True).clamp_min(1.0)
     return scores
 
-
-def n_clusters(n_tokens: int, pool_factor: int) -> int:
-    return n_tokens if pool_factor <= 1 else max(1, math.ceil(n_tokens / pool_factor))

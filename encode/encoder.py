@@ -566,7 +566,7 @@ class Encoder:
         vectors, dense, n_truncated = self._encode(texts, is_query, batch_size, show_progress, self.fuses_dense)
         counts = [int(v.shape[0]) for v in vectors]
         if not is_query:
-            vectors = pool_documents(vectors, pool_factor, self.config.pool_method)
+            vectors = pool_documents(vectors, pool_factor, self.config.pool_method, self.config.pool_min_vectors)
         return Encoded(vectors=vectors, n_tokens=counts, dense=dense, n_truncated=n_truncated)
 
     def encode_queries(self, texts: Iterable[str], batch_size: int = 32, show_progress: bool | None = None) -> list[np.ndarray]:

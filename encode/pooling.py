@@ -18,24 +18,35 @@ def check_pool_factor(pool_factor: Any) -> int:
     return int(pool_factor)
 
 
-def pool_document(vectors: np.ndarray, pool_factor: int, method: str = "ward") -> np.ndarray:
-    """Cluster ``vectors`` [n, dim] into about n / pool_factor vectors (pool_factor 1 returns
-    the input unchanged).
+def pooled_size(n: int, pool_factor: int, min_vectors: int = 0) -> int:
+    """How many vectors Ward pooling leaves of ``n``: ceil(n / pool_factor), but at least
+    ``min_vectors`` (all n when fewer)."""
+    if pool_factor <= 1 or n <= 1:
+        return n
+    return min(n, max(1, math.ceil(n / pool_factor), min_vectors))
 
-    "ward": Ward agglomerative clustering of the vectors into ceil(n / pool_factor) clusters,
+
+def pool_document(vectors: np.ndarray, pool_factor: int, method: str = "ward", min_vectors: int = 0) -> np.ndarray:
+    """Cluster ``vectors`` [n, dim] into about n / pool_factor vectors (pool_factor 1 returns
+    the input unchanged), keeping at least ``min_vectors`` (a shorter document as it is).
+
+    "ward": Ward agglomerative clustering of the vectors into :func:`pooled_size` clusters,
     so near-duplicate tokens merge first; each centroid renormalised. "pylate": as PyLate's
     ``pool_embeddings_hierarchical``: the first vector kept as it is, the others clustered by
-    Ward linkage over their cosine distances into max((n - 1) // pool_factor, 1) plain means.
+    Ward linkage over their cosine distances into max((n - 1) // pool_factor, 1) plain means
+    (at least ``min_vectors`` - 1 of them when that is set; PyLate has no floor).
     """
     pool_factor = check_pool_factor(pool_factor)
+    if isinstance(min_vectors, bool) or not isinstance(min_vectors, numbers.Integral) or min_vectors < 0:
+        raise InputError(f"min_vectors must be an int >= 0 (0 = no floor), got {min_vectors!r}")
     if method not in POOL_METHODS:
         raise InputError(f"pool method must be one of {', '.join(POOL_METHODS)}, got {method!r}")
     n = int(vectors.shape[0])
     if pool_factor == 1 or n <= 1:
         return vectors
     if method == "pylate":
-        return _pool_like_pylate(vectors, pool_factor)
-    k = max(1, math.ceil(n / pool_factor))
+        return _pool_like_pylate(vectors, pool_factor, min_vectors)
+    k = pooled_size(n, pool_factor, min_vectors)
     if k >= n:
         return vectors
     x = np.asarray(vectors, dtype=np.float32)
@@ -59,12 +70,12 @@ def ward_labels(points_or_distances: np.ndarray, k: int) -> np.ndarray:
     return fcluster(tree, t=k, criterion="maxclust") - 1
 
 
-def _pool_like_pylate(vectors: np.ndarray, pool_factor: int) -> np.ndarray:
+def _pool_like_pylate(vectors: np.ndarray, pool_factor: int, min_vectors: int = 0) -> np.ndarray:
     import torch
 
     rest = np.ascontiguousarray(vectors[1:], dtype=np.float32)
     n = len(rest)
-    k = max(n // pool_factor, 1)
+    k = max(n // pool_factor, 1, min_vectors - 1)
     if k >= n:
         return vectors
     rest_t = torch.from_numpy(rest)
@@ -77,8 +88,9 @@ def _pool_like_pylate(vectors: np.ndarray, pool_factor: int) -> np.ndarray:
     return np.concatenate([np.asarray(vectors[:1], dtype=np.float32), pooled]).astype(np.float32)
 
 
-def pool_documents(docs: list[np.ndarray], pool_factor: int, method: str = "ward") -> list[np.ndarray]:
+def pool_documents(docs: list[np.ndarray], pool_factor: int, method: str = "ward",
+                   min_vectors: int = 0) -> list[np.ndarray]:
     """Apply :func:`pool_document` to every document."""
     if check_pool_factor(pool_factor) == 1:
         return docs
-    return [pool_document(d, pool_factor, method) for d in docs]
+    return [pool_document(d, pool_factor, method, min_vectors) for d in docs]

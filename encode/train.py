@@ -45,6 +45,7 @@ from xtrieve.encode.train_data import (
     ATTENDED, BM25, OUTPUT, StateCache, TrainSet, chunked, default_cache, encoder_cache_key, load_train_set, pad_flags,
     pad_states, split_queries,
 )
+from xtrieve.config import SHORT_DOCUMENT_VECTORS
 from xtrieve.errors import ConfigError, InputError, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ class TrainConfig:
     split: str = "train"
     base: str | None = None
     pool_factor: int = 4
+    # documents keep at least this many vectors, in training's clustering and in the model written
+    # (EncoderConfig.pool_min_vectors)
+    pool_min_vectors: int = SHORT_DOCUMENT_VECTORS
     max_steps: int | None = None       # None: one pass over the training queries
     freeze_backbone: bool = True
     resume: bool = False
@@ -115,6 +119,7 @@ class TrainConfig:
         if not self.data:
             raise ConfigError("no training data given")
         whole("pool_factor", 1)
+        whole("pool_min_vectors", 0)
         whole("max_steps", 0, allow_none=True)
         whole("batch_size", 2)
         whole("warmup_steps", 0)
@@ -610,7 +615,7 @@ def step_loss(cfg: TrainConfig, model: TrainModel, enc, cache: StateCache, batch
         ds, dm, ddense = live_states(enc, batch["docs"], False, with_dense=True)
         q, d = model(qs), model(ds)
     if cfg.pool_factor > 1:
-        d, dm = crisp_pool(d, dm, cfg.pool_factor, cfg.cluster)
+        d, dm = crisp_pool(d, dm, cfg.pool_factor, cfg.cluster, min_vectors=cfg.pool_min_vectors)
         if cfg.pool_queries:
             q, qm = crisp_pool(q, qm, cfg.pool_factor, cfg.cluster)
     scores = maxsim(q, qm, d, dm)
@@ -788,7 +793,7 @@ def _train(cfg: TrainConfig, enc, callback, out: Path, ckpt: Path) -> Path:
                         cache.ensure(list(s.corpus.values()), False, progress=cfg.progress)
                         held_candidates[si] = dense_candidates(cache, s, ho, 100)
                     r = evaluate_rerank(model, cache, s, held_candidates[si], cfg.pool_factor,
-                                        dense_weight=dense_weight_of(cfg, enc))
+                                        dense_weight=dense_weight_of(cfg, enc), min_vectors=cfg.pool_min_vectors)
                     res[s.name] = round(r["ndcg_cut_10"], 2)
             model.train()
             if res:
@@ -798,7 +803,7 @@ def _train(cfg: TrainConfig, enc, callback, out: Path, ckpt: Path) -> Path:
         def write_model(folder: Path, info: dict) -> None:
             model.apply_to(enc)
             enc.config = enc.config.replace(pool_factor=cfg.pool_factor, dense_weight=dense_weight_of(cfg, enc),
-                                            pool_method="ward")  # the pooling training clustered as (a PyLate base's too)
+                                            pool_method="ward", pool_min_vectors=cfg.pool_min_vectors)  # the pooling training clustered as (a PyLate base's too)
             enc.spec.config = enc.config
             name = cfg.name or f"{enc.name}-crisp-x{cfg.pool_factor}"
             if not cfg.freeze_backbone:

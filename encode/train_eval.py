@@ -18,24 +18,25 @@ log = logging.getLogger(__name__)
 
 @torch.no_grad()
 def cached_vectors(head, cache: StateCache, texts: list[str], is_query: bool, pool_factor: int = 1,
-                   batch: int = 64, method: str = "ward") -> list[torch.Tensor]:
-    """The model's vectors of each text from cached states (documents pooled by pool_factor)."""
+                   batch: int = 64, method: str = "ward", min_vectors: int = 0) -> list[torch.Tensor]:
+    """The model's vectors of each text from cached states (documents pooled by pool_factor,
+    keeping at least ``min_vectors``)."""
     order = sorted(range(len(texts)), key=lambda i: len(cache.states(texts[i], is_query)))
     vecs: list[torch.Tensor | None] = [None] * len(texts)
     for s in range(0, len(order), batch):  # length-sorted batches pad little
         part = order[s:s + batch]
         v, m = head.encode_cached(cache, [texts[i] for i in part], is_query)
         if not is_query:
-            v, m = crisp_pool(v, m, pool_factor, method)
+            v, m = crisp_pool(v, m, pool_factor, method, min_vectors=min_vectors)
         for row, i in enumerate(part):
             vecs[i] = v[row][m[row]]
     return vecs  # type: ignore[return-value]
 
 
 def project_corpus(head, cache: StateCache, texts: list[str], pool_factor: int, batch: int = 64,
-                   method: str = "ward") -> tuple[torch.Tensor, torch.Tensor, int]:
+                   method: str = "ward", min_vectors: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Padded doc vectors [N, K, dim], mask [N, K], and the number of stored vectors."""
-    vecs = cached_vectors(head, cache, texts, False, pool_factor, batch, method)
+    vecs = cached_vectors(head, cache, texts, False, pool_factor, batch, method, min_vectors)
     width = max(len(v) for v in vecs)
     out = torch.zeros(len(vecs), width, vecs[0].shape[1])
     mask = torch.zeros(len(vecs), width, dtype=torch.bool)
@@ -78,11 +79,11 @@ def ndcg_at(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]], 
 
 
 def evaluate(head, cache: StateCache, data: TrainSet, qids: list[str], pool_factor: int,
-             method: str = "ward") -> dict[str, float]:
+             method: str = "ward", min_vectors: int = 0) -> dict[str, float]:
     """nDCG@10 / Recall@100 ×100 of exhaustive MaxSim over the whole corpus, plus vectors stored."""
     doc_ids = list(data.corpus)
     texts = [data.corpus[i] for i in doc_ids]
-    d, dm, nvec = project_corpus(head, cache, texts, pool_factor, method=method)
+    d, dm, nvec = project_corpus(head, cache, texts, pool_factor, method=method, min_vectors=min_vectors)
     vals, idx = rank(head, cache, [data.queries[q] for q in qids], (d, dm))
     run = {q: {doc_ids[int(j)]: float(v) for v, j in zip(vals[qi], idx[qi])} for qi, q in enumerate(qids)}
     out = ndcg_at(run, {q: data.positives[q] for q in qids})
@@ -104,14 +105,15 @@ def dense_candidates(cache: StateCache, data: TrainSet, qids: list[str], depth: 
 
 @torch.no_grad()
 def evaluate_rerank(head, cache: StateCache, data: TrainSet, candidates: dict[str, list[str]], pool_factor: int,
-                    method: str = "ward", dense_weight: float = 0.0) -> dict[str, float]:
+                    method: str = "ward", dense_weight: float = 0.0, min_vectors: int = 0) -> dict[str, float]:
     """nDCG@10 of MaxSim (+ ``dense_weight`` x dense cosine) reranking fixed candidates.
 
     For fast model selection on held-out queries.
     """
     docs = sorted({d for c in candidates.values() for d in c})
     pos = {d: i for i, d in enumerate(docs)}
-    d, dm, _ = project_corpus(head, cache, [data.corpus[x] for x in docs], pool_factor, method=method)
+    d, dm, _ = project_corpus(head, cache, [data.corpus[x] for x in docs], pool_factor, method=method,
+                              min_vectors=min_vectors)
     # the model's own dense embeddings (a trained backbone's, where it trains)
     dense = torch.cat([head.dense(cache, [data.corpus[x] for x in docs[i:i + 64]], False)
                        for i in range(0, len(docs), 64)]) if dense_weight > 0 else None

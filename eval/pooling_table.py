@@ -58,7 +58,8 @@ def table_rows(data_dir: str | Path, models: list[tuple[str, str, list[int]]], c
         q_vectors = [v.numpy() for v in cached_vectors(model, cache, queries, True)]
         n_tokens = sum(len(cache.states(t, False)) for t in texts)
         for pf in factors:
-            d_vectors = [v.numpy() for v in cached_vectors(model, cache, texts, False, pf)]
+            d_vectors = [v.numpy() for v in cached_vectors(model, cache, texts, False, pf,
+                                                           min_vectors=enc.config.pool_min_vectors)]
             with tempfile.TemporaryDirectory(prefix="xtrieve-pooling-") as tmp:
                 idx = xtrieve.Index.build_from_embeddings(Path(tmp) / "ix", [d["id"] for d in docs], d_vectors,
                                                           config=EVAL_INDEX_CONFIG, show_progress=False)

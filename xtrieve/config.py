@@ -137,6 +137,10 @@ def _is_number(value: Any) -> bool:
 # how a document's token vectors are pooled (xtrieve.encode.pooling)
 POOL_METHODS = ("ward", "pylate")
 
+# the floor on pooled vectors per document that trained models (the default one included) keep
+# (EncoderConfig.pool_min_vectors): measured on short texts, docs/BENCHMARKS.md
+SHORT_DOCUMENT_VECTORS = 8
+
 # element-wise functions a head may apply after its linear map (xtrieve.encode.heads.activate)
 HEAD_ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "silu")
 
@@ -173,6 +177,10 @@ class EncoderConfig(ConfigBase):
     # how documents pool (pool_factor > 1): "ward" (Ward linkage over the vectors, centroids
     # renormalised) or "pylate" (PyLate's: the first vector kept, Ward over cosine distances, plain means)
     pool_method: str = "ward"
+    # pooling keeps at least this many vectors per document (all of a shorter one's): x4 pooling
+    # left a 20-token title 5 vectors and cost 1.4-3.4 nDCG@10 against none on short texts, where
+    # a floor of 8 recovered it (docs/BENCHMARKS.md: short documents); 0 = no floor (PyLate's rule)
+    pool_min_vectors: int = 0
     head_bias: bool = False
     lowercase: bool = False
     dense_weight: float = 0.0
@@ -197,6 +205,8 @@ class EncoderConfig(ConfigBase):
                "doc_window_overlap must be an int >= 0")
         _check(_is_int(self.pool_factor) and self.pool_factor >= 1, "pool_factor must be an int >= 1")
         _check(self.pool_method in POOL_METHODS, f"pool_method must be one of {', '.join(POOL_METHODS)}")
+        _check(_is_int(self.pool_min_vectors) and self.pool_min_vectors >= 0,
+               f"pool_min_vectors must be an int >= 0 (0 = no floor), got {self.pool_min_vectors!r}")
         _check(_is_number(self.dense_weight) and self.dense_weight >= 0,
                f"dense_weight must be a finite number >= 0, got {self.dense_weight!r}")
         _check(isinstance(self.title_separator, str), f"title_separator must be a string, got {self.title_separator!r}")

@@ -30,11 +30,21 @@ def test_default_model_ranks_the_relevant_text_first(enc):
 
 
 def test_pooling_stores_fewer_vectors(enc):
-    text = ["Coral reefs are built by colonies of tiny animals that secrete calcium carbonate, and they bleach in warm water."]
+    text = ["Coral reefs are built by colonies of tiny animals that secrete calcium carbonate, and they bleach in warm "
+            "water. Their fish, crabs and sponges find food and shelter among the branches, and storms break them."]
     full, counts = enc.encode_documents_with_counts(text, pool_factor=1)
     pooled = enc.encode_documents(text, pool_factor=3)
-    assert counts[0] == full[0].shape[0]
+    assert counts[0] == full[0].shape[0] > 24
     assert pooled[0].shape[0] == -(-full[0].shape[0] // 3)
+
+
+def test_default_model_keeps_eight_vectors_of_a_short_document(enc):
+    assert enc.config.pool_factor == 4 and enc.config.pool_min_vectors == 8
+    short = ["Coral reef bleaching in warm water", "Coral reefs are built by colonies of tiny animals that secrete calcium carbonate"]
+    full, counts = enc.encode_documents_with_counts(short, pool_factor=1)
+    pooled = enc.encode_documents(short)
+    assert counts[0] <= 8 and np.array_equal(pooled[0], full[0])  # kept as it is
+    assert 8 < counts[1] < 32 and pooled[1].shape[0] == 8  # x4 alone would keep ceil(n / 4) < 8
 
 
 def test_dense_embedding_is_the_sentence_transformers_embedding(enc):

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from xtrieve.encode.pooling import pool_document
+from xtrieve.encode.pooling import pool_document, pooled_size
 
 
 @pytest.mark.parametrize("n, factor", [(10, 2), (11, 3), (7, 4), (1, 3), (50, 1)])
@@ -92,3 +92,31 @@ def test_pylate_folders_pool_as_pylate(pylate_folder):
     full = enc.encode_documents(texts)[0]
     pooled = enc.encode_documents(texts, pool_factor=2)[0]
     assert len(pooled) == 1 + (len(full) - 1) // 2 and np.allclose(pooled[0], full[0])
+
+
+@pytest.mark.parametrize("method", ["ward", "pylate"])
+@pytest.mark.parametrize("n, factor, floor", [(20, 4, 8), (6, 4, 8), (40, 4, 8), (9, 2, 8), (20, 4, 0), (3, 4, 1)])
+def test_pooling_keeps_at_least_min_vectors(method, n, factor, floor):
+    rng = np.random.default_rng(n + floor)
+    x = rng.standard_normal((n, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    out = pool_document(x, factor, method, min_vectors=floor)
+    if method == "ward":
+        assert out.shape[0] == pooled_size(n, factor, floor) == min(n, max(math.ceil(n / factor), floor))
+    else:  # PyLate's rule (the first vector, then (n - 1) // factor clusters), floored
+        assert out.shape[0] == min(n, 1 + max((n - 1) // factor, 1, floor - 1))
+    if out.shape[0] == n:
+        assert out is x  # a document within the floor is stored as encoded
+    assert np.allclose(pool_document(x, factor, method), pool_document(x, factor, method, min_vectors=0))
+
+
+@pytest.mark.parametrize("floor", [-1, True, 2.0, "8", None])
+def test_min_vectors_must_be_a_whole_number(floor):
+    from xtrieve.config import EncoderConfig
+    from xtrieve.errors import ConfigError, InputError
+
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    with pytest.raises(InputError, match="min_vectors must be an int >= 0"):
+        pool_document(x, 2, min_vectors=floor)
+    with pytest.raises(ConfigError, match="pool_min_vectors must be an int >= 0"):
+        EncoderConfig(pool_min_vectors=floor)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from xtrieve.encode.crisp import cluster_labels, crisp_pool, maxsim, pool_by_labels
-from xtrieve.encode.pooling import pool_document
+from xtrieve.encode.pooling import pool_document, pooled_size
 
 
 def _docs(seed=0, n=3, L=12, hidden=16, dim=8):
@@ -62,6 +62,17 @@ def test_ward_clustering_matches_the_index_pooling():
         assert ref.shape == got.shape
         assert np.allclose(np.sort(ref @ ref.T, axis=None), np.sort(got @ got.T, axis=None), atol=1e-5)
         assert np.allclose((ref @ got.T).max(1), 1.0, atol=1e-5)
+
+
+def test_training_clusters_keep_the_floor_the_index_keeps():
+    states, mask, head = _docs(4)
+    with torch.no_grad():
+        x = F.normalize(head(states), dim=-1)
+        labels = cluster_labels(x, mask, 4, "ward", min_vectors=5)
+        cent, cmask = crisp_pool(x, mask, 4, "ward", min_vectors=5)
+    for i in range(x.shape[0]):
+        n = int(mask[i].sum())
+        assert int(labels[i].max()) + 1 == int(cmask[i].sum()) == pooled_size(n, 4, 5) == len(pool_document(x[i, :n].numpy(), 4, min_vectors=5))
 
 
 def test_pool_factor_one_is_identity_and_maxsim_matches_a_loop():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from xtrieve.config import EncoderConfig
+from xtrieve.config import SHORT_DOCUMENT_VECTORS, EncoderConfig
 from xtrieve.encode.encoder import Encoder
 from xtrieve.encode.train import TrainConfig, TrainModel, load_checkpoint, make_batch, prepare, step_loss, train
 from xtrieve.encode.top_layers import OVERLAY_FILE
@@ -110,8 +110,13 @@ def test_training_lowers_the_loss_and_the_output_loads(setup):
     again = Encoder.load(out)
     assert again.identity()["head_sha256"] == trained.identity()["head_sha256"]
     assert np.allclose(again.encode_queries(["w1 w2"])[0], trained.encode_queries(["w1 w2"])[0])
-    # the index pools with the model's pool factor: ceil(n / 2) vectors
+    # the index pools with the model's pool factor and floor: these short texts keep every vector,
+    # and without the floor ceil(n / 2) of them
+    assert trained.config.pool_min_vectors == SHORT_DOCUMENT_VECTORS == cfg.pool_min_vectors
     pooled, counts = trained.encode_documents_with_counts(texts)
+    assert [len(p) for p in pooled] == counts
+    no_floor = Encoder.load(out, config={"pool_min_vectors": 0})
+    pooled, counts = no_floor.encode_documents_with_counts(texts)
     assert [len(p) for p in pooled] == [-(-c // 2) for c in counts]
 
 
