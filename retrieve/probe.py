@@ -64,6 +64,9 @@ class TokenProbe:
         self.ivf = faiss.try_extract_index_ivf(index)
         self._params = search_params(index)  # (nprobe, selector) -> this index's SearchParameters
         self.centroids: torch.Tensor | None = None
+        # an exact inner-product scan of every vector (rows numbered as the segment stores them)
+        self.flat = (self.ivf is None and isinstance(faiss.downcast_index(index), faiss.IndexFlat)
+                     and index.metric_type == faiss.METRIC_INNER_PRODUCT)
         if (self.ivf is not None and hasattr(index, "search_preassigned_c")
                 and self.ivf.metric_type == faiss.METRIC_INNER_PRODUCT
                 and isinstance(faiss.downcast_index(self.ivf.quantizer), faiss.IndexFlat)):

@@ -14,6 +14,7 @@ from xtrieve.config import SearchConfig
 from xtrieve.errors import InputError
 from xtrieve.index.arrow_numpy import arrow_indices, as_numpy
 from xtrieve.index.docs import MAX_VALUE, column_type, numpy_readable
+from xtrieve.retrieve.code_scan import scans_codes, top_rows
 from xtrieve.retrieve.filters import allowed_rows, as_condition
 from xtrieve.retrieve.maxsim import SegmentVectors, token_maxima_across
 from xtrieve.retrieve.probe import Coarse, TokenProbe
@@ -63,11 +64,16 @@ class _Allowed:
         return int(self._segment.vector_counts[self.docs_mask].sum())
 
     @cached_property
+    def rows(self) -> np.ndarray:
+        """The allowed docs' vector rows (a bool mask over the segment's rows)."""
+        return self.docs_mask[self._segment.vec_to_doc]
+
+    @cached_property
     def selector(self):
         """None when every doc (or none) is allowed; two threads may both build it: equal ones."""
         if self.all_allowed or not self.n_allowed:
             return None
-        return row_selector(self.docs_mask[self._segment.vec_to_doc])
+        return row_selector(self.rows)
 
 
 class _AllowedList(list):
@@ -310,19 +316,22 @@ class Searcher:
         arrays, and per segment number the IVF centroid similarities [nlist, n_tokens] if computed.
         Probes of one centroid set share one coarse step, as wide as the widest of them needs."""
         stacked = np.ascontiguousarray(np.concatenate(qs))
-        searches = []  # (probe, selector, segment numbers, FAISS row ids -> document keys)
+        # (probe, selector, segment numbers, FAISS row ids -> document keys, scan the stored codes)
+        searches = []
         groups, grouped = self._segment_groups() if len(self.segments) > 1 else ([], frozenset())
         for gi, group in enumerate(groups):
             selector, any_allowed = self._group_selector(gi, group, allowed)
             if any_allowed:
-                searches.append((group.probe, selector, group.members, group.keys.__getitem__))
+                searches.append((group.probe, selector, group.members, group.keys.__getitem__, False))
         for no, (seg, a) in enumerate(zip(self.segments, allowed)):
             if a.n_allowed and no not in grouped:
-                searches.append((self._probe(no), a.selector, [no],
-                                 lambda rows, no=no, v=seg.vec_to_doc: _key(no, v[rows])))
+                probe = self._probe(no)
+                scan = probe.flat and scans_codes(self._vectors[no])  # (code_scan: faster than FAISS's float32 scan)
+                searches.append((probe, None if scan else a.selector, [no],
+                                 lambda rows, no=no, v=seg.vec_to_doc: _key(no, v[rows]), scan))
         sizes = []  # (k', lists to probe) per search
         widest: dict[int, int] = {}  # per centroid set: the most lists any of its probes scans
-        for probe, selector, members, _ in searches:
+        for probe, selector, members, _, _ in searches:
             k = min(k_prime, probe.ntotal)
             # a filter (or deletes) leaves fewer vectors per list: probe more lists for the same k'
             passed = 1.0 if selector is None else sum(allowed[no].n_vectors for no in members) / max(probe.ntotal, 1)
@@ -332,14 +341,19 @@ class Searcher:
                 widest[id(probe.centroids)] = max(widest.get(id(probe.centroids), 0), probed)
         coarse_steps: dict[int, Coarse] = {}
         all_scores, all_keys, centroid_sims = [], [], {}
-        for (probe, selector, members, to_keys), (k, probed) in zip(searches, sizes):
+        for (probe, selector, members, to_keys, scan), (k, probed) in zip(searches, sizes):
             coarse = None
             if probe.centroids is not None:
                 step = coarse_steps.get(id(probe.centroids))
                 if step is None:
                     step = coarse_steps[id(probe.centroids)] = probe.coarse(stacked, widest[id(probe.centroids)])
                 coarse = step.narrowed(probed)
-            dist, ids, sims = probe.search_with_centroid_scores(stacked, k, probed, selector, coarse)
+            if scan:
+                a = allowed[members[0]]
+                dist, ids = top_rows(self._vectors[members[0]], stacked, k, None if a.all_allowed else a.rows)
+                sims = None
+            else:
+                dist, ids, sims = probe.search_with_centroid_scores(stacked, k, probed, selector, coarse)
             valid = ids >= 0
             all_scores.append(np.where(valid, dist, -np.inf).astype(np.float32))
             all_keys.append(np.where(valid, to_keys(np.where(valid, ids, 0)), -1))
