@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xtrieve.config import SHORT_DOCUMENT_VECTORS
 from xtrieve.encode.crisp import crisp_pool, maxsim
 from xtrieve.encode.encoder import check_device
 from xtrieve.encode.heads import ResidualMLP, activate
@@ -45,7 +46,6 @@ from xtrieve.encode.train_data import (
     ATTENDED, BM25, OUTPUT, StateCache, TrainSet, chunked, default_cache, encoder_cache_key, load_train_set, pad_flags,
     pad_states, split_queries,
 )
-from xtrieve.config import SHORT_DOCUMENT_VECTORS
 from xtrieve.errors import ConfigError, InputError, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -802,8 +802,9 @@ def _train(cfg: TrainConfig, enc, callback, out: Path, ckpt: Path) -> Path:
 
         def write_model(folder: Path, info: dict) -> None:
             model.apply_to(enc)
+            # the pooling training clustered with (a PyLate base's too)
             enc.config = enc.config.replace(pool_factor=cfg.pool_factor, dense_weight=dense_weight_of(cfg, enc),
-                                            pool_method="ward", pool_min_vectors=cfg.pool_min_vectors)  # the pooling training clustered as (a PyLate base's too)
+                                            pool_method="ward", pool_min_vectors=cfg.pool_min_vectors)
             enc.spec.config = enc.config
             name = cfg.name or f"{enc.name}-crisp-x{cfg.pool_factor}"
             if not cfg.freeze_backbone:
