@@ -457,9 +457,12 @@ MINED_FORMAT = "xtrieve-mined-negatives"
 
 
 def mining_key(cfg: TrainConfig, enc, data: TrainSet) -> str:
-    """What a set's mined negatives depend on: base model, mining options and the data."""
+    """What a set's mined negatives depend on: base model, mining options and the data. (Not the
+    pooling floor: mining ranks with the unpooled head, and files mined before it existed still match.)"""
+    config = enc.config.to_dict()
+    config.pop("pool_min_vectors", None)
     h = hashlib.sha256(json.dumps({
-        "states": encoder_cache_key(enc), "head": enc.head_sha256(), "config": enc.config.to_dict(),
+        "states": encoder_cache_key(enc), "head": enc.head_sha256(), "config": config,
         "mining": [cfg.n_negatives, cfg.mine_depth, cfg.mine_skip, cfg.mine_with, cfg.cache_corpus],
     }, sort_keys=True, default=str).encode())
     h.update(data.fingerprint().encode())
@@ -690,6 +693,8 @@ _RUN_FILES = frozenset({CHECKPOINT_DIR, CHECKPOINT_DIR + ".tmp", CHECKPOINT_DIR 
 # (not precision: the states a step reads, and so its negatives and gradients, follow it)
 RESUME_FREE = frozenset({"out", "max_steps", "resume", "overwrite", "progress", "checkpoint_every", "eval_every",
                          "cache_dir", "name", "device"})
+# settings added since checkpoints were first written, as a checkpoint without them trained
+ADDED_SETTINGS = {"pool_min_vectors": 0}
 
 
 def _resolved(config: dict) -> dict:
@@ -708,7 +713,8 @@ def check_resume(state: dict, cfg: TrainConfig, ckpt: Path) -> None:
     """InputError when ``cfg`` changes a setting the checkpoint was trained with (its optimizer
     state would keep the old learning rate, its batches the old data, ...); a warning when
     ``max_steps`` is already reached."""
-    saved = _resolved(state.get("config") or {})
+    config = state.get("config") or {}
+    saved = _resolved({**ADDED_SETTINGS, **config} if config else config)
     now = _resolved(json.loads(json.dumps(cfg.to_json(), default=str)))  # (as saved)
     changed = [k for k in now if k not in RESUME_FREE and k in saved and saved[k] != now[k]]
     if changed:

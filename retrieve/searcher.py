@@ -326,7 +326,8 @@ class Searcher:
         for no, (seg, a) in enumerate(zip(self.segments, allowed)):
             if a.n_allowed and no not in grouped:
                 probe = self._probe(no)
-                scan = probe.flat and scans_codes(self._vectors[no])  # (code_scan: faster than FAISS's float32 scan)
+                # (code_scan: faster than FAISS's float32 scan)
+                scan = probe.flat and scans_codes(self._vectors[no], a.n_vectors / max(seg.n_vectors, 1))
                 searches.append((probe, None if scan else a.selector, [no],
                                  lambda rows, no=no, v=seg.vec_to_doc: _key(no, v[rows]), scan))
         sizes = []  # (k', lists to probe) per search

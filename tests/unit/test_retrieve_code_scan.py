@@ -79,7 +79,7 @@ def test_flat_segments_search_alike_from_codes_and_from_faiss(tmp_path, storage,
     monkeypatch.setattr(searcher_module, "top_rows", lambda *a: scanned.append(1) or code_scan.top_rows(*a))
     ours = [idx.search_batch(queries, k=20), idx.search_batch(queries, k=20, filter="year >= 2010")]
     assert scanned
-    monkeypatch.setattr(searcher_module, "scans_codes", lambda vectors: False)
+    monkeypatch.setattr(searcher_module, "scans_codes", lambda *a: False)
     theirs = [idx.search_batch(queries, k=20), idx.search_batch(queries, k=20, filter="year >= 2010")]
     for a, b in zip(ours, theirs):
         for hits_a, hits_b in zip(a, b):
@@ -110,3 +110,15 @@ def test_ivf_int4_residuals_are_not_scanned_from_codes(tmp_path):
     assert not searcher._probe(0).flat
     assert searcher._vectors[0].lists is not None and not code_scan.scans_codes(searcher._vectors[0])
     assert torch.is_tensor(searcher._vectors[0].codes)
+
+
+@needs_int8
+def test_a_filter_passing_few_vectors_is_left_to_faiss(tmp_path, monkeypatch):
+    idx = _index(tmp_path, "int8", n_docs=400)
+    calls = []
+    monkeypatch.setattr(searcher_module, "top_rows", lambda *a: calls.append(1) or code_scan.top_rows(*a))
+    q, token_retrieval = _queries(9, 12), {"exact_filter_vectors": 0}  # (not the exact scoring of a small filter)
+    narrow = idx.search(q, k=10, filter="year >= 2015", config=token_retrieval)  # a quarter of the documents
+    assert not calls and narrow and all(h.metadata["year"] >= 2015 for h in narrow)
+    wide = idx.search(q, k=10, filter="year >= 2005", config=token_retrieval)  # three quarters
+    assert calls and all(h.metadata["year"] >= 2005 for h in wide)

@@ -509,6 +509,30 @@ def test_resume_refuses_changed_settings_and_out_keeps_its_model(setup, caplog):
         train(cfg)
 
 
+def test_a_checkpoint_from_before_the_pooling_floor_resumes_as_it_trained(setup):
+    """A checkpoint written before ``pool_min_vectors`` existed trained without a floor: resuming it
+    with one is a changed setting, with 0 it continues; its mined negatives still match."""
+    from xtrieve.encode.train import mining_key
+
+    cfg = _cfg(setup, "old", max_steps=5, checkpoint_every=5)
+    assert cfg.n_negatives > 0
+    train(cfg)
+    state_file = setup[2] / "old" / "checkpoint" / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["config"]["pool_min_vectors"]
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(InputError, match=r"changes pool_min_vectors to 8 \(was 0\)"):
+        train(dataclasses.replace(cfg, max_steps=8, resume=True))
+    seen = []
+    train(dataclasses.replace(cfg, max_steps=8, resume=True, pool_min_vectors=0),
+          callback=lambda step, loss, stats: seen.append(step))
+    assert seen == [6, 7, 8] and Encoder.load(cfg.out).config.pool_min_vectors == 0
+    enc = Encoder.load(cfg.base)
+    data = prepare(cfg, enc, StateCache(cfg.cache_dir, enc), TrainModel(enc).eval(), setup[2] / "x").sets[0]
+    floored = Encoder.load(cfg.base, config={"pool_min_vectors": 8})
+    assert mining_key(cfg, enc, data) == mining_key(cfg, floored, data)
+
+
 def test_a_run_that_fails_early_leaves_no_folder(setup, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
