@@ -16,9 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from xtrieve.index.codecs import INT4_CENTER
 from xtrieve.retrieve import int8_products
-from xtrieve.retrieve.maxsim import SegmentVectors, takes_integer_products
+from xtrieve.retrieve.maxsim import SegmentVectors, int4_level_products, takes_integer_products
 
 # similarities per block of the scan (query tokens x rows): 16 MiB of float32
 BLOCK_SIMILARITIES = 1 << 22
@@ -46,7 +45,6 @@ def top_rows(vectors: SegmentVectors, queries: np.ndarray, k: int,
     if n == 0 or total == 0 or k <= 0:
         return dist, ids
     digits = int8_products.QueryDigits(torch.from_numpy(queries))
-    offset = torch.from_numpy(INT4_CENTER * digits.digit_sums)[:, None] if vectors.int4 else None
     mask = None if allowed_rows is None else torch.from_numpy(~np.asarray(allowed_rows, dtype=bool))
     step = max(MIN_BLOCK_ROWS, BLOCK_SIMILARITIES // n)
     best_values, best_rows = [], []
@@ -54,7 +52,7 @@ def top_rows(vectors: SegmentVectors, queries: np.ndarray, k: int,
         stop = min(total, start + step)
         codes = vectors.codes[start:stop]
         if vectors.int4:
-            sims = torch.sub(digits.products(int8_products.int4_levels(codes), False), offset)
+            sims = int4_level_products(digits, codes, False)
             sims *= vectors.scales[None, start:stop]
         else:
             sims = digits.scaled_products(codes, vectors.scales[start:stop], False)  # [n, rows]

@@ -254,13 +254,18 @@ def _int4_maxsim(query: torch.Tensor, g: Gathered, base_sims: torch.Tensor | Non
     kept in units of each query token's ``token_scale`` (bases divided by it), so one
     multiplication of the [n_q, n_docs] maxima restores them."""
     unit = torch.from_numpy(digits.token_scale)
-    products = digits.products(int8_products.int4_levels(g.codes), rows_first)
-    offset = torch.from_numpy(INT4_CENTER * digits.digit_sums)
     bases = None if g.lists is None else base_sims / unit[None, :]  # [nlist, n_q]
-    sims = torch.sub(products, offset[None, :] if rows_first else offset[:, None])  # float
-    sims = _scaled_with_bases(sims, g, bases, rows_first)
+    sims = _scaled_with_bases(int4_level_products(digits, g.codes, rows_first), g, bases, rows_first)
     best = token_maxima_from_sims(sims.numpy(), g.bounds, axis=0 if rows_first else 1) * digits.token_scale[:, None]
     return best if per_token else best.sum(axis=0)
+
+
+def int4_level_products(digits: int8_products.QueryDigits, codes: torch.Tensor, rows_first: bool) -> torch.Tensor:
+    """The query's products (its int8 digits, in units of ``token_scale``) with packed int4 codes'
+    centred levels n - 7.5, as float: [rows, n_q] when ``rows_first``, else [n_q, rows]."""
+    products = digits.products(int8_products.int4_levels(codes), rows_first)
+    offset = torch.from_numpy(INT4_CENTER * digits.digit_sums)
+    return torch.sub(products, offset[None, :] if rows_first else offset[:, None])
 
 
 def token_maxima_from_sims(sims: np.ndarray, bounds: np.ndarray, axis: int = 0) -> np.ndarray:
