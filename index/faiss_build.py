@@ -264,13 +264,25 @@ def list_sizes(index) -> np.ndarray:
     return np.array([ivf.invlists.list_size(i) for i in range(ivf.nlist)], dtype=np.int64)
 
 
+def is_exact_flat(index) -> bool:
+    """Whether ``index`` is a plain inner-product IndexFlat (an exact scan of float32 vectors)."""
+    faiss = load_faiss()
+
+    return type(faiss.downcast_index(index)) in (faiss.IndexFlat, faiss.IndexFlatIP) \
+        and index.metric_type == faiss.METRIC_INNER_PRODUCT
+
+
 def write_index(index, path: Path, shared_quantizer: bool = False) -> None:
     """Write an index through Python's file I/O (FAISS's own opens a path in the ANSI code page
     on Windows, where a folder such as C:\\Users\\José cannot be written). ``shared_quantizer``:
     the index's IVF centroids are the template's, so the file leaves them out (see
-    :func:`serialize_without_quantizer`)."""
+    :func:`serialize_without_quantizer`). An exact Flat index is written empty: its vectors are
+    the segment's stored codes, which :func:`refill_flat` decodes back into it on reading
+    (format version 3; a float32 copy was 512 B per 128-d vector beside 132 B of int8 codes)."""
     faiss = load_faiss()
 
+    if is_exact_flat(index) and index.ntotal:
+        index = faiss.IndexFlat(index.d, index.metric_type)
     data = serialize_without_quantizer(index) if shared_quantizer else faiss.serialize_index(index)
     with open(make_room(path), "xb") as f:
         f.write(memoryview(data))
@@ -305,6 +317,16 @@ def _whole_file(f: BinaryIO) -> np.ndarray:
             return data[:done]
         done += n
     return data
+
+
+def refill_flat(index, n_vectors: int, decode: Callable[[slice], np.ndarray], chunk_rows: int = 1 << 16) -> None:
+    """Put a segment's ``n_vectors`` decoded vectors back into the empty exact Flat index its
+    file holds (see :func:`write_index`); nothing for any other index, or one that holds vectors
+    (an index of format version 2 or older stored them)."""
+    if index.ntotal or not n_vectors or not is_exact_flat(index):
+        return
+    for start in range(0, n_vectors, chunk_rows):
+        index.add(np.ascontiguousarray(decode(slice(start, min(start + chunk_rows, n_vectors))), dtype=np.float32))
 
 
 def ivf_centroids(index) -> np.ndarray | None:

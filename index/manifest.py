@@ -15,8 +15,10 @@ from xtrieve.index.fsio import atomic_write_bytes, regular, safe_join
 FORMAT = "xtrieve-index"
 # 2: a segment built from the IVF template leaves the template's centroids out of its tokens.faiss
 # (an xtrieve that reads only version 1 failed on such a file with a raw FAISS error)
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# 3: an exact Flat tokens.faiss is written empty, its vectors decoded from vectors.arrow on reading
+# (an xtrieve that reads only version 2 would call such a file corrupt)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 ENCODER_DIR = "encoder"
 # the folders an index keeps its encoder in: encoder/, or encoder-gNNNNNN/ after an overwrite

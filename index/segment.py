@@ -7,7 +7,8 @@ embedding as float16, when the model fuses it into the score). vectors.arrow has
 record batch with a FixedSizeList ``vector`` column: float16 [dim]; int8 [dim] plus a float32
 ``scale`` column; or uint8 [dim/2] packed 4-bit residual codes plus ``scale`` and, when the
 segment's FAISS index is an IVF, ``list`` (each vector's IVF list: its centroid is the base
-the codes are relative to). See ``xtrieve.index.codecs``.
+the codes are relative to). See ``xtrieve.index.codecs``. An exact Flat tokens.faiss is written
+empty and filled from those codes when read (``faiss_build.refill_flat``).
 """
 from __future__ import annotations
 
@@ -353,6 +354,8 @@ class SegmentCore:
                         "not have" if template is None else f"token index of segment {self.name} leaves its IVF "
                         f"centroids to the template {template}, which is not an IVF index of the same lists and "
                         "dimension (corrupt or replaced)")
+                if self.lists is None and index.d == self.dim:
+                    faiss_build.refill_flat(index, self.n_vectors, self.decode, CHUNK_ROWS)
                 if index.ntotal != self.n_vectors or index.d != self.dim:
                     raise IndexFormatError(f"token index of segment {self.name} holds {index.ntotal} vectors of "
                                            f"{index.d} dimensions, not the segment's {self.n_vectors} of {self.dim}")
@@ -374,6 +377,16 @@ class SegmentCore:
         if centroids is None or centroids.shape[1] != self.dim or (len(self.lists) and int(self.lists.max()) >= len(centroids)):
             raise IndexFormatError(f"segment {self.name}: {VECTORS} names IVF lists its {FAISS} does not have")
         return centroids
+
+    def decode(self, rows: np.ndarray | slice) -> np.ndarray:
+        """Float32 vectors of the given rows."""
+        if self.codec == "int4":
+            base = None if self.lists is None else self.bases[self.lists[rows]]
+            return decode_int4(self.vectors_raw[rows], self.scales[rows], base)
+        out = np.asarray(self.vectors_raw[rows], dtype=np.float32)
+        if self.scales is not None:
+            out *= self.scales[rows][:, None]
+        return out
 
     def close(self) -> None:
         self._faiss_file.close()
@@ -488,13 +501,7 @@ class SegmentReader:
 
     def decode(self, rows: np.ndarray | slice) -> np.ndarray:
         """Float32 vectors of the given rows."""
-        if self.codec == "int4":
-            base = None if self.lists is None else self.bases[self.lists[rows]]
-            return decode_int4(self.vectors_raw[rows], self.scales[rows], base)
-        out = np.asarray(self.vectors_raw[rows], dtype=np.float32)
-        if self.scales is not None:
-            out *= self.scales[rows][:, None]
-        return out
+        return self.core.decode(rows)
 
     def doc_vectors(self, local_doc: int) -> np.ndarray:
         return self.decode(slice(int(self.offsets[local_doc]), int(self.offsets[local_doc + 1])))

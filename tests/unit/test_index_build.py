@@ -62,7 +62,7 @@ def test_arrow_layout_is_mmap_zero_copy(tmp_path):
     docs = pa.ipc.open_file(pa.memory_map(str(seg_dir / DOCS))).read_all()
     assert {"doc_id", "__offset", "__n_vectors", "__n_tokens"} <= set(docs.column_names)
     manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
-    assert manifest["format_version"] == 2 and manifest["encoder"] is None and manifest["dim"] == DIM
+    assert manifest["format_version"] == 3 and manifest["encoder"] is None and manifest["dim"] == DIM
     assert set(manifest["segments"][0]["files"]) == {f"{seg_dir.name}/{n}" for n in ("docs.arrow", "vectors.arrow", "tokens.faiss")}
     assert not list((tmp_path / "ix").rglob("*.tmp"))
 
@@ -77,6 +77,52 @@ def test_int8_storage(tmp_path):
     np.testing.assert_allclose(seg.doc_vectors(5), docs[5], atol=0.02)
     assert idx.search(docs[5], k=1, exhaustive=True)[0].doc_id == "5"
     assert idx.info().vector_storage == "int8"
+
+
+@pytest.mark.parametrize("storage", ["float16", "int8", "int4"])
+def test_flat_token_index_is_written_empty_and_read_from_the_codes(tmp_path, storage):
+    """A Flat segment's tokens.faiss keeps no float32 copy of the vectors (512 B per 128-d
+    vector beside 132 B of int8 codes): reading it decodes the stored codes into it."""
+    rng = np.random.default_rng(4)
+    docs = rand_docs(60, rng)
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"d{i}" for i in range(60)], docs,
+                                              config={"vector_storage": storage})
+    seg = idx.snapshot.segments[0]
+    assert idx.snapshot.manifest.segments[0].faiss == "Flat"
+    assert (tmp_path / "ix" / seg.name / "tokens.faiss").stat().st_size < 200  # a header, no vectors
+    index = seg.faiss_index
+    assert index.ntotal == seg.n_vectors
+    np.testing.assert_array_equal(index.reconstruct_n(0, seg.n_vectors), seg.decode(slice(None)))
+    for i in (0, 31):  # token retrieval from FAISS finds the document a query was cut from
+        assert idx.search(docs[i][:2], k=1, config={"n_rerank": 4})[0].doc_id == f"d{i}"
+
+
+def test_an_index_of_format_version_2_with_float_copies_reads_alike(tmp_path):
+    import faiss
+
+    from xtrieve.index.fsio import sha256_file
+    from xtrieve.index.manifest import _checksum
+
+    rng = np.random.default_rng(6)
+    docs = rand_docs(40, rng)
+    path = tmp_path / "ix"
+    idx = xtrieve.Index.build_from_embeddings(path, [f"d{i}" for i in range(40)], docs)
+    queries = [d[:3] for d in docs[:5]]
+    before = [[(h.doc_id, h.score) for h in hits] for hits in idx.search_batch(queries, k=5)]
+    idx.close()
+    body = json.loads((path / "manifest.json").read_text())
+    seg = body["segments"][0]
+    full = faiss.IndexFlatIP(DIM)  # what version 2 wrote: the vectors in float32
+    full.add(np.concatenate(docs).astype(np.float32))
+    (path / seg["name"] / "tokens.faiss").write_bytes(faiss.serialize_index(full).tobytes())
+    seg["files"][f"{seg['name']}/tokens.faiss"] = sha256_file(path / seg["name"] / "tokens.faiss")
+    body["format_version"] = 2
+    body["checksum"] = _checksum(body)
+    (path / "manifest.json").write_text(json.dumps(body))
+    with xtrieve.Index.open(path) as old:
+        assert old.snapshot.segments[0].faiss_index.ntotal == sum(len(d) for d in docs)
+        after = [[h.doc_id for h in hits] for hits in old.search_batch(queries, k=5)]
+    assert after == [[d for d, _ in hits] for hits in before]
 
 
 def test_auto_faiss_trains_one_template_and_reuses_it(tmp_path):
