@@ -2,8 +2,8 @@
 
 A segment small enough for an exact FAISS ``IndexFlatIP`` (``IndexConfig.flat_max_vectors``)
 is scanned whole by every query token. FAISS reads float32 vectors (512 B per 128-d vector,
-decoded from the stored codes when the segment is read), and that read is what a scan costs: a 41,588-vector segment took ~5 ms per
-21-token query. The segment's int8 (or base-free int4) rerank codes hold the same vectors in a
+decoded from the stored codes when the segment is read), and that read is what a scan costs:
+a 41,588-vector segment took ~5 ms per 21-token query. The segment's int8 (or base-free int4) rerank codes hold the same vectors in a
 quarter (an eighth) of the bytes, and the CPU's integer units multiply them
 (``int8_products``): the same top k' per query token, to int8's rounding, in a fraction of the
 time. int4 codes rank by their 4-bit similarities, as the rerank scores them (a top 50 shares
