@@ -3,10 +3,10 @@
 A segment small enough for an exact FAISS ``IndexFlatIP`` (``IndexConfig.flat_max_vectors``)
 is scanned whole by every query token. FAISS reads float32 vectors (512 B per 128-d vector,
 decoded from the stored codes when the segment is read), and that read is what a scan costs:
-a 41,588-vector segment took ~5 ms per 21-token query. The segment's int8 (or base-free int4) rerank codes hold the same vectors in a
-quarter (an eighth) of the bytes, and the CPU's integer units multiply them
-(``int8_products``): the same top k' per query token, to int8's rounding, in a fraction of the
-time. int4 codes rank by their 4-bit similarities, as the rerank scores them (a top 50 shares
+a 41,588-vector segment took ~5 ms per 21-token query. The segment's int8 (or base-free int4)
+rerank codes hold the same vectors in a quarter (an eighth) of the bytes, and the CPU's integer
+units multiply them (``int8_products``): the same top k' per query token, to int8's rounding,
+in a fraction of the time. int4 codes rank by their 4-bit similarities, as the rerank scores them (a top 50 shares
 ~87% with FAISS's float32 one, against ~99% for int8). Where the codes do not take integer
 products (float16 storage, no VNNI, int4 residuals against IVF centroids), or a filter lets
 through less than SCAN_MIN_ALLOWED of the vectors, FAISS scans as before.
