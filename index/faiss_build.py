@@ -319,7 +319,7 @@ def _whole_file(f: BinaryIO) -> np.ndarray:
     return data
 
 
-def refill_flat(index, n_vectors: int, decode: Callable[[slice], np.ndarray], chunk_rows: int = 1 << 16) -> None:
+def refill_flat(index, n_vectors: int, decode: Callable[[slice], np.ndarray], chunk_rows: int) -> None:
     """Put a segment's ``n_vectors`` decoded vectors back into the empty exact Flat index its
     file holds (see :func:`write_index`); nothing for any other index, or one that holds vectors
     (an index of format version 2 or older stored them)."""

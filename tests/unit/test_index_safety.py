@@ -602,7 +602,7 @@ def test_damage_that_only_checksums_would_name_is_still_an_index_format_error_wi
     def damaged(how):
         copy = tmp_path / how
         shutil.copytree(path, copy)
-        seg0, seg1 = sorted(p for p in copy.iterdir() if p.name.startswith("seg-"))
+        seg0, _ = sorted(p for p in copy.iterdir() if p.name.startswith("seg-"))
         if how == "a token index of other vectors":  # (Flat files are written empty: swapping two changes nothing)
             import faiss
 
