@@ -13,6 +13,7 @@ import torch
 from helpers import unit_token_docs
 from xtrieve.config import SearchConfig
 from xtrieve.errors import FilterError, InputError
+from xtrieve.retrieve import maxsim
 from xtrieve.retrieve.maxsim import WIDE_QUERY_TOKENS, Gathered, chunk_maxsim
 from xtrieve.retrieve.searcher import Searcher
 from xtrieve.types import Hit, make_hits
@@ -98,8 +99,11 @@ def test_exhaustive_scores_are_the_same_in_small_chunks(corpus, monkeypatch):
         assert np.allclose([h.score for h in a], [h.score for h in b], rtol=1e-6)
 
 
-def test_exhaustive_matches_brute_force_for_long_queries(corpus):
-    # queries of >= WIDE_QUERY_TOKENS tokens take the [n_q, rows] similarity layout
+@pytest.mark.parametrize("float_rows_first", [False, True])
+def test_exhaustive_matches_brute_force_for_long_queries(corpus, monkeypatch, float_rows_first):
+    # queries of >= WIDE_QUERY_TOKENS tokens take the [n_q, rows] similarity layout, unless this
+    # machine's BLAS is faster the other way (both forced here)
+    monkeypatch.setattr(maxsim, "float_rows_first", lambda dim: float_rows_first)
     docs, segs, _ = corpus
     s = Searcher(Snap(segs))
     rng = np.random.default_rng(1)
@@ -112,7 +116,9 @@ def test_exhaustive_matches_brute_force_for_long_queries(corpus):
         assert np.allclose([h.score for h in hits], np.sort(truth)[::-1][:10], atol=1e-3)
 
 
-def test_both_similarity_layouts_give_the_same_int8_maxsim():
+@pytest.mark.parametrize("float_rows_first", [False, True])
+def test_both_similarity_layouts_give_the_same_int8_maxsim(monkeypatch, float_rows_first):
+    monkeypatch.setattr(maxsim, "float_rows_first", lambda dim: float_rows_first)
     rng = np.random.default_rng(2)
     lengths = np.array([3, 0, 7, 1, 12])
     bounds = np.concatenate([[0], np.cumsum(lengths)])
@@ -413,3 +419,11 @@ def test_a_filter_widens_the_probe_of_the_segments_it_thins(corpus, monkeypatch)
     s.search([queries[0]], k=10, config=config)
     s.search([queries[0]], k=10, filter="year < 2008", config=config)  # 8 years of 30
     assert probed[0] >= 2 and probed[1] >= 3 * probed[0]
+
+
+def test_float_layout_probe_answers_once_per_dimension():
+    maxsim.float_rows_first.cache_clear()
+    first = maxsim.float_rows_first(DIM)
+    assert isinstance(first, bool)
+    assert maxsim.float_rows_first(DIM) is first  # measured once: a search never flips layout
+    assert maxsim.float_rows_first.cache_info().misses == 1
