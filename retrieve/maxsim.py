@@ -199,15 +199,20 @@ WIDE_QUERY_TOKENS = 10
 ROWS_FIRST_MARGIN = 0.9
 
 
-@functools.lru_cache(maxsize=None)
 def float_rows_first(dim: int) -> bool:
-    """Whether float32 similarities of a wide query are faster as [rows, n_q] on this machine:
-    measured once per process on a chunk of 4,096 rows (64 per doc) and 20 query tokens,
-    multiply and per-doc max, both layouts taking turns, best of 5 each (~5 ms in all).
+    """Whether float32 similarities of a wide query are faster as [rows, n_q] on this machine
+    with torch's current thread count (a search's, see ``threads``): measured once per process
+    and count on a chunk of 4,096 rows (64 per doc) and 20 query tokens, multiply and per-doc
+    max, both layouts taking turns, best of 5 each (~5 ms in all).
 
     It differs by CPU: MKL on 2 AMD EPYC (AVX2) cores searched scifact's ~19-token queries
     12-16% faster as [rows, n_q] (5.5 against 6.4 ms p50); on 2 Xeon (Sapphire Rapids) cores
     [n_q, rows] had been 7% faster (WIDE_QUERY_TOKENS)."""
+    return _measured_rows_first(dim, torch.get_num_threads())
+
+
+@functools.lru_cache(maxsize=None)
+def _measured_rows_first(dim: int, threads: int) -> bool:
     gen = torch.Generator().manual_seed(0)
     codes = torch.randn(4096, dim, generator=gen)
     query = torch.randn(20, dim, generator=gen)
@@ -220,8 +225,8 @@ def float_rows_first(dim: int) -> bool:
             np.maximum.reduceat(sims.numpy(), bounds, axis=0 if rows_first else 1)
             best[rows_first] = min(best[rows_first], time.perf_counter() - start)
     faster = best[True] < ROWS_FIRST_MARGIN * best[False]
-    log.debug("float32 similarities [rows, n_q] %.3f ms, [n_q, rows] %.3f ms: %s", 1e3 * best[True],
-              1e3 * best[False], "[rows, n_q]" if faster else "by query length")
+    log.debug("float32 similarities on %d threads: [rows, n_q] %.3f ms, [n_q, rows] %.3f ms: %s", threads,
+              1e3 * best[True], 1e3 * best[False], "[rows, n_q]" if faster else "by query length")
     return faster
 
 

@@ -421,9 +421,17 @@ def test_a_filter_widens_the_probe_of_the_segments_it_thins(corpus, monkeypatch)
     assert probed[0] >= 2 and probed[1] >= 3 * probed[0]
 
 
-def test_float_layout_probe_answers_once_per_dimension():
-    maxsim.float_rows_first.cache_clear()
-    first = maxsim.float_rows_first(DIM)
-    assert isinstance(first, bool)
-    assert maxsim.float_rows_first(DIM) is first  # measured once: a search never flips layout
-    assert maxsim.float_rows_first.cache_info().misses == 1
+def test_float_layout_probe_answers_once_per_dimension_and_thread_count():
+    maxsim._measured_rows_first.cache_clear()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        first = maxsim.float_rows_first(DIM)
+        assert isinstance(first, bool)
+        assert maxsim.float_rows_first(DIM) is first  # measured once: searches keep one layout
+        assert maxsim._measured_rows_first.cache_info().misses == 1
+        torch.set_num_threads(2)  # a search on more threads measures again
+        assert isinstance(maxsim.float_rows_first(DIM), bool)
+        assert maxsim._measured_rows_first.cache_info().misses == 2
+    finally:
+        torch.set_num_threads(before)
