@@ -7,13 +7,15 @@ Grammar (case-insensitive keywords)::
     factor  := "not" factor | "(" expr ")" | compare
     compare := NAME OP literal | NAME ["not"] "in" "(" [literal ("," literal)* [","]] ")"
              | NAME ["not"] "contains" literal | NAME "is" ["not"] "null"
+             | NAME                                (a boolean column: NAME == true)
     NAME    := letters (any script), digits, "_" and "." | `any name` in backticks
     OP      := == | = | != | < | <= | > | >=
     literal := number | 'text' | "text" | true | false   (text against a date/time column: a date/time,
                see _as_type_of; a text without an offset against a zoned timestamp is in that zone)
 
 In a quoted text (or a backticked name) a backslash escapes the quote and a backslash; any
-other backslash is kept as written (``path == 'C:\\data'``). ``in ()`` matches no value (a null
+other backslash is kept as written (``path == 'C:\\data'``). ``in [...]`` reads as ``in (...)``, and
+a bare column name as ``== true`` (``archived and not draft``). ``in ()`` matches no value (a null
 still gives null, so ``not in ()`` keeps every non-null value). ``contains`` tests a list
 column's elements (``tags contains 'x'``: any element equal) or a text column's substrings
 (case-sensitive); a list column takes no other test but ``is [not] null``. ``contains`` is a
@@ -47,7 +49,7 @@ _TOKEN = re.compile(
         (?P<num>-?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)
       | (?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
       | (?P<op>==|!=|<=|>=|=|<|>)
-      | (?P<punct>[(),])
+      | (?P<punct>[(),\[\]])
       | (?P<name>[^\W\d][\w.]*)
       | (?P<quoted>`(?:[^`\\]|\\.)*`)
     )""",
@@ -303,12 +305,15 @@ class _Parser:
         if self.accept("kw", "in"):
             # null where the value is null, as ==, != and SQL's IN: "x not in (...)" keeps no null x
             null = pa.nulls(1, pa.bool_())[0]
-            self.take("punct", "(")
+            close = "]"
+            if not self.accept("punct", "["):
+                self.take("punct", "(")
+                close = ")"
             values = []
-            while not self.accept("punct", ")"):  # a trailing comma is allowed: ('en',)
+            while not self.accept("punct", close):  # a trailing comma is allowed: ('en',)
                 values.append(self.literal())
                 if not self.accept("punct", ","):
-                    self.take("punct", ")")
+                    self.take("punct", close)
                     break
             if not values:
                 false = arrow_literals([False])[0]
@@ -328,6 +333,8 @@ class _Parser:
             return ~out if negate else out
         if negate:
             raise self.fail("'not' after a column name must be followed by 'in' or 'contains'")
+        if self.peek() in (None, ("kw", "and"), ("kw", "or"), ("punct", ")")):
+            return self._bare_column(name)
         _, op = self.take("op")
         op = "==" if op == "=" else op
         literal = self.literal()
@@ -339,6 +346,22 @@ class _Parser:
         return Condition(compare(field, value[0]),
                          _column_test(self.text, name, op, literal, value,
                                       lambda column, typed: compare(column, typed[0])))
+
+    def _bare_column(self, name: str) -> Condition:
+        """A column named alone: ``name == true``, for a boolean column only (an integer column
+        would otherwise read true as 1)."""
+        value = arrow_literals([True])
+        test = _column_test(self.text, name, "==", True, value, lambda column, typed: pc.equal(column, typed[0]))
+        text = self.text
+
+        def evaluate(table: pa.Table):
+            column_type = table.column(name).type
+            if not pa.types.is_boolean(column_type):
+                raise FilterError(f"filter {_shown(text)}: column {name!r} holds {column_type} values; a column named "
+                                  "alone must hold booleans (compare it with a value instead)")
+            return test(table)
+
+        return Condition(pc.equal(pc.field(name), value[0]), evaluate)
 
 
 class _Unreadable(Exception):

@@ -109,7 +109,39 @@ def test_in_takes_a_trailing_comma_and_an_empty_list(text, want):
     assert allowed_rows(TABLE, parse_filter(text, COLS)).to_pylist() == want
 
 
-@pytest.mark.parametrize("text", ["lang in (,)", "lang in ('en',,)", "lang in ('en' 'fr')", "lang in ('en'"])
+@pytest.mark.parametrize("text, want", [
+    ("lang in ['fr']", [False, True, False, False]),
+    ("year not in [2000, 2021,]", [False, True, False, False]),
+    ("lang in []", [False, False, False, False]),
+])
+def test_in_takes_a_bracketed_list(text, want):
+    assert allowed_rows(TABLE, compile_filter(text, COLS)).to_pylist() == want
+    assert allowed_rows(TABLE, parse_filter(text, COLS)).to_pylist() == want
+
+
+FLAGS = pa.table({"draft": [True, False, None, False], "n": [1, 2, 3, 4]})
+
+
+@pytest.mark.parametrize("text, want", [
+    ("draft", [True, False, False, False]),
+    ("not draft", [False, True, False, True]),  # a null flag passes neither
+    ("(draft) or n == 4", [True, False, False, True]),
+    ("draft and n >= 1 or not draft and n == 2", [True, True, False, False]),
+])
+def test_a_boolean_column_named_alone_tests_true(text, want):
+    for condition in (compile_filter(text, set(FLAGS.column_names)), parse_filter(text, set(FLAGS.column_names))):
+        assert allowed_rows(FLAGS, condition).to_pylist() == want
+
+
+def test_a_column_named_alone_must_hold_booleans():
+    with pytest.raises(FilterError, match="column 'n' holds int64 values; a column named alone must hold booleans"):
+        allowed_rows(FLAGS, compile_filter("n or draft", set(FLAGS.column_names)))
+    with pytest.raises(FilterError, match="unknown column 'colour'"):
+        compile_filter("colour", set(FLAGS.column_names))
+
+
+@pytest.mark.parametrize("text", ["lang in (,)", "lang in ('en',,)", "lang in ('en' 'fr')", "lang in ('en'",
+                                  "lang in ('en']", "lang in ['en')"])
 def test_a_malformed_list_is_a_filter_error(text):
     with pytest.raises(FilterError, match="expected"):
         compile_filter(text, COLS)
