@@ -9,7 +9,7 @@ import numbers
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
-from xtrieve.errors import ConfigError
+from xtrieve.errors import ConfigError, UnknownConfigKeyError
 
 C = TypeVar("C", bound="ConfigBase")
 
@@ -17,6 +17,19 @@ C = TypeVar("C", bound="ConfigBase")
 @dataclasses.dataclass(frozen=True)
 class ConfigBase:
     """Base for configs: construction from a mapping checks keys and types."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "ConfigBase":
+        # runs before the generated __init__, so ``SearchConfig(foo=1)`` names the key as
+        # from_dict does instead of Python's "unexpected keyword argument"
+        unknown = sorted(set(kwargs) - cls.field_names())
+        if unknown:
+            raise UnknownConfigKeyError(_unknown_keys_message(cls, unknown))
+        if len(args) > len(dataclasses.fields(cls)):
+            raise UnknownConfigKeyError(
+                f"{cls.__name__} takes at most {len(dataclasses.fields(cls))} values, got {len(args)}; "
+                "give its fields by name"
+            )
+        return super().__new__(cls)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # numpy scalars (an np.arange sweep) as Python numbers, lists as tuples
@@ -48,10 +61,7 @@ class ConfigBase:
             raise ConfigError(f"{cls.__name__} expects a mapping, got {type(data).__name__}")
         unknown = sorted(set(data) - cls.field_names())
         if unknown:
-            raise ConfigError(
-                f"unknown {cls.__name__} key(s): {', '.join(unknown)}; "
-                f"known keys: {', '.join(sorted(cls.field_names()))}"
-            )
+            raise ConfigError(_unknown_keys_message(cls, unknown))
         values = {}
         for f in dataclasses.fields(cls):
             if f.name in data:
@@ -84,7 +94,7 @@ class ConfigBase:
         """A copy with some fields changed; unknown keys are rejected."""
         unknown = sorted(set(changes) - self.field_names())
         if unknown:
-            raise ConfigError(f"unknown {type(self).__name__} key(s): {', '.join(unknown)}")
+            raise ConfigError(_unknown_keys_message(type(self), unknown))
         return dataclasses.replace(self, **changes)
 
     def save(self, path: str | Path) -> None:
@@ -103,6 +113,10 @@ class ConfigBase:
 def _defaults(cls: type[C]) -> C:
     """One shared default instance per config class (frozen, so safe to share)."""
     return cls()
+
+
+def _unknown_keys_message(cls: type, unknown: list[str]) -> str:
+    return f"unknown {cls.__name__} key(s): {', '.join(unknown)}; known keys: {', '.join(sorted(cls.field_names()))}"
 
 
 def _check(cond: bool, message: str) -> None:

@@ -14,6 +14,11 @@ class ConfigError(XtrieveError, ValueError):
     """A configuration is invalid: unknown key, bad value or wrong type."""
 
 
+class UnknownConfigKeyError(ConfigError, TypeError):
+    """A config built with a key it does not have (also a TypeError, as Python raises for an
+    unexpected keyword argument)."""
+
+
 class InputError(XtrieveError, ValueError):
     """Bad user input: empty or missing text, duplicate ids, wrong dimension, bad query."""
 

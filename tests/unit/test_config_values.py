@@ -50,3 +50,23 @@ def test_a_bad_value_is_shown_in_the_error():
         EncoderConfig(doc_windows="abc")
     with pytest.raises(ConfigError, match=r"got 'xxxx+\.\.\.$"):  # a long one shortened
         IndexConfig(batch_size="x" * 100)
+
+
+@pytest.mark.parametrize("cls", [EncoderConfig, IndexConfig, SearchConfig])
+def test_an_unknown_keyword_is_a_config_error_naming_it(cls):
+    with pytest.raises(ConfigError, match=r"unknown \w+Config key\(s\): frobnicate; known keys: ") as err:
+        cls(frobnicate=1)
+    assert isinstance(err.value, TypeError)  # what Python raises for an unexpected keyword
+    with pytest.raises(ConfigError, match="frobnicate"):
+        cls().replace(frobnicate=1)
+    with pytest.raises(ConfigError, match="give its fields by name"):
+        cls(*range(len(cls.field_names()) + 1))
+
+
+def test_configs_still_copy_and_compare():
+    import copy
+    import dataclasses
+
+    cfg = SearchConfig(k_prime=64)
+    assert copy.deepcopy(cfg) == cfg == dataclasses.replace(SearchConfig(), k_prime=64)
+    assert SearchConfig(**cfg.to_dict()) == cfg
