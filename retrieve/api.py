@@ -58,10 +58,11 @@ def _index_path(path: Any) -> Path:
     return Path(path)
 
 
-def _reading_lengths(encoder: dict | None) -> dict[str, int | None]:
-    """query_maxlen, doc_maxlen and doc_windows of a manifest's encoder entry (None without one)."""
+def _encoder_settings(encoder: dict | None) -> dict[str, int | None]:
+    """query_maxlen, doc_maxlen, doc_windows and pool_min_vectors of a manifest's encoder entry
+    (None without one)."""
     config = (encoder or {}).get("config") or {}
-    return {key: config.get(key) for key in ("query_maxlen", "doc_maxlen", "doc_windows")}
+    return {key: config.get(key) for key in ("query_maxlen", "doc_maxlen", "doc_windows", "pool_min_vectors")}
 
 
 def _metadata_columns(snapshot: Any) -> dict[str, str]:
@@ -458,7 +459,7 @@ class Index:
             dim=snap.dim, n_segments=len(snap.segments), bytes=size,
             model=(m.encoder or {}).get("name") if m.encoder else None, generation=snap.generation,
             faiss=[s.faiss for s in m.segments], vector_storage=m.config.vector_storage, pool_factor=m.pool_factor,
-            dense_weight=m.dense_weight, **_reading_lengths(m.encoder), metadata_columns=_metadata_columns(snap),
+            dense_weight=m.dense_weight, **_encoder_settings(m.encoder), metadata_columns=_metadata_columns(snap),
             model_bytes=model_bytes,
         )
 

@@ -90,6 +90,9 @@ class IndexInfo:
     faiss: list[str]
     vector_storage: str
     pool_factor: int
+    # the fewest vectors the index's model pools a document to (None for an index built from
+    # embeddings, or by a model whose config predates the setting)
+    pool_min_vectors: int | None = None
     dense_weight: float = 0.0
     # how much of a text the index's model reads (None for an index built from embeddings)
     query_maxlen: int | None = None

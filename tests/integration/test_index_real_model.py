@@ -33,6 +33,7 @@ def test_build_and_search(built):
     info = idx.info()
     docs = list(read_corpus(SAMPLE))
     assert info.n_docs == len(docs) and info.dim == 128 and info.model
+    assert info.pool_min_vectors == idx.encoder.config.pool_min_vectors
     hits = idx.search("how do vaccines protect us?", k=3)
     assert len(hits) == 3 and "accin" in (hits[0].metadata.get("title") or "") + (idx.get(hits[0].doc_id)["text"])
     exact = idx.search("how do vaccines protect us?", k=3, exhaustive=True)

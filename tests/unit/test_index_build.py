@@ -33,7 +33,7 @@ def test_build_from_embeddings_roundtrip(tmp_path):
     meta = [{"year": 2000 + i, "lang": "en" if i % 2 else "fr"} for i in range(50)]
     idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", ids, docs, meta)
     info = idx.info()
-    assert (info.n_docs, info.dim, info.n_segments, info.model) == (50, DIM, 1, None)
+    assert (info.n_docs, info.dim, info.n_segments, info.model, info.pool_min_vectors) == (50, DIM, 1, None, None)
     assert info.n_vectors == info.n_tokens == sum(len(d) for d in docs)
     assert info.vector_storage == "int8" and info.faiss == ["Flat"]
     seg = xtrieve.Index.open(tmp_path / "ix").snapshot.segments[0]
@@ -174,7 +174,7 @@ def test_documents_with_fake_encoder(tmp_path):
     new = idx.add(["first plain text", "second plain text"])
     assert new == ["0", "1"] and len(idx) == 5
     assert idx.add(["third one"]) == ["2"]
-    assert idx.info().model == "fake"
+    assert idx.info().model == "fake" and idx.info().pool_min_vectors == enc.config.pool_min_vectors
     reopened = xtrieve.Index.open(tmp_path / "ix", encoder=enc)
     assert reopened.search("third one", k=1)[0].doc_id == "2"
 
