@@ -33,7 +33,8 @@ CHUNK_VECTORS = 1 << 14
 class Gathered:
     """Some docs' stored vectors, concatenated: codes [rows, dim] (as stored, or float32 once
     :meth:`widened`; packed int4 holds dim / 2 bytes per row), per-row scales (None for
-    float16), IVF list per row (int4 residuals only) and the docs' boundaries."""
+    float16), IVF list per row (int4 residuals only) and the docs' boundaries. codes and
+    scales may be views of the read-only stored files: never write into them."""
 
     codes: torch.Tensor
     scales: torch.Tensor | None
@@ -104,6 +105,13 @@ class SegmentVectors:
         lengths = ends - starts
         bounds = np.zeros(len(docs) + 1, dtype=np.int64)
         np.cumsum(lengths, out=bounds[1:])
+        if len(docs) > 1 and docs[-1] - docs[0] == len(docs) - 1 and bool((docs[1:] > docs[:-1]).all()):
+            # a run of consecutive docs (exhaustive search without deletes or filters) is one
+            # run of rows: views instead of copies (exhaustive scifact: the gathers took ~14%)
+            first, last = int(starts[0]), int(ends[-1])
+            lists = None if self.lists is None else torch.from_numpy(self.lists[first:last].astype(np.int64))
+            scales = None if self.scales is None else self.scales[first:last]
+            return Gathered(self.codes[first:last], scales, lists, bounds, self.int4)
         rows_np = np.arange(bounds[-1]) + np.repeat(starts - bounds[:-1], lengths)
         rows = torch.from_numpy(rows_np)
         scales = None if self.scales is None else self.scales.index_select(0, rows)
