@@ -31,3 +31,24 @@ def test_a_run_of_docs_gathers_as_its_docs_one_by_one(tmp_path, config):
     centroid_sims = None if whole.lists is None else vectors.bases @ query.T
     np.testing.assert_array_equal(chunk_maxsim(query, whole, centroid_sims, per_token=False),
                                   chunk_maxsim(query, single, centroid_sims, per_token=False))
+
+
+@pytest.mark.parametrize("keep, spanned", [
+    (lambda n: np.delete(np.arange(n), [3, 17, 40]), True),  # a few left out: scored over the whole run
+    (lambda n: np.arange(0, n, 3), False),                   # most left out: gathered as they are
+    (lambda n: np.array([9, 2, 30, 31]), False),             # unsorted
+])
+def test_docs_with_gaps_score_as_each_doc_alone(tmp_path, monkeypatch, keep, spanned):
+    rng = np.random.default_rng(5)
+    docs = unit_token_docs(rng, 60, 32, 2, 12)
+    idx = xtrieve.Index.build_from_embeddings(tmp_path / "ix", [f"d{i}" for i in range(60)], docs)
+    vectors = SegmentVectors(idx.snapshot.segments[0])
+    chosen = keep(60)
+    query = torch.from_numpy(unit_token_docs(rng, 1, 32, 12, 13)[0])
+    alone = np.concatenate([vectors.token_maxima(query, np.array([d])) for d in chosen], axis=1)
+    gathered = []
+    gather = vectors.gather_stored
+    monkeypatch.setattr(vectors, "gather_stored", lambda docs: gathered.append(len(docs)) or gather(docs))
+    np.testing.assert_array_equal(vectors.token_maxima(query, chosen), alone)
+    assert gathered == [60 if spanned else len(chosen)]
+    np.testing.assert_array_equal(vectors.maxsim(query, chosen), alone.sum(axis=0))
